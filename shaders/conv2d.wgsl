@@ -1,0 +1,68 @@
+// 2-D convolution, NCHW, weights [Co, Ci, kh, kw], any stride and (asymmetric) zero padding.
+// Each invocation computes a 4 (output channels) × 4 (consecutive output columns) register tile:
+// 16 accumulators, no workgroup barriers (software rasterisers such as SwiftShader punish them).
+
+struct Params {
+    n: u32, cin: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, kh: u32,
+    kw: u32, stride: u32, pad_top: u32, pad_left: u32,
+    has_bias: u32, co_tiles: u32, x_tiles: u32, _pad: u32,
+};
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let total = p.n * p.co_tiles * p.ho * p.x_tiles;
+    if (id >= total) { return; }
+    // id = ((n * co_tiles + co_tile) * ho + oy) * x_tiles + x_tile: neighbours share input rows.
+    let x_tile = id % p.x_tiles;
+    let oy = (id / p.x_tiles) % p.ho;
+    let co_tile = (id / (p.x_tiles * p.ho)) % p.co_tiles;
+    let n = id / (p.x_tiles * p.ho * p.co_tiles);
+    let co0 = co_tile * 4u;
+    let ox0 = x_tile * 4u;
+
+    var acc: array<vec4<f32>, 4>; // acc[j][c]: column ox0 + j, channel co0 + c
+    let ksize = p.kh * p.kw;
+    let wstride = p.cin * ksize; // distance between output channels in the weights
+    // Clamp channel indices so that tiles past `cout` read valid memory; they are not written.
+    let c1 = min(co0 + 1u, p.cout - 1u);
+    let c2 = min(co0 + 2u, p.cout - 1u);
+    let c3 = min(co0 + 3u, p.cout - 1u);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xplane = (n * p.cin + ci) * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
+            if (iy < 0 || iy >= i32(p.h)) { continue; }
+            let xrow = xplane + u32(iy) * p.w;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let widx = ci * ksize + ky * p.kw + kx;
+                let wv = vec4<f32>(wt[co0 * wstride + widx], wt[c1 * wstride + widx],
+                                   wt[c2 * wstride + widx], wt[c3 * wstride + widx]);
+                for (var j = 0u; j < 4u; j++) {
+                    let ix = i32((ox0 + j) * p.stride + kx) - i32(p.pad_left);
+                    if (ix >= 0 && ix < i32(p.w)) {
+                        acc[j] += x[xrow + u32(ix)] * wv;
+                    }
+                }
+            }
+        }
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let co = co0 + c;
+        if (co >= p.cout) { break; }
+        var b = 0.0;
+        if (p.has_bias != 0u) { b = bias[co]; }
+        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
+        for (var j = 0u; j < 4u; j++) {
+            let ox = ox0 + j;
+            if (ox < p.wo) { out[obase + ox] = acc[j][c] + b; }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The `Backend` trait: the op set the model code is written against, once, for the CPU and the GPU.
+//!
+//! Each op validates shapes through the shared `ops::*::check` functions, so a wrong shape is an
+//! error naming the op and the shapes on both backends, never an out-of-bounds read on the GPU.
+
+use std::future::Future;
+
+use crate::error::Result;
+
+/// A tensor handle: dense, row-major (NCHW for images), f32.
+pub trait Tensor: Clone {
+    fn shape(&self) -> &[usize];
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// 2-D convolution settings: `pad` is `[top, left, bottom, right]` (diffusers' `downsample_padding=0`
+/// pads only bottom and right).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: usize,
+    pub pad: [usize; 4],
+}
+
+impl Conv2dParams {
+    pub fn same(kernel: usize) -> Self {
+        let p = kernel / 2;
+        Self {
+            stride: 1,
+            pad: [p, p, p, p],
+        }
+    }
+}
+
+/// Element strides of one operand of a batched matmul. Batch index `z` splits into
+/// `outer = z / batch_inner`, `inner = z % batch_inner` so that `[batch, heads]` views need no copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Strides {
+    pub offset: usize,
+    pub row: usize,
+    pub col: usize,
+    pub outer: usize,
+    pub inner: usize,
+}
+
+impl Strides {
+    /// A dense row-major `rows × cols` matrix per batch entry.
+    pub fn row_major(rows: usize, cols: usize) -> Self {
+        Self {
+            offset: 0,
+            row: cols,
+            col: 1,
+            outer: rows * cols,
+            inner: 0,
+        }
+    }
+}
+
+/// Where a matmul bias is broadcast: one value per output row or per output column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BiasMode {
+    #[default]
+    None,
+    PerRow,
+    PerCol,
+}
+
+/// `C[z] = (alpha · A[z]·B[z] + bias + residual[z]) · out_scale` for `z < batch`, with `A` `m×k`,
+/// `B` `k×n` and every operand addressed through its own strides; `residual` uses `C`'s strides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatmulSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub batch_inner: usize,
+    pub a: Strides,
+    pub b: Strides,
+    pub c: Strides,
+    pub alpha: f32,
+    pub out_scale: f32,
+    pub bias: BiasMode,
+}
+
+/// The ops a diffusers UNet needs. Implemented by [`crate::cpu::CpuBackend`] and
+/// [`crate::gpu::GpuBackend`].
+pub trait Backend {
+    type Tensor: Tensor;
+
+    /// A short human-readable name ("cpu", or the GPU adapter's name and API).
+    fn name(&self) -> String;
+
+    /// Copies host data into a new tensor.
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
+
+    /// Reads a tensor back to the host. Async because WebGPU can only map buffers asynchronously.
+    fn download(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;
+
+    /// `x: [N,Ci,H,W]`, `w: [Co,Ci,kh,kw]`, `bias: [Co]`.
+    fn conv2d(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Self::Tensor>;
+
+    /// Group normalisation over `[N,C,...]` with per-channel affine, optionally followed by SiLU.
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Self::Tensor>;
+
+    /// Batched strided matmul, see [`MatmulSpec`]; the result is a new dense tensor of `out_shape`.
+    fn matmul(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        residual: Option<&Self::Tensor>,
+        out_shape: &[usize],
+        spec: &MatmulSpec,
+    ) -> Result<Self::Tensor>;
+
+    /// Softmax over the last `cols` elements of each row, numerically safe (max subtracted).
+    fn softmax_rows(&self, x: &Self::Tensor, cols: usize) -> Result<Self::Tensor>;
+
+    /// `x · sigmoid(x)`.
+    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `(a + b) · scale`.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor, scale: f32) -> Result<Self::Tensor>;
+
+    /// `x · mul + add`.
+    fn affine(&self, x: &Self::Tensor, mul: f32, add: f32) -> Result<Self::Tensor>;
+
+    /// `x[n,c,..] · (1 + emb[n, scale_col + c]) + emb[n, shift_col + c]` (scale optional): how a
+    /// ResnetBlock2D adds its time embedding, in both `default` and `scale_shift` modes.
+    fn channel_modulate(
+        &self,
+        x: &Self::Tensor,
+        emb: &Self::Tensor,
+        shift_col: usize,
+        scale_col: Option<usize>,
+    ) -> Result<Self::Tensor>;
+
+    /// Concatenates `[N,Ca,H,W]` and `[N,Cb,H,W]` along channels.
+    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Concatenates tensors along their first dimension.
+    fn concat_batch(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
+
+    /// Nearest-neighbour 2× upsampling of `[N,C,H,W]`.
+    fn upsample_nearest2x(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// diffusers' `get_timestep_embedding` of `t: [N]` → `[N, dim]`.
+    fn timestep_embedding(
+        &self,
+        t: &Self::Tensor,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Row lookup `table[ids[i]]` of `table: [V, D]` with integer-valued `ids: [N]` → `[N, D]`.
+    fn embedding(&self, table: &Self::Tensor, ids: &Self::Tensor) -> Result<Self::Tensor>;
+}

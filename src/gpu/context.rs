@@ -1,0 +1,418 @@
+//! Device, queue, pipeline cache, buffer pool, uniform ring and readback.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// One WGSL source file: its name (for labels and the cache) and text.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Read-only storage inputs bound at `@binding(1..=inputs)`; the output is `@binding(inputs+1)`.
+    pub inputs: u32,
+}
+
+/// Uniform parameter blocks are bound in 256-byte windows (WebGPU's default
+/// `minUniformBufferOffsetAlignment`).
+const UNIFORM_SLOT: u64 = 256;
+const UNIFORM_RING: u64 = 1 << 18;
+
+type Pool = Rc<RefCell<HashMap<u64, Vec<wgpu::Buffer>>>>;
+
+/// A storage buffer that returns to the pool when its last tensor drops.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Pool,
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.borrow_mut().entry(b.size()).or_default().push(b);
+        }
+    }
+}
+
+/// The long-lived GPU state, built once per page or process.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter_info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
+    layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pool: Pool,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    uniforms: RefCell<Vec<u8>>,
+    uniform_ring: wgpu::Buffer,
+    /// Bound to optional inputs that an op does not use (bias, residual).
+    dummy: wgpu::Buffer,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    dispatches: Cell<u64>,
+}
+
+impl GpuContext {
+    /// Requests an adapter and a device with WebGPU's default limits (so what runs natively also
+    /// runs in any browser). `WGPU_BACKEND` (e.g. `vulkan`) selects the native API.
+    pub async fn new() -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let limits = wgpu::Limits::default();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("stepwise"),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("request_device: {e}")))?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let uniform_ring = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniform ring"),
+            size: UNIFORM_RING,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused optional input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            adapter_info: adapter.get_info(),
+            limits,
+            device,
+            queue,
+            modules: RefCell::default(),
+            pipelines: RefCell::default(),
+            layouts: RefCell::default(),
+            pool: Pool::default(),
+            encoder: RefCell::new(None),
+            uniforms: RefCell::default(),
+            uniform_ring,
+            dummy,
+            errors,
+            lost,
+            dispatches: Cell::new(0),
+        })
+    }
+
+    /// "adapter name (backend)".
+    pub fn describe(&self) -> String {
+        let i = &self.adapter_info;
+        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// Total compute dispatches recorded so far (benchmarks use it).
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.get()
+    }
+
+    /// Fails if the device was lost or a validation error was raised since the last check.
+    pub fn check(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost(reason));
+        }
+        let mut errs = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        if !errs.is_empty() {
+            let msg = errs.join("; ");
+            errs.clear();
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of at least `bytes`, from the pool when one of that size is free.
+    pub fn alloc(&self, bytes: u64) -> Result<Rc<PooledBuffer>> {
+        let size = bytes.max(4).next_multiple_of(4);
+        if size > self.limits.max_storage_buffer_binding_size as u64 {
+            return Err(Error::Gpu(format!(
+                "a {size}-byte tensor exceeds the device's max storage binding of {} bytes",
+                self.limits.max_storage_buffer_binding_size
+            )));
+        }
+        let reused = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop());
+        let buffer = reused.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tensor"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Rc::new(PooledBuffer {
+            buffer: Some(buffer),
+            pool: self.pool.clone(),
+        }))
+    }
+
+    /// Writes host data into a buffer. Pending commands are submitted first so that the write
+    /// cannot overtake earlier ops that still read the (pooled, reused) buffer.
+    pub fn write(&self, buffer: &wgpu::Buffer, data: &[f32]) {
+        if self.encoder.borrow().is_some() {
+            self.flush();
+        }
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    fn layout(&self, inputs: u32) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut layouts = self.layouts.borrow_mut();
+        layouts
+            .entry(inputs)
+            .or_insert_with(|| {
+                let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }];
+                entries.extend((1..=inputs).map(|b| storage(b, true)));
+                entries.push(storage(inputs + 1, false));
+                let bgl = self
+                    .device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("op layout"),
+                        entries: &entries,
+                    });
+                let pl = self
+                    .device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some("op pipeline layout"),
+                        bind_group_layouts: &[Some(&bgl)],
+                        immediate_size: 0,
+                    });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    fn pipeline(&self, shader: Shader, entry: &'static str) -> Rc<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.borrow().get(&(shader.name, entry)) {
+            return p.clone();
+        }
+        let (_, layout) = self.layout(shader.inputs);
+        let mut modules = self.modules.borrow_mut();
+        let module = modules.entry(shader.name).or_insert_with(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+        });
+        let label = format!("{}::{entry}", shader.name);
+        let pipeline = Rc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        self.pipelines
+            .borrow_mut()
+            .insert((shader.name, entry), pipeline.clone());
+        pipeline
+    }
+
+    /// Records one dispatch of `shader::entry` with `params` as its uniform block. `inputs` are
+    /// bound in order (`None` binds a dummy buffer), then `output`.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        params: &P,
+        inputs: &[Option<&wgpu::Buffer>],
+        output: &wgpu::Buffer,
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        debug_assert_eq!(inputs.len() as u32, shader.inputs);
+        let bytes = bytemuck::bytes_of(params);
+        assert!(
+            bytes.len() as u64 <= UNIFORM_SLOT,
+            "op parameters exceed one uniform slot"
+        );
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Gpu(format!(
+                "{}::{entry}: dispatch {workgroups:?} exceeds {max} workgroups per dimension",
+                shader.name
+            )));
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        if self.uniforms.borrow().len() as u64 + UNIFORM_SLOT > UNIFORM_RING {
+            self.flush();
+        }
+        let pipeline = self.pipeline(shader, entry);
+        let (bgl, _) = self.layout(shader.inputs);
+        let offset = {
+            let mut u = self.uniforms.borrow_mut();
+            let offset = u.len() as u64;
+            u.extend_from_slice(bytes);
+            u.resize((offset + UNIFORM_SLOT) as usize, 0);
+            offset
+        };
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.uniform_ring,
+                offset,
+                size: wgpu::BufferSize::new(UNIFORM_SLOT),
+            }),
+        }];
+        for (i, b) in inputs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.unwrap_or(&self.dummy).as_entire_binding(),
+            });
+        }
+        entries.push(wgpu::BindGroupEntry {
+            binding: shader.inputs + 1,
+            resource: output.as_entire_binding(),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &bgl,
+            entries: &entries,
+        });
+        let mut enc = self.encoder.borrow_mut();
+        let enc = enc.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") })
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        }
+        self.dispatches.set(self.dispatches.get() + 1);
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy.
+    pub fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_off: u64,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        bytes: u64,
+    ) {
+        let mut enc = self.encoder.borrow_mut();
+        let enc = enc.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") })
+        });
+        enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+    }
+
+    /// Writes the staged uniforms and submits the pending commands.
+    pub fn flush(&self) {
+        let enc = self.encoder.borrow_mut().take();
+        let mut u = self.uniforms.borrow_mut();
+        if !u.is_empty() {
+            self.queue.write_buffer(&self.uniform_ring, 0, &u);
+            u.clear();
+        }
+        if let Some(enc) = enc {
+            self.queue.submit([enc.finish()]);
+        }
+    }
+
+    /// Reads `bytes` from the start of `buffer`. On wasm this awaits the browser; natively it
+    /// polls the device (never call `device.poll` on wasm: WebGPU maps from its event loop).
+    pub async fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.copy(buffer, 0, &staging, 0, bytes.max(4));
+        self.flush();
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("poll: {e}")))?;
+        let mapped = rx
+            .await
+            .map_err(|_| Error::DeviceLost("readback callback dropped".into()))?;
+        self.check()?;
+        mapped.map_err(|e| Error::Gpu(format!("map_async: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("get_mapped_range: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view[..bytes as usize]).to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}

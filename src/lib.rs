@@ -1,0 +1,17 @@
+//! stepwise: watch a diffusion model work. The diffusers `UNet2DModel` family as WGSL compute
+//! shaders through wgpu, a CPU reference backend, samplers with diffusers' semantics, the
+//! denoising pipeline, and (on wasm) the Leptos app.
+
+pub mod backend;
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod io;
+
+pub mod model;
+pub mod noise;
+pub mod ops;
+pub mod sampler;
+
+pub use backend::{Backend, Tensor};
+pub use error::{Error, Result};

@@ -1,0 +1,252 @@
+//! diffusers' UNet blocks: `DownBlock2D` / `AttnDownBlock2D`, `UNetMidBlock2D` (with or without
+//! attention) and `UpBlock2D` / `AttnUpBlock2D`, with their `Downsample2D` / `Upsample2D`.
+
+use crate::backend::{Backend, Conv2dParams};
+use crate::error::{Error, Result};
+use crate::model::attention::Attention;
+use crate::model::layers::Conv2d;
+use crate::model::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::model::weights::WeightView;
+
+/// Attention settings of a block: heads from `attention_head_dim`, norm groups, eps.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnConfig {
+    pub head_dim: usize,
+    pub norm_groups: Option<usize>,
+    pub eps: f32,
+    pub rescale_output_factor: f32,
+}
+
+/// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
+pub struct DownBlock2D<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Attention<B>>,
+    /// `Downsample2D(use_conv=True)`: a stride-2 3×3 conv.
+    pub downsampler: Option<Conv2d<B>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+impl<B: Backend> DownBlock2D<B> {
+    pub fn load(
+        b: &B,
+        vs: &WeightView,
+        in_channels: usize,
+        out_channels: usize,
+        num_layers: usize,
+        add_downsample: bool,
+        downsample_padding: usize,
+        resnet: ResnetConfig,
+        attn: Option<AttnConfig>,
+    ) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for i in 0..num_layers {
+            let cin = if i == 0 { in_channels } else { out_channels };
+            resnets.push(ResnetBlock2D::load(
+                b,
+                &vs.pp("resnets").pp(i),
+                cin,
+                out_channels,
+                resnet,
+            )?);
+            if let Some(a) = attn {
+                attentions.push(Attention::load(
+                    b,
+                    &vs.pp("attentions").pp(i),
+                    out_channels,
+                    a.head_dim,
+                    a.norm_groups,
+                    a.eps,
+                    a.rescale_output_factor,
+                )?);
+            }
+        }
+        // `Downsample2D`: padding 0 means F.pad(x, (0, 1, 0, 1)) then a stride-2 conv.
+        let p = downsample_padding;
+        let params = Conv2dParams {
+            stride: 2,
+            pad: if p == 0 { [0, 0, 1, 1] } else { [p, p, p, p] },
+        };
+        let downsampler = if add_downsample {
+            let dvs = vs.pp("downsamplers").pp(0).pp("conv");
+            Some(Conv2d::load(
+                b,
+                &dvs,
+                out_channels,
+                out_channels,
+                3,
+                params,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            attentions,
+            downsampler,
+        })
+    }
+
+    /// Returns the block output and the skip states (one per resnet, plus the downsampled one).
+    pub fn forward(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        temb: &B::Tensor,
+    ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
+        let mut h = x.clone();
+        let mut states = Vec::new();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            h = resnet.forward(b, &h, temb)?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(b, &h)?;
+            }
+            states.push(h.clone());
+        }
+        if let Some(d) = &self.downsampler {
+            h = d.forward(b, &h)?;
+            states.push(h.clone());
+        }
+        Ok((h, states))
+    }
+}
+
+/// `UNetMidBlock2D`: resnet, then (attention, resnet) once.
+pub struct UNetMidBlock2D<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attention: Option<Attention<B>>,
+}
+
+impl<B: Backend> UNetMidBlock2D<B> {
+    pub fn load(
+        b: &B,
+        vs: &WeightView,
+        channels: usize,
+        resnet: ResnetConfig,
+        attn: Option<AttnConfig>,
+    ) -> Result<Self> {
+        let resnets = (0..2)
+            .map(|i| ResnetBlock2D::load(b, &vs.pp("resnets").pp(i), channels, channels, resnet))
+            .collect::<Result<Vec<_>>>()?;
+        let attention = match attn {
+            Some(a) => Some(Attention::load(
+                b,
+                &vs.pp("attentions").pp(0),
+                channels,
+                a.head_dim,
+                a.norm_groups,
+                a.eps,
+                a.rescale_output_factor,
+            )?),
+            None => None,
+        };
+        Ok(Self { resnets, attention })
+    }
+
+    pub fn forward(&self, b: &B, x: &B::Tensor, temb: &B::Tensor) -> Result<B::Tensor> {
+        let mut h = self.resnets[0].forward(b, x, temb)?;
+        if let Some(a) = &self.attention {
+            h = a.forward(b, &h)?;
+        }
+        self.resnets[1].forward(b, &h, temb)
+    }
+}
+
+/// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
+pub struct UpBlock2D<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Attention<B>>,
+    /// `Upsample2D(use_conv=True)`: nearest 2× then a 3×3 conv.
+    pub upsampler: Option<Conv2d<B>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+impl<B: Backend> UpBlock2D<B> {
+    pub fn load(
+        b: &B,
+        vs: &WeightView,
+        in_channels: usize,
+        prev_output_channel: usize,
+        out_channels: usize,
+        num_layers: usize,
+        add_upsample: bool,
+        resnet: ResnetConfig,
+        attn: Option<AttnConfig>,
+    ) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for i in 0..num_layers {
+            let res_skip = if i == num_layers - 1 {
+                in_channels
+            } else {
+                out_channels
+            };
+            let resnet_in = if i == 0 {
+                prev_output_channel
+            } else {
+                out_channels
+            };
+            resnets.push(ResnetBlock2D::load(
+                b,
+                &vs.pp("resnets").pp(i),
+                resnet_in + res_skip,
+                out_channels,
+                resnet,
+            )?);
+            if let Some(a) = attn {
+                attentions.push(Attention::load(
+                    b,
+                    &vs.pp("attentions").pp(i),
+                    out_channels,
+                    a.head_dim,
+                    a.norm_groups,
+                    a.eps,
+                    a.rescale_output_factor,
+                )?);
+            }
+        }
+        let upsampler = if add_upsample {
+            Some(Conv2d::load(
+                b,
+                &vs.pp("upsamplers").pp(0).pp("conv"),
+                out_channels,
+                out_channels,
+                3,
+                Conv2dParams::same(3),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            attentions,
+            upsampler,
+        })
+    }
+
+    /// Consumes skip states from the end of `skips`, as diffusers' `res_hidden_states_tuple[-1]`.
+    pub fn forward(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        skips: &mut Vec<B::Tensor>,
+        temb: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let mut h = x.clone();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            let skip = skips.pop().ok_or_else(|| {
+                Error::Other("UNet skip connections ran out (inconsistent block layout)".into())
+            })?;
+            h = b.concat_channels(&h, &skip)?;
+            h = resnet.forward(b, &h, temb)?;
+            if let Some(attn) = self.attentions.get(i) {
+                h = attn.forward(b, &h)?;
+            }
+        }
+        if let Some(u) = &self.upsampler {
+            h = b.upsample_nearest2x(&h)?;
+            h = u.forward(b, &h)?;
+        }
+        Ok(h)
+    }
+}

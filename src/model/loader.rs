@@ -1,0 +1,138 @@
+//! Finding a model in a diffusers folder as users download it: a pipeline folder
+//! (`model_index.json`, `unet/`, `scheduler/`, optionally `vae/`) or a bare UNet folder
+//! (`config.json` + `diffusion_pytorch_model.safetensors`, optionally `scheduler_config.json`).
+//! Files come through [`FileSource`], so the same code reads a directory natively and the files
+//! a user dropped on the page in the browser.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::model::config::UNet2DConfig;
+use crate::model::weights::Weights;
+
+/// Where a model's files come from, by path relative to the model folder.
+pub trait FileSource {
+    /// The file's bytes, `None` if it does not exist.
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>>;
+    /// A name for messages (the folder path).
+    fn describe(&self) -> String;
+}
+
+/// A folder on disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DirSource(pub std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl FileSource for DirSource {
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.0.join(rel);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// Files held in memory (the browser's file picker, embedded assets, tests).
+pub struct MemorySource {
+    pub name: String,
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl FileSource for MemorySource {
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.files.get(rel).cloned())
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The UNet part of a model folder, parsed but not yet on a backend.
+pub struct UNetFiles {
+    pub config: UNet2DConfig,
+    pub weights: Weights,
+    /// The scheduler config JSON, if the folder has one.
+    pub scheduler_config: Option<String>,
+    /// Whether the folder also has a `vae/` (a latent model).
+    pub has_vae: bool,
+}
+
+const WEIGHT_NAMES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+
+fn text(src: &dyn FileSource, rel: &str) -> Result<Option<String>> {
+    match src.read(rel)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::Json {
+            path: format!("{}/{rel}", src.describe()),
+            message: "not UTF-8 text".into(),
+        }),
+    }
+}
+
+/// Reads the UNet config, weights and scheduler config from either folder layout.
+pub fn load_unet_files(src: &dyn FileSource) -> Result<UNetFiles> {
+    let root = src.describe();
+    let pipeline =
+        src.read("model_index.json")?.is_some() || src.read("unet/config.json")?.is_some();
+    let (unet_dir, sched_path) = if pipeline {
+        ("unet/", "scheduler/scheduler_config.json")
+    } else {
+        ("", "scheduler_config.json")
+    };
+    let cfg_rel = format!("{unet_dir}config.json");
+    let cfg_text = text(src, &cfg_rel)?.ok_or_else(|| {
+        Error::config(
+            "config.json",
+            format!(
+                "{root}: no {cfg_rel} (expected a diffusers pipeline folder with model_index.json and unet/, \
+                 or a UNet folder with config.json and diffusion_pytorch_model.safetensors)"
+            ),
+        )
+    })?;
+    let config = UNet2DConfig::from_json(&cfg_text, &format!("{root}/{cfg_rel}"))?;
+    let mut weights = None;
+    for name in WEIGHT_NAMES {
+        let rel = format!("{unet_dir}{name}");
+        if let Some(bytes) = src.read(&rel)? {
+            weights = Some(Weights::from_bytes(bytes, &format!("{root}/{rel}"))?);
+            break;
+        }
+    }
+    let weights = match weights {
+        Some(w) => w,
+        None => {
+            let bin = src
+                .read(&format!("{unet_dir}diffusion_pytorch_model.bin"))?
+                .is_some();
+            return Err(Error::config(
+                "weights",
+                format!(
+                    "{root}: no {unet_dir}{}{}",
+                    WEIGHT_NAMES[0],
+                    if bin {
+                        " (only a PyTorch .bin was found; convert it to .safetensors)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    };
+    Ok(UNetFiles {
+        config,
+        weights,
+        scheduler_config: text(src, sched_path)?,
+        has_vae: pipeline && src.read("vae/config.json")?.is_some(),
+    })
+}

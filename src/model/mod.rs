@@ -1,0 +1,16 @@
+//! The diffusers model family, one file per diffusers module with the same names. Written once
+//! against the [`crate::backend::Backend`] trait.
+
+pub mod attention;
+pub mod blocks;
+pub mod config;
+pub mod embeddings;
+pub mod layers;
+pub mod loader;
+pub mod resnet;
+pub mod unet_2d;
+pub mod weights;
+
+pub use config::UNet2DConfig;
+pub use unet_2d::UNet2DModel;
+pub use weights::Weights;

@@ -1,0 +1,94 @@
+//! diffusers `ResnetBlock2D` (pre-norm, SiLU, time embedding added (`default`) or as
+//! scale-and-shift after the second norm (`scale_shift`), 1×1 `conv_shortcut` when channels change).
+
+use crate::backend::{Backend, Conv2dParams};
+use crate::error::Result;
+use crate::model::config::TimeScaleShift;
+use crate::model::layers::{Conv2d, GroupNorm, Linear};
+use crate::model::weights::WeightView;
+
+pub struct ResnetBlock2D<B: Backend> {
+    pub norm1: GroupNorm<B>,
+    pub conv1: Conv2d<B>,
+    pub time_emb_proj: Linear<B>,
+    pub norm2: GroupNorm<B>,
+    pub conv2: Conv2d<B>,
+    pub conv_shortcut: Option<Conv2d<B>>,
+    pub time_embedding_norm: TimeScaleShift,
+    pub out_channels: usize,
+    pub output_scale_factor: f32,
+}
+
+/// Settings shared by every resnet of a UNet.
+#[derive(Clone, Copy, Debug)]
+pub struct ResnetConfig {
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f32,
+    pub time_embedding_norm: TimeScaleShift,
+    pub output_scale_factor: f32,
+}
+
+impl<B: Backend> ResnetBlock2D<B> {
+    pub fn load(
+        b: &B,
+        vs: &WeightView,
+        in_channels: usize,
+        out_channels: usize,
+        cfg: ResnetConfig,
+    ) -> Result<Self> {
+        let temb_out = match cfg.time_embedding_norm {
+            TimeScaleShift::Default => out_channels,
+            TimeScaleShift::ScaleShift => 2 * out_channels,
+        };
+        let same = Conv2dParams::same(3);
+        Ok(Self {
+            norm1: GroupNorm::load(b, &vs.pp("norm1"), cfg.groups, in_channels, cfg.eps)?,
+            conv1: Conv2d::load(b, &vs.pp("conv1"), in_channels, out_channels, 3, same)?,
+            time_emb_proj: Linear::load(b, &vs.pp("time_emb_proj"), cfg.temb_channels, temb_out)?,
+            norm2: GroupNorm::load(b, &vs.pp("norm2"), cfg.groups, out_channels, cfg.eps)?,
+            conv2: Conv2d::load(b, &vs.pp("conv2"), out_channels, out_channels, 3, same)?,
+            conv_shortcut: if in_channels != out_channels {
+                Some(Conv2d::load(
+                    b,
+                    &vs.pp("conv_shortcut"),
+                    in_channels,
+                    out_channels,
+                    1,
+                    Conv2dParams::same(1),
+                )?)
+            } else {
+                None
+            },
+            time_embedding_norm: cfg.time_embedding_norm,
+            out_channels,
+            output_scale_factor: cfg.output_scale_factor,
+        })
+    }
+
+    /// `temb_act` is `silu(emb)`: every resnet applies the same activation to the same embedding,
+    /// so the UNet computes it once per forward.
+    pub fn forward(&self, b: &B, input: &B::Tensor, temb_act: &B::Tensor) -> Result<B::Tensor> {
+        let h = self.norm1.forward(b, input, true)?;
+        let h = self.conv1.forward(b, &h)?;
+        let temb = self.time_emb_proj.forward(b, temb_act)?;
+        let h = match self.time_embedding_norm {
+            TimeScaleShift::Default => {
+                let h = b.channel_modulate(&h, &temb, 0, None)?;
+                self.norm2.forward(b, &h, true)?
+            }
+            TimeScaleShift::ScaleShift => {
+                // `scale, shift = temb.chunk(2, dim=1)`; `h = norm2(h) * (1 + scale) + shift`
+                let h = self.norm2.forward(b, &h, false)?;
+                let h = b.channel_modulate(&h, &temb, self.out_channels, Some(0))?;
+                b.silu(&h)?
+            }
+        };
+        let h = self.conv2.forward(b, &h)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => c.forward(b, input)?,
+            None => input.clone(),
+        };
+        b.add(&shortcut, &h, 1.0 / self.output_scale_factor)
+    }
+}

@@ -1,0 +1,377 @@
+//! diffusers `UNet2DModel`, config-driven: time (and class) embedding, `conv_in`, down blocks,
+//! mid block, up blocks with skip connections, `conv_norm_out` → SiLU → `conv_out`.
+
+use crate::backend::{Backend, Conv2dParams, Tensor};
+use crate::error::{Error, Result};
+use crate::model::blocks::{AttnConfig, DownBlock2D, UNetMidBlock2D, UpBlock2D};
+use crate::model::config::UNet2DConfig;
+use crate::model::embeddings::{TimeProj, TimestepEmbedding};
+use crate::model::layers::{Conv2d, GroupNorm};
+use crate::model::resnet::ResnetConfig;
+use crate::model::weights::{WeightView, Weights};
+
+/// How class labels enter the time embedding.
+pub enum ClassEmbedding<B: Backend> {
+    /// `nn.Embedding(num_class_embeds, time_embed_dim)`.
+    Table {
+        table: B::Tensor,
+        num_classes: usize,
+    },
+    /// `class_embed_type="timestep"`: labels go through `time_proj` and their own MLP.
+    Timestep(TimestepEmbedding<B>),
+}
+
+pub struct UNet2DModel<B: Backend> {
+    pub config: UNet2DConfig,
+    pub time_proj: TimeProj<B>,
+    pub time_embedding: TimestepEmbedding<B>,
+    pub class_embedding: Option<ClassEmbedding<B>>,
+    pub conv_in: Conv2d<B>,
+    pub down_blocks: Vec<DownBlock2D<B>>,
+    pub mid_block: Option<UNetMidBlock2D<B>>,
+    pub up_blocks: Vec<UpBlock2D<B>>,
+    pub conv_norm_out: GroupNorm<B>,
+    pub conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> UNet2DModel<B> {
+    /// Builds the model from its config and weights; every tensor of `weights` must be used.
+    pub fn load(b: &B, config: UNet2DConfig, weights: &Weights) -> Result<Self> {
+        config.validate()?;
+        let cfg = &config;
+        let vs = WeightView::root(weights);
+        let ch = &cfg.block_out_channels;
+        let n_blocks = ch.len();
+        let time_embed_dim = cfg.time_embed_dim();
+        let groups = cfg.resnet_groups()?;
+        let resnet = ResnetConfig {
+            temb_channels: time_embed_dim,
+            groups,
+            eps: cfg.norm_eps,
+            time_embedding_norm: cfg.time_scale_shift(),
+            output_scale_factor: 1.0,
+        };
+        let head_dim = |channels: usize| cfg.attention_head_dim.unwrap_or(channels);
+        let attn = |channels: usize, rescale: f32, norm_groups: Option<usize>| AttnConfig {
+            head_dim: head_dim(channels),
+            norm_groups,
+            eps: cfg.norm_eps,
+            rescale_output_factor: rescale,
+        };
+
+        // 1. time
+        let time_proj = match cfg.time_embedding_type.as_str() {
+            "learned" => {
+                let steps = cfg.num_train_timesteps.unwrap_or(0);
+                TimeProj::Learned {
+                    table: b.upload(
+                        &[steps, ch[0]],
+                        &vs.pp("time_proj").get("weight", &[steps, ch[0]])?,
+                    )?,
+                }
+            }
+            _ => TimeProj::Positional {
+                dim: ch[0],
+                flip_sin_to_cos: cfg.flip_sin_to_cos,
+                freq_shift: cfg.freq_shift,
+            },
+        };
+        let time_embedding =
+            TimestepEmbedding::load(b, &vs.pp("time_embedding"), ch[0], time_embed_dim)?;
+        let class_embedding = match (cfg.class_embed_type.as_deref(), cfg.num_class_embeds) {
+            (None, Some(k)) => Some(ClassEmbedding::Table {
+                table: b.upload(
+                    &[k, time_embed_dim],
+                    &vs.pp("class_embedding")
+                        .get("weight", &[k, time_embed_dim])?,
+                )?,
+                num_classes: k,
+            }),
+            (Some("timestep"), _) => Some(ClassEmbedding::Timestep(TimestepEmbedding::load(
+                b,
+                &vs.pp("class_embedding"),
+                ch[0],
+                time_embed_dim,
+            )?)),
+            _ => None,
+        };
+
+        // 2. pre-process
+        let conv_in = Conv2d::load(
+            b,
+            &vs.pp("conv_in"),
+            cfg.in_channels,
+            ch[0],
+            3,
+            Conv2dParams::same(3),
+        )?;
+
+        // 3. down
+        let mut down_blocks = Vec::new();
+        let mut output_channel = ch[0];
+        for (i, kind) in cfg.down_block_types.iter().enumerate() {
+            let input_channel = output_channel;
+            output_channel = ch[i];
+            let has_attn = kind == "AttnDownBlock2D";
+            down_blocks.push(DownBlock2D::load(
+                b,
+                &vs.pp("down_blocks").pp(i),
+                input_channel,
+                output_channel,
+                cfg.layers_per_block,
+                i + 1 != n_blocks,
+                cfg.downsample_padding,
+                resnet,
+                has_attn.then(|| attn(output_channel, 1.0, Some(groups))),
+            )?);
+        }
+
+        // 4. mid
+        let mid_block = match cfg.mid_block_type {
+            None => None,
+            Some(_) => {
+                let c = ch[n_blocks - 1];
+                let mid_groups = cfg.norm_num_groups.unwrap_or((c / 4).min(32));
+                // diffusers: attn_groups defaults to resnet_groups only in `default` mode.
+                let attn_groups = cfg.attn_norm_num_groups.or(match cfg.time_scale_shift() {
+                    crate::model::config::TimeScaleShift::Default => Some(mid_groups),
+                    _ => None,
+                });
+                let mid_resnet = ResnetConfig {
+                    groups: mid_groups,
+                    output_scale_factor: cfg.mid_block_scale_factor,
+                    ..resnet
+                };
+                Some(UNetMidBlock2D::load(
+                    b,
+                    &vs.pp("mid_block"),
+                    c,
+                    mid_resnet,
+                    cfg.add_attention
+                        .then(|| attn(c, cfg.mid_block_scale_factor, attn_groups)),
+                )?)
+            }
+        };
+
+        // 5. up
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up_blocks = Vec::new();
+        let mut output_channel = rev[0];
+        for (i, kind) in cfg.up_block_types.iter().enumerate() {
+            let prev_output_channel = output_channel;
+            output_channel = rev[i];
+            let input_channel = rev[(i + 1).min(n_blocks - 1)];
+            let has_attn = kind == "AttnUpBlock2D";
+            up_blocks.push(UpBlock2D::load(
+                b,
+                &vs.pp("up_blocks").pp(i),
+                input_channel,
+                prev_output_channel,
+                output_channel,
+                cfg.layers_per_block + 1,
+                i + 1 != n_blocks,
+                resnet,
+                has_attn.then(|| attn(output_channel, 1.0, Some(groups))),
+            )?);
+        }
+
+        // 6. post-process
+        let groups_out = cfg.norm_num_groups.unwrap_or((ch[0] / 4).min(32));
+        let conv_norm_out =
+            GroupNorm::load(b, &vs.pp("conv_norm_out"), groups_out, ch[0], cfg.norm_eps)?;
+        let conv_out = Conv2d::load(
+            b,
+            &vs.pp("conv_out"),
+            ch[0],
+            cfg.out_channels,
+            3,
+            Conv2dParams::same(3),
+        )?;
+
+        weights.check_all_used()?;
+        Ok(Self {
+            config,
+            time_proj,
+            time_embedding,
+            class_embedding,
+            conv_in,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out,
+            conv_out,
+        })
+    }
+
+    /// The spatial size every down block must halve cleanly: `2^(blocks - 1)`.
+    pub fn size_multiple(&self) -> usize {
+        1 << (self.config.block_out_channels.len() - 1)
+    }
+
+    /// Checks a sample shape and its timestep/class inputs before anything reaches the backend.
+    pub fn check_inputs(
+        &self,
+        shape: &[usize],
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<()> {
+        let &[n, c, h, w] = shape else {
+            return Err(Error::input(
+                "sample",
+                format!("expected shape [N,C,H,W], got {shape:?}"),
+            ));
+        };
+        if n == 0 || h == 0 || w == 0 {
+            return Err(Error::input("sample", format!("empty shape {shape:?}")));
+        }
+        if c != self.config.in_channels {
+            return Err(Error::input(
+                "sample",
+                format!(
+                    "has {c} channels, the model's in_channels is {}",
+                    self.config.in_channels
+                ),
+            ));
+        }
+        let m = self.size_multiple();
+        if h % m != 0 || w % m != 0 {
+            return Err(Error::input(
+                "sample",
+                format!(
+                    "{h}×{w} is not divisible by {m} (the model downsamples {} times)",
+                    m.trailing_zeros()
+                ),
+            ));
+        }
+        if timesteps.len() != n && timesteps.len() != 1 {
+            return Err(Error::input(
+                "timestep",
+                format!(
+                    "has {} values for a batch of {n} (expected {n} or 1)",
+                    timesteps.len()
+                ),
+            ));
+        }
+        if let Some(bad) = timesteps.iter().find(|t| !t.is_finite()) {
+            return Err(Error::input(
+                "timestep",
+                format!("value {bad} is not finite"),
+            ));
+        }
+        if let TimeProj::Learned { table } = &self.time_proj {
+            let steps = table.shape()[0];
+            if let Some(bad) = timesteps
+                .iter()
+                .find(|&&t| !(t >= 0.0 && (t as usize) < steps && t.fract() == 0.0))
+            {
+                return Err(Error::input(
+                    "timestep",
+                    format!("{bad} is not an integer in 0..{steps} (learned time embedding)"),
+                ));
+            }
+        }
+        match (&self.class_embedding, class_labels) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(Error::input(
+                    "class_labels",
+                    "given, but the model has no class embedding (num_class_embeds is null)",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(Error::input(
+                    "class_labels",
+                    "required: the model is class-conditional",
+                ))
+            }
+            (Some(ce), Some(labels)) => {
+                if labels.len() != n {
+                    return Err(Error::input(
+                        "class_labels",
+                        format!("has {} values for a batch of {n}", labels.len()),
+                    ));
+                }
+                if let ClassEmbedding::Table { num_classes, .. } = ce {
+                    if let Some(bad) = labels
+                        .iter()
+                        .find(|&&l| l < 0 || l as usize >= *num_classes)
+                    {
+                        return Err(Error::input(
+                            "class_labels",
+                            format!("label {bad} is outside 0..{num_classes} (num_class_embeds = {num_classes})"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The UNet forward pass: `sample [N,C,H,W]`, one timestep per sample (or one for all),
+    /// class labels for class-conditional models. Returns the model output (ε, v or x₀).
+    pub fn forward(
+        &self,
+        b: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<B::Tensor> {
+        self.check_inputs(sample.shape(), timesteps, class_labels)?;
+        let n = sample.shape()[0];
+
+        // 0. center input if necessary
+        let sample = if self.config.center_input_sample {
+            b.affine(sample, 2.0, -1.0)?
+        } else {
+            sample.clone()
+        };
+
+        // 1. time (broadcast to the batch as diffusers does)
+        let t: Vec<f32> = if timesteps.len() == 1 {
+            vec![timesteps[0]; n]
+        } else {
+            timesteps.to_vec()
+        };
+        let t = b.upload(&[n], &t)?;
+        let t_emb = self.time_proj.forward(b, &t)?;
+        let mut emb = self.time_embedding.forward(b, &t_emb)?;
+        if let (Some(ce), Some(labels)) = (&self.class_embedding, class_labels) {
+            let ids: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            let ids = b.upload(&[n], &ids)?;
+            let class_emb = match ce {
+                ClassEmbedding::Table { table, .. } => b.embedding(table, &ids)?,
+                ClassEmbedding::Timestep(mlp) => {
+                    mlp.forward(b, &self.time_proj.forward(b, &ids)?)?
+                }
+            };
+            emb = b.add(&emb, &class_emb, 1.0)?;
+        }
+        // Every resnet starts with `time_emb_proj(silu(emb))`: apply the SiLU once.
+        let temb = b.silu(&emb)?;
+
+        // 2. pre-process
+        let mut h = self.conv_in.forward(b, &sample)?;
+
+        // 3. down
+        let mut skips = vec![h.clone()];
+        for block in &self.down_blocks {
+            let (out, states) = block.forward(b, &h, &temb)?;
+            h = out;
+            skips.extend(states);
+        }
+
+        // 4. mid
+        if let Some(mid) = &self.mid_block {
+            h = mid.forward(b, &h, &temb)?;
+        }
+
+        // 5. up
+        for block in &self.up_blocks {
+            h = block.forward(b, &h, &mut skips, &temb)?;
+        }
+
+        // 6. post-process
+        let h = self.conv_norm_out.forward(b, &h, true)?;
+        self.conv_out.forward(b, &h)
+    }
+}

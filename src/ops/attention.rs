@@ -1,0 +1,69 @@
+//! Row softmax for attention, numerically safe (max subtracted first): `shaders/attention.wgsl`
+//! and its CPU reference. The attention block itself (`model/attention.rs`) composes it with
+//! `matmul`.
+
+use crate::backend::Tensor;
+use crate::error::{Error, Result};
+use crate::gpu::context::{GpuContext, Shader};
+use crate::gpu::{grid_1d, GpuTensor};
+
+pub fn check_softmax(x: &[usize], cols: usize) -> Result<()> {
+    let n: usize = x.iter().product();
+    if cols == 0 || n % cols != 0 {
+        return Err(Error::shape(
+            "softmax",
+            format!("{cols} columns do not tile a tensor of shape {x:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn softmax_cpu(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (row, o) in x.chunks(cols).zip(out.chunks_mut(cols)) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0f32;
+        for (d, &v) in o.iter_mut().zip(row) {
+            *d = (v - m).exp();
+            sum += *d;
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
+    out
+}
+
+pub const SHADER: Shader = Shader {
+    name: "attention",
+    source: include_str!("../../shaders/attention.wgsl"),
+    inputs: 1,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+/// GPU wrapper: one invocation per row.
+pub fn softmax_gpu(ctx: &GpuContext, x: &GpuTensor, cols: usize) -> Result<GpuTensor> {
+    check_softmax(x.shape(), cols)?;
+    let out = GpuTensor::empty(ctx, x.shape())?;
+    let rows = x.numel() / cols;
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        _pad: [0; 2],
+    };
+    ctx.dispatch(
+        SHADER,
+        "softmax",
+        &params,
+        &[Some(x.buffer())],
+        out.buffer(),
+        grid_1d(rows)?,
+    )?;
+    Ok(out)
+}

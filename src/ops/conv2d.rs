@@ -1,0 +1,185 @@
+//! 2-D convolution (3×3 and 1×1, stride 1 and 2, asymmetric padding): `shaders/conv2d.wgsl` and
+//! its CPU reference (im2col + sgemm).
+
+use crate::backend::{Conv2dParams, Tensor};
+use crate::error::{Error, Result};
+use crate::gpu::context::{GpuContext, Shader};
+use crate::gpu::{grid_1d, GpuTensor};
+
+/// Validates operand shapes and returns the output shape `[N, Co, Ho, Wo]`.
+pub fn out_shape(
+    x: &[usize],
+    w: &[usize],
+    bias: Option<&[usize]>,
+    p: Conv2dParams,
+) -> Result<[usize; 4]> {
+    let op = "conv2d";
+    let (&[n, ci, h, wd], &[co, wci, kh, kw]) = (x, w) else {
+        return Err(Error::shape(
+            op,
+            format!("expected x [N,C,H,W] and weight [Co,Ci,kh,kw], got {x:?} and {w:?}"),
+        ));
+    };
+    if ci != wci {
+        return Err(Error::shape(
+            op,
+            format!("input has {ci} channels but the weight {w:?} expects {wci}"),
+        ));
+    }
+    if let Some(b) = bias {
+        if b != [co] {
+            return Err(Error::shape(
+                op,
+                format!("bias shape {b:?} does not match {co} output channels"),
+            ));
+        }
+    }
+    if p.stride == 0 || kh == 0 || kw == 0 {
+        return Err(Error::shape(op, "stride and kernel size must be positive"));
+    }
+    let hp = h + p.pad[0] + p.pad[2];
+    let wp = wd + p.pad[1] + p.pad[3];
+    if hp < kh || wp < kw {
+        return Err(Error::shape(
+            op,
+            format!("padded input {hp}×{wp} is smaller than the {kh}×{kw} kernel"),
+        ));
+    }
+    Ok([n, co, (hp - kh) / p.stride + 1, (wp - kw) / p.stride + 1])
+}
+
+/// CPU reference: im2col per image, then one sgemm `W[Co, Ci·kh·kw] × cols[Ci·kh·kw, Ho·Wo]`.
+pub fn cpu(
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    ws: &[usize],
+    bias: Option<&[f32]>,
+    p: Conv2dParams,
+) -> Vec<f32> {
+    let (n, ci, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (co, kh, kw) = (ws[0], ws[2], ws[3]);
+    let ho = (h + p.pad[0] + p.pad[2] - kh) / p.stride + 1;
+    let wo = (wd + p.pad[1] + p.pad[3] - kw) / p.stride + 1;
+    let kdim = ci * kh * kw;
+    let pix = ho * wo;
+    let mut out = vec![0f32; n * co * pix];
+    let mut cols = vec![0f32; kdim * pix];
+    for b in 0..n {
+        let xb = &x[b * ci * h * wd..(b + 1) * ci * h * wd];
+        for c in 0..ci {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = (c * kh + ky) * kw + kx;
+                    let dst = &mut cols[row * pix..(row + 1) * pix];
+                    for oy in 0..ho {
+                        let iy = (oy * p.stride + ky) as isize - p.pad[0] as isize;
+                        for ox in 0..wo {
+                            let ix = (ox * p.stride + kx) as isize - p.pad[1] as isize;
+                            dst[oy * wo + ox] =
+                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
+                                    xb[(c * h + iy as usize) * wd + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                        }
+                    }
+                }
+            }
+        }
+        let ob = &mut out[b * co * pix..(b + 1) * co * pix];
+        if let Some(bias) = bias {
+            for (o, chunk) in ob.chunks_mut(pix).enumerate() {
+                chunk.fill(bias[o]);
+            }
+        }
+        // SAFETY: the pointers cover co×kdim, kdim×pix and co×pix dense row-major matrices.
+        unsafe {
+            matrixmultiply::sgemm(
+                co,
+                kdim,
+                pix,
+                1.0,
+                w.as_ptr(),
+                kdim as isize,
+                1,
+                cols.as_ptr(),
+                pix as isize,
+                1,
+                if bias.is_some() { 1.0 } else { 0.0 },
+                ob.as_mut_ptr(),
+                pix as isize,
+                1,
+            );
+        }
+    }
+    out
+}
+
+pub const SHADER: Shader = Shader {
+    name: "conv2d",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    inputs: 3,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    has_bias: u32,
+    co_tiles: u32,
+    x_tiles: u32,
+    _pad: u32,
+}
+
+/// GPU wrapper: one invocation per 4 channels × 4 columns of output.
+pub fn gpu(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    p: Conv2dParams,
+) -> Result<GpuTensor> {
+    let o = out_shape(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    let out = GpuTensor::empty(ctx, &o)?;
+    let params = Params {
+        n: o[0] as u32,
+        cin: xs[1] as u32,
+        h: xs[2] as u32,
+        w: xs[3] as u32,
+        cout: o[1] as u32,
+        ho: o[2] as u32,
+        wo: o[3] as u32,
+        kh: ws[2] as u32,
+        kw: ws[3] as u32,
+        stride: p.stride as u32,
+        pad_top: p.pad[0] as u32,
+        pad_left: p.pad[1] as u32,
+        has_bias: bias.is_some() as u32,
+        co_tiles: o[1].div_ceil(4) as u32,
+        x_tiles: o[3].div_ceil(4) as u32,
+        _pad: 0,
+    };
+    let invocations = o[0] * o[1].div_ceil(4) * o[2] * o[3].div_ceil(4);
+    ctx.dispatch(
+        SHADER,
+        "conv2d",
+        &params,
+        &[Some(x.buffer()), Some(w.buffer()), bias.map(|b| b.buffer())],
+        out.buffer(),
+        grid_1d(invocations)?,
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,116 @@
+//! Group normalisation with per-channel affine and optional fused SiLU: `shaders/groupnorm.wgsl`
+//! and its CPU reference.
+
+use crate::backend::Tensor;
+use crate::error::{Error, Result};
+use crate::gpu::context::{GpuContext, Shader};
+use crate::gpu::GpuTensor;
+
+pub fn check(x: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Result<()> {
+    let op = "group_norm";
+    if x.len() < 2 {
+        return Err(Error::shape(op, format!("expected [N,C,...], got {x:?}")));
+    }
+    let c = x[1];
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(
+            op,
+            format!("num_groups ({groups}) must divide num_channels ({c})"),
+        ));
+    }
+    if gamma != [c] || beta != [c] {
+        return Err(Error::shape(
+            op,
+            format!("weight {gamma:?} / bias {beta:?} do not match {c} channels"),
+        ));
+    }
+    Ok(())
+}
+
+/// CPU reference: two-pass mean and variance in f64 (biased variance, as PyTorch).
+pub fn cpu(
+    x: &[f32],
+    xs: &[usize],
+    gamma: &[f32],
+    beta: &[f32],
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Vec<f32> {
+    let (n, c) = (xs[0], xs[1]);
+    let spatial: usize = xs[2..].iter().product();
+    let cpg = c / groups;
+    let len = cpg * spatial;
+    let mut out = vec![0f32; x.len()];
+    for b in 0..n {
+        for g in 0..groups {
+            let start = (b * c + g * cpg) * spatial;
+            let xs = &x[start..start + len];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            for ci in 0..cpg {
+                let ch = g * cpg + ci;
+                for s in 0..spatial {
+                    let i = start + ci * spatial + s;
+                    let v = ((x[i] as f64 - mean) * inv) as f32 * gamma[ch] + beta[ch];
+                    out[i] = if silu {
+                        super::elementwise::silu_f32(v)
+                    } else {
+                        v
+                    };
+                }
+            }
+        }
+    }
+    out
+}
+
+pub const SHADER: Shader = Shader {
+    name: "groupnorm",
+    source: include_str!("../../shaders/groupnorm.wgsl"),
+    inputs: 3,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    c: u32,
+    spatial: u32,
+    groups: u32,
+    silu: u32,
+    eps: f32,
+    _pad: [u32; 3],
+}
+
+/// GPU wrapper: one workgroup per (sample, group).
+pub fn gpu(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<GpuTensor> {
+    check(x.shape(), gamma.shape(), beta.shape(), groups)?;
+    let out = GpuTensor::empty(ctx, x.shape())?;
+    let params = Params {
+        c: x.shape()[1] as u32,
+        spatial: x.shape()[2..].iter().product::<usize>() as u32,
+        groups: groups as u32,
+        silu: silu as u32,
+        eps,
+        _pad: [0; 3],
+    };
+    let wgs = (x.shape()[0] * groups) as u32;
+    ctx.dispatch(
+        SHADER,
+        "group_norm",
+        &params,
+        &[Some(x.buffer()), Some(gamma.buffer()), Some(beta.buffer())],
+        out.buffer(),
+        [wgs, 1, 1],
+    )?;
+    Ok(out)
+}

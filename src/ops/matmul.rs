@@ -1,0 +1,208 @@
+//! Batched, strided matrix multiply with fused bias, residual and scale: `shaders/matmul.wgsl` and
+//! its CPU reference (sgemm). It serves `nn.Linear`, the attention products and the projections
+//! that read NCHW activations as `[pixels, channels]` matrices without a transpose.
+
+use crate::backend::Tensor;
+use crate::backend::{BiasMode, MatmulSpec, Strides};
+use crate::error::{Error, Result};
+use crate::gpu::context::{GpuContext, Shader};
+use crate::gpu::GpuTensor;
+
+fn max_index(s: &Strides, rows: usize, cols: usize, spec: &MatmulSpec) -> usize {
+    let outer = (spec.batch - 1) / spec.batch_inner.max(1);
+    let inner = (spec.batch - 1) % spec.batch_inner.max(1);
+    s.offset + (rows - 1) * s.row + (cols - 1) * s.col + outer * s.outer + inner * s.inner
+}
+
+/// Checks that every strided access stays inside its operand.
+pub fn check(
+    a_len: usize,
+    b_len: usize,
+    bias: Option<&[usize]>,
+    residual_len: Option<usize>,
+    out_len: usize,
+    spec: &MatmulSpec,
+) -> Result<()> {
+    let op = "matmul";
+    if spec.m == 0 || spec.n == 0 || spec.k == 0 || spec.batch == 0 || spec.batch_inner == 0 {
+        return Err(Error::shape(op, format!("empty problem {spec:?}")));
+    }
+    if max_index(&spec.a, spec.m, spec.k, spec) >= a_len {
+        return Err(Error::shape(
+            op,
+            format!("A ({a_len} elements) too small for {spec:?}"),
+        ));
+    }
+    if max_index(&spec.b, spec.k, spec.n, spec) >= b_len {
+        return Err(Error::shape(
+            op,
+            format!("B ({b_len} elements) too small for {spec:?}"),
+        ));
+    }
+    if max_index(&spec.c, spec.m, spec.n, spec) >= out_len {
+        return Err(Error::shape(
+            op,
+            format!("C ({out_len} elements) too small for {spec:?}"),
+        ));
+    }
+    if let Some(r) = residual_len {
+        if r != out_len {
+            return Err(Error::shape(
+                op,
+                format!("residual has {r} elements, output has {out_len}"),
+            ));
+        }
+    }
+    match (bias, spec.bias) {
+        (None, BiasMode::None) => {}
+        (Some(b), BiasMode::PerRow) if b == [spec.m] => {}
+        (Some(b), BiasMode::PerCol) if b == [spec.n] => {}
+        (b, mode) => {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "bias {b:?} does not fit mode {mode:?} for m={} n={}",
+                    spec.m, spec.n
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// CPU reference. Output elements the spec does not address stay zero.
+pub fn cpu(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    out_len: usize,
+    spec: &MatmulSpec,
+) -> Vec<f32> {
+    let mut c = vec![0f32; out_len];
+    let bi = spec.batch_inner;
+    for z in 0..spec.batch {
+        let (o, i) = (z / bi, z % bi);
+        let off = |s: &Strides| s.offset + o * s.outer + i * s.inner;
+        let (ao, bo, co) = (off(&spec.a), off(&spec.b), off(&spec.c));
+        // SAFETY: `check` proved every addressed element lies inside the three slices.
+        unsafe {
+            matrixmultiply::sgemm(
+                spec.m,
+                spec.k,
+                spec.n,
+                spec.alpha,
+                a.as_ptr().add(ao),
+                spec.a.row as isize,
+                spec.a.col as isize,
+                b.as_ptr().add(bo),
+                spec.b.row as isize,
+                spec.b.col as isize,
+                0.0,
+                c.as_mut_ptr().add(co),
+                spec.c.row as isize,
+                spec.c.col as isize,
+            );
+        }
+        for r in 0..spec.m {
+            for col in 0..spec.n {
+                let idx = co + r * spec.c.row + col * spec.c.col;
+                let mut v = c[idx];
+                match spec.bias {
+                    BiasMode::PerRow => v += bias.map_or(0.0, |b| b[r]),
+                    BiasMode::PerCol => v += bias.map_or(0.0, |b| b[col]),
+                    BiasMode::None => {}
+                }
+                if let Some(res) = residual {
+                    v += res[idx];
+                }
+                c[idx] = v * spec.out_scale;
+            }
+        }
+    }
+    c
+}
+
+pub const SHADER: Shader = Shader {
+    name: "matmul",
+    source: include_str!("../../shaders/matmul.wgsl"),
+    inputs: 4,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_inner: u32,
+    a: [u32; 5],
+    b: [u32; 5],
+    c: [u32; 5],
+    bias_mode: u32,
+    has_residual: u32,
+    alpha: f32,
+    out_scale: f32,
+    _pad: u32,
+}
+
+fn strides(s: &Strides) -> [u32; 5] {
+    [s.offset, s.row, s.col, s.outer, s.inner].map(|v| v as u32)
+}
+
+/// GPU wrapper: 8×8 invocations per workgroup, each a 4×4 tile; z indexes the batch.
+pub fn gpu(
+    ctx: &GpuContext,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    residual: Option<&GpuTensor>,
+    out_shape: &[usize],
+    spec: &MatmulSpec,
+) -> Result<GpuTensor> {
+    let out = GpuTensor::empty(ctx, out_shape)?;
+    check(
+        a.numel(),
+        b.numel(),
+        bias.map(|t| t.shape()),
+        residual.map(|t| t.numel()),
+        out.numel(),
+        spec,
+    )?;
+    let params = Params {
+        m: spec.m as u32,
+        n: spec.n as u32,
+        k: spec.k as u32,
+        batch_inner: spec.batch_inner as u32,
+        a: strides(&spec.a),
+        b: strides(&spec.b),
+        c: strides(&spec.c),
+        bias_mode: match spec.bias {
+            BiasMode::None => 0,
+            BiasMode::PerRow => 1,
+            BiasMode::PerCol => 2,
+        },
+        has_residual: residual.is_some() as u32,
+        alpha: spec.alpha,
+        out_scale: spec.out_scale,
+        _pad: 0,
+    };
+    ctx.dispatch(
+        SHADER,
+        "matmul",
+        &params,
+        &[
+            Some(a.buffer()),
+            Some(b.buffer()),
+            bias.map(|t| t.buffer()),
+            residual.map(|t| t.buffer()),
+        ],
+        out.buffer(),
+        [
+            spec.n.div_ceil(32) as u32,
+            spec.m.div_ceil(32) as u32,
+            spec.batch as u32,
+        ],
+    )?;
+    Ok(out)
+}
