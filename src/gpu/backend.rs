@@ -31,6 +31,12 @@ impl GpuTensor {
     }
 }
 
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor{:?}", self.shape)
+    }
+}
+
 impl Tensor for GpuTensor {
     fn shape(&self) -> &[usize] {
         &self.shape

@@ -61,6 +61,8 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     dispatches: Cell<u64>,
+    created: Cell<u64>,
+    readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
 impl GpuContext {
@@ -128,6 +130,8 @@ impl GpuContext {
             errors,
             lost,
             dispatches: Cell::new(0),
+            created: Cell::new(0),
+            readback: RefCell::default(),
         })
     }
 
@@ -159,6 +163,11 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Storage and readback buffers created so far (tests check that steps reuse the pool).
+    pub fn buffers_created(&self) -> u64 {
+        self.created.get()
+    }
+
     /// A storage buffer of at least `bytes`, from the pool when one of that size is free.
     pub fn alloc(&self, bytes: u64) -> Result<Rc<PooledBuffer>> {
         let size = bytes.max(4).next_multiple_of(4);
@@ -170,6 +179,7 @@ impl GpuContext {
         }
         let reused = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop());
         let buffer = reused.unwrap_or_else(|| {
+            self.created.set(self.created.get() + 1);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tensor"),
                 size,
@@ -385,13 +395,22 @@ impl GpuContext {
     /// Reads `bytes` from the start of `buffer`. On wasm this awaits the browser; natively it
     /// polls the device (never call `device.poll` on wasm: WebGPU maps from its event loop).
     pub async fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let size = bytes.max(4);
+        let reused = self
+            .readback
+            .borrow_mut()
+            .get_mut(&size)
+            .and_then(|v| v.pop());
+        let staging = reused.unwrap_or_else(|| {
+            self.created.set(self.created.get() + 1);
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
-        self.copy(buffer, 0, &staging, 0, bytes.max(4));
+        self.copy(buffer, 0, &staging, 0, size);
         self.flush();
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -413,6 +432,11 @@ impl GpuContext {
             bytemuck::cast_slice::<u8, f32>(&view[..bytes as usize]).to_vec()
         };
         staging.unmap();
+        self.readback
+            .borrow_mut()
+            .entry(size)
+            .or_default()
+            .push(staging);
         Ok(data)
     }
 }
