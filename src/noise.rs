@@ -158,7 +158,11 @@ mod tests {
         let n = 200_000;
         let z = randn(123, 0, n);
         let mean = z.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-        let var = z.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n as f64;
+        let var = z
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.01, "variance {var}");
         assert!(z.iter().all(|v| v.is_finite()));

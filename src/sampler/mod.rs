@@ -1,0 +1,529 @@
+//! Samplers (diffusers "schedulers"): the reverse-process update rules, pure Rust on CPU slices, no GPU types.
+//!
+//! Every sampler implements [`Scheduler`], mirroring diffusers' contract: `set_timesteps(n)`,
+//! then for each `t` in `timesteps()`: scale the model input, call the model, and `step()`, which
+//! returns both the next sample x_{t−1} and the predicted clean sample x̂_0 (the preview the UI
+//! draws). Stochastic samplers take their per-step noise as an argument, so the caller decides
+//! whether it is seeded ([`crate::noise`]) or injected from a file; tests inject diffusers' noise.
+//!
+//! Configs come from diffusers' `scheduler_config.json` ([`SchedulerConfig`]); any sampler can be
+//! built from any model's config with [`build`], which follows `Scheduler.from_config`: keys
+//! present in the file win, absent keys take the *target* class's defaults.
+
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+pub mod euler_ancestral;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use ddim::{DDIMScheduler, DDIMSchedulerConfig};
+pub use ddpm::{DDPMScheduler, DDPMSchedulerConfig, VarianceType};
+pub use dpm_solver::{
+    AlgorithmType, DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig, FinalSigmasType,
+    SolverType,
+};
+pub use euler_ancestral::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+pub use schedule::{BetaConfig, BetaSchedule, PredictionType, TimestepSpacing};
+
+/// Everything that can go wrong configuring or stepping a sampler; messages name the values.
+#[derive(Debug, Error)]
+pub enum SamplerError {
+    #[error("cannot read scheduler config {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid scheduler config JSON: {0}")]
+    Json(String),
+    #[error(
+        "scheduler config field `{field}` = {value} is not supported (supported: {supported})"
+    )]
+    UnsupportedValue {
+        field: &'static str,
+        value: String,
+        supported: &'static str,
+    },
+    #[error("{scheduler}: {feature} is not supported")]
+    Unsupported {
+        scheduler: &'static str,
+        feature: String,
+    },
+    #[error("{scheduler}: num_inference_steps ({steps}) must be between 1 and num_train_timesteps ({num_train_timesteps})")]
+    InvalidSteps {
+        scheduler: &'static str,
+        steps: usize,
+        num_train_timesteps: usize,
+    },
+    #[error("{scheduler}: call set_timesteps before step")]
+    TimestepsNotSet { scheduler: &'static str },
+    #[error("{scheduler}: timestep {timestep} is not in the schedule {timesteps:?}")]
+    UnknownTimestep {
+        scheduler: &'static str,
+        timestep: f32,
+        timesteps: Vec<f32>,
+    },
+    #[error("{scheduler}: step {step_index} is past the last of {num_steps} steps; call set_timesteps again")]
+    StepPastEnd {
+        scheduler: &'static str,
+        step_index: usize,
+        num_steps: usize,
+    },
+    #[error("{what} has {len} elements, expected {expected}")]
+    LengthMismatch {
+        what: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("{scheduler}: step at timestep {timestep} needs noise, but none was given")]
+    MissingNoise {
+        scheduler: &'static str,
+        timestep: f32,
+    },
+    #[error("unknown sampler `{0}` (known: ddpm, ddim, dpm++2m, euler-a)")]
+    UnknownSampler(String),
+    #[error("scheduler class `{0}` has no sampler here (known: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler)")]
+    UnknownClass(String),
+}
+
+/// What `step()` returns: diffusers' `prev_sample` and `pred_original_sample`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// x_{t−1}: the sample to feed to the next step.
+    pub prev_sample: Vec<f32>,
+    /// x̂_0: the model's current guess of the clean sample (the preview).
+    pub pred_original_sample: Vec<f32>,
+}
+
+/// A reverse-process sampler. All slices are flat N×C×H×W f32 in model space; samplers are
+/// elementwise, so the batch size never matters to them.
+pub trait Scheduler: Send {
+    /// Which algorithm this is.
+    fn kind(&self) -> SamplerKind;
+    /// Choose `num_inference_steps` timesteps and reset any multistep state.
+    fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), SamplerError>;
+    /// The timesteps to visit, in order (the values the model is called with).
+    fn timesteps(&self) -> &[f32];
+    /// ᾱ_t for t = 0..num_train_timesteps (for the schedule and SNR plots).
+    fn alphas_cumprod(&self) -> &[f32];
+    /// The standard deviation of the initial noise x_T (1 except for σ-space samplers).
+    fn init_noise_sigma(&self) -> f32;
+    /// The model's input at `timestep` (identity except for σ-space samplers, which divide by
+    /// √(σ² + 1)); an error if `timestep` is not in the schedule of such a sampler.
+    fn scale_model_input(&self, sample: &[f32], timestep: f32) -> Result<Vec<f32>, SamplerError>;
+    /// Whether `step` draws on fresh noise (then pass noise to every step; a step that does not
+    /// need it, like DDPM at t = 0, ignores it, as diffusers does not draw there).
+    fn needs_step_noise(&self) -> bool;
+    /// One reverse step from `sample` at `timestep` given the model's output there.
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        timestep: f32,
+        sample: &[f32],
+        noise: Option<&[f32]>,
+    ) -> Result<StepOutput, SamplerError>;
+}
+
+/// The samplers this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SamplerKind {
+    /// `DDPMScheduler` (Ho et al. 2020).
+    Ddpm,
+    /// `DDIMScheduler` (Song et al. 2021) with η.
+    Ddim,
+    /// `DPMSolverMultistepScheduler`, DPM-Solver++(2M) by default (Lu et al. 2022).
+    DpmSolverMultistep,
+    /// `EulerAncestralDiscreteScheduler` (Karras et al. 2022 / k-diffusion).
+    EulerAncestral,
+}
+
+impl SamplerKind {
+    /// All kinds, in CLI order.
+    pub const ALL: [SamplerKind; 4] = [
+        Self::Ddpm,
+        Self::Ddim,
+        Self::DpmSolverMultistep,
+        Self::EulerAncestral,
+    ];
+
+    /// The CLI name: ddpm, ddim, dpm++2m, euler-a.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddpm => "ddpm",
+            Self::Ddim => "ddim",
+            Self::DpmSolverMultistep => "dpm++2m",
+            Self::EulerAncestral => "euler-a",
+        }
+    }
+
+    /// diffusers' class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Ddpm => "DDPMScheduler",
+            Self::Ddim => "DDIMScheduler",
+            Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::EulerAncestral => "EulerAncestralDiscreteScheduler",
+        }
+    }
+
+    /// The kind for a diffusers class name, if implemented.
+    pub fn from_class_name(class_name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.class_name() == class_name)
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = SamplerError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "ddpm" => Ok(Self::Ddpm),
+            "ddim" => Ok(Self::Ddim),
+            "dpm++2m" | "dpmpp2m" | "dpm++" | "dpm-solver++" | "dpmsolver++" => {
+                Ok(Self::DpmSolverMultistep)
+            }
+            "euler-a" | "euler_a" | "euler-ancestral" | "euler_ancestral" => {
+                Ok(Self::EulerAncestral)
+            }
+            _ => Self::from_class_name(s.trim())
+                .ok_or_else(|| SamplerError::UnknownSampler(s.into())),
+        }
+    }
+}
+
+/// A diffusers `scheduler_config.json`, every field optional: an absent field takes the default
+/// of whichever scheduler class is built from it (as `from_config` does). Unknown keys are
+/// ignored, as diffusers ignores keys a class does not accept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    #[serde(rename = "_diffusers_version")]
+    pub diffusers_version: Option<String>,
+    pub num_train_timesteps: Option<usize>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub beta_start: Option<f64>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub beta_end: Option<f64>,
+    pub beta_schedule: Option<String>,
+    pub trained_betas: Option<Vec<f64>>,
+    pub variance_type: Option<String>,
+    pub clip_sample: Option<bool>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub clip_sample_range: Option<f64>,
+    pub set_alpha_to_one: Option<bool>,
+    pub steps_offset: Option<i64>,
+    pub prediction_type: Option<String>,
+    pub thresholding: Option<bool>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub dynamic_thresholding_ratio: Option<f64>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub sample_max_value: Option<f64>,
+    pub timestep_spacing: Option<String>,
+    pub rescale_betas_zero_snr: Option<bool>,
+    pub solver_order: Option<usize>,
+    pub algorithm_type: Option<String>,
+    pub solver_type: Option<String>,
+    pub lower_order_final: Option<bool>,
+    pub euler_at_final: Option<bool>,
+    pub use_karras_sigmas: Option<bool>,
+    pub use_exponential_sigmas: Option<bool>,
+    pub use_beta_sigmas: Option<bool>,
+    pub use_lu_lambdas: Option<bool>,
+    pub use_flow_sigmas: Option<bool>,
+    pub final_sigmas_type: Option<String>,
+    #[serde(deserialize_with = "de_opt_f64")]
+    pub lambda_min_clipped: Option<f64>,
+    pub use_dynamic_shifting: Option<bool>,
+}
+
+/// Accepts a number, null, or the strings Python's json writes for non-finite floats
+/// (`Infinity`, `-Infinity`, `NaN`; see [`SchedulerConfig::from_json_str`]).
+fn de_opt_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(f64),
+        Str(String),
+    }
+    match Option::<NumOrStr>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrStr::Num(v)) => Ok(Some(v)),
+        Some(NumOrStr::Str(s)) => match s.as_str() {
+            "Infinity" => Ok(Some(f64::INFINITY)),
+            "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
+            "NaN" => Ok(Some(f64::NAN)),
+            other => other.parse().map(Some).map_err(serde::de::Error::custom),
+        },
+    }
+}
+
+/// Python's `json.dumps` writes `-Infinity`, `Infinity` and `NaN` bare (diffusers saves
+/// `"lambda_min_clipped": -Infinity`); quote them outside strings so strict JSON parsers accept them.
+fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+            out.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t));
+        if let Some(t) = token {
+            out.push('"');
+            out.push_str(t);
+            out.push('"');
+            rest = &rest[t.len()..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+impl SchedulerConfig {
+    /// Parse a scheduler_config.json. Legacy names are mapped: `timesteps` →
+    /// `num_train_timesteps`, `predict_epsilon: false` → `prediction_type: "sample"`; keys listed in
+    /// `_use_default_values` are treated as absent (as `from_config` does).
+    pub fn from_json_str(text: &str) -> Result<Self, SamplerError> {
+        let mut map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&quote_non_finite(text))
+                .map_err(|e| SamplerError::Json(e.to_string()))?;
+        if let Some(serde_json::Value::Array(defaults)) = map.remove("_use_default_values") {
+            for key in defaults.iter().filter_map(|k| k.as_str()) {
+                map.remove(key);
+            }
+        }
+        if !map.contains_key("num_train_timesteps") {
+            if let Some(v) = map.get("timesteps").cloned() {
+                map.insert("num_train_timesteps".into(), v);
+            }
+        }
+        if !map.contains_key("prediction_type") {
+            if let Some(serde_json::Value::Bool(eps)) = map.get("predict_epsilon") {
+                let p = if *eps { "epsilon" } else { "sample" };
+                map.insert("prediction_type".into(), p.into());
+            }
+        }
+        let object: serde_json::Map<String, serde_json::Value> = map.into_iter().collect();
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| SamplerError::Json(e.to_string()))
+    }
+
+    /// Read and parse a scheduler_config.json file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SamplerError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| SamplerError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json_str(&text)
+    }
+
+    /// The sampler named by `_class_name`, the model's own default.
+    pub fn default_kind(&self) -> Result<SamplerKind, SamplerError> {
+        let name = self.class_name.as_deref().unwrap_or("");
+        SamplerKind::from_class_name(name).ok_or_else(|| SamplerError::UnknownClass(name.into()))
+    }
+
+    /// The training schedule (β, ᾱ), with diffusers' defaults for absent keys (identical for the
+    /// four classes here).
+    pub fn beta_config(&self) -> Result<BetaConfig, SamplerError> {
+        let d = BetaConfig::default();
+        Ok(BetaConfig {
+            num_train_timesteps: self.num_train_timesteps.unwrap_or(d.num_train_timesteps),
+            beta_start: self.beta_start.unwrap_or(d.beta_start),
+            beta_end: self.beta_end.unwrap_or(d.beta_end),
+            beta_schedule: match &self.beta_schedule {
+                Some(s) => s.parse()?,
+                None => d.beta_schedule,
+            },
+            trained_betas: self.trained_betas.clone(),
+            rescale_betas_zero_snr: self.rescale_betas_zero_snr.unwrap_or(false),
+        })
+    }
+
+    pub(crate) fn prediction_type_or(
+        &self,
+        default: PredictionType,
+    ) -> Result<PredictionType, SamplerError> {
+        self.prediction_type
+            .as_deref()
+            .map_or(Ok(default), str::parse)
+    }
+
+    pub(crate) fn timestep_spacing_or(
+        &self,
+        default: TimestepSpacing,
+    ) -> Result<TimestepSpacing, SamplerError> {
+        self.timestep_spacing
+            .as_deref()
+            .map_or(Ok(default), str::parse)
+    }
+}
+
+/// Build any sampler from any model's scheduler config, like diffusers'
+/// `XScheduler.from_config(model_scheduler.config)`. `eta` is DDIM's η and is ignored by the
+/// others, as diffusers' pipelines pass `eta` only to schedulers whose `step` accepts it.
+pub fn build(
+    kind: SamplerKind,
+    config: &SchedulerConfig,
+    eta: f32,
+) -> Result<Box<dyn Scheduler>, SamplerError> {
+    Ok(match kind {
+        SamplerKind::Ddpm => Box::new(DDPMScheduler::new(DDPMSchedulerConfig::from_config(
+            config,
+        )?)?),
+        SamplerKind::Ddim => {
+            let mut s = DDIMScheduler::new(DDIMSchedulerConfig::from_config(config)?)?;
+            s.eta = eta;
+            Box::new(s)
+        }
+        SamplerKind::DpmSolverMultistep => Box::new(DPMSolverMultistepScheduler::new(
+            DPMSolverMultistepSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::EulerAncestral => Box::new(EulerAncestralDiscreteScheduler::new(
+            EulerAncestralDiscreteSchedulerConfig::from_config(config)?,
+        )?),
+    })
+}
+
+/// The common arguments check of every `step`.
+pub(crate) fn check_lengths(
+    model_output: &[f32],
+    sample: &[f32],
+    noise: Option<&[f32]>,
+) -> Result<(), SamplerError> {
+    if model_output.len() != sample.len() {
+        return Err(SamplerError::LengthMismatch {
+            what: "model_output",
+            len: model_output.len(),
+            expected: sample.len(),
+        });
+    }
+    if let Some(noise) = noise {
+        if noise.len() != sample.len() {
+            return Err(SamplerError::LengthMismatch {
+                what: "noise",
+                len: noise.len(),
+                expected: sample.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// ᾱ at a timestep with Python's negative indexing (diffusers indexes `alphas_cumprod[t]` with
+/// whatever integer it computed, and numpy's trailing spacing can produce t = −1).
+pub(crate) fn alpha_cumprod_at(alphas_cumprod: &[f32], t: i64) -> f32 {
+    let n = alphas_cumprod.len() as i64;
+    let i = if t < 0 { t + n } else { t };
+    alphas_cumprod[i.clamp(0, n - 1) as usize]
+}
+
+/// The timestep value as diffusers' integer timestep.
+pub(crate) fn int_timestep(t: f32) -> i64 {
+    t.round() as i64
+}
+
+/// Reject diffusers options this crate does not implement, naming them.
+pub(crate) fn reject_thresholding(
+    scheduler: &'static str,
+    config: &SchedulerConfig,
+) -> Result<(), SamplerError> {
+    if config.thresholding == Some(true) {
+        return Err(SamplerError::Unsupported {
+            scheduler,
+            feature: "thresholding = true (dynamic thresholding, Saharia et al. 2022)".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_legacy_and_python_json() {
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"_class_name": "DDPMScheduler", "timesteps": 4000, "predict_epsilon": false,
+                "lambda_min_clipped": -Infinity, "note": "-Infinity stays a string", "trained_betas": null}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.num_train_timesteps, Some(4000));
+        assert_eq!(cfg.prediction_type.as_deref(), Some("sample"));
+        assert_eq!(cfg.lambda_min_clipped, Some(f64::NEG_INFINITY));
+        assert_eq!(cfg.default_kind().unwrap(), SamplerKind::Ddpm);
+    }
+
+    #[test]
+    fn use_default_values_are_absent() {
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"timestep_spacing": "leading", "_use_default_values": ["timestep_spacing"]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.timestep_spacing, None);
+    }
+
+    #[test]
+    fn sampler_kind_round_trips() {
+        for kind in SamplerKind::ALL {
+            assert_eq!(kind.name().parse::<SamplerKind>().unwrap(), kind);
+            assert_eq!(kind.class_name().parse::<SamplerKind>().unwrap(), kind);
+        }
+        let err = "plms".parse::<SamplerKind>().unwrap_err().to_string();
+        assert!(err.contains("plms"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_values_are_named() {
+        let cfg = SchedulerConfig::from_json_str(r#"{"beta_schedule": "sigmoid"}"#).unwrap();
+        let err = build(SamplerKind::Ddim, &cfg, 0.0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("sigmoid") && err.contains("beta_schedule"),
+            "{err}"
+        );
+        let cfg = SchedulerConfig::from_json_str(r#"{"thresholding": true}"#).unwrap();
+        let err = build(SamplerKind::Ddpm, &cfg, 0.0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("thresholding"), "{err}");
+    }
+}

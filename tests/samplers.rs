@@ -1,0 +1,356 @@
+//! Golden parity of the samplers with diffusers: loops recorded from diffusers' own scheduler
+//! classes (tests/fixtures/samplers/make_sampler_fixtures.py), every spacing for every step count,
+//! and the values diffusers' own scheduler unit tests assert.
+
+use std::path::PathBuf;
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+use stepwise::sampler::{build, SamplerKind, Scheduler, SchedulerConfig};
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/samplers")
+}
+
+fn read(name: &str) -> Vec<u8> {
+    let path = fixture_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn tensor(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let view = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("fixture tensor {name}: {e}"));
+    let data = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (view.shape().to_vec(), data)
+}
+
+/// diffusers' test stand-in model: model(x, t) = x · t / (t + 1), in f32.
+fn dummy_model(sample: &[f32], t: f32) -> Vec<f32> {
+    sample.iter().map(|&x| x * t / (t + 1.0)).collect()
+}
+
+fn rel_l2(ours: &[f32], theirs: &[f32]) -> f64 {
+    assert_eq!(ours.len(), theirs.len());
+    let diff: f64 = ours
+        .iter()
+        .zip(theirs)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    let norm: f64 = theirs.iter().map(|&b| f64::from(b).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn sampler(config_json: &str, kind: SamplerKind, eta: f32) -> Box<dyn Scheduler> {
+    let cfg = SchedulerConfig::from_json_str(config_json)
+        .unwrap_or_else(|e| panic!("config {config_json}: {e}"));
+    build(kind, &cfg, eta).unwrap_or_else(|e| panic!("build {kind} from {config_json}: {e}"))
+}
+
+/// Tolerances: the issue asks for the final sample within relative L2 1e-3; we hold every step to
+/// that and the final sample to 1e-5, which f32 rounding differences stay far below.
+const FINAL_TOL: f64 = 1e-5;
+const STEP_TOL: f64 = 1e-3;
+
+#[test]
+fn golden_loops_match_diffusers() {
+    let manifest: Value = serde_json::from_slice(&read("loops.json")).unwrap();
+    let bytes = read("loops.safetensors");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() > 100, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    let mut worst = (0.0f64, String::new());
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let kind: SamplerKind = case["sampler"].as_str().unwrap().parse().unwrap();
+        let eta = case["eta"].as_f64().unwrap() as f32;
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let mut s = sampler(case["config"].as_str().unwrap(), kind, eta);
+        s.set_timesteps(steps).unwrap();
+
+        let expected_t: Vec<f32> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        if s.timesteps() != expected_t.as_slice() {
+            failures.push(format!(
+                "{name}: timesteps {:?} != diffusers {:?}",
+                s.timesteps(),
+                expected_t
+            ));
+            continue;
+        }
+        let ins = case["init_noise_sigma"].as_f64().unwrap() as f32;
+        if (s.init_noise_sigma() - ins).abs() > 1e-6 * ins.abs() {
+            failures.push(format!(
+                "{name}: init_noise_sigma {} != {ins}",
+                s.init_noise_sigma()
+            ));
+        }
+        if case["has_alphas_cumprod"].as_bool() == Some(true) {
+            let (_, ac) = tensor(&st, &format!("{name}.alphas_cumprod"));
+            let err = rel_l2(s.alphas_cumprod(), &ac);
+            if err > 1e-6 {
+                failures.push(format!("{name}: alphas_cumprod rel L2 {err:e}"));
+            }
+        }
+
+        let (_, init) = tensor(&st, &format!("{name}.init"));
+        let (noise_shape, step_noise) = tensor(&st, &format!("{name}.step_noise"));
+        let len = init.len();
+        assert_eq!(noise_shape[0], expected_t.len());
+        let (_, prevs) = tensor(&st, &format!("{name}.prev"));
+        let (_, preds) = tensor(&st, &format!("{name}.pred_original"));
+        let kept: Vec<usize> = match case.get("kept_steps") {
+            Some(k) => k
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect(),
+            None => (0..expected_t.len()).collect(),
+        };
+
+        let mut x: Vec<f32> = init.iter().map(|&v| v * s.init_noise_sigma()).collect();
+        let k = expected_t.len();
+        for (i, &t) in expected_t.iter().enumerate() {
+            let model_in = s.scale_model_input(&x, t).unwrap();
+            let out = dummy_model(&model_in, t);
+            let noise = &step_noise[i * len..(i + 1) * len];
+            let noise = s.needs_step_noise().then_some(noise);
+            let step = match s.step(&out, t, &x, noise) {
+                Ok(step) => step,
+                Err(e) => {
+                    failures.push(format!("{name}: step {i} (t = {t}): {e}"));
+                    break;
+                }
+            };
+            x = step.prev_sample;
+            if let Some(slot) = kept.iter().position(|&j| j == i) {
+                let want_prev = &prevs[slot * len..(slot + 1) * len];
+                let want_pred = &preds[slot * len..(slot + 1) * len];
+                let e_prev = rel_l2(&x, want_prev);
+                let e_pred = rel_l2(&step.pred_original_sample, want_pred);
+                let tol = if i + 1 == k { FINAL_TOL } else { STEP_TOL };
+                if e_prev.is_nan() || e_pred.is_nan() || e_prev > tol || e_pred > STEP_TOL {
+                    failures.push(format!(
+                        "{name}: step {i} (t = {t}) prev_sample rel L2 {e_prev:e}, pred_original_sample rel L2 {e_pred:e}"
+                    ));
+                    break;
+                }
+                if e_prev > worst.0 {
+                    worst = (e_prev, format!("{name} step {i}"));
+                }
+            }
+        }
+    }
+    eprintln!("worst prev_sample rel L2: {:e} ({})", worst.0, worst.1);
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from diffusers:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// CRC-32 (IEEE, as Python's zlib.crc32).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[test]
+fn every_step_count_visits_diffusers_timesteps() {
+    let tables: Value = serde_json::from_slice(&read("timestep_hashes.json")).unwrap();
+    let tables = tables.as_object().unwrap();
+    assert_eq!(tables.len(), 32, "tables: {:?}", tables.keys());
+    let mut failures = Vec::new();
+    for (key, hashes) in tables {
+        // key: sampler/spacing/offsetK/TN
+        let parts: Vec<&str> = key.split('/').collect();
+        let kind: SamplerKind = parts[0].parse().unwrap();
+        let spacing = parts[1];
+        let offset: i64 = parts[2].trim_start_matches("offset").parse().unwrap();
+        let big_t: usize = parts[3].trim_start_matches('T').parse().unwrap();
+        let json = format!(
+            r#"{{"num_train_timesteps": {big_t}, "timestep_spacing": "{spacing}", "steps_offset": {offset}}}"#
+        );
+        let mut s = sampler(&json, kind, 0.0);
+        let hashes = hashes.as_array().unwrap();
+        assert_eq!(hashes.len(), big_t);
+        let mut bad = Vec::new();
+        for (i, h) in hashes.iter().enumerate() {
+            let n = i + 1;
+            s.set_timesteps(n).unwrap();
+            let bytes: Vec<u8> = s.timesteps().iter().flat_map(|t| t.to_le_bytes()).collect();
+            if u64::from(crc32(&bytes)) != h.as_u64().unwrap() {
+                bad.push(n);
+            }
+        }
+        if !bad.is_empty() {
+            failures.push(format!(
+                "{key}: {} step counts differ, first {:?}",
+                bad.len(),
+                &bad[..bad.len().min(8)]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// --- Values asserted by diffusers' own tests (tests/schedulers/test_scheduler_*.py) ---
+
+/// diffusers' `dummy_sample_deter`: arange(4·3·8·8) / 768 laid out (C, H, W, B), permuted to
+/// (B, C, H, W).
+fn dummy_sample_deter() -> Vec<f32> {
+    let (b, c, h, w) = (4usize, 3usize, 8usize, 8usize);
+    let n = b * c * h * w;
+    let mut out = vec![0.0f32; n];
+    for bi in 0..b {
+        for ci in 0..c {
+            for hi in 0..h {
+                for wi in 0..w {
+                    let src = ((ci * h + hi) * w + wi) * b + bi;
+                    out[((bi * c + ci) * h + hi) * w + wi] = src as f32 / n as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn abs_sum_mean(x: &[f32]) -> (f64, f64) {
+    let sum: f64 = x.iter().map(|&v| f64::from(v.abs())).sum();
+    (sum, sum / x.len() as f64)
+}
+
+/// `full_loop` of diffusers' DDIM and DPM-Solver tests: 10 steps, no noise.
+fn full_loop(config_json: &str, kind: SamplerKind) -> Vec<f32> {
+    let mut s = sampler(config_json, kind, 0.0);
+    s.set_timesteps(10).unwrap();
+    let mut x = dummy_sample_deter();
+    for t in s.timesteps().to_vec() {
+        let out = dummy_model(&x, t);
+        x = s.step(&out, t, &x, None).unwrap().prev_sample;
+    }
+    x
+}
+
+#[test]
+fn diffusers_ddim_unit_test_values() {
+    // (beta_start, extra keys, |x| sum, |x| mean) from test_scheduler_ddim.py's full-loop tests.
+    let cases = [
+        (0.0001, "", 172.0067, 0.223967),
+        (
+            0.0001,
+            r#", "prediction_type": "v_prediction""#,
+            52.5302,
+            0.0684,
+        ),
+        (0.01, r#", "set_alpha_to_one": true"#, 149.8295, 0.1951),
+        (0.01, r#", "set_alpha_to_one": false"#, 149.0784, 0.1941),
+    ];
+    for (beta_start, extra, want_sum, want_mean) in cases {
+        let json = format!(
+            r#"{{"num_train_timesteps": 1000, "beta_start": {beta_start}, "beta_end": 0.02, "beta_schedule": "linear", "clip_sample": true{extra}}}"#
+        );
+        let x = full_loop(&json, SamplerKind::Ddim);
+        let (sum, mean) = abs_sum_mean(&x);
+        assert!(
+            (sum - want_sum).abs() < 1e-2 && (mean - want_mean).abs() < 1e-3,
+            "DDIM {json}: sum {sum} mean {mean}, diffusers asserts {want_sum} / {want_mean}"
+        );
+    }
+}
+
+#[test]
+fn diffusers_ddim_steps_offset() {
+    let mut s = sampler(r#"{"steps_offset": 1}"#, SamplerKind::Ddim, 0.0);
+    s.set_timesteps(5).unwrap();
+    assert_eq!(s.timesteps(), &[801.0, 601.0, 401.0, 201.0, 1.0]);
+}
+
+#[test]
+fn diffusers_dpm_solver_unit_test_values() {
+    // test_scheduler_dpm_multi.py's full loop asserts |x| means 0.3301 (epsilon) and 0.2251
+    // (v_prediction); diffusers 0.42.1 reproduces them with final_sigmas_type = sigma_min, while
+    // its default final_sigmas_type = zero gives 0.2409 and 0.0985 (measured with 0.42.1).
+    let base = r#""num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2, "thresholding": false, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": false"#;
+    for (pred, final_sigmas, want_mean) in [
+        ("epsilon", "sigma_min", 0.3301),
+        ("v_prediction", "sigma_min", 0.2251),
+        ("epsilon", "zero", 0.2409),
+        ("v_prediction", "zero", 0.0985),
+    ] {
+        let json = format!(
+            r#"{{{base}, "prediction_type": "{pred}", "final_sigmas_type": "{final_sigmas}"}}"#
+        );
+        let x = full_loop(&json, SamplerKind::DpmSolverMultistep);
+        let (_, mean) = abs_sum_mean(&x);
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "DPM-Solver {pred} {final_sigmas}: mean {mean}, expected {want_mean}"
+        );
+    }
+}
+
+#[test]
+fn diffusers_euler_ancestral_unit_test_values() {
+    // Their loop feeds the *scaled* sample to step (sample = scale_model_input(sample, t)); we
+    // do the same, with the torch.manual_seed(0) draws recorded by the fixture script.
+    let bytes = read("diffusers_unit_noise.safetensors");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (shape, draws) = tensor(&st, "euler_a_step_noise");
+    assert_eq!(shape, vec![10, 4, 3, 8, 8]);
+    for (pred, want_sum, want_mean) in [
+        ("epsilon", 152.3192, 0.1983),
+        ("v_prediction", 108.4439, 0.1412),
+    ] {
+        let json = format!(
+            r#"{{"num_train_timesteps": 1100, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "prediction_type": "{pred}"}}"#
+        );
+        let mut s = sampler(&json, SamplerKind::EulerAncestral, 0.0);
+        s.set_timesteps(10).unwrap();
+        let ins = s.init_noise_sigma();
+        let mut x: Vec<f32> = dummy_sample_deter().iter().map(|&v| v * ins).collect();
+        let len = x.len();
+        for (i, t) in s.timesteps().to_vec().into_iter().enumerate() {
+            x = s.scale_model_input(&x, t).unwrap();
+            let out = dummy_model(&x, t);
+            let noise = &draws[i * len..(i + 1) * len];
+            x = s.step(&out, t, &x, Some(noise)).unwrap().prev_sample;
+        }
+        let (sum, mean) = abs_sum_mean(&x);
+        assert!(
+            (sum - want_sum).abs() < 1e-2 && (mean - want_mean).abs() < 1e-3,
+            "Euler ancestral {pred}: sum {sum} mean {mean}, diffusers asserts {want_sum} / {want_mean}"
+        );
+    }
+}
+
+#[test]
+fn model_default_sampler_comes_from_class_name() {
+    let cfg = SchedulerConfig::from_json_str(
+        r#"{"_class_name": "DDIMScheduler", "_diffusers_version": "0.1.1", "timesteps": 1000}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.default_kind().unwrap(), SamplerKind::Ddim);
+    let cfg = SchedulerConfig::from_json_str(r#"{"_class_name": "PNDMScheduler"}"#).unwrap();
+    let err = cfg.default_kind().unwrap_err().to_string();
+    assert!(err.contains("PNDMScheduler"), "{err}");
+}
