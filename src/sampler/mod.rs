@@ -112,6 +112,10 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f32];
     /// ᾱ_t for t = 0..num_train_timesteps (for the schedule and SNR plots).
     fn alphas_cumprod(&self) -> &[f32];
+    /// SNR(t) = ᾱ_t / (1 − ᾱ_t) for t = 0..num_train_timesteps.
+    fn snr(&self) -> Vec<f32> {
+        schedule::snr(self.alphas_cumprod())
+    }
     /// The standard deviation of the initial noise x_T (1 except for σ-space samplers).
     fn init_noise_sigma(&self) -> f32;
     /// The model's input at `timestep` (identity except for σ-space samplers, which divide by

@@ -253,6 +253,11 @@ pub fn alphas_cumprod(betas: &[f32]) -> Vec<f32> {
     alphas_cumprod_from_alphas(&alphas)
 }
 
+/// The signal-to-noise ratio SNR(t) = ᾱ_t / (1 − ᾱ_t) (Kingma et al. 2021, eq. 2), for plots.
+pub fn snr(alphas_cumprod: &[f32]) -> Vec<f32> {
+    alphas_cumprod.iter().map(|&a| a / (1.0 - a)).collect()
+}
+
 /// √((1 − ᾱ_t)/ᾱ_t), the noise level σ_t of the variance-exploding view (Karras et al. 2022,
 /// table 1), in f32 as diffusers computes it.
 pub fn sigma_from_alpha_cumprod(alpha_cumprod: f32) -> f32 {
