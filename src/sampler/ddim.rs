@@ -160,9 +160,9 @@ impl Scheduler for DDIMScheduler {
         let prev_timestep = t - (self.config.beta.num_train_timesteps / n) as i64;
 
         // 2. compute alphas, betas
-        let alpha_prod_t = alpha_cumprod_at(&self.alphas_cumprod, t);
+        let alpha_prod_t = alpha_cumprod_at(NAME, &self.alphas_cumprod, t)?;
         let alpha_prod_t_prev = if prev_timestep >= 0 {
-            alpha_cumprod_at(&self.alphas_cumprod, prev_timestep)
+            alpha_cumprod_at(NAME, &self.alphas_cumprod, prev_timestep)?
         } else {
             self.final_alpha_cumprod
         };
@@ -262,9 +262,9 @@ mod tests {
         // diffusers tests/schedulers/test_scheduler_ddim.py::test_variance
         let s = DDIMScheduler::new(DDIMSchedulerConfig::default()).unwrap();
         let v = |t: i64, p: i64| {
-            let a = alpha_cumprod_at(&s.alphas_cumprod, t);
+            let a = alpha_cumprod_at(NAME, &s.alphas_cumprod, t).unwrap();
             let ap = if p >= 0 {
-                alpha_cumprod_at(&s.alphas_cumprod, p)
+                alpha_cumprod_at(NAME, &s.alphas_cumprod, p).unwrap()
             } else {
                 s.final_alpha_cumprod
             };
@@ -275,6 +275,27 @@ mod tests {
         assert!((v(980, 960) - 0.32460).abs() < 1e-5);
         assert!((v(487, 486) - 0.00979).abs() < 1e-5);
         assert!((v(999, 998) - 0.02).abs() < 1e-5);
+    }
+
+    #[test]
+    fn timestep_past_the_schedule_is_an_error_not_a_clamp() {
+        // leading spacing with steps_offset = 1 and n = T visits t = T, which diffusers cannot
+        // index either.
+        let mut s = DDIMScheduler::new(DDIMSchedulerConfig {
+            steps_offset: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        s.set_timesteps(1000).unwrap();
+        assert_eq!(s.timesteps()[0], 1000.0);
+        let err = s
+            .step(&[0.0], 1000.0, &[0.0], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1000") && err.contains("steps_offset"),
+            "{err}"
+        );
     }
 
     #[test]

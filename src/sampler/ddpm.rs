@@ -172,9 +172,9 @@ impl Scheduler for DDPMScheduler {
         let prev_t = self.previous_timestep(t)?;
 
         // 1. compute alphas, betas
-        let alpha_prod_t = alpha_cumprod_at(&self.alphas_cumprod, t);
+        let alpha_prod_t = alpha_cumprod_at(NAME, &self.alphas_cumprod, t)?;
         let alpha_prod_t_prev = if prev_t >= 0 {
-            alpha_cumprod_at(&self.alphas_cumprod, prev_t)
+            alpha_cumprod_at(NAME, &self.alphas_cumprod, prev_t)?
         } else {
             1.0
         };
@@ -255,9 +255,9 @@ mod tests {
         // diffusers tests/schedulers/test_scheduler_ddpm.py::test_variance (full 1000-step chain)
         let s = DDPMScheduler::new(DDPMSchedulerConfig::default()).unwrap();
         let var = |t: i64| {
-            let a = alpha_cumprod_at(&s.alphas_cumprod, t);
+            let a = alpha_cumprod_at(NAME, &s.alphas_cumprod, t).unwrap();
             let ap = if t > 0 {
-                alpha_cumprod_at(&s.alphas_cumprod, t - 1)
+                alpha_cumprod_at(NAME, &s.alphas_cumprod, t - 1).unwrap()
             } else {
                 1.0
             };

@@ -69,6 +69,12 @@ pub enum SamplerError {
         timestep: f32,
         timesteps: Vec<f32>,
     },
+    #[error("{scheduler}: timestep {timestep} is outside the {num_train_timesteps} training timesteps (check steps_offset)")]
+    TimestepOutOfRange {
+        scheduler: &'static str,
+        timestep: i64,
+        num_train_timesteps: usize,
+    },
     #[error("{scheduler}: step {step_index} is past the last of {num_steps} steps; call set_timesteps again")]
     StepPastEnd {
         scheduler: &'static str,
@@ -450,11 +456,23 @@ pub(crate) fn check_lengths(
 }
 
 /// ᾱ at a timestep with Python's negative indexing (diffusers indexes `alphas_cumprod[t]` with
-/// whatever integer it computed, and numpy's trailing spacing can produce t = −1).
-pub(crate) fn alpha_cumprod_at(alphas_cumprod: &[f32], t: i64) -> f32 {
+/// whatever integer it computed, and numpy's trailing spacing can produce t = −1); out of range is
+/// an error, as torch's IndexError is.
+pub(crate) fn alpha_cumprod_at(
+    scheduler: &'static str,
+    alphas_cumprod: &[f32],
+    t: i64,
+) -> Result<f32, SamplerError> {
     let n = alphas_cumprod.len() as i64;
     let i = if t < 0 { t + n } else { t };
-    alphas_cumprod[i.clamp(0, n - 1) as usize]
+    if !(0..n).contains(&i) {
+        return Err(SamplerError::TimestepOutOfRange {
+            scheduler,
+            timestep: t,
+            num_train_timesteps: alphas_cumprod.len(),
+        });
+    }
+    Ok(alphas_cumprod[i as usize])
 }
 
 /// The timestep value as diffusers' integer timestep.
