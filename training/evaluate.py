@@ -1,0 +1,250 @@
+"""Measure sample quality of an exported model folder.
+
+    python evaluate.py --model fashion          # assets/models/fashion, 1000 samples
+    python evaluate.py --model emoji --n 1000
+
+Feature space: a small CNN classifier trained once per dataset on the real training set
+(fashion: the 10 classes; emoji: the 10 emoji.json categories) and committed as
+training/classifier/<dataset>.safetensors (+ .json with its held-out accuracy). Its 128-d
+penultimate activations replace Inception's for FID, which is meaningless at 32x32 grey.
+
+Reported (and written to <model>/metrics.json, the model card and the README table):
+- FID(generated, held-out) over n generated samples (DDIM 50 steps, eta 0, seed 0);
+- the floor: FID(n real training images, held-out), same n, so the sample-size bias matches;
+- fashion: classifier accuracy on class-conditional samples (n/10 per class) at the
+  shipped guidance scale, beside the classifier's accuracy on real held-out images;
+- emoji: nearest-neighbour RMS pixel distance (in [0,1]) of each sample to the training
+  set, against the same for held-out images; a model that memorises has sample distances
+  far below the held-out ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from safetensors.torch import load_file, save_file
+
+from data import load, to_model_range
+from sampling import sample
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CLS_DIR = HERE / "classifier"
+DATASET_OF = {"fashion": "fashion", "emoji": "emoji", "tiny": "fashion"}
+
+
+class Classifier(nn.Module):
+    """~0.1 M parameters: 3 conv stages with BatchNorm, global pooling, 128-d features."""
+
+    def __init__(self, in_ch: int, n_cls: int = 10):
+        super().__init__()
+
+        def stage(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
+                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+        self.body = nn.Sequential(stage(in_ch, 16), stage(16, 32), stage(32, 64),
+                                  nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(128, n_cls)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def train_classifier(dataset: str, epochs: int, seed: int = 0) -> Classifier:
+    tr, ho = load(dataset, "train"), load(dataset, "heldout")
+    torch.manual_seed(seed)
+    m = Classifier(tr.images.shape[1])
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=1e-4)
+    n, b = len(tr), 128
+    total = epochs * (n // b)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=total)
+    g = torch.Generator().manual_seed(seed)
+    m.train()
+    t0 = time.time()
+    for ep in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(n // b):
+            idx = perm[i * b:(i + 1) * b]
+            x = to_model_range(tr.images[idx])
+            if dataset == "emoji":
+                flip = torch.rand(b, generator=g) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            loss = F.cross_entropy(m(x), tr.labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"classifier {dataset} epoch {ep + 1}/{epochs} loss {loss.item():.3f} ({time.time() - t0:.0f} s)",
+              flush=True)
+    m.eval()
+    acc = accuracy(m, to_model_range(ho.images), ho.labels)
+    CLS_DIR.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, CLS_DIR / f"{dataset}.safetensors")
+    (CLS_DIR / f"{dataset}.json").write_text(json.dumps({
+        "dataset": dataset, "epochs": epochs, "seed": seed, "heldout_accuracy": round(acc, 4),
+        "train_seconds": round(time.time() - t0), "classes": tr.class_names}, indent=1) + "\n")
+    print(f"classifier {dataset}: held-out accuracy {acc:.4f}")
+    return m
+
+
+def get_classifier(dataset: str) -> tuple[Classifier, dict]:
+    path = CLS_DIR / f"{dataset}.safetensors"
+    if not path.exists():
+        train_classifier(dataset, epochs=3 if dataset == "fashion" else 8)
+    meta = json.loads((CLS_DIR / f"{dataset}.json").read_text())
+    m = Classifier(1 if dataset == "fashion" else 3)
+    m.load_state_dict(load_file(path))
+    return m.eval(), meta
+
+
+@torch.no_grad()
+def batched(fn, x, b=500):
+    return torch.cat([fn(x[i:i + b]) for i in range(0, len(x), b)])
+
+
+@torch.no_grad()
+def accuracy(m, x, y) -> float:
+    return (batched(m, x).argmax(1) == y).float().mean().item()
+
+
+def fid(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017):
+    |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), with Tr (S1 S2)^1/2 computed as the sum of
+    square roots of the eigenvalues of S1^1/2 S2 S1^1/2 (symmetric, so eigh is exact)."""
+    f1, f2 = f1.double(), f2.double()
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)
+    w, v = torch.linalg.eigh(s1)
+    r1 = (v * w.clamp(min=0).sqrt()) @ v.T
+    tr_sqrt = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_sqrt).item()
+
+
+def nn_dist(queries: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """RMS pixel distance (images in [0, 1]) from each query to its nearest reference."""
+    q = queries.flatten(1).float()
+    r = ref.flatten(1).float()
+    r2 = r.square().sum(1)
+    out = []
+    for i in range(0, len(q), 256):
+        d2 = q[i:i + 256].square().sum(1, keepdim=True) + r2[None] - 2 * q[i:i + 256] @ r.T
+        out.append(d2.min(1).values.clamp(min=0))
+    return (torch.cat(out) / q.shape[1]).sqrt()
+
+
+def evaluate(model_dir: Path, n: int, steps: int, seed: int, guidance: float | None) -> dict:
+    info = json.loads((model_dir / "stepwise.json").read_text())
+    dataset = DATASET_OF[info["name"]]
+    clf, clf_meta = get_classifier(dataset)
+    unet = UNet2DModel.from_pretrained(model_dir / "unet").float().eval()
+    sched_cfg = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+    tr, ho = load(dataset, "train"), load(dataset, "heldout")
+    ho_x = to_model_range(ho.images)
+    t0 = time.time()
+    if info["conditional"]:
+        w = info["guidance_scale"] if guidance is None else guidance
+        y = torch.arange(n) % 10
+        x = sample(unet, sched_cfg, n, labels=y, guidance_scale=w, steps=steps, seed=seed)
+    else:
+        w, y = None, None
+        x = sample(unet, sched_cfg, n, steps=steps, seed=seed)
+    sample_s = time.time() - t0
+    x = x.clamp(-1, 1)
+    g = torch.Generator().manual_seed(seed)
+    real = to_model_range(tr.images[torch.randperm(len(tr), generator=g)[:n]])
+    f_gen, f_real, f_ho = (batched(clf.features, v) for v in (x, real, ho_x))
+    table = {
+        f"FID vs held-out ({dataset} classifier features)": f"{fid(f_gen, f_ho):.2f}",
+        f"floor: FID of {n} real training images vs held-out": f"{fid(f_real, f_ho):.2f}",
+    }
+    res = {"model": info["name"], "n_samples": n, "ddim_steps": steps, "seed": seed,
+           "train_steps": info["train_steps"], "sampling_seconds": round(sample_s),
+           "fid": fid(f_gen, f_ho), "fid_floor": fid(f_real, f_ho),
+           "classifier_heldout_accuracy": clf_meta["heldout_accuracy"]}
+    if info["conditional"]:
+        acc = accuracy(clf, x, y)
+        res.update(guidance_scale=w, class_accuracy=acc)
+        table[f"classifier accuracy on class-conditional samples (guidance {w})"] = f"{acc:.1%}"
+        table["classifier accuracy on real held-out images (reference)"] = f"{clf_meta['heldout_accuracy']:.1%}"
+    else:
+        to01 = lambda t: (t + 1) / 2  # noqa: E731
+        tr01 = to01(to_model_range(tr.images))
+        d_gen = nn_dist(to01(x), tr01)
+        d_ho = nn_dist(to01(ho_x), tr01)
+        q = lambda d, p: d.quantile(p).item()  # noqa: E731
+        res.update(nn_gen_median=q(d_gen, 0.5), nn_gen_p05=q(d_gen, 0.05),
+                   nn_heldout_median=q(d_ho, 0.5), nn_heldout_p05=q(d_ho, 0.05),
+                   frac_closer_than_heldout_p01=(d_gen < q(d_ho, 0.01)).float().mean().item())
+        table["NN distance sample->train, median / 5th pct (RMS, [0,1] pixels)"] = \
+            f"{res['nn_gen_median']:.3f} / {res['nn_gen_p05']:.3f}"
+        table["NN distance held-out->train, median / 5th pct"] = \
+            f"{res['nn_heldout_median']:.3f} / {res['nn_heldout_p05']:.3f}"
+        table["samples closer to train than 99% of held-out images"] = f"{res['frac_closer_than_heldout_p01']:.1%}"
+    res["table"] = table
+    res["notes"] = (f"Classifier: training/classifier/{dataset}.safetensors, held-out accuracy "
+                    f"{clf_meta['heldout_accuracy']:.1%}. Sampling took {sample_s:.0f} s on 1 CPU thread.")
+    return res
+
+
+def update_readme(res: dict) -> None:
+    """Replace this model's block between markers in training/README.md."""
+    readme = HERE / "README.md"
+    if not readme.exists():
+        return
+    name = res["model"]
+    body = "\n".join([f"**{name}** (train step {res['train_steps']}, {res['n_samples']} samples, "
+                      f"DDIM {res['ddim_steps']}):", "", "| metric | value |", "|---|---|"] +
+                     [f"| {k} | {v} |" for k, v in res["table"].items()])
+    start, end = f"<!-- metrics:{name} -->", f"<!-- /metrics:{name} -->"
+    text = readme.read_text()
+    block = f"{start}\n{body}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a name under assets/models/ or a folder path")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=None, help="override the shipped guidance scale")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dry", action="store_true", help="print only; do not write metrics.json/card/README")
+    p.add_argument("--train-classifier", choices=["fashion", "emoji"], default=None,
+                   help="(re)train and save that dataset's classifier, then exit")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.train_classifier:
+        train_classifier(args.train_classifier, epochs=3 if args.train_classifier == "fashion" else 8)
+        return
+    model_dir = Path(args.model)
+    if not model_dir.exists():
+        model_dir = REPO / "assets" / "models" / args.model
+    res = evaluate(model_dir, args.n, args.steps, args.seed, args.guidance)
+    print(json.dumps(res, indent=1))
+    if not args.dry:
+        (model_dir / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
+        import export
+        export.write_model_card(model_dir)
+        if model_dir.resolve().parent == (REPO / "assets" / "models").resolve():
+            update_readme(res)
+
+
+if __name__ == "__main__":
+    main()
