@@ -12,6 +12,7 @@ pub mod model;
 pub mod noise;
 pub mod ops;
 pub mod sampler;
+pub mod selftest;
 
 pub use backend::{Backend, Tensor};
 pub use error::{Error, Result};

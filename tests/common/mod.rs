@@ -1,14 +1,11 @@
-//! Shared test helpers: a GPU backend that fails loudly when no adapter exists, fresh random data
-//! with a printed seed, and the relative-L2 metric.
+//! Shared test helpers: a GPU backend that fails loudly when no adapter exists, and fresh seeds.
 
 #![allow(dead_code)]
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use stepwise::gpu::GpuBackend;
 
-/// The GPU backend. There is no skipping: without an adapter (install lavapipe:
-/// `apt-get install mesa-vulkan-drivers`, which `scripts/test.sh` does) the test fails.
+/// The GPU backend. There is no skipping: without an adapter (lavapipe:
+/// `apt-get install mesa-vulkan-drivers`, which `scripts/test.sh` installs) the test fails.
 pub fn gpu() -> GpuBackend {
     match pollster::block_on(GpuBackend::new()) {
         Ok(g) => g,
@@ -16,23 +13,17 @@ pub fn gpu() -> GpuBackend {
     }
 }
 
-/// A fresh RNG per run; the seed is printed so that a failure can be replayed with `TEST_SEED`.
-pub fn rng(test: &str) -> StdRng {
+/// A fresh seed per run, printed so that a failure can be replayed with `TEST_SEED`.
+pub fn seed(test: &str) -> u64 {
     let seed = std::env::var("TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            t.as_nanos() as u64 ^ (std::process::id() as u64) << 32
+        });
     eprintln!("{test}: TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-pub fn randn(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    // Box–Muller; test data only.
-    (0..n)
-        .map(|_| {
-            let u1: f32 = rng.random_range(1e-7..1.0);
-            let u2: f32 = rng.random();
-            (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-        })
-        .collect()
+    seed
 }
