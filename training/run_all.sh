@@ -4,8 +4,8 @@
 #   setsid nohup training/run_all.sh > training/runs/run_all.log 2>&1 &
 #
 # Two lanes run side by side, one CPU thread each (the fastest setting while another job
-# uses the other core, see README.md): fashion at normal priority, emoji at `nice 10` so it
-# soaks up idle cycles without slowing whoever else uses the machine. Each lane resumes
+# uses the other core, see README.md), at `nice ${STEPWISE_NICE:-0}` (set 10 to yield to
+# other work on the machine). Each lane resumes
 # from training/runs/<name>/checkpoint.pt, trains to the config's max_steps, then exports
 # assets/models/<name>/ and evaluates it. Logs: training/runs/<name>/train.log.
 set -euo pipefail
@@ -21,6 +21,6 @@ lane() {
   nice -n "$nice" "$PY" evaluate.py --model "$name" >> "runs/$name/train.log" 2>&1
 }
 
-lane fashion 0 &
-lane emoji 10 &
+lane fashion "${STEPWISE_NICE:-0}" &
+lane emoji "${STEPWISE_NICE:-0}" &
 wait
