@@ -62,6 +62,9 @@ pub enum Error {
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
 
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
+
     #[error("{0}")]
     Other(String),
 }

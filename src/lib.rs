@@ -2,6 +2,8 @@
 //! shaders through wgpu, a CPU reference backend, samplers with diffusers' semantics, the
 //! denoising pipeline, and (on wasm) the Leptos app.
 
+#[cfg(target_arch = "wasm32")]
+pub mod app;
 pub mod backend;
 pub mod cpu;
 pub mod error;
@@ -11,6 +13,7 @@ pub mod io;
 pub mod model;
 pub mod noise;
 pub mod ops;
+pub mod pipeline;
 pub mod sampler;
 pub mod selftest;
 

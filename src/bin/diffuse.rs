@@ -20,6 +20,8 @@ mod cli {
     use stepwise::io::{read_tensors, write_tensors};
     use stepwise::model::loader::{load_unet_files, DirSource};
     use stepwise::model::UNet2DModel;
+    use stepwise::pipeline::{self, Conditioning, Control, NoiseSource};
+    use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
     use stepwise::{Backend, Error, Result, Tensor};
 
     #[derive(Parser)]
@@ -58,6 +60,45 @@ mod cli {
             #[arg(long, value_enum, default_value_t = Device::Gpu)]
             device: Device,
         },
+        /// Runs the reverse process and writes the final image (PNG grid) or the final sample
+        /// (`.safetensors`, key `sample`, model space, before any clamping).
+        Sample(SampleArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct SampleArgs {
+        #[arg(long)]
+        model: PathBuf,
+        /// ddpm, ddim, dpm++2m or euler-a (any of them on any model's training schedule).
+        #[arg(long)]
+        sampler: SamplerKind,
+        /// Number of denoising steps (1 to the model's num_train_timesteps).
+        #[arg(long)]
+        steps: usize,
+        /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
+        #[arg(long, default_value_t = 0.0)]
+        eta: f32,
+        /// Classifier-free guidance scale for class-conditional models (1 = no guidance).
+        #[arg(long, default_value_t = 1.0)]
+        guidance: f32,
+        /// The class to draw, for class-conditional models.
+        #[arg(long)]
+        class: Option<i64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// .safetensors with `init` (N×C×H×W) and, for stochastic samplers, `step_noise` (K×N×C×H×W).
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// OUT.png (image grid) or OUT.safetensors (`sample`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Writes one PNG per step (x_t beside x̂0) into this folder.
+        #[arg(long)]
+        frames: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Device::Gpu)]
+        device: Device,
     }
 
     pub fn main() -> ExitCode {
@@ -70,6 +111,12 @@ mod cli {
                 output,
                 device,
             } => forward(&model, &input, &output, device),
+            Command::Sample(args) => match args.device {
+                Device::Cpu => sample(&CpuBackend, &args),
+                Device::Gpu => {
+                    pollster::block_on(GpuBackend::new()).and_then(|g| sample(&g, &args))
+                }
+            },
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -148,5 +195,150 @@ mod cli {
         let y = unet.forward(b, &x, timesteps, labels)?;
         let data = pollster::block_on(b.download(&y))?;
         Ok((y.shape().to_vec(), data))
+    }
+
+    fn save_png(path: &Path, w: usize, h: usize, rgba: Vec<u8>) -> Result<()> {
+        let img = image::RgbaImage::from_raw(w as u32, h as u32, rgba)
+            .ok_or_else(|| Error::Other("image buffer size".into()))?;
+        img.save(path)
+            .map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))
+    }
+
+    fn sample<B: Backend>(b: &B, a: &SampleArgs) -> Result<()> {
+        let files = load_unet_files(&DirSource(a.model.clone()))?;
+        let sched_cfg = match &files.scheduler_config {
+            Some(text) => SchedulerConfig::from_json_str(text)?,
+            None => SchedulerConfig::default(),
+        };
+        let mut sched = sampler::build(a.sampler, &sched_cfg, a.eta)?;
+        sched.set_timesteps(a.steps)?;
+        let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
+        let cfg = &files.config;
+        let (h, w) = cfg.sample_size.map(|s| s.hw()).ok_or_else(|| {
+            Error::config(
+                "sample_size",
+                "the UNet config has no sample_size, so the image size is unknown",
+            )
+        })?;
+        let shape = [a.batch, cfg.in_channels, h, w];
+        let len: usize = shape.iter().product();
+        let noise = match &a.noise {
+            None => NoiseSource::Seeded(a.seed),
+            Some(p) => {
+                let t = read_tensors(&read(p)?, &p.display().to_string())?;
+                let init = t
+                    .get("init")
+                    .ok_or_else(|| Error::input("init", format!("missing from {}", p.display())))?;
+                if init.shape != shape {
+                    return Err(Error::input(
+                        "init",
+                        format!("shape {:?}, the model samples {shape:?}", init.shape),
+                    ));
+                }
+                let step_noise = t.get("step_noise").map(|s| s.to_f32());
+                if let Some(s) = &step_noise {
+                    if s.len() < a.steps * len {
+                        return Err(Error::input(
+                            "step_noise",
+                            format!(
+                                "{} values, {} steps need {}",
+                                s.len(),
+                                a.steps,
+                                a.steps * len
+                            ),
+                        ));
+                    }
+                }
+                NoiseSource::Injected {
+                    init: init.to_f32(),
+                    step_noise,
+                }
+            }
+        };
+        let cond = match (cfg.num_class_embeds, a.class) {
+            (Some(k), Some(c)) => Some(Conditioning {
+                labels: vec![c; a.batch],
+                guidance: a.guidance,
+                null_class: k as i64 - 1,
+            }),
+            (Some(_), None) => {
+                return Err(Error::input(
+                    "--class",
+                    "required: the model is class-conditional",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::input(
+                    "--class",
+                    "the model is not class-conditional",
+                ))
+            }
+            (None, None) => None,
+        };
+        if let Some(dir) = &a.frames {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            })?;
+        }
+        let frames = a.frames.clone();
+        let mut frame_error = None;
+        let out = pollster::block_on(pipeline::run(
+            b,
+            &unet,
+            sched.as_mut(),
+            shape,
+            &noise,
+            cond.as_ref(),
+            |ev| {
+                if let Some(dir) = &frames {
+                    let (gw, gh, xt) = pipeline::grid_rgba(&ev.sample, shape);
+                    let (_, _, x0) = pipeline::grid_rgba(&ev.pred_original, shape);
+                    // x_t on the left, x̂0 on the right, 4 pixels apart.
+                    let fw = 2 * gw + 4;
+                    let mut rgba = vec![0u8; fw * gh * 4];
+                    for y in 0..gh {
+                        rgba[y * fw * 4..(y * fw + gw) * 4]
+                            .copy_from_slice(&xt[y * gw * 4..(y + 1) * gw * 4]);
+                        rgba[(y * fw + gw + 4) * 4..(y * fw + fw) * 4]
+                            .copy_from_slice(&x0[y * gw * 4..(y + 1) * gw * 4]);
+                    }
+                    if let Err(e) =
+                        save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, gh, rgba)
+                    {
+                        frame_error = Some(e);
+                    }
+                }
+                let stop = if frame_error.is_some() {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                };
+                async move { stop }
+            },
+        ))?;
+        if let Some(e) = frame_error {
+            return Err(e);
+        }
+        let ext = a
+            .output
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "safetensors" => write(
+                &a.output,
+                &write_tensors(&[("sample", &shape, &out.sample)])?,
+            ),
+            "png" => {
+                let (gw, gh, rgba) = pipeline::grid_rgba(&out.sample, shape);
+                save_png(&a.output, gw, gh, rgba)
+            }
+            _ => Err(Error::input(
+                "--output",
+                format!("{} must end in .png or .safetensors", a.output.display()),
+            )),
+        }
     }
 }

@@ -1,0 +1,265 @@
+//! The reverse (denoising) loop over any backend: initial noise → for each timestep: model →
+//! sampler step → one [`StepEvent`] → next. Cancellable between steps; classifier-free guidance
+//! for class-conditional models; batches of N samples; seeded or injected noise.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::UNet2DModel;
+use crate::noise;
+use crate::sampler::Scheduler;
+
+/// Where the noise comes from.
+#[derive(Clone, Debug)]
+pub enum NoiseSource {
+    /// Philox streams of this seed: stream 0 is x_T, stream i+1 is step i's noise. Element `j`
+    /// of a stream does not depend on the batch size, so sample 0 of a batch equals a batch of one.
+    Seeded(u64),
+    /// Exact tensors, as diffusers drew them: `init` (N×C×H×W) and, for stochastic samplers,
+    /// `step_noise` (K×N×C×H×W, step i at index i).
+    Injected {
+        init: Vec<f32>,
+        step_noise: Option<Vec<f32>>,
+    },
+}
+
+/// Class conditioning: the label per sample, and classifier-free guidance
+/// `ε = ε_uncond + g · (ε_cond − ε_uncond)` with the model's null class when `guidance != 1`.
+#[derive(Clone, Debug)]
+pub struct Conditioning {
+    pub labels: Vec<i64>,
+    pub guidance: f32,
+    pub null_class: i64,
+}
+
+/// One reverse step, as the UI draws it.
+#[derive(Clone, Debug)]
+pub struct StepEvent {
+    /// 0-based step index.
+    pub index: usize,
+    pub total: usize,
+    /// The timestep the model was called at.
+    pub timestep: f32,
+    /// x_{t−1}, the sample after this step (model space, N×C×H×W).
+    pub sample: Vec<f32>,
+    /// x̂₀, the sampler's prediction of the clean sample.
+    pub pred_original: Vec<f32>,
+    /// Milliseconds this step took (model + sampler + readback).
+    pub elapsed_ms: f64,
+}
+
+/// What the step callback tells the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// The result of a run: the final sample (model space, before any clamping) and whether it ran
+/// to the end.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub sample: Vec<f32>,
+    pub shape: [usize; 4],
+    pub completed_steps: usize,
+    pub cancelled: bool,
+}
+
+/// Milliseconds from a monotonic clock, natively and in the browser.
+pub fn now_ms() -> f64 {
+    thread_local! {
+        static START: web_time::Instant = web_time::Instant::now();
+    }
+    START.with(|s| s.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The initial noise x_T (before scaling by `init_noise_sigma`).
+pub fn initial_noise(source: &NoiseSource, len: usize) -> Result<Vec<f32>> {
+    match source {
+        NoiseSource::Seeded(seed) => Ok(noise::randn(*seed, noise::INIT_STREAM, len)),
+        NoiseSource::Injected { init, .. } => {
+            if init.len() != len {
+                return Err(Error::input(
+                    "init",
+                    format!("has {} values, the sample needs {len}", init.len()),
+                ));
+            }
+            Ok(init.clone())
+        }
+    }
+}
+
+fn step_noise(source: &NoiseSource, step: usize, len: usize) -> Result<Vec<f32>> {
+    match source {
+        NoiseSource::Seeded(seed) => Ok(noise::randn(*seed, noise::step_stream(step), len)),
+        NoiseSource::Injected {
+            step_noise: Some(all),
+            ..
+        } => all
+            .get(step * len..(step + 1) * len)
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| {
+                Error::input(
+                    "step_noise",
+                    format!(
+                        "has no noise for step {step} ({} values, {len} per step)",
+                        all.len()
+                    ),
+                )
+            }),
+        NoiseSource::Injected {
+            step_noise: None, ..
+        } => Err(Error::input(
+            "step_noise",
+            "required: this sampler draws fresh noise at every step",
+        )),
+    }
+}
+
+/// Runs the reverse process for `shape` = [N, C, H, W]. `on_step` sees every step and may stop
+/// the run; it is async so that a browser can yield to draw the frame.
+pub async fn run<B, F, Fut>(
+    b: &B,
+    unet: &UNet2DModel<B>,
+    sched: &mut dyn Scheduler,
+    shape: [usize; 4],
+    noise_source: &NoiseSource,
+    cond: Option<&Conditioning>,
+    mut on_step: F,
+) -> Result<RunOutput>
+where
+    B: Backend,
+    F: FnMut(StepEvent) -> Fut,
+    Fut: std::future::Future<Output = Control>,
+{
+    let [n, c, h, w] = shape;
+    let len = n * c * h * w;
+    if let Some(cd) = cond {
+        if cd.labels.len() != n {
+            return Err(Error::input(
+                "class_labels",
+                format!("{} labels for a batch of {n}", cd.labels.len()),
+            ));
+        }
+    }
+    unet.check_inputs(&shape, &[0.0], cond.map(|cd| cd.labels.as_slice()))?;
+    // diffusers: latents = randn(shape) * scheduler.init_noise_sigma
+    let sigma = sched.init_noise_sigma();
+    let mut sample: Vec<f32> = initial_noise(noise_source, len)?
+        .iter()
+        .map(|v| v * sigma)
+        .collect();
+    let timesteps = sched.timesteps().to_vec();
+    let needs_noise = sched.needs_step_noise();
+    let guided = cond.filter(|cd| cd.guidance != 1.0);
+    let mut completed = 0;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let start = now_ms();
+        let model_in = sched.scale_model_input(&sample, t)?;
+        let model_output = match (cond, guided) {
+            (_, Some(cd)) => {
+                // Classifier-free guidance: one batch of [conditional; unconditional].
+                let mut doubled = model_in.clone();
+                doubled.extend_from_slice(&model_in);
+                let mut labels = cd.labels.clone();
+                labels.extend(std::iter::repeat_n(cd.null_class, n));
+                let x = b.upload(&[2 * n, c, h, w], &doubled)?;
+                let y = b
+                    .download(&unet.forward(b, &x, &[t], Some(&labels))?)
+                    .await?;
+                let (eps_c, eps_u) = y.split_at(len);
+                eps_u
+                    .iter()
+                    .zip(eps_c)
+                    .map(|(&u, &cc)| u + cd.guidance * (cc - u))
+                    .collect()
+            }
+            (Some(cd), None) => {
+                let x = b.upload(&shape, &model_in)?;
+                b.download(&unet.forward(b, &x, &[t], Some(&cd.labels))?)
+                    .await?
+            }
+            (None, _) => {
+                let x = b.upload(&shape, &model_in)?;
+                b.download(&unet.forward(b, &x, &[t], None)?).await?
+            }
+        };
+        let noise = if needs_noise {
+            Some(step_noise(noise_source, i, len)?)
+        } else {
+            None
+        };
+        let out = sched.step(&model_output, t, &sample, noise.as_deref())?;
+        sample = out.prev_sample;
+        completed = i + 1;
+        let event = StepEvent {
+            index: i,
+            total: timesteps.len(),
+            timestep: t,
+            sample: sample.clone(),
+            pred_original: out.pred_original_sample,
+            elapsed_ms: now_ms() - start,
+        };
+        if on_step(event).await == Control::Stop && i + 1 < timesteps.len() {
+            return Ok(RunOutput {
+                sample,
+                shape,
+                completed_steps: completed,
+                cancelled: true,
+            });
+        }
+    }
+    Ok(RunOutput {
+        sample,
+        shape,
+        completed_steps: completed,
+        cancelled: false,
+    })
+}
+
+/// Model-space values in [-1, 1] to 8-bit, as diffusers' `(x / 2 + 0.5).clamp(0, 1)` then
+/// `round(x · 255)`.
+pub fn to_u8(v: f32) -> u8 {
+    ((v / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// RGBA pixels of sample `index` of an N×C×H×W batch (1 channel: grey; 3: RGB; other counts:
+/// the first channel as grey).
+pub fn sample_rgba(data: &[f32], shape: [usize; 4], index: usize) -> Vec<u8> {
+    let [_, c, h, w] = shape;
+    let plane = h * w;
+    let base = index * c * plane;
+    let mut out = Vec::with_capacity(plane * 4);
+    for p in 0..plane {
+        let (r, g, bl) = if c == 3 {
+            (
+                data[base + p],
+                data[base + plane + p],
+                data[base + 2 * plane + p],
+            )
+        } else {
+            let v = data[base + p];
+            (v, v, v)
+        };
+        out.extend_from_slice(&[to_u8(r), to_u8(g), to_u8(bl), 255]);
+    }
+    out
+}
+
+/// A grid of all samples of a batch (as square as possible, 2-pixel gaps): (width, height, RGBA).
+pub fn grid_rgba(data: &[f32], shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
+    let [n, _, h, w] = shape;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let gap = if n > 1 { 2 } else { 0 };
+    let (gw, gh) = (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap);
+    let mut out = vec![0u8; gw * gh * 4];
+    for i in 0..n {
+        let img = sample_rgba(data, shape, i);
+        let (ox, oy) = ((i % cols) * (w + gap), (i / cols) * (h + gap));
+        for y in 0..h {
+            let dst = ((oy + y) * gw + ox) * 4;
+            out[dst..dst + w * 4].copy_from_slice(&img[y * w * 4..(y + 1) * w * 4]);
+        }
+    }
+    (gw, gh, out)
+}
