@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test, installing what is missing (lavapipe, Chromium, the Python venv, the wasm
+# toolchain). GPU tests run on a real WGSL backend: lavapipe (Vulkan on the CPU) natively and
+# SwiftShader in headless Chromium. Nothing is skipped: a missing GPU or browser fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+scripts/setup.sh app test python
+export PATH="$HOME/.cargo/bin:$ROOT/tools/node_modules/.bin:$PATH"
+export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+# lavapipe's loader wants a runtime dir; CI environments often have none.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/stepwise-runtime}
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --lib --bin stepwise-app --target wasm32-unknown-unknown --quiet -- -D warnings
+
+step "Rust tests (CPU reference, lavapipe GPU, golden parity, hostile inputs, samplers)"
+cargo test --release --all-targets
+
+step "browser build"
+trunk build --release
+
+step "browser tests (headless Chromium, WebGPU on SwiftShader)"
+node --test tests/e2e/

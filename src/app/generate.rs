@@ -1,0 +1,493 @@
+//! The generate view: the controls, the x_t / x̂0 canvases drawn at every step, the run
+//! statistics, the history replay (scrub, step, play) and the schedule plot.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+
+use super::canvas::{download_png, draw_rgba};
+use super::engine::{self, BackendInfo, Frame, ModelEntry, ModelInfo, RunParams, RunSummary};
+use super::plot::SchedulePlot;
+use super::settings::{random_seed, Inputs, URL_MODEL};
+use crate::pipeline::now_ms;
+use crate::sampler::SamplerKind;
+
+/// A run's frames and status, shared by the controls, the viewer and the history bar.
+#[derive(Clone, Copy)]
+pub struct RunState {
+    /// Every frame of the current run (x_T first), kept for replay.
+    pub frames: RwSignal<Vec<Frame>>,
+    /// The frame on screen.
+    pub view: RwSignal<usize>,
+    pub running: RwSignal<bool>,
+    /// Set by Stop; the run loop reads it between steps.
+    pub stop: RwSignal<bool>,
+    pub summary: RwSignal<Option<RunSummary>>,
+    pub error: RwSignal<Option<String>>,
+    /// Milliseconds since Generate (wall clock, drawing included).
+    pub elapsed_ms: RwSignal<f64>,
+    /// Bumped to start or cancel replay (a stale play loop sees a newer number and exits).
+    pub play_gen: RwSignal<u32>,
+    pub playing: RwSignal<bool>,
+    /// Replay speed, frames per second.
+    pub fps: RwSignal<u32>,
+}
+
+impl RunState {
+    fn new() -> Self {
+        Self {
+            frames: RwSignal::new(Vec::new()),
+            view: RwSignal::new(0),
+            running: RwSignal::new(false),
+            stop: RwSignal::new(false),
+            summary: RwSignal::new(None),
+            error: RwSignal::new(None),
+            elapsed_ms: RwSignal::new(0.0),
+            play_gen: RwSignal::new(0),
+            playing: RwSignal::new(false),
+            fps: RwSignal::new(30),
+        }
+    }
+
+    fn step_view(&self, delta: i64) {
+        self.playing.set(false);
+        let n = self.frames.with_untracked(Vec::len);
+        if n == 0 {
+            return;
+        }
+        let v = (self.view.get_untracked() as i64 + delta).clamp(0, n as i64 - 1);
+        self.view.set(v as usize);
+    }
+}
+
+/// The model the picker points at and its loading state.
+#[derive(Clone, Copy)]
+pub struct ModelState {
+    /// The manifest's models, plus the `?model_url=` folder first when given.
+    pub entries: Memo<Vec<ModelEntry>>,
+    /// The manifest entry (or the `?model_url=` folder) selected.
+    pub entry: Memo<Option<ModelEntry>>,
+    /// None while loading; the loaded model or why it failed.
+    pub info: RwSignal<Option<Result<ModelInfo, String>>>,
+}
+
+/// The whole generate view; owns the run and model state and provides them as context.
+#[component]
+pub fn GenerateView(
+    /// The backend once chosen (None while detecting).
+    backend: ReadSignal<Option<BackendInfo>>,
+) -> impl IntoView {
+    let inputs = Inputs::from_url();
+    inputs.sync_to_url();
+    let run = RunState::new();
+    let manifest = RwSignal::new(None::<Result<Vec<ModelEntry>, String>>);
+    spawn_local(async move { manifest.set(Some(engine::load_manifest().await)) });
+    let entries = Memo::new(move |_| {
+        let mut list = match manifest.get() {
+            Some(Ok(l)) => l,
+            _ => Vec::new(),
+        };
+        if let Some(u) = inputs.model_url.get() {
+            list.insert(
+                0,
+                ModelEntry {
+                    name: URL_MODEL.into(),
+                    title: format!("{u} (from the URL)"),
+                    path: u,
+                    classes: vec![],
+                },
+            );
+        }
+        list
+    });
+    let entry = Memo::new(move |_| {
+        let list = entries.get();
+        let want = inputs.model.get();
+        list.iter()
+            .find(|e| e.name == want)
+            .or(list.first())
+            .cloned()
+    });
+    let info = RwSignal::new(None::<Result<ModelInfo, String>>);
+    // Load the selected model once the backend is up; a load that finishes after the user has
+    // picked another model is dropped.
+    Effect::new(move |_| {
+        let ready = backend.with(Option::is_some);
+        let Some(e) = entry.get() else { return };
+        if !ready {
+            return;
+        }
+        info.set(None);
+        let path = e.path.clone();
+        spawn_local(async move {
+            let r = engine::load_model(&path).await.map_err(|err| {
+                format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
+            });
+            if entry.get_untracked().map(|x| x.path) == Some(path) {
+                if let Ok(m) = &r {
+                    if inputs.steps.get_untracked() > m.num_train_timesteps {
+                        inputs.steps.set(m.num_train_timesteps);
+                    }
+                }
+                info.set(Some(r));
+            }
+        });
+    });
+    let models = ModelState {
+        entries,
+        entry,
+        info,
+    };
+    provide_context(inputs);
+    provide_context(run);
+    provide_context(models);
+
+    let generate = move || {
+        if run.running.get_untracked() {
+            run.stop.set(true);
+            return;
+        }
+        let Some(Ok(m)) = info.get_untracked() else {
+            return;
+        };
+        let params = RunParams {
+            sampler: inputs.sampler.get_untracked(),
+            steps: inputs.steps.get_untracked(),
+            eta: inputs.eta.get_untracked(),
+            seed: inputs.seed.get_untracked(),
+            batch: inputs.batch.get_untracked(),
+            class: inputs.class.get_untracked(),
+            guidance: inputs.guidance.get_untracked(),
+        };
+        run.playing.set(false);
+        run.frames.set(Vec::new());
+        run.view.set(0);
+        run.summary.set(None);
+        run.error.set(None);
+        run.stop.set(false);
+        run.running.set(true);
+        run.elapsed_ms.set(0.0);
+        spawn_local(async move {
+            let start = now_ms();
+            let r = engine::run(&m.url, &m, &params, |f| {
+                run.frames.update(|v| v.push(f));
+                run.view.set(run.frames.with_untracked(Vec::len) - 1);
+                run.elapsed_ms.set(now_ms() - start);
+                !run.stop.get_untracked()
+            })
+            .await;
+            run.elapsed_ms.set(now_ms() - start);
+            match r {
+                Ok(s) => run.summary.set(Some(s)),
+                Err(e) => run.error.set(Some(e)),
+            }
+            run.running.set(false);
+        });
+    };
+
+    // Keyboard: space generates or stops, arrows step through the history (not while typing
+    // in a field, where those keys already mean something).
+    let handle = window_event_listener(leptos::ev::keydown, move |e| {
+        let tag = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .map(|el| el.tag_name().to_ascii_lowercase())
+            .unwrap_or_default();
+        if matches!(tag.as_str(), "input" | "select" | "textarea" | "button") {
+            return;
+        }
+        match e.key().as_str() {
+            " " => {
+                e.prevent_default();
+                generate();
+            }
+            "ArrowLeft" => run.step_view(-1),
+            "ArrowRight" => run.step_view(1),
+            "Home" => run.step_view(i64::MIN / 2),
+            "End" => run.step_view(i64::MAX / 2),
+            _ => {}
+        }
+    });
+    on_cleanup(move || handle.remove());
+
+    view! {
+        <div class="layout">
+            <Controls generate=generate />
+            <Viewer />
+        </div>
+    }
+}
+
+fn range_value<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
+    event_target_value(ev).trim().parse().ok()
+}
+
+/// The form on the left: model, sampler, steps, η, class, guidance, seed, batch, Generate.
+#[component]
+fn Controls<G>(
+    /// Starts a run, or stops the one in progress.
+    generate: G,
+) -> impl IntoView
+where
+    G: Fn() + Copy + 'static,
+{
+    let s = expect_context::<Inputs>();
+    let run = expect_context::<RunState>();
+    let models = expect_context::<ModelState>();
+    let info = move || models.info.get().and_then(Result::ok);
+    let max_steps = move || info().map(|m| m.num_train_timesteps).unwrap_or(1000);
+    let classes = move || info().and_then(|m| m.num_class_embeds);
+    let class_names = move || models.entry.get().map(|e| e.classes).unwrap_or_default();
+    let ready = move || info().is_some();
+    view! {
+        <form class="panel controls" on:submit=|e| e.prevent_default() aria-label="Generation settings">
+            <label for="model">"Model"</label>
+            <select id="model" on:change=move |e| s.model.set(event_target_value(&e))>
+                {move || {
+                    let cur = models.entry.get().map(|e| e.name);
+                    models.entries.get().into_iter()
+                        .map(|e| {
+                            let sel = cur.as_deref() == Some(e.name.as_str());
+                            view! { <option value=e.name.clone() prop:selected=sel>{e.title.clone()}</option> }
+                        })
+                        .collect_view()
+                }}
+            </select>
+            <p class="status" id="model-status" aria-live="polite">
+                {move || match models.info.get() {
+                    None => "loading…".to_string(),
+                    Some(Err(_)) => "not available".to_string(),
+                    Some(Ok(m)) => format!(
+                        "{}×{}×{}{}, {} training steps, {:.1} MB of weights",
+                        m.channels, m.height, m.width,
+                        m.num_class_embeds.map(|n| format!(", {} classes", n - 1)).unwrap_or_default(),
+                        m.num_train_timesteps, m.weight_bytes as f64 / 1e6,
+                    ),
+                }}
+            </p>
+
+            <label for="sampler">"Sampler"</label>
+            <select id="sampler" on:change=move |e| {
+                if let Ok(k) = event_target_value(&e).parse() { s.sampler.set(k) }
+            }>
+                {SamplerKind::ALL.into_iter().map(|k| view! {
+                    <option value=k.name() prop:selected=move || s.sampler.get() == k>{sampler_title(k)}</option>
+                }).collect_view()}
+            </select>
+
+            <label for="steps">"Steps: " <output>{move || s.steps.get()}</output></label>
+            <input id="steps" type="range" min="1" max=max_steps
+                prop:value=move || s.steps.get().to_string()
+                on:input=move |e| if let Some(v) = range_value(&e) { s.steps.set(v) } />
+
+            <label for="eta">"η (DDIM noise): " <output>{move || format!("{:.2}", s.eta.get())}</output></label>
+            <input id="eta" type="range" min="0" max="1" step="0.05"
+                disabled=move || s.sampler.get() != SamplerKind::Ddim
+                prop:value=move || s.eta.get().to_string()
+                on:input=move |e| if let Some(v) = range_value(&e) { s.eta.set(v) } />
+
+            {move || classes().map(|n| {
+                let names = class_names();
+                view! {
+                    <label for="class">"Class"</label>
+                    <select id="class" on:change=move |e| if let Some(v) = range_value(&e) { s.class.set(v) }>
+                        <option value="-1" prop:selected=move || s.class.get() < 0>"one of each (across the batch)"</option>
+                        {(0..n as i64).map(|c| {
+                            let name = if c as usize + 1 == n {
+                                "null class (unconditional)".to_string()
+                            } else {
+                                names.get(c as usize).cloned().unwrap_or_else(|| format!("class {c}"))
+                            };
+                            view! { <option value=c.to_string() prop:selected=move || s.class.get() == c>{format!("{c}: {name}")}</option> }
+                        }).collect_view()}
+                    </select>
+                    <label for="guidance">"Guidance: " <output>{move || format!("{:.1}", s.guidance.get())}</output></label>
+                    <input id="guidance" type="range" min="0" max="8" step="0.5"
+                        prop:value=move || s.guidance.get().to_string()
+                        on:input=move |e| if let Some(v) = range_value(&e) { s.guidance.set(v) } />
+                }
+            })}
+
+            <label for="seed">"Seed"</label>
+            <div class="row">
+                <input id="seed" type="number" min="0" inputmode="numeric"
+                    prop:value=move || s.seed.get().to_string()
+                    on:change=move |e| if let Some(v) = range_value(&e) { s.seed.set(v) } />
+                <button type="button" id="new-seed" class="secondary" on:click=move |_| s.seed.set(random_seed())
+                    aria-label="New random seed">"🎲 new"</button>
+            </div>
+
+            <label for="batch">"Batch: " <output>{move || s.batch.get()}</output></label>
+            <input id="batch" type="range" min="1" max="16"
+                prop:value=move || s.batch.get().to_string()
+                on:input=move |e| if let Some(v) = range_value(&e) { s.batch.set(v) } />
+
+            <button type="button" id="generate" class="primary" disabled=move || !ready()
+                on:click=move |_| generate()>
+                {move || if run.running.get() { "Stop" } else { "Generate" }}
+            </button>
+            <p class="hint">"Space: generate / stop · ← →: step through the history"</p>
+        </form>
+    }
+}
+
+fn sampler_title(k: SamplerKind) -> &'static str {
+    match k {
+        SamplerKind::Ddpm => "DDPM",
+        SamplerKind::Ddim => "DDIM",
+        SamplerKind::DpmSolverMultistep => "DPM-Solver++ 2M",
+        SamplerKind::EulerAncestral => "Euler ancestral",
+    }
+}
+
+/// The canvases, the statistics, the history bar and the schedule plot.
+#[component]
+fn Viewer() -> impl IntoView {
+    let s = expect_context::<Inputs>();
+    let run = expect_context::<RunState>();
+    let models = expect_context::<ModelState>();
+    let xt_ref = NodeRef::<leptos::html::Canvas>::new();
+    let x0_ref = NodeRef::<leptos::html::Canvas>::new();
+    let current = move || run.frames.with(|v| v.get(run.view.get()).cloned());
+    Effect::new(move |_| {
+        let Some(f) = current() else { return };
+        for (r, px) in [(xt_ref, &f.xt), (x0_ref, &f.x0)] {
+            if let Some(c) = r.get() {
+                if let Err(e) = draw_rgba(&c, px, f.width, f.height) {
+                    log::warn!("draw: {e}");
+                }
+            }
+        }
+    });
+    let schedule = Signal::derive(move || {
+        let m = models.info.get()?.ok()?;
+        Some(engine::schedule(
+            &m.scheduler,
+            s.sampler.get(),
+            s.steps.get(),
+            s.eta.get(),
+        ))
+    });
+    let current_t = Signal::derive(move || current().and_then(|f| f.timestep));
+    let state = move || {
+        if run.running.get() {
+            "running"
+        } else if run.error.with(Option::is_some) {
+            "error"
+        } else {
+            match run.summary.get() {
+                Some(x) if x.cancelled => "stopped",
+                Some(_) => "done",
+                None => "idle",
+            }
+        }
+    };
+    let total_steps = move || run.frames.with(|v| v.last().map(|f| f.total)).unwrap_or(0);
+    let done_steps = move || run.frames.with(|v| v.last().map(|f| f.index)).unwrap_or(0);
+    let model_ms = move || run.frames.with(|v| v.iter().map(|f| f.ms).sum::<f64>());
+    let download = move |_| {
+        let Some(f) = current() else { return };
+        let name = format!(
+            "stepwise-{}-{}-{}steps-seed{}-step{}.png",
+            models
+                .entry
+                .get_untracked()
+                .map(|e| e.name)
+                .unwrap_or_default(),
+            s.sampler.get_untracked().name(),
+            f.total,
+            s.seed.get_untracked(),
+            f.index
+        );
+        if let Err(e) = download_png(&f.xt, f.width, f.height, &name) {
+            run.error.set(Some(format!("download failed: {e}")));
+        }
+    };
+    let play = move |_| {
+        if run.playing.get_untracked() {
+            run.playing.set(false);
+            return;
+        }
+        let n = run.frames.with_untracked(Vec::len);
+        if n == 0 {
+            return;
+        }
+        if run.view.get_untracked() + 1 >= n {
+            run.view.set(0);
+        }
+        run.playing.set(true);
+        run.play_gen.update(|g| *g += 1);
+        let gen = run.play_gen.get_untracked();
+        spawn_local(async move {
+            loop {
+                let fps = run.fps.get_untracked().max(1);
+                engine::yield_to_browser(1000 / fps as i32).await;
+                if !run.playing.get_untracked() || run.play_gen.get_untracked() != gen {
+                    break;
+                }
+                let n = run.frames.with_untracked(Vec::len);
+                let v = run.view.get_untracked() + 1;
+                if v >= n {
+                    run.playing.set(false);
+                    break;
+                }
+                run.view.set(v);
+            }
+        });
+    };
+    view! {
+        <section class="viewer" aria-label="Denoising">
+            {move || models.info.get().and_then(Result::err).map(|e| view! {
+                <div class="error panel" role="alert" id="model-error">{e}</div>
+            })}
+            {move || run.error.get().map(|e| view! { <div class="error panel" role="alert" id="run-error">{e}</div> })}
+            <div class="frames">
+                <figure>
+                    <canvas id="xt" node_ref=xt_ref width="16" height="16" aria-label="The sample x_t at this step"></canvas>
+                    <figcaption>"x_t: the sample now"</figcaption>
+                </figure>
+                <figure>
+                    <canvas id="x0" node_ref=x0_ref width="16" height="16" aria-label="The predicted clean image x̂0 at this step"></canvas>
+                    <figcaption>"x̂₀: the model's guess of the final image"</figcaption>
+                </figure>
+            </div>
+            <div class="stats panel" id="run-status" data-state=state
+                data-hash=move || run.summary.get().map(|x| x.hash).unwrap_or_default()
+                data-frames=move || run.frames.with(Vec::len).to_string()
+                aria-live="off">
+                <progress id="progress" max=move || total_steps().max(1) value=done_steps aria-label="Progress"></progress>
+                <dl>
+                    <div><dt>"step"</dt><dd id="step">{move || current().map(|f| if f.index == 0 { "x_T".to_string() } else { format!("{} / {}", f.index, f.total) }).unwrap_or_else(|| "–".into())}</dd></div>
+                    <div><dt>"timestep t"</dt><dd id="timestep">{move || current_t.get().map(|t| format!("{t:.0}")).unwrap_or_else(|| "–".into())}</dd></div>
+                    <div><dt>"ms / step"</dt><dd>{move || current().filter(|f| f.index > 0).map(|f| format!("{:.1}", f.ms)).unwrap_or_else(|| "–".into())}</dd></div>
+                    <div><dt>"steps / s"</dt><dd>{move || { let ms = model_ms(); if ms > 0.0 { format!("{:.1}", done_steps() as f64 / ms * 1000.0) } else { "–".into() } }}</dd></div>
+                    <div><dt>"total"</dt><dd id="total-time">{move || format!("{:.2} s", run.elapsed_ms.get() / 1000.0)}</dd></div>
+                    <div><dt>"state"</dt><dd>{state}</dd></div>
+                </dl>
+            </div>
+            <div class="history panel" aria-label="History">
+                <button type="button" class="secondary" aria-label="Previous frame" on:click=move |_| run.step_view(-1)>"◀"</button>
+                <button type="button" class="secondary" id="play" on:click=play disabled=move || run.running.get()
+                    aria-label="Play the history">{move || if run.playing.get() { "❚❚" } else { "▶" }}</button>
+                <button type="button" class="secondary" aria-label="Next frame" on:click=move |_| run.step_view(1)>"▶|"</button>
+                <input id="scrub" type="range" min="0" aria-label="Scrub through the history"
+                    max=move || run.frames.with(Vec::len).saturating_sub(1).to_string()
+                    prop:value=move || run.view.get().to_string()
+                    on:input=move |e| if let Some(v) = range_value(&e) { run.playing.set(false); run.view.set(v) } />
+                <label for="speed" class="sr">"Replay speed"</label>
+                <select id="speed" on:change=move |e| { if let Some(v) = range_value(&e) { run.fps.set(v) } }>
+                    <option value="5">"5 fps"</option>
+                    <option value="15">"15 fps"</option>
+                    <option value="30" selected>"30 fps"</option>
+                    <option value="60">"60 fps"</option>
+                </select>
+                <button type="button" id="download" class="secondary" on:click=download
+                    disabled=move || run.frames.with(Vec::is_empty)>"Download PNG"</button>
+            </div>
+            <div class="panel plot">
+                <h2>"Noise schedule"</h2>
+                <SchedulePlot data=schedule current=current_t />
+            </div>
+        </section>
+    }
+}

@@ -1,0 +1,64 @@
+//! The Leptos app (wasm only). Components hold signals and send commands; GPU objects live in
+//! [`engine`], never in components.
+
+mod canvas;
+mod engine;
+mod fetch;
+mod generate;
+mod plot;
+mod selftest_page;
+mod settings;
+
+use leptos::prelude::*;
+
+/// Mounts the app on `<body>`: the self-test page with `?selftest`, the main view otherwise.
+pub fn mount() {
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    if search.contains("selftest") {
+        leptos::mount::mount_to_body(selftest_page::SelfTestPage);
+    } else {
+        leptos::mount::mount_to_body(App);
+    }
+}
+
+/// Whether the browser exposes WebGPU at all (`navigator.gpu`).
+pub fn has_webgpu() -> bool {
+    let Some(w) = web_sys::window() else {
+        return false;
+    };
+    js_sys::Reflect::get(&w.navigator(), &"gpu".into())
+        .map(|v| !v.is_undefined() && !v.is_null())
+        .unwrap_or(false)
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let (backend, set_backend) = signal(None::<engine::BackendInfo>);
+    let force_cpu = settings::param("backend").as_deref() == Some("cpu");
+    leptos::task::spawn_local(async move {
+        set_backend.set(Some(engine::init_backend(force_cpu).await));
+    });
+    view! {
+        <header>
+            <h1>"stepwise"</h1>
+            <span class="tagline">"watch a diffusion model turn noise into an image, step by step"</span>
+            <span class="adapter" id="adapter">
+                {move || backend.get().map(|b| b.description).unwrap_or_else(|| "detecting GPU…".into())}
+            </span>
+        </header>
+        <main>
+            {move || backend.get().filter(|b| !b.gpu).map(|b| view! {
+                <div class="banner" role="status" id="cpu-banner">
+                    {format!("WebGPU is not available here, so the CPU backend runs instead (much slower): {}.", b.description)}
+                </div>
+            })}
+            <generate::GenerateView backend=backend />
+            <footer>
+                <a href="?selftest">"Kernel self-test"</a>
+                " checks this GPU against the CPU reference."
+            </footer>
+        </main>
+    }
+}

@@ -1,0 +1,132 @@
+//! The user's inputs, one signal each, and their round trip through the URL query
+//! (`?model=…&sampler=…&steps=…&eta=…&seed=…&class=…&guidance=…&batch=…`), so a link
+//! reproduces a run exactly.
+
+use leptos::prelude::*;
+
+use crate::sampler::SamplerKind;
+
+/// The controls' values, shared through context (every control reads and writes one field).
+#[derive(Clone, Copy)]
+pub struct Inputs {
+    /// Shipped model name from the manifest, or `url` for `model_url`.
+    pub model: RwSignal<String>,
+    /// A diffusers folder URL given with `?model_url=` (tests, or your own served folder).
+    pub model_url: RwSignal<Option<String>>,
+    pub sampler: RwSignal<SamplerKind>,
+    pub steps: RwSignal<usize>,
+    pub eta: RwSignal<f32>,
+    pub seed: RwSignal<u64>,
+    /// −1: one class per sample, spread over the batch.
+    pub class: RwSignal<i64>,
+    pub guidance: RwSignal<f32>,
+    pub batch: RwSignal<usize>,
+}
+
+/// The name the model picker uses for `?model_url=`.
+pub const URL_MODEL: &str = "url";
+
+fn params() -> Option<web_sys::UrlSearchParams> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()
+}
+
+/// One query parameter of the page's URL.
+pub fn param(name: &str) -> Option<String> {
+    params()?.get(name)
+}
+
+/// A fresh random seed (53 bits, so it survives a round trip through a JS number).
+pub fn random_seed() -> u64 {
+    (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64
+}
+
+impl Inputs {
+    /// The inputs from the page's URL, defaults for what it does not say.
+    pub fn from_url() -> Self {
+        let get = |k: &str| param(k).filter(|v| !v.is_empty());
+        let model_url = get("model_url");
+        let model = get("model").unwrap_or_else(|| {
+            if model_url.is_some() {
+                URL_MODEL.into()
+            } else {
+                String::new()
+            }
+        });
+        Self {
+            model: RwSignal::new(model),
+            model_url: RwSignal::new(model_url),
+            sampler: RwSignal::new(
+                get("sampler")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(SamplerKind::Ddim),
+            ),
+            steps: RwSignal::new(
+                get("steps")
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&s| s >= 1)
+                    .unwrap_or(50),
+            ),
+            eta: RwSignal::new(
+                get("eta")
+                    .and_then(|s| s.parse().ok())
+                    .filter(|e: &f32| (0.0..=1.0).contains(e))
+                    .unwrap_or(0.0),
+            ),
+            seed: RwSignal::new(
+                get("seed")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(random_seed),
+            ),
+            class: RwSignal::new(get("class").and_then(|s| s.parse().ok()).unwrap_or(-1)),
+            guidance: RwSignal::new(
+                get("guidance")
+                    .and_then(|s| s.parse().ok())
+                    .filter(|g: &f32| g.is_finite())
+                    .unwrap_or(1.0),
+            ),
+            batch: RwSignal::new(
+                get("batch")
+                    .and_then(|s| s.parse().ok())
+                    .map(|b: usize| b.clamp(1, 16))
+                    .unwrap_or(1),
+            ),
+        }
+    }
+
+    /// The query string for the current inputs (tracked: call it inside an effect).
+    pub fn query(&self) -> String {
+        let q = web_sys::UrlSearchParams::new().expect("URLSearchParams");
+        if let Some(u) = self.model_url.get() {
+            q.append("model_url", &u);
+        }
+        let model = self.model.get();
+        if !model.is_empty() {
+            q.append("model", &model);
+        }
+        q.append("sampler", self.sampler.get().name());
+        q.append("steps", &self.steps.get().to_string());
+        q.append("eta", &self.eta.get().to_string());
+        q.append("seed", &self.seed.get().to_string());
+        q.append("class", &self.class.get().to_string());
+        q.append("guidance", &self.guidance.get().to_string());
+        q.append("batch", &self.batch.get().to_string());
+        String::from(q.to_string())
+    }
+
+    /// Keeps the address bar in step with the inputs (replaceState: no history entry per drag).
+    pub fn sync_to_url(self) {
+        Effect::new(move |_| {
+            let query = self.query();
+            let Some(w) = web_sys::window() else { return };
+            let path = w.location().pathname().unwrap_or_default();
+            if let Ok(h) = w.history() {
+                let _ = h.replace_state_with_url(
+                    &wasm_bindgen::JsValue::NULL,
+                    "",
+                    Some(&format!("{path}?{query}")),
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,36 @@
+// The engine in the browser: every GPU kernel against the CPU reference and the golden UNet
+// fixtures, on headless Chromium's WebGPU (SwiftShader), through the app's ?selftest page.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startServer, launch, openPage, ARTIFACTS } from './harness.mjs';
+
+let srv, browser;
+before(async () => { srv = await startServer(); browser = await launch(); });
+after(async () => { await browser?.close(); srv?.server.close(); });
+
+const FIXTURES = ['attn_multihead', 'class_scale_shift', 'legacy_cifar_like', 'no_mid_attn_timestep_class', 'no_mid_learned_time', 'defaults_minimal_config']
+  .map((f) => `/fixtures/unet/${f}`).join(',');
+
+test('kernels and golden UNets match on the browser GPU', { timeout: 600_000 }, async () => {
+  const { page, errors } = await openPage(browser, `${srv.base}/?selftest&fixtures=${FIXTURES}`);
+  await page.waitForSelector('#selftest-result', { timeout: 540_000 });
+  await page.screenshot({ path: join(ARTIFACTS, 'selftest.png'), fullPage: true });
+  const result = JSON.parse(await page.textContent('#selftest-result'));
+  assert.equal(result.error, undefined, `self-test error: ${result.error}`);
+  const failed = result.checks.filter((c) => !(c.rel_l2 <= c.tol));
+  console.log(`adapter ${result.adapter}, seed ${result.seed}: ${result.passed} passed, ${result.failed} failed`);
+  assert.deepEqual(failed, [], `failing checks (seed ${result.seed})`);
+  assert.ok(result.checks.length >= 40, `expected every kernel family and 6 golden cases, got ${result.checks.length} checks`);
+  assert.ok(result.checks.filter((c) => c.name.startsWith('golden')).length === 6);
+  assert.deepEqual(errors, []);
+});
+
+test('the main page loads and names the adapter', { timeout: 120_000 }, async () => {
+  const { page, errors } = await openPage(browser, `${srv.base}/`);
+  await page.waitForFunction(() => !document.querySelector('#adapter')?.textContent.includes('detecting'), null, { timeout: 60_000 });
+  const adapter = await page.textContent('#adapter');
+  assert.match(adapter, /^GPU: /, `expected a WebGPU adapter, got "${adapter}"`);
+  await page.screenshot({ path: join(ARTIFACTS, 'home.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+});
