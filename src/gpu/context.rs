@@ -171,7 +171,7 @@ impl GpuContext {
     /// A storage buffer of at least `bytes`, from the pool when one of that size is free.
     pub fn alloc(&self, bytes: u64) -> Result<Rc<PooledBuffer>> {
         let size = bytes.max(4).next_multiple_of(4);
-        if size > self.limits.max_storage_buffer_binding_size as u64 {
+        if size > self.limits.max_storage_buffer_binding_size {
             return Err(Error::Gpu(format!(
                 "a {size}-byte tensor exceeds the device's max storage binding of {} bytes",
                 self.limits.max_storage_buffer_binding_size

@@ -325,7 +325,7 @@ impl UNet2DConfig {
         if self.norm_num_groups == Some(0) || self.attn_norm_num_groups == Some(0) {
             return Err(Error::config("norm_num_groups", "must be positive"));
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return Err(Error::config(
                 "norm_eps",
                 format!("must be positive, got {}", self.norm_eps),

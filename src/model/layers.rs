@@ -44,7 +44,7 @@ pub struct GroupNorm<B: Backend> {
 
 impl<B: Backend> GroupNorm<B> {
     pub fn load(b: &B, vs: &WeightView, groups: usize, channels: usize, eps: f32) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(crate::error::Error::config(
                 "norm_num_groups",
                 format!(

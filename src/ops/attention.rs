@@ -9,7 +9,7 @@ use crate::gpu::{grid_1d, GpuTensor};
 
 pub fn check_softmax(x: &[usize], cols: usize) -> Result<()> {
     let n: usize = x.iter().product();
-    if cols == 0 || n % cols != 0 {
+    if cols == 0 || !n.is_multiple_of(cols) {
         return Err(Error::shape(
             "softmax",
             format!("{cols} columns do not tile a tensor of shape {x:?}"),

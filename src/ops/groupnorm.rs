@@ -12,7 +12,7 @@ pub fn check(x: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Res
         return Err(Error::shape(op, format!("expected [N,C,...], got {x:?}")));
     }
     let c = x[1];
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::shape(
             op,
             format!("num_groups ({groups}) must divide num_channels ({c})"),
