@@ -64,6 +64,9 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
         "null_class": NULL_CLASS if conditional else None,
         "guidance_scale": tcfg["guidance_scale"] if conditional else 1.0,
         "default_steps": 50,
+        # Stochastic DDIM (eta 1, DDPM-like) gives clean backgrounds; eta 0 leaves speckle
+        # noise on these small, briefly trained models (see training/README.md).
+        "default_eta": 1.0,
         "train_steps": meta["step"],
         "images_seen": meta["images_seen"],
         "train_hours": round(meta["train_seconds"] / 3600, 2),
@@ -76,9 +79,9 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
         if conditional:
             y = torch.arange(10).repeat(8)
             x = sample(shipped, pipe.scheduler.config, len(y), labels=y,
-                       guidance_scale=info["guidance_scale"], steps=50, seed=0)
+                       guidance_scale=info["guidance_scale"], steps=50, seed=0, eta=1.0)
         else:
-            x = sample(shipped, pipe.scheduler.config, 80, steps=50, seed=0)
+            x = sample(shipped, pipe.scheduler.config, 80, steps=50, seed=0, eta=1.0)
         grid_png(x, out / "samples.png", nrow=10, scale=3)
     write_model_card(out)
 
@@ -105,7 +108,7 @@ def _fmt_metrics(m: dict) -> str:
     if not m:
         return "Not evaluated yet: run `python training/evaluate.py --model <name>`."
     lines = [f"Measured by `training/evaluate.py` on {m['n_samples']} samples, DDIM {m['ddim_steps']} steps "
-             f"(eta 0), seed {m['seed']}, evaluated at train step {m.get('train_steps', '?')}.", "",
+             f"(eta {m.get('eta', 0)}), seed {m['seed']}, evaluated at train step {m.get('train_steps', '?')}.", "",
              "| metric | value |", "|---|---|"]
     for k, v in m["table"].items():
         lines.append(f"| {k} | {v} |")
@@ -131,7 +134,7 @@ def write_model_card(out: Path) -> None:
 
 ![samples](samples.png)
 
-`samples.png`: 50 DDIM steps from the shipped f16 weights, seed 0{', one column per class at the shipped guidance scale' if info['conditional'] else ''}.
+`samples.png`: 50 DDIM steps (eta 1) from the shipped f16 weights, seed 0{', one column per class at the shipped guidance scale' if info['conditional'] else ''}.
 
 ## Data
 {DATA_NOTES.get(name, '')}
@@ -145,7 +148,8 @@ diffusers `UNet2DModel`, {nparams/1e6:.2f} M parameters ({size_mb:.1f} MB as f16
 {cond}
 
 Scheduler: `DDPMScheduler`, 1000 training steps, linear betas 1e-4..0.02, epsilon prediction.
-Sample with DDIM (50 steps) or DDPM. `stepwise.json` holds what the app needs beyond diffusers.
+Sample with DDIM (50 steps, eta 1 recommended: eta 0 leaves speckle noise in the background) or DDPM.
+`stepwise.json` holds what the app needs beyond diffusers.
 
 ## Training
 `training/train.py --config {name}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then

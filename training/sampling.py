@@ -44,7 +44,7 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
                             class_labels=torch.cat([y, torch.full_like(y, NULL_CLASS)])).sample.float()
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
-            x = sched.step(eps, t, x, eta=eta).prev_sample
+            x = sched.step(eps, t, x, eta=eta, generator=g).prev_sample
         out.append(x.float().cpu())
     return torch.cat(out)
 

@@ -157,9 +157,9 @@ def main(argv=None):
         if conditional:
             y = torch.arange(n_cls).repeat(4)
             x = sample(ema.model, sched.config, len(y), labels=y, guidance_scale=tcfg["guidance_scale"],
-                       steps=20, seed=0)
+                       steps=20, seed=0, eta=1.0)
         else:
-            x = sample(ema.model, sched.config, 40, steps=20, seed=0)
+            x = sample(ema.model, sched.config, 40, steps=20, seed=0, eta=1.0)
         grid_png(x, out / "samples" / f"step_{step:06d}.png", nrow=n_cls)
 
     log_path = out / "loss.csv"
