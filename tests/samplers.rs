@@ -96,9 +96,30 @@ fn golden_loops_match_diffusers() {
         }
         if case["has_alphas_cumprod"].as_bool() == Some(true) {
             let (_, ac) = tensor(&st, &format!("{name}.alphas_cumprod"));
-            let err = rel_l2(s.alphas_cumprod(), &ac);
-            if err > 1e-6 {
-                failures.push(format!("{name}: alphas_cumprod rel L2 {err:e}"));
+            // Bit-exact: β in torch's f32 linspace, ᾱ by torch's f64-accumulated cumprod. The
+            // zero-SNR rescale goes through torch's f32 sqrt, which is not correctly rounded, so
+            // there each value need only agree to 1e-5 relative.
+            let zero_snr = case["config"]
+                .as_str()
+                .unwrap()
+                .contains(r#""rescale_betas_zero_snr": true"#);
+            let differ = s
+                .alphas_cumprod()
+                .iter()
+                .zip(&ac)
+                .filter(|(&a, &b)| {
+                    if zero_snr {
+                        (a - b).abs() > 1e-5 * b.abs().max(1e-30)
+                    } else {
+                        a.to_bits() != b.to_bits()
+                    }
+                })
+                .count();
+            if differ > 0 {
+                failures.push(format!(
+                    "{name}: {differ} of {} alphas_cumprod values differ from torch's",
+                    ac.len()
+                ));
             }
         }
 
@@ -178,17 +199,20 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn every_step_count_visits_diffusers_timesteps() {
     let tables: Value = serde_json::from_slice(&read("timestep_hashes.json")).unwrap();
     let tables = tables.as_object().unwrap();
-    assert_eq!(tables.len(), 32, "tables: {:?}", tables.keys());
+    assert_eq!(tables.len(), 35, "tables: {:?}", tables.keys());
     let mut failures = Vec::new();
     for (key, hashes) in tables {
-        // key: sampler/spacing/offsetK/TN
+        // key: sampler/spacing/offsetK/TN[/flag]
         let parts: Vec<&str> = key.split('/').collect();
         let kind: SamplerKind = parts[0].parse().unwrap();
         let spacing = parts[1];
         let offset: i64 = parts[2].trim_start_matches("offset").parse().unwrap();
         let big_t: usize = parts[3].trim_start_matches('T').parse().unwrap();
+        let flag = parts
+            .get(4)
+            .map_or(String::new(), |f| format!(r#", "{f}": true"#));
         let json = format!(
-            r#"{{"num_train_timesteps": {big_t}, "timestep_spacing": "{spacing}", "steps_offset": {offset}}}"#
+            r#"{{"num_train_timesteps": {big_t}, "timestep_spacing": "{spacing}", "steps_offset": {offset}{flag}}}"#
         );
         let mut s = sampler(&json, kind, 0.0);
         let hashes = hashes.as_array().unwrap();
@@ -202,7 +226,16 @@ fn every_step_count_visits_diffusers_timesteps() {
                 bad.push(n);
             }
         }
-        if !bad.is_empty() {
+        // Exponential σ's truncate fractional timesteps that come out of numpy's vectorised
+        // exp/log and torch's (not correctly rounded) f32 sqrt; libm differs from those in the
+        // last bit, which moves 2 of the 1000 step counts across an integer. Karras and Lu round
+        // instead and match everywhere.
+        let allowed = if key.ends_with("use_exponential_sigmas") {
+            2
+        } else {
+            0
+        };
+        if bad.len() > allowed {
             failures.push(format!(
                 "{key}: {} step counts differ, first {:?}",
                 bad.len(),

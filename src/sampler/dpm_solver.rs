@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use super::schedule::{
-    check_steps, dpm_solver_timesteps, np_interp_index, sigma_from_alpha_cumprod, BetaConfig,
-    PredictionType, TimestepSpacing,
+    check_steps, dpm_solver_timesteps, np_interp_index, np_linspace, sigma_from_alpha_cumprod,
+    BetaConfig, BetaSchedule, PredictionType, TimestepSpacing,
 };
 use super::{
     check_lengths, reject_thresholding, SamplerError, SamplerKind, Scheduler, SchedulerConfig,
@@ -48,6 +48,19 @@ pub enum FinalSigmasType {
     SigmaMin,
 }
 
+/// How the σ's of a run are chosen (diffusers' `use_*_sigmas` / `use_lu_lambdas` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigmaSchedule {
+    /// σ of the training schedule at the spaced timesteps (the default).
+    Discrete,
+    /// ρ = 7 spacing of σ^(1/ρ) between σ_max and σ_min (Karras et al. 2022, eq. 5).
+    Karras,
+    /// σ evenly spaced in log σ.
+    Exponential,
+    /// log σ evenly spaced (diffusers' `use_lu_lambdas`, after Lu et al. 2022b).
+    LuLambdas,
+}
+
 /// `DPMSolverMultistepScheduler.__init__` arguments, with diffusers' defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DPMSolverMultistepSchedulerConfig {
@@ -60,6 +73,7 @@ pub struct DPMSolverMultistepSchedulerConfig {
     pub euler_at_final: bool,
     pub final_sigmas_type: FinalSigmasType,
     pub lambda_min_clipped: f64,
+    pub sigma_schedule: SigmaSchedule,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: i64,
 }
@@ -76,6 +90,7 @@ impl Default for DPMSolverMultistepSchedulerConfig {
             euler_at_final: false,
             final_sigmas_type: FinalSigmasType::Zero,
             lambda_min_clipped: f64::NEG_INFINITY,
+            sigma_schedule: SigmaSchedule::Discrete,
             timestep_spacing: TimestepSpacing::Linspace,
             steps_offset: 0,
         }
@@ -87,15 +102,37 @@ impl DPMSolverMultistepSchedulerConfig {
     /// crate does not implement are errors naming them.
     pub fn from_config(c: &SchedulerConfig) -> Result<Self, SamplerError> {
         reject_thresholding(NAME, c)?;
+        let karras = c.use_karras_sigmas == Some(true);
+        let exponential = c.use_exponential_sigmas == Some(true);
+        let beta_sigmas = c.use_beta_sigmas == Some(true);
+        if [karras, exponential, beta_sigmas]
+            .iter()
+            .filter(|&&b| b)
+            .count()
+            > 1
+        {
+            return Err(SamplerError::Unsupported {
+                scheduler: NAME,
+                feature: "more than one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas (diffusers rejects this too)".into(),
+            });
+        }
+        // diffusers' precedence in set_timesteps: karras, lu, exponential, beta, flow.
+        let sigma_schedule = if karras {
+            SigmaSchedule::Karras
+        } else if c.use_lu_lambdas == Some(true) {
+            SigmaSchedule::LuLambdas
+        } else if exponential {
+            SigmaSchedule::Exponential
+        } else {
+            SigmaSchedule::Discrete
+        };
+        // Lower in that precedence and not implemented here. (`use_dynamic_shifting` only acts
+        // through set_timesteps' `mu`, which image pipelines do not pass, so it is ignored.)
         for (flag, value) in [
-            ("use_karras_sigmas", c.use_karras_sigmas),
-            ("use_exponential_sigmas", c.use_exponential_sigmas),
             ("use_beta_sigmas", c.use_beta_sigmas),
-            ("use_lu_lambdas", c.use_lu_lambdas),
             ("use_flow_sigmas", c.use_flow_sigmas),
-            ("use_dynamic_shifting", c.use_dynamic_shifting),
         ] {
-            if value == Some(true) {
+            if value == Some(true) && sigma_schedule == SigmaSchedule::Discrete {
                 return Err(SamplerError::Unsupported {
                     scheduler: NAME,
                     feature: format!("{flag} = true"),
@@ -184,6 +221,7 @@ impl DPMSolverMultistepSchedulerConfig {
             euler_at_final: c.euler_at_final.unwrap_or(d.euler_at_final),
             final_sigmas_type,
             lambda_min_clipped: c.lambda_min_clipped.unwrap_or(d.lambda_min_clipped),
+            sigma_schedule,
             timestep_spacing: c.timestep_spacing_or(d.timestep_spacing)?,
             steps_offset: c.steps_offset.unwrap_or(d.steps_offset),
         })
@@ -202,6 +240,22 @@ impl DPMSolverMultistepSchedulerConfig {
             AlgorithmType::SdeDpmSolverPlusPlus | AlgorithmType::SdeDpmSolver
         )
     }
+}
+
+/// diffusers' `_sigma_to_t`: the fractional training timestep whose log σ matches, by linear
+/// interpolation in log σ (numpy mixed precision: f32 table, f64 query).
+fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    let log_sigma = libm::log(sigma.max(1e-10));
+    let last_at_or_below = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - f64::from(l) >= 0.0)
+        .unwrap_or(0);
+    let low_idx = last_at_or_below.min(log_sigmas.len() - 2);
+    let high_idx = low_idx + 1;
+    let low = log_sigmas[low_idx];
+    let high = log_sigmas[high_idx];
+    let w = ((f64::from(low) - log_sigma) / f64::from(low - high)).clamp(0.0, 1.0);
+    (1.0 - w) * low_idx as f64 + w * high_idx as f64
 }
 
 /// (α_t, σ_t) from the VE σ: α_t = 1/√(σ²+1), σ_t = σ α_t (f32, as diffusers).
@@ -558,10 +612,63 @@ impl Scheduler for DPMSolverMultistepScheduler {
             .iter()
             .map(|&a| sigma_from_alpha_cumprod(a))
             .collect();
-        let mut sigmas: Vec<f32> = timesteps
-            .iter()
-            .map(|&t| np_interp_index(t as f64, &full_sigmas) as f32)
-            .collect();
+        let (timesteps, mut sigmas) = match self.config.sigma_schedule {
+            SigmaSchedule::Discrete => {
+                let sigmas: Vec<f32> = timesteps
+                    .iter()
+                    .map(|&t| np_interp_index(t as f64, &full_sigmas) as f32)
+                    .collect();
+                (timesteps, sigmas)
+            }
+            schedule => {
+                let n = num_inference_steps;
+                let ramp = np_linspace(0.0, 1.0, n);
+                // numpy's log of diffusers' f32 σ array stays f32.
+                let log_sigmas: Vec<f32> = full_sigmas
+                    .iter()
+                    .map(|&s| libm::log(f64::from(s)) as f32)
+                    .collect();
+                let sigma_min = f64::from(full_sigmas[0]);
+                let sigma_max = f64::from(full_sigmas[full_sigmas.len() - 1]);
+                let new_sigmas: Vec<f64> = match schedule {
+                    SigmaSchedule::Karras => {
+                        // Karras et al. 2022, eq. 5 with ρ = 7
+                        let rho = 7.0;
+                        let min_inv_rho = libm::pow(sigma_min, 1.0 / rho);
+                        let max_inv_rho = libm::pow(sigma_max, 1.0 / rho);
+                        ramp.iter()
+                            .map(|&r| libm::pow(max_inv_rho + r * (min_inv_rho - max_inv_rho), rho))
+                            .collect()
+                    }
+                    SigmaSchedule::Exponential => {
+                        np_linspace(libm::log(sigma_max), libm::log(sigma_min), n)
+                            .into_iter()
+                            .map(libm::exp)
+                            .collect()
+                    }
+                    _ => {
+                        // log σ linear between its extremes (diffusers' _convert_to_lu, ρ = 1)
+                        let lambda_min = f64::from(log_sigmas[0]);
+                        let lambda_max = f64::from(log_sigmas[log_sigmas.len() - 1]);
+                        ramp.iter()
+                            .map(|&r| libm::exp(lambda_max + r * (lambda_min - lambda_max)))
+                            .collect()
+                    }
+                };
+                // Karras and Lu round the fractional timesteps (except for the cosine schedule);
+                // torch's int64 cast then truncates whatever is left.
+                let round = schedule != SigmaSchedule::Exponential
+                    && self.config.beta.beta_schedule != BetaSchedule::SquaredcosCapV2;
+                let timesteps = new_sigmas
+                    .iter()
+                    .map(|&s| {
+                        let t = sigma_to_t(s, &log_sigmas);
+                        (if round { t.round_ties_even() } else { t }) as i64
+                    })
+                    .collect();
+                (timesteps, new_sigmas.iter().map(|&s| s as f32).collect())
+            }
+        };
         sigmas.push(match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
             FinalSigmasType::SigmaMin => full_sigmas[0],
@@ -693,14 +800,14 @@ mod tests {
     }
 
     #[test]
-    fn karras_sigmas_are_rejected_by_name() {
+    fn beta_sigmas_are_rejected_by_name() {
         let cfg = SchedulerConfig {
-            use_karras_sigmas: Some(true),
+            use_beta_sigmas: Some(true),
             ..Default::default()
         };
         let err = DPMSolverMultistepSchedulerConfig::from_config(&cfg)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("use_karras_sigmas"), "{err}");
+        assert!(err.contains("use_beta_sigmas"), "{err}");
     }
 }

@@ -171,8 +171,10 @@ impl BetaConfig {
     }
 }
 
-/// `torch.linspace(start, end, steps, dtype=float32)` on the CPU: f32 arithmetic, the first half
-/// stepped forward from `start` and the second half backward from `end` so both ends are exact.
+/// `torch.linspace(start, end, steps, dtype=float32)` on the CPU: f32 start, end and step, the
+/// first half stepped forward from `start` and the second half backward from `end` so both ends
+/// are exact, each value rounded once (torch's kernel compiles `start + step * i` to a fused
+/// multiply-add; f64 reproduces that here, as step · i is exact in f64).
 pub fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     let start = start as f32;
     let end = end as f32;
@@ -181,12 +183,13 @@ pub fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     }
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
+    let (start, end, step) = (f64::from(start), f64::from(end), f64::from(step));
     (0..steps)
         .map(|i| {
             if i < halfway {
-                start + step * i as f32
+                (start + step * i as f64) as f32
             } else {
-                end - step * (steps - i - 1) as f32
+                (end - step * (steps - i - 1) as f64) as f32
             }
         })
         .collect()
