@@ -343,6 +343,21 @@ fn diffusers_dpm_solver_unit_test_values() {
 }
 
 #[test]
+fn diffusers_dpm_solver_karras_and_lu_unit_test_values() {
+    // test_full_loop_with_karras_and_v_prediction (0.2096) and _with_lu_and_v_prediction (0.1554).
+    let base = r#""num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "solver_order": 2, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": false, "prediction_type": "v_prediction""#;
+    for (flag, want_mean) in [("use_karras_sigmas", 0.2096), ("use_lu_lambdas", 0.1554)] {
+        let json = format!(r#"{{{base}, "{flag}": true}}"#);
+        let x = full_loop(&json, SamplerKind::DpmSolverMultistep);
+        let (_, mean) = abs_sum_mean(&x);
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "DPM-Solver {flag}: mean {mean}, diffusers asserts {want_mean}"
+        );
+    }
+}
+
+#[test]
 fn diffusers_euler_ancestral_unit_test_values() {
     // Their loop feeds the *scaled* sample to step (sample = scale_model_input(sample, t)); we
     // do the same, with the torch.manual_seed(0) draws recorded by the fixture script.
