@@ -16,7 +16,7 @@ mkdir -p runs/fashion runs/emoji
 
 lane() {
   local name=$1 nice=$2
-  nice -n "$nice" "$PY" train.py --config "$name" --threads 1 >> "runs/$name/train.log" 2>&1
+  nice -n "$nice" "$PY" train.py --config "$name" --threads 1 --save-every 200 >> "runs/$name/train.log" 2>&1
   nice -n "$nice" "$PY" export.py --config "$name" >> "runs/$name/train.log" 2>&1
   nice -n "$nice" "$PY" evaluate.py --model "$name" >> "runs/$name/train.log" 2>&1
 }
