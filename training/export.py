@@ -130,6 +130,10 @@ def write_model_card(out: Path) -> None:
             f"is the null class for classifier-free guidance (labels dropped to it with probability "
             f"{tcfg.get('cond_drop')} in training). Shipped guidance scale: **{info['guidance_scale']}** "
             f"(eps = eps_null + w (eps_class - eps_null)).") if info["conditional"] else "Unconditional."
+    status = ""
+    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+        status = (f"\n**Early checkpoint**: step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss is "
+                  f"still falling. `training/run_all.sh` resumes training, then re-exports and re-evaluates.")
     card = f"""# `{name}`: a {ucfg['sample_size']}x{ucfg['sample_size']} DDPM for stepwise
 
 ![samples](samples.png)
@@ -156,8 +160,10 @@ Sample with DDIM (50 steps, eta 1 recommended: eta 0 leaves speckle noise in the
 constant), batch {tcfg.get('batch_size')}, gradient clipping 1.0, EMA of the weights (decay
 min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, fp32{', random horizontal flips' if tcfg.get('hflip') else ''}.
 Exported from the EMA weights at step **{info['train_steps']}** ({info['images_seen']:,} images seen).
+{status}
 
-Compute: {info['train_hours']} hours on {info['threads']} CPU thread(s) of a shared 2-core AMD EPYC (AVX2), no GPU.
+Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) of a 2-core AMD EPYC
+(AVX2) shared with a Rust compile and the other model's training, no GPU.
 
 ## Metrics
 {_fmt_metrics(metrics)}
@@ -167,11 +173,19 @@ Compute: {info['train_hours']} hours on {info['threads']} CPU thread(s) of a sha
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, choices=sorted(configs.UNETS))
+    p.add_argument("--config", choices=sorted(configs.UNETS))
+    p.add_argument("--check", type=Path, nargs="*", default=None,
+                   help="only check that these exported folders load in DDPMPipeline/DDIMPipeline")
     p.add_argument("--ckpt", type=Path, default=None, help="default training/runs/<config>/checkpoint.pt")
     p.add_argument("--out", type=Path, default=None, help="default assets/models/<config>/")
     p.add_argument("--no-grid", action="store_true")
     args = p.parse_args(argv)
+    if args.check is not None:
+        for d in args.check or [REPO / "assets" / "models" / n for n in ("fashion", "emoji")]:
+            check_loads(d)
+        return
+    if args.config is None:
+        p.error("--config is required (or --check)")
     ckpt = args.ckpt or HERE / "runs" / args.config / "checkpoint.pt"
     out = args.out or REPO / "assets" / "models" / args.config
     unet, meta = load_ema_unet(ckpt)
