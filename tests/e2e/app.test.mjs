@@ -14,7 +14,7 @@ after(async () => { await browser?.close(); srv?.server.close(); });
 
 const CLASS_MODEL = '/fixtures/unet/class_scale_shift'; // pipeline folder, 1×16×16, 11 class embeds
 const RGB_MODEL = '/fixtures/unet/attn_multihead'; // bare UNet folder, 3×16×16
-const RUN_TIMEOUT = 240_000;
+const RUN_TIMEOUT = 360_000;
 
 function appUrl(params) {
   return `${srv.base}/?${new URLSearchParams(params)}`;
@@ -111,7 +111,7 @@ test('a trained model makes an image: neither blank nor noise', { timeout: RUN_T
   const probe = await fetch(`${srv.base}/models/fashion/unet/config.json`);
   if (!probe.ok) { t.skip('assets/models/fashion is not in this build'); return; }
   const { page, errors } = await generate(
-    { model: 'fashion', sampler: 'ddim', steps: 20, eta: 0, seed: 1, class: 1, guidance: 3, batch: 1 },
+    { model: 'fashion', sampler: 'ddim', steps: 10, eta: 0, seed: 1, class: 1, guidance: 3, batch: 1 },
     { screenshot: 'app-fashion.png' },
   );
   const [w, h] = await canvasSize(page, 'xt');
@@ -163,7 +163,10 @@ test('DPM-Solver++ and Euler ancestral run on an RGB bare UNet folder', { timeou
     assert.equal(frames, 11);
     const [w, h] = await canvasSize(page, 'xt');
     assert.deepEqual([w, h], [16, 16]);
-    assert.deepEqual(errors, []);
+    // A bare UNet folder is found by probing: its missing unet/config.json (pipeline layout)
+    // and scheduler_config.json are 404s the browser logs; nothing else may be.
+    assert.deepEqual(errors.filter((e) => !/status of 404/.test(e)), []);
+    assert.ok(errors.length <= 2);
     await page.close();
   }
 });
