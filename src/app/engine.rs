@@ -97,6 +97,18 @@ pub struct ModelEntry {
     /// Class names for class-conditional models (index = label).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// Settings this model works best with, applied when it is picked.
+    #[serde(default)]
+    pub defaults: ModelDefaults,
+}
+
+/// A shipped model's preferred settings (from its training run's evaluation).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ModelDefaults {
+    pub sampler: Option<String>,
+    pub steps: Option<usize>,
+    pub eta: Option<f32>,
+    pub guidance: Option<f32>,
 }
 
 #[derive(Deserialize)]

@@ -95,6 +95,7 @@ pub fn GenerateView(
                     title: format!("{u} (from the URL)"),
                     path: u,
                     classes: vec![],
+                    defaults: Default::default(),
                 },
             );
         }
@@ -109,6 +110,12 @@ pub fn GenerateView(
             .cloned()
     });
     let info = RwSignal::new(None::<Result<ModelInfo, String>>);
+    // The first model keeps what the URL says; picking another model takes its defaults.
+    let explicit: Vec<&'static str> = ["sampler", "steps", "eta", "guidance"]
+        .into_iter()
+        .filter(|k| super::settings::param(k).is_some())
+        .collect();
+    let first_load = StoredValue::new(true);
     // Load the selected model once the backend is up; a load that finishes after the user has
     // picked another model is dropped.
     Effect::new(move |_| {
@@ -119,12 +126,33 @@ pub fn GenerateView(
         }
         info.set(None);
         let path = e.path.clone();
+        let explicit = explicit.clone();
         spawn_local(async move {
             let r = engine::load_model(&path).await.map_err(|err| {
                 format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
             });
             if entry.get_untracked().map(|x| x.path) == Some(path) {
                 if let Ok(m) = &r {
+                    let keep = |k: &str| first_load.get_value() && explicit.contains(&k);
+                    let d = &e.defaults;
+                    if let Some(k) = d
+                        .sampler
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|_| !keep("sampler"))
+                    {
+                        inputs.sampler.set(k);
+                    }
+                    if let Some(v) = d.steps.filter(|_| !keep("steps")) {
+                        inputs.steps.set(v);
+                    }
+                    if let Some(v) = d.eta.filter(|_| !keep("eta")) {
+                        inputs.eta.set(v);
+                    }
+                    if let Some(v) = d.guidance.filter(|_| !keep("guidance")) {
+                        inputs.guidance.set(v);
+                    }
+                    first_load.set_value(false);
                     if inputs.steps.get_untracked() > m.num_train_timesteps {
                         inputs.steps.set(m.num_train_timesteps);
                     }
@@ -215,6 +243,7 @@ pub fn GenerateView(
             <Controls generate=generate />
             <Viewer />
         </div>
+        <super::compare::CompareView />
     }
 }
 
@@ -314,7 +343,7 @@ where
                     prop:value=move || s.seed.get().to_string()
                     on:change=move |e| if let Some(v) = range_value(&e) { s.seed.set(v) } />
                 <button type="button" id="new-seed" class="secondary" on:click=move |_| s.seed.set(random_seed())
-                    aria-label="New random seed">"🎲 new"</button>
+                    aria-label="New random seed">"New seed"</button>
             </div>
 
             <label for="batch">"Batch: " <output>{move || s.batch.get()}</output></label>

@@ -2,6 +2,7 @@
 //! [`engine`], never in components.
 
 mod canvas;
+mod compare;
 mod engine;
 mod fetch;
 mod generate;

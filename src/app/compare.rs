@@ -1,0 +1,200 @@
+//! The compare view: two samplers (each with its own step count) from the same seeded noise,
+//! shown side by side aligned by progress, with the per-pixel difference of what is on screen.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use super::canvas::draw_rgba;
+use super::engine::{self, Frame, RunParams};
+use super::generate::ModelState;
+use super::settings::Inputs;
+use crate::pipeline::now_ms;
+use crate::sampler::SamplerKind;
+
+/// One side of the comparison: its sampler, step count, frames and timing.
+#[derive(Clone, Copy)]
+struct Side {
+    sampler: RwSignal<SamplerKind>,
+    steps: RwSignal<usize>,
+    frames: RwSignal<Vec<Frame>>,
+    ms: RwSignal<f64>,
+}
+
+impl Side {
+    fn new(sampler: SamplerKind, steps: usize) -> Self {
+        Self {
+            sampler: RwSignal::new(sampler),
+            steps: RwSignal::new(steps),
+            frames: RwSignal::new(Vec::new()),
+            ms: RwSignal::new(0.0),
+        }
+    }
+
+    /// The frame at `progress` (0 = x_T, 1 = the last step).
+    fn at(&self, progress: f64) -> Option<Frame> {
+        self.frames.with(|v| {
+            let last = v.len().checked_sub(1)?;
+            v.get((progress * last as f64).round() as usize).cloned()
+        })
+    }
+}
+
+/// |a − b| per channel, ×4 so small differences show; black where the two agree.
+fn diff_rgba(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.chunks_exact(4)
+        .zip(b.chunks_exact(4))
+        .flat_map(|(p, q)| {
+            let d = |i: usize| ((p[i] as i32 - q[i] as i32).unsigned_abs() * 4).min(255) as u8;
+            [d(0), d(1), d(2), 255]
+        })
+        .collect()
+}
+
+/// Two runs from the same noise, side by side.
+#[component]
+pub fn CompareView() -> impl IntoView {
+    let s = expect_context::<Inputs>();
+    let models = expect_context::<ModelState>();
+    let a = Side::new(SamplerKind::Ddpm, 1000);
+    let b = Side::new(SamplerKind::Ddim, 50);
+    let progress = RwSignal::new(1.0f64);
+    let running = RwSignal::new(false);
+    let stop = RwSignal::new(false);
+    let done = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let refs = [(); 5].map(|_| NodeRef::<leptos::html::Canvas>::new());
+    Effect::new(move |_| {
+        let p = progress.get();
+        let (fa, fb) = (a.at(p), b.at(p));
+        for (r, f) in [(refs[0], &fa), (refs[2], &fb)] {
+            if let (Some(c), Some(f)) = (r.get(), f) {
+                let _ = draw_rgba(&c, &f.xt, f.width, f.height);
+            }
+        }
+        for (r, f) in [(refs[1], &fa), (refs[3], &fb)] {
+            if let (Some(c), Some(f)) = (r.get(), f) {
+                let _ = draw_rgba(&c, &f.x0, f.width, f.height);
+            }
+        }
+        if let (Some(c), Some(fa), Some(fb)) = (refs[4].get(), fa, fb) {
+            if fa.xt.len() == fb.xt.len() {
+                let _ = draw_rgba(&c, &diff_rgba(&fa.xt, &fb.xt), fa.width, fa.height);
+            }
+        }
+    });
+    let start = move |_| {
+        if running.get_untracked() {
+            stop.set(true);
+            return;
+        }
+        let Some(Ok(m)) = models.info.get_untracked() else {
+            return;
+        };
+        let base = RunParams {
+            sampler: SamplerKind::Ddpm,
+            steps: 1,
+            eta: s.eta.get_untracked(),
+            seed: s.seed.get_untracked(),
+            batch: s.batch.get_untracked(),
+            class: s.class.get_untracked(),
+            guidance: s.guidance.get_untracked(),
+        };
+        for side in [a, b] {
+            side.frames.set(Vec::new());
+            side.ms.set(0.0);
+        }
+        error.set(None);
+        stop.set(false);
+        done.set(false);
+        running.set(true);
+        spawn_local(async move {
+            // One after the other on the one device; the display aligns them by progress.
+            for side in [a, b] {
+                let p = RunParams {
+                    sampler: side.sampler.get_untracked(),
+                    steps: side.steps.get_untracked().clamp(1, m.num_train_timesteps),
+                    ..base.clone()
+                };
+                let t0 = now_ms();
+                let r = engine::run(&m.url, &m, &p, |f| {
+                    let total = f.total.max(1) as f64;
+                    progress.set(f.index as f64 / total);
+                    side.frames.update(|v| v.push(f));
+                    side.ms.set(now_ms() - t0);
+                    !stop.get_untracked()
+                })
+                .await;
+                if let Err(e) = r {
+                    error.set(Some(e));
+                    break;
+                }
+                if stop.get_untracked() {
+                    break;
+                }
+            }
+            progress.set(1.0);
+            running.set(false);
+            done.set(!stop.get_untracked() && error.with_untracked(Option::is_none));
+        });
+    };
+    let side_controls = move |side: Side, name: &'static str| {
+        let id = format!("cmp-{name}");
+        view! {
+            <fieldset class="side">
+                <legend>{format!("Run {}", name.to_uppercase())}</legend>
+                <label for=format!("{id}-sampler")>"Sampler"</label>
+                <select id=format!("{id}-sampler") on:change=move |e| {
+                    if let Ok(k) = event_target_value(&e).parse() { side.sampler.set(k) }
+                }>
+                    {SamplerKind::ALL.into_iter().map(|k| view! {
+                        <option value=k.name() prop:selected=move || side.sampler.get() == k>{k.name()}</option>
+                    }).collect_view()}
+                </select>
+                <label for=format!("{id}-steps")>"Steps"</label>
+                <input id=format!("{id}-steps") type="number" min="1"
+                    max=move || models.info.get().and_then(Result::ok).map(|m| m.num_train_timesteps).unwrap_or(1000)
+                    prop:value=move || side.steps.get().to_string()
+                    on:change=move |e| { if let Ok(v) = event_target_value(&e).parse() { side.steps.set(v) } } />
+                <p class="muted" id=format!("{id}-stats")>{move || {
+                    let n = side.frames.with(Vec::len).saturating_sub(1);
+                    let ms = side.ms.get();
+                    if n == 0 { "–".to_string() } else { format!("{n} steps in {:.2} s ({:.1} ms/step)", ms / 1000.0, ms / n as f64) }
+                }}</p>
+            </fieldset>
+        }
+    };
+    let state = move || {
+        if running.get() {
+            "running"
+        } else if error.with(Option::is_some) {
+            "error"
+        } else if done.get() {
+            "done"
+        } else {
+            "idle"
+        }
+    };
+    view! {
+        <section class="panel compare" aria-label="Compare two samplers">
+            <h2>"Compare two samplers from the same noise"</h2>
+            <div class="sides">
+                {side_controls(a, "a")}
+                {side_controls(b, "b")}
+            </div>
+            <button type="button" id="compare-run" disabled=move || models.info.with(|m| !matches!(m, Some(Ok(_))))
+                on:click=start>{move || if running.get() { "Stop" } else { "Compare" }}</button>
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <div class="cmp-frames" id="compare-status" data-state=state>
+                <figure><canvas id="cmp-a-xt" node_ref=refs[0] width="16" height="16" aria-label="Run A: x_t"></canvas><figcaption>"A: x_t"</figcaption></figure>
+                <figure><canvas id="cmp-a-x0" node_ref=refs[1] width="16" height="16" aria-label="Run A: predicted x̂0"></canvas><figcaption>"A: x̂₀"</figcaption></figure>
+                <figure><canvas id="cmp-b-xt" node_ref=refs[2] width="16" height="16" aria-label="Run B: x_t"></canvas><figcaption>"B: x_t"</figcaption></figure>
+                <figure><canvas id="cmp-b-x0" node_ref=refs[3] width="16" height="16" aria-label="Run B: predicted x̂0"></canvas><figcaption>"B: x̂₀"</figcaption></figure>
+                <figure><canvas id="cmp-diff" node_ref=refs[4] width="16" height="16" aria-label="Per-pixel difference of the two x_t, times 4"></canvas><figcaption>"|A − B| ×4"</figcaption></figure>
+            </div>
+            <label for="cmp-progress">"Progress: " <output>{move || format!("{:.0}%", progress.get() * 100.0)}</output></label>
+            <input id="cmp-progress" type="range" min="0" max="1" step="0.001" disabled=move || running.get()
+                prop:value=move || progress.get().to_string()
+                on:input=move |e| { if let Ok(v) = event_target_value(&e).parse() { progress.set(v) } } />
+        </section>
+    }
+}
