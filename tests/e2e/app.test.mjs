@@ -171,6 +171,41 @@ test('DPM-Solver++ and Euler ancestral run on an RGB bare UNet folder', { timeou
   }
 });
 
+test('the compare view runs two samplers from identical initial noise', { timeout: RUN_TIMEOUT + 60_000 }, async () => {
+  const { page, errors } = await openPage(browser, appUrl({ model_url: CLASS_MODEL, seed: 9, class: 2, guidance: 1 }));
+  await page.waitForSelector('#compare-run:not([disabled])', { timeout: 60_000 });
+  await page.selectOption('#cmp-a-sampler', 'ddpm');
+  await page.fill('#cmp-a-steps', '10');
+  await page.press('#cmp-a-steps', 'Enter');
+  await page.selectOption('#cmp-b-sampler', 'ddim');
+  await page.fill('#cmp-b-steps', '5');
+  await page.press('#cmp-b-steps', 'Enter');
+  await page.click('#compare-run');
+  await page.waitForSelector('#compare-status[data-state="running"], #compare-status[data-state="done"]', { timeout: 30_000 });
+  await page.waitForSelector('#compare-status[data-state="done"]', { timeout: RUN_TIMEOUT });
+  assert.match(await page.textContent('#cmp-a-stats'), /^10 steps/);
+  assert.match(await page.textContent('#cmp-b-stats'), /^5 steps/);
+  const finalA = await pixels(page, 'cmp-a-xt');
+  const finalB = await pixels(page, 'cmp-b-xt');
+  assert.notDeepEqual(finalA, finalB, 'different samplers end differently');
+  await page.locator('#cmp-progress').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'app-compare.png'), fullPage: true });
+  // Progress 0 shows both runs' x_T: the same seeded noise.
+  await page.evaluate(() => {
+    const r = document.querySelector('#cmp-progress');
+    r.value = '0';
+    r.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  const firstA = await pixels(page, 'cmp-a-xt');
+  const firstB = await pixels(page, 'cmp-b-xt');
+  assert.deepEqual(firstA, firstB, 'both runs start from the same noise');
+  assert.notDeepEqual(firstA, finalA);
+  const diff = await pixels(page, 'cmp-diff');
+  assert.ok(diff.every((v, i) => i % 4 === 3 || v === 0), 'the difference of identical frames is black');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the same seed reproduces the run bit for bit, another seed changes it', { timeout: 3 * RUN_TIMEOUT }, async () => {
   const params = { model_url: CLASS_MODEL, sampler: 'ddpm', steps: 10, class: 5, guidance: 3 };
   const a = await generate({ ...params, seed: 1 });
