@@ -205,7 +205,8 @@ def update_readme(res: dict) -> None:
         return
     name = res["model"]
     body = "\n".join([f"**{name}** (train step {res['train_steps']}, {res['n_samples']} samples, "
-                      f"DDIM {res['ddim_steps']}):", "", "| metric | value |", "|---|---|"] +
+                      f"DDIM {res['ddim_steps']}, eta {res.get('eta', 0)}, seed {res['seed']}; "
+                      f"`evaluate.py --model {name}`):", "", "| metric | value |", "|---|---|"] +
                      [f"| {k} | {v} |" for k, v in res["table"].items()])
     start, end = f"<!-- metrics:{name} -->", f"<!-- /metrics:{name} -->"
     text = readme.read_text()
