@@ -244,6 +244,7 @@ pub fn GenerateView(
             <Viewer />
         </div>
         <super::compare::CompareView />
+        <super::forward::ForwardView />
     }
 }
 

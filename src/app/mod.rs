@@ -5,6 +5,7 @@ mod canvas;
 mod compare;
 mod engine;
 mod fetch;
+mod forward;
 mod generate;
 mod plot;
 mod selftest_page;

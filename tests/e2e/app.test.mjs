@@ -268,6 +268,21 @@ test('Download PNG saves a valid PNG of the final image', { timeout: RUN_TIMEOUT
   // 16×16 scaled by 16 to 256×256 with crisp pixels.
   assert.equal(png.readUInt32BE(16), 256);
   assert.equal(png.readUInt32BE(20), 256);
+  // The forward process of the same image: t = 0 is the image itself, the last t is noise.
+  const setT = (v) => page.evaluate((v) => {
+    const r = document.querySelector('#forward-t');
+    r.value = v === 'max' ? r.max : String(v);
+    r.dispatchEvent(new Event('input', { bubbles: true }));
+  }, v);
+  const image = await pixels(page, 'xt');
+  await setT(0);
+  const atZero = await pixels(page, 'forward');
+  assert.ok(atZero.every((v, i) => Math.abs(v - image[i]) <= 8), 'q(x_0 | x_0) is the image');
+  await setT('max');
+  await page.locator('#forward').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'app-forward.png'), fullPage: true });
+  const atEnd = imageStats(await pixels(page, 'forward'), 16, 16);
+  assert.ok(Math.abs(atEnd.corr) < 0.25, `x_T of the forward process is noise (corr ${atEnd.corr})`);
   assert.deepEqual(errors, []);
   await page.close();
 });
