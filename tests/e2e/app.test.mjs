@@ -301,3 +301,13 @@ test('a phone-sized screen gets one column; a missing model says so', { timeout:
   await page.screenshot({ path: join(ARTIFACTS, 'app-missing-model.png'), fullPage: true });
   await page.close();
 });
+
+test('the CPU backend runs with a visible banner (?backend=cpu, as where WebGPU is missing)', { timeout: RUN_TIMEOUT }, async () => {
+  const { page, errors, frames } = await generate({ backend: 'cpu', model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
+  assert.match(await page.textContent('#cpu-banner'), /CPU backend runs instead/);
+  assert.match(await page.textContent('#adapter'), /^CPU backend/);
+  assert.equal(frames, 4);
+  await page.screenshot({ path: join(ARTIFACTS, 'app-cpu.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
