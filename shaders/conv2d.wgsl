@@ -28,13 +28,19 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let co0 = co_tile * 4u;
     let ox0 = x_tile * 4u;
 
-    var acc: array<vec4<f32>, 4>; // acc[j][c]: column ox0 + j, channel co0 + c
+    // Four accumulators held in named registers: a dynamically indexed private array would be
+    // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
+    var acc0 = vec4<f32>(0.0); // column ox0 + 0, channels co0..co0+3
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
     // Clamp channel indices so that tiles past `cout` read valid memory; they are not written.
     let c1 = min(co0 + 1u, p.cout - 1u);
     let c2 = min(co0 + 2u, p.cout - 1u);
     let c3 = min(co0 + 3u, p.cout - 1u);
+    let w_last = i32(p.w) - 1;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -45,24 +51,33 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 let widx = ci * ksize + ky * p.kw + kx;
                 let wv = vec4<f32>(wt[co0 * wstride + widx], wt[c1 * wstride + widx],
                                    wt[c2 * wstride + widx], wt[c3 * wstride + widx]);
-                for (var j = 0u; j < 4u; j++) {
-                    let ix = i32((ox0 + j) * p.stride + kx) - i32(p.pad_left);
-                    if (ix >= 0 && ix < i32(p.w)) {
-                        acc[j] += x[xrow + u32(ix)] * wv;
-                    }
-                }
+                // Input columns of the four outputs; out-of-image taps read a clamped address
+                // and are zeroed (the padding).
+                let ix = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
+                let inside = (ix >= vec4<i32>(0)) & (ix <= vec4<i32>(w_last));
+                let cx = vec4<u32>(clamp(ix, vec4<i32>(0), vec4<i32>(w_last)));
+                let xv = select(vec4<f32>(0.0),
+                                vec4<f32>(x[xrow + cx.x], x[xrow + cx.y], x[xrow + cx.z], x[xrow + cx.w]),
+                                inside);
+                acc0 += xv.x * wv;
+                acc1 += xv.y * wv;
+                acc2 += xv.z * wv;
+                acc3 += xv.w * wv;
             }
         }
     }
+    // Transpose to per-channel rows of four columns for the stores.
+    let rows = transpose(mat4x4<f32>(acc0, acc1, acc2, acc3));
     for (var c = 0u; c < 4u; c++) {
         let co = co0 + c;
         if (co >= p.cout) { break; }
         var b = 0.0;
         if (p.has_bias != 0u) { b = bias[co]; }
         let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
+        let row = rows[c];
         for (var j = 0u; j < 4u; j++) {
             let ox = ox0 + j;
-            if (ox < p.wo) { out[obase + ox] = acc[j][c] + b; }
+            if (ox < p.wo) { out[obase + ox] = row[j] + b; }
         }
     }
 }

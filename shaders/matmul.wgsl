@@ -38,28 +38,37 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
         ar[i] = a_base + min(row0 + i, p.m - 1u) * p.a_row;
         bc[i] = b_base + min(col0 + i, p.n - 1u) * p.b_col;
     }
-    var acc: array<vec4<f32>, 4>; // acc[r][c]
+    // Named accumulators, not an indexed array: LLVM-based drivers spill dynamically indexed
+    // private arrays to memory.
+    var acc0 = vec4<f32>(0.0); // row row0 + 0, columns col0..col0+3
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk++) {
         let ak = kk * p.a_col;
         let bk = kk * p.b_row;
         let bv = vec4<f32>(b[bc.x + bk], b[bc.y + bk], b[bc.z + bk], b[bc.w + bk]);
-        acc[0] += a[ar.x + ak] * bv;
-        acc[1] += a[ar.y + ak] * bv;
-        acc[2] += a[ar.z + ak] * bv;
-        acc[3] += a[ar.w + ak] * bv;
+        acc0 += a[ar.x + ak] * bv;
+        acc1 += a[ar.y + ak] * bv;
+        acc2 += a[ar.z + ak] * bv;
+        acc3 += a[ar.w + ak] * bv;
     }
-    for (var r = 0u; r < 4u; r++) {
-        let row = row0 + r;
-        if (row >= p.m) { break; }
-        for (var cc = 0u; cc < 4u; cc++) {
-            let col = col0 + cc;
-            if (col >= p.n) { break; }
-            var v = p.alpha * acc[r][cc];
-            if (p.bias_mode == 1u) { v += bias[row]; }
-            if (p.bias_mode == 2u) { v += bias[col]; }
-            let idx = c_base + row * p.c_row + col * p.c_col;
-            if (p.has_residual != 0u) { v += residual[idx]; }
-            c[idx] = v * p.out_scale;
-        }
+    store_row(c_base, row0, col0, acc0);
+    store_row(c_base, row0 + 1u, col0, acc1);
+    store_row(c_base, row0 + 2u, col0, acc2);
+    store_row(c_base, row0 + 3u, col0, acc3);
+}
+
+fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var cc = 0u; cc < 4u; cc++) {
+        let col = col0 + cc;
+        if (col >= p.n) { return; }
+        var o = p.alpha * v[cc];
+        if (p.bias_mode == 1u) { o += bias[row]; }
+        if (p.bias_mode == 2u) { o += bias[col]; }
+        let idx = c_base + row * p.c_row + col * p.c_col;
+        if (p.has_residual != 0u) { o += residual[idx]; }
+        c[idx] = o * p.out_scale;
     }
 }

@@ -63,6 +63,17 @@ mod cli {
         /// Runs the reverse process and writes the final image (PNG grid) or the final sample
         /// (`.safetensors`, key `sample`, model space, before any clamping).
         Sample(SampleArgs),
+        /// Times UNet forward passes on the GPU and on the CPU reference in the same run and
+        /// prints ms per pass and the ratio (the numbers in BENCHMARKS.md).
+        Bench {
+            #[arg(long)]
+            model: PathBuf,
+            #[arg(long, default_value_t = 1)]
+            batch: usize,
+            /// Timed passes per backend (after one warm-up pass).
+            #[arg(long, default_value_t = 5)]
+            runs: usize,
+        },
     }
 
     #[derive(clap::Args)]
@@ -111,6 +122,7 @@ mod cli {
                 output,
                 device,
             } => forward(&model, &input, &output, device),
+            Command::Bench { model, batch, runs } => bench(&model, batch, runs),
             Command::Sample(args) => match args.device {
                 Device::Cpu => sample(&CpuBackend, &args),
                 Device::Gpu => {
@@ -340,5 +352,47 @@ mod cli {
                 format!("{} must end in .png or .safetensors", a.output.display()),
             )),
         }
+    }
+
+    /// Mean milliseconds of `runs` forward passes (each read back, so the GPU work is finished).
+    fn time_forward<B: Backend>(
+        b: &B,
+        files: &stepwise::model::loader::UNetFiles,
+        shape: [usize; 4],
+        runs: usize,
+    ) -> Result<f64> {
+        let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
+        let len: usize = shape.iter().product();
+        let x = b.upload(&shape, &stepwise::noise::randn(0, 0, len))?;
+        let labels = files.config.num_class_embeds.map(|_| vec![0i64; shape[0]]);
+        let pass = || -> Result<()> {
+            let y = unet.forward(b, &x, &[500.0], labels.as_deref())?;
+            pollster::block_on(b.download(&y)).map(|_| ())
+        };
+        pass()?;
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            pass()?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1000.0 / runs.max(1) as f64)
+    }
+
+    fn bench(model: &Path, batch: usize, runs: usize) -> Result<()> {
+        let files = load_unet_files(&DirSource(model.to_path_buf()))?;
+        let cfg = &files.config;
+        let (h, w) = cfg.sample_size.map(|s| s.hw()).unwrap_or((32, 32));
+        let shape = [batch, cfg.in_channels, h, w];
+        let params: usize = files.weights.keys().count();
+        let gpu = pollster::block_on(GpuBackend::new())?;
+        let g = time_forward(&gpu, &files, shape, runs)?;
+        let c = time_forward(&CpuBackend, &files, shape, runs)?;
+        println!(
+            "model {} ({params} tensors), input {shape:?}, {runs} runs",
+            model.display()
+        );
+        println!("gpu  {:>10.2} ms/forward  ({})", g, gpu.name());
+        println!("cpu  {:>10.2} ms/forward  (CPU reference, 1 thread)", c);
+        println!("gpu/cpu speed ratio: {:.2}x", c / g);
+        Ok(())
     }
 }
