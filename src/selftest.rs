@@ -341,14 +341,15 @@ pub async fn embedding(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     for (dim, flip, shift) in [(32usize, true, 0.0f32), (33, false, 1.0), (128, true, 1.0)] {
         let want = CpuBackend.timestep_embedding(&t.cpu, dim, flip, shift)?;
         let got = g.timestep_embedding(&t.gpu, dim, flip, shift)?;
-        // sin/cos of arguments up to 1000 rad agree to f32 rounding after range reduction.
+        // After range reduction the arguments agree exactly; what is left is the GPU's sin/cos,
+        // which WGSL only requires to be within 2^-11 absolute on [-π, π] (SwiftShader: ~1e-4).
         out.push(
             compare(
                 g,
                 format!("timestep_embedding n{n} dim {dim} flip {flip} shift {shift}"),
                 &want,
                 &got,
-                TOL,
+                1e-3,
             )
             .await?,
         );
