@@ -37,7 +37,7 @@ UNETS = {
 
 TRAIN = {
     "fashion": dict(dataset="fashion", batch_size=32, lr=1e-3, warmup=200, max_steps=12000,
-                    ema_decay=0.999, cond_drop=0.1, hflip=False, guidance_scale=3.0),
+                    ema_decay=0.999, cond_drop=0.1, hflip=False, guidance_scale=2.0),
     "emoji": dict(dataset="emoji", batch_size=32, lr=1e-3, warmup=200, max_steps=12000,
                   ema_decay=0.999, cond_drop=0.0, hflip=True, guidance_scale=1.0),
     "tiny": dict(dataset="fashion", batch_size=16, lr=1e-3, warmup=0, max_steps=20,
