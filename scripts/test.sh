@@ -20,7 +20,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --lib --bin stepwise-app --target wasm32-unknown-unknown --quiet -- -D warnings
 
 step "Rust tests (CPU reference, lavapipe GPU, golden parity, hostile inputs, samplers)"
-cargo test --release --all-targets
+cargo test --all-targets
 
 step "browser build"
 trunk build --release
