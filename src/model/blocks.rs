@@ -17,6 +17,26 @@ pub struct AttnConfig {
     pub rescale_output_factor: f32,
 }
 
+impl AttnConfig {
+    /// The block's `Attention` over `channels` at `vs`.
+    pub fn load<B: Backend>(
+        &self,
+        b: &B,
+        vs: &WeightView,
+        channels: usize,
+    ) -> Result<Attention<B>> {
+        Attention::load(
+            b,
+            vs,
+            channels,
+            self.head_dim,
+            self.norm_groups,
+            self.eps,
+            self.rescale_output_factor,
+        )
+    }
+}
+
 /// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
 pub struct DownBlock2D<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
@@ -50,15 +70,7 @@ impl<B: Backend> DownBlock2D<B> {
                 resnet,
             )?);
             if let Some(a) = attn {
-                attentions.push(Attention::load(
-                    b,
-                    &vs.pp("attentions").pp(i),
-                    out_channels,
-                    a.head_dim,
-                    a.norm_groups,
-                    a.eps,
-                    a.rescale_output_factor,
-                )?);
+                attentions.push(a.load(b, &vs.pp("attentions").pp(i), out_channels)?);
             }
         }
         // `Downsample2D`: padding 0 means F.pad(x, (0, 1, 0, 1)) then a stride-2 conv.
@@ -129,15 +141,7 @@ impl<B: Backend> UNetMidBlock2D<B> {
             .map(|i| ResnetBlock2D::load(b, &vs.pp("resnets").pp(i), channels, channels, resnet))
             .collect::<Result<Vec<_>>>()?;
         let attention = match attn {
-            Some(a) => Some(Attention::load(
-                b,
-                &vs.pp("attentions").pp(0),
-                channels,
-                a.head_dim,
-                a.norm_groups,
-                a.eps,
-                a.rescale_output_factor,
-            )?),
+            Some(a) => Some(a.load(b, &vs.pp("attentions").pp(0), channels)?),
             None => None,
         };
         Ok(Self { resnets, attention })
@@ -194,15 +198,7 @@ impl<B: Backend> UpBlock2D<B> {
                 resnet,
             )?);
             if let Some(a) = attn {
-                attentions.push(Attention::load(
-                    b,
-                    &vs.pp("attentions").pp(i),
-                    out_channels,
-                    a.head_dim,
-                    a.norm_groups,
-                    a.eps,
-                    a.rescale_output_factor,
-                )?);
+                attentions.push(a.load(b, &vs.pp("attentions").pp(i), out_channels)?);
             }
         }
         let upsampler = if add_upsample {
