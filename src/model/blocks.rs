@@ -1,5 +1,7 @@
 //! diffusers' UNet blocks: `DownBlock2D` / `AttnDownBlock2D`, `UNetMidBlock2D` (with or without
-//! attention) and `UpBlock2D` / `AttnUpBlock2D`, with their `Downsample2D` / `Upsample2D`.
+//! attention) and `UpBlock2D` / `AttnUpBlock2D`, with their `Downsample2D` / `Upsample2D`; and the
+//! VAE's `DownEncoderBlock2D` (a [`DownBlock2D`] without time embedding or skips) and
+//! [`UpDecoderBlock2D`].
 
 use crate::backend::{Backend, Conv2dParams};
 use crate::error::{Error, Result};
@@ -104,7 +106,7 @@ impl<B: Backend> DownBlock2D<B> {
         &self,
         b: &B,
         x: &B::Tensor,
-        temb: &B::Tensor,
+        temb: Option<&B::Tensor>,
     ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
         let mut h = x.clone();
         let mut states = Vec::new();
@@ -147,7 +149,7 @@ impl<B: Backend> UNetMidBlock2D<B> {
         Ok(Self { resnets, attention })
     }
 
-    pub fn forward(&self, b: &B, x: &B::Tensor, temb: &B::Tensor) -> Result<B::Tensor> {
+    pub fn forward(&self, b: &B, x: &B::Tensor, temb: Option<&B::Tensor>) -> Result<B::Tensor> {
         let mut h = self.resnets[0].forward(b, x, temb)?;
         if let Some(a) = &self.attention {
             h = a.forward(b, &h)?;
@@ -234,10 +236,60 @@ impl<B: Backend> UpBlock2D<B> {
                 Error::Other("UNet skip connections ran out (inconsistent block layout)".into())
             })?;
             h = b.concat_channels(&h, &skip)?;
-            h = resnet.forward(b, &h, temb)?;
+            h = resnet.forward(b, &h, Some(temb))?;
             if let Some(attn) = self.attentions.get(i) {
                 h = attn.forward(b, &h)?;
             }
+        }
+        if let Some(u) = &self.upsampler {
+            h = b.upsample_nearest2x(&h)?;
+            h = u.forward(b, &h)?;
+        }
+        Ok(h)
+    }
+}
+
+/// `UpDecoderBlock2D`: resnets without skip connections or time embedding, then `Upsample2D`.
+pub struct UpDecoderBlock2D<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub upsampler: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> UpDecoderBlock2D<B> {
+    pub fn load(
+        b: &B,
+        vs: &WeightView,
+        in_channels: usize,
+        out_channels: usize,
+        num_layers: usize,
+        add_upsample: bool,
+        resnet: ResnetConfig,
+    ) -> Result<Self> {
+        let resnets = (0..num_layers)
+            .map(|i| {
+                let cin = if i == 0 { in_channels } else { out_channels };
+                ResnetBlock2D::load(b, &vs.pp("resnets").pp(i), cin, out_channels, resnet)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let upsampler = if add_upsample {
+            Some(Conv2d::load(
+                b,
+                &vs.pp("upsamplers").pp(0).pp("conv"),
+                out_channels,
+                out_channels,
+                3,
+                Conv2dParams::same(3),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, upsampler })
+    }
+
+    pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let mut h = x.clone();
+        for resnet in &self.resnets {
+            h = resnet.forward(b, &h, None)?;
         }
         if let Some(u) = &self.upsampler {
             h = b.upsample_nearest2x(&h)?;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::model::autoencoder_kl::AutoencoderKLConfig;
 use crate::model::config::UNet2DConfig;
 use crate::model::weights::Weights;
 
@@ -101,38 +102,62 @@ pub fn load_unet_files(src: &dyn FileSource) -> Result<UNetFiles> {
         )
     })?;
     let config = UNet2DConfig::from_json(&cfg_text, &format!("{root}/{cfg_rel}"))?;
-    let mut weights = None;
-    for name in WEIGHT_NAMES {
-        let rel = format!("{unet_dir}{name}");
-        if let Some(bytes) = src.read(&rel)? {
-            weights = Some(Weights::from_bytes(bytes, &format!("{root}/{rel}"))?);
-            break;
-        }
-    }
-    let weights = match weights {
-        Some(w) => w,
-        None => {
-            let bin = src
-                .read(&format!("{unet_dir}diffusion_pytorch_model.bin"))?
-                .is_some();
-            return Err(Error::config(
-                "weights",
-                format!(
-                    "{root}: no {unet_dir}{}{}",
-                    WEIGHT_NAMES[0],
-                    if bin {
-                        " (only a PyTorch .bin was found; convert it to .safetensors)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-    };
+    let weights = read_weights(src, unet_dir)?;
     Ok(UNetFiles {
         config,
         weights,
         scheduler_config: text(src, sched_path)?,
         has_vae: pipeline && src.read("vae/config.json")?.is_some(),
     })
+}
+
+/// The weights file of the model in `dir` (`""` or `"unet/"`, `"vae/"`).
+fn read_weights(src: &dyn FileSource, dir: &str) -> Result<Weights> {
+    let root = src.describe();
+    for name in WEIGHT_NAMES {
+        let rel = format!("{dir}{name}");
+        if let Some(bytes) = src.read(&rel)? {
+            return Weights::from_bytes(bytes, &format!("{root}/{rel}"));
+        }
+    }
+    let bin = src
+        .read(&format!("{dir}diffusion_pytorch_model.bin"))?
+        .is_some();
+    Err(Error::config(
+        "weights",
+        format!(
+            "{root}: no {dir}{}{}",
+            WEIGHT_NAMES[0],
+            if bin {
+                " (only a PyTorch .bin was found; convert it to .safetensors)"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// The `AutoencoderKL` of a latent model, parsed but not yet on a backend.
+pub struct VaeFiles {
+    pub config: AutoencoderKLConfig,
+    pub weights: Weights,
+}
+
+/// The VAE of a pipeline folder (`vae/`), or a bare `AutoencoderKL` folder (its `config.json`
+/// has `"_class_name": "AutoencoderKL"`); `None` when the folder has neither (a pixel model).
+pub fn load_vae_files(src: &dyn FileSource) -> Result<Option<VaeFiles>> {
+    let root = src.describe();
+    let dir = if src.read("vae/config.json")?.is_some() {
+        "vae/"
+    } else {
+        match text(src, "config.json")? {
+            Some(t) if t.contains("\"AutoencoderKL\"") => "",
+            _ => return Ok(None),
+        }
+    };
+    let rel = format!("{dir}config.json");
+    let cfg_text = text(src, &rel)?.unwrap_or_default();
+    let config = AutoencoderKLConfig::from_json(&cfg_text, &format!("{root}/{rel}"))?;
+    let weights = read_weights(src, dir)?;
+    Ok(Some(VaeFiles { config, weights }))
 }

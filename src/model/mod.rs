@@ -2,6 +2,7 @@
 //! against the [`crate::backend::Backend`] trait.
 
 pub mod attention;
+pub mod autoencoder_kl;
 pub mod blocks;
 pub mod config;
 pub mod embeddings;
@@ -9,8 +10,10 @@ pub mod layers;
 pub mod loader;
 pub mod resnet;
 pub mod unet_2d;
+pub mod vae;
 pub mod weights;
 
+pub use autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
 pub use config::UNet2DConfig;
 pub use unet_2d::UNet2DModel;
 pub use weights::Weights;

@@ -10,7 +10,8 @@ use crate::model::weights::WeightView;
 pub struct ResnetBlock2D<B: Backend> {
     pub norm1: GroupNorm<B>,
     pub conv1: Conv2d<B>,
-    pub time_emb_proj: Linear<B>,
+    /// `None` where diffusers builds the block with `temb_channels=None` (the VAE).
+    pub time_emb_proj: Option<Linear<B>>,
     pub norm2: GroupNorm<B>,
     pub conv2: Conv2d<B>,
     pub conv_shortcut: Option<Conv2d<B>>,
@@ -22,7 +23,8 @@ pub struct ResnetBlock2D<B: Backend> {
 /// Settings shared by every resnet of a UNet.
 #[derive(Clone, Copy, Debug)]
 pub struct ResnetConfig {
-    pub temb_channels: usize,
+    /// `None`: no time embedding (the VAE's encoder and decoder).
+    pub temb_channels: Option<usize>,
     pub groups: usize,
     pub eps: f32,
     pub time_embedding_norm: TimeScaleShift,
@@ -45,7 +47,10 @@ impl<B: Backend> ResnetBlock2D<B> {
         Ok(Self {
             norm1: GroupNorm::load(b, &vs.pp("norm1"), cfg.groups, in_channels, cfg.eps)?,
             conv1: Conv2d::load(b, &vs.pp("conv1"), in_channels, out_channels, 3, same)?,
-            time_emb_proj: Linear::load(b, &vs.pp("time_emb_proj"), cfg.temb_channels, temb_out)?,
+            time_emb_proj: match cfg.temb_channels {
+                Some(t) => Some(Linear::load(b, &vs.pp("time_emb_proj"), t, temb_out)?),
+                None => None,
+            },
             norm2: GroupNorm::load(b, &vs.pp("norm2"), cfg.groups, out_channels, cfg.eps)?,
             conv2: Conv2d::load(b, &vs.pp("conv2"), out_channels, out_channels, 3, same)?,
             conv_shortcut: if in_channels != out_channels {
@@ -67,17 +72,31 @@ impl<B: Backend> ResnetBlock2D<B> {
     }
 
     /// `temb_act` is `silu(emb)`: every resnet applies the same activation to the same embedding,
-    /// so the UNet computes it once per forward.
-    pub fn forward(&self, b: &B, input: &B::Tensor, temb_act: &B::Tensor) -> Result<B::Tensor> {
+    /// so the UNet computes it once per forward. `None` for blocks without a time embedding.
+    pub fn forward(
+        &self,
+        b: &B,
+        input: &B::Tensor,
+        temb_act: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
         let h = self.norm1.forward(b, input, true)?;
         let h = self.conv1.forward(b, &h)?;
-        let temb = self.time_emb_proj.forward(b, temb_act)?;
-        let h = match self.time_embedding_norm {
-            TimeScaleShift::Default => {
+        let temb = match (&self.time_emb_proj, temb_act) {
+            (Some(proj), Some(t)) => Some(proj.forward(b, t)?),
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(crate::error::Error::Other(
+                    "ResnetBlock2D with time_emb_proj called without a time embedding".into(),
+                ))
+            }
+        };
+        let h = match (self.time_embedding_norm, temb) {
+            (_, None) => self.norm2.forward(b, &h, true)?,
+            (TimeScaleShift::Default, Some(temb)) => {
                 let h = b.channel_modulate(&h, &temb, 0, None)?;
                 self.norm2.forward(b, &h, true)?
             }
-            TimeScaleShift::ScaleShift => {
+            (TimeScaleShift::ScaleShift, Some(temb)) => {
                 // `scale, shift = temb.chunk(2, dim=1)`; `h = norm2(h) * (1 + scale) + shift`
                 let h = self.norm2.forward(b, &h, false)?;
                 let h = b.channel_modulate(&h, &temb, self.out_channels, Some(0))?;

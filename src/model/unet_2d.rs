@@ -45,7 +45,7 @@ impl<B: Backend> UNet2DModel<B> {
         let time_embed_dim = cfg.time_embed_dim();
         let groups = cfg.resnet_groups()?;
         let resnet = ResnetConfig {
-            temb_channels: time_embed_dim,
+            temb_channels: Some(time_embed_dim),
             groups,
             eps: cfg.norm_eps,
             time_embedding_norm: cfg.time_scale_shift(),
@@ -355,14 +355,14 @@ impl<B: Backend> UNet2DModel<B> {
         // 3. down
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            let (out, states) = block.forward(b, &h, &temb)?;
+            let (out, states) = block.forward(b, &h, Some(&temb))?;
             h = out;
             skips.extend(states);
         }
 
         // 4. mid
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(b, &h, &temb)?;
+            h = mid.forward(b, &h, Some(&temb))?;
         }
 
         // 5. up
