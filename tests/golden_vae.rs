@@ -103,18 +103,22 @@ fn wrong_inputs_are_named() {
     let bad_channels = b.upload(&[1, 5, 16, 16], &vec![0.0; 5 * 256]).unwrap();
     let e = vae
         .encode(&b, &bad_channels)
-        .err()
-        .expect("5 channels")
+        .map(|_| ())
+        .expect_err("5 channels")
         .to_string();
     assert!(e.contains("[N, 3, H, W]"), "{e}");
     let odd = b.upload(&[1, 3, 15, 16], &vec![0.0; 3 * 15 * 16]).unwrap();
-    let e = vae.encode(&b, &odd).err().expect("odd size").to_string();
+    let e = vae
+        .encode(&b, &odd)
+        .map(|_| ())
+        .expect_err("odd size")
+        .to_string();
     assert!(e.contains("downscale factor 2"), "{e}");
     let bad_latents = b.upload(&[1, 3, 8, 8], &vec![0.0; 3 * 64]).unwrap();
     let e = vae
         .decode(&b, &bad_latents)
-        .err()
-        .expect("3 latent channels")
+        .map(|_| ())
+        .expect_err("3 latent channels")
         .to_string();
     assert!(e.contains("[N, 4, H, W]"), "{e}");
 }
@@ -133,8 +137,8 @@ fn unknown_block_types_and_missing_tensors_are_named() {
     .unwrap();
     std::fs::write(tmp.join("diffusion_pytorch_model.safetensors"), &weights).unwrap();
     let e = load_vae_files(&DirSource(tmp.clone()))
-        .err()
-        .expect("unknown block type")
+        .map(|_| ())
+        .expect_err("unknown block type")
         .to_string();
     assert!(e.contains("AttnUpDecoderBlock2D"), "{e}");
     // A config asking for more latent channels than the weights hold names the tensor.
@@ -145,8 +149,8 @@ fn unknown_block_types_and_missing_tensors_are_named() {
     .unwrap();
     let files = load_vae_files(&DirSource(tmp.clone())).unwrap().unwrap();
     let e = AutoencoderKL::load(&CpuBackend, files.config, &files.weights)
-        .err()
-        .expect("shape mismatch")
+        .map(|_| ())
+        .expect_err("shape mismatch")
         .to_string();
     assert!(e.contains("encoder.conv_out.weight"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
