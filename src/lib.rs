@@ -9,7 +9,7 @@ pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod io;
-
+pub mod latent;
 pub mod model;
 pub mod noise;
 pub mod ops;

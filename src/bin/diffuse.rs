@@ -18,7 +18,7 @@ mod cli {
     use stepwise::cpu::CpuBackend;
     use stepwise::gpu::GpuBackend;
     use stepwise::io::{read_tensors, write_tensors};
-    use stepwise::model::loader::{load_unet_files, DirSource};
+    use stepwise::model::loader::{load_unet_files, load_vae_files, DirSource};
     use stepwise::model::UNet2DModel;
     use stepwise::pipeline::{self, Conditioning, Control, NoiseSource};
     use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
@@ -226,6 +226,7 @@ mod cli {
         sched.set_timesteps(a.steps)?;
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
         let cfg = &files.config;
+        let vae = load_vae(b, &a.model, cfg)?;
         let (h, w) = cfg.sample_size.map(|s| s.hw()).ok_or_else(|| {
             Error::config(
                 "sample_size",
@@ -304,20 +305,13 @@ mod cli {
             cond.as_ref(),
             |ev| {
                 if let Some(dir) = &frames {
-                    let (gw, gh, xt) = pipeline::grid_rgba(&ev.sample, shape);
-                    let (_, _, x0) = pipeline::grid_rgba(&ev.pred_original, shape);
-                    // x_t on the left, x̂0 on the right, 4 pixels apart.
-                    let fw = 2 * gw + 4;
-                    let mut rgba = vec![0u8; fw * gh * 4];
-                    for y in 0..gh {
-                        rgba[y * fw * 4..(y * fw + gw) * 4]
-                            .copy_from_slice(&xt[y * gw * 4..(y + 1) * gw * 4]);
-                        rgba[(y * fw + gw + 4) * 4..(y * fw + fw) * 4]
-                            .copy_from_slice(&x0[y * gw * 4..(y + 1) * gw * 4]);
-                    }
-                    if let Err(e) =
+                    let frame = match &vae {
+                        Some(v) => latent_frame(b, v, &ev.pred_original, &ev.sample, shape),
+                        None => Ok(pixel_frame(&ev.sample, &ev.pred_original, shape)),
+                    };
+                    if let Err(e) = frame.and_then(|(fw, gh, rgba)| {
                         save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, gh, rgba)
-                    {
+                    }) {
                         frame_error = Some(e);
                     }
                 }
@@ -338,6 +332,28 @@ mod cli {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
+        if let Some(v) = &vae {
+            let (image, image_shape) =
+                pollster::block_on(stepwise::latent::decode(b, v, &out.sample, shape))?;
+            return match ext.as_str() {
+                "safetensors" => write(
+                    &a.output,
+                    &write_tensors(&[
+                        ("latents", &shape, &out.sample),
+                        ("sample", &shape, &out.sample),
+                        ("image", &image_shape, &image),
+                    ])?,
+                ),
+                "png" => {
+                    let (gw, gh, rgba) = pipeline::grid_rgba(&image, image_shape);
+                    save_png(&a.output, gw, gh, rgba)
+                }
+                _ => Err(Error::input(
+                    "--output",
+                    format!("{} must end in .png or .safetensors", a.output.display()),
+                )),
+            };
+        }
         match ext.as_str() {
             "safetensors" => write(
                 &a.output,
@@ -352,6 +368,72 @@ mod cli {
                 format!("{} must end in .png or .safetensors", a.output.display()),
             )),
         }
+    }
+
+    /// The AutoencoderKL of a latent model folder (`vae/`), checked against its UNet.
+    fn load_vae<B: Backend>(
+        b: &B,
+        model: &Path,
+        unet: &stepwise::model::UNet2DConfig,
+    ) -> Result<Option<stepwise::model::AutoencoderKL<B>>> {
+        let Some(files) = load_vae_files(&DirSource(model.to_path_buf()))? else {
+            return Ok(None);
+        };
+        if files.config.latent_channels != unet.in_channels
+            || files.config.latent_channels != unet.out_channels
+        {
+            return Err(Error::config(
+                "vae latent_channels",
+                format!(
+                    "{}: the VAE has {} latent channels but the UNet takes {} and returns {}",
+                    model.display(),
+                    files.config.latent_channels,
+                    unet.in_channels,
+                    unet.out_channels
+                ),
+            ));
+        }
+        stepwise::model::AutoencoderKL::load(b, files.config, &files.weights).map(Some)
+    }
+
+    /// x_t beside x̂0 (every sample of the batch), 4 pixels apart.
+    fn pixel_frame(xt: &[f32], x0: &[f32], shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
+        let (gw, gh, xt) = pipeline::grid_rgba(xt, shape);
+        let (_, _, x0) = pipeline::grid_rgba(x0, shape);
+        side_by_side(&[(gw, gh, xt), (gw, gh, x0)])
+    }
+
+    /// A latent model's step: the latent channels of x_t (sample 0) beside the decoded x̂0 grid.
+    fn latent_frame<B: Backend>(
+        b: &B,
+        vae: &stepwise::model::AutoencoderKL<B>,
+        x0: &[f32],
+        xt: &[f32],
+        shape: [usize; 4],
+    ) -> Result<(usize, usize, Vec<u8>)> {
+        let (img, img_shape) = pollster::block_on(stepwise::latent::decode(b, vae, x0, shape))?;
+        let panels = stepwise::latent::channel_panels_rgba(xt, shape, 0);
+        Ok(side_by_side(&[
+            panels,
+            pipeline::grid_rgba(&img, img_shape),
+        ]))
+    }
+
+    /// Images placed left to right, 4 pixels apart, top-aligned on black.
+    fn side_by_side(parts: &[(usize, usize, Vec<u8>)]) -> (usize, usize, Vec<u8>) {
+        let gap = 4;
+        let fw = parts.iter().map(|p| p.0).sum::<usize>() + gap * (parts.len() - 1);
+        let fh = parts.iter().map(|p| p.1).max().unwrap_or(0);
+        let mut rgba = vec![0u8; fw * fh * 4];
+        let mut ox = 0;
+        for (w, h, px) in parts {
+            for y in 0..*h {
+                rgba[(y * fw + ox) * 4..(y * fw + ox + w) * 4]
+                    .copy_from_slice(&px[y * w * 4..(y + 1) * w * 4]);
+            }
+            ox += w + gap;
+        }
+        (fw, fh, rgba)
     }
 
     /// Mean milliseconds of `runs` forward passes (each read back, so the GPU work is finished).

@@ -1,0 +1,67 @@
+//! Latent diffusion: the UNet denoises `(z − shift) · scaling_factor` and the `AutoencoderKL`
+//! decodes the result. This module turns latents into images (decoded, and as per-channel panels
+//! for the animation).
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::AutoencoderKL;
+use crate::pipeline::to_u8;
+
+/// Decodes scaled latents `[N, L, h, w]` to images `[N, C, h·f, w·f]` in model space ([-1, 1]).
+pub async fn decode<B: Backend>(
+    b: &B,
+    vae: &AutoencoderKL<B>,
+    latents: &[f32],
+    shape: [usize; 4],
+) -> Result<(Vec<f32>, [usize; 4])> {
+    use crate::backend::Tensor;
+    let x = b.upload(&shape, latents)?;
+    let y = vae.decode_latents(b, &x)?;
+    let s = y.shape();
+    let out_shape = [s[0], s[1], s[2], s[3]];
+    Ok((b.download(&y).await?, out_shape))
+}
+
+/// Scaled latents have about unit variance: ±`LATENT_RANGE` maps to black and white, fixed
+/// across steps so that the panels do not flicker.
+pub const LATENT_RANGE: f32 = 2.5;
+
+/// The channels of sample `index` of a latent batch side by side as grey panels, 1 pixel apart:
+/// (width, height, RGBA).
+pub fn channel_panels_rgba(
+    latents: &[f32],
+    shape: [usize; 4],
+    index: usize,
+) -> (usize, usize, Vec<u8>) {
+    let [_, c, h, w] = shape;
+    let gap = 1;
+    let width = c * w + (c - 1) * gap;
+    let mut out = vec![0u8; width * h * 4];
+    let base = index * c * h * w;
+    for ch in 0..c {
+        for y in 0..h {
+            for x in 0..w {
+                let v = latents[base + (ch * h + y) * w + x] / LATENT_RANGE;
+                let g = to_u8(v);
+                let dst = (y * width + ch * (w + gap) + x) * 4;
+                out[dst..dst + 4].copy_from_slice(&[g, g, g, 255]);
+            }
+        }
+    }
+    (width, h, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_place_each_channel() {
+        // 2 channels of 1×2: channel 0 = [-LATENT_RANGE, 0], channel 1 = [LATENT_RANGE, 0].
+        let lat = [-LATENT_RANGE, 0.0, LATENT_RANGE, 0.0];
+        let (w, h, px) = channel_panels_rgba(&lat, [1, 2, 1, 2], 0);
+        assert_eq!((w, h), (5, 1));
+        let grey: Vec<u8> = px.chunks(4).map(|p| p[0]).collect();
+        assert_eq!(grey, vec![0, 128, 0, 255, 128]);
+    }
+}
