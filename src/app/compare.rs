@@ -68,17 +68,18 @@ pub fn CompareView() -> impl IntoView {
         let (fa, fb) = (a.at(p), b.at(p));
         for (r, f) in [(refs[0], &fa), (refs[2], &fb)] {
             if let (Some(c), Some(f)) = (r.get(), f) {
-                let _ = draw_rgba(&c, &f.xt, f.width, f.height);
+                let _ = draw_rgba(&c, &f.xt.rgba, f.xt.width, f.xt.height);
             }
         }
         for (r, f) in [(refs[1], &fa), (refs[3], &fb)] {
             if let (Some(c), Some(f)) = (r.get(), f) {
-                let _ = draw_rgba(&c, &f.x0, f.width, f.height);
+                let _ = draw_rgba(&c, &f.x0.rgba, f.x0.width, f.x0.height);
             }
         }
         if let (Some(c), Some(fa), Some(fb)) = (refs[4].get(), fa, fb) {
-            if fa.xt.len() == fb.xt.len() {
-                let _ = draw_rgba(&c, &diff_rgba(&fa.xt, &fb.xt), fa.width, fa.height);
+            let (pa, pb) = (fa.picture(), fb.picture());
+            if pa.rgba.len() == pb.rgba.len() {
+                let _ = draw_rgba(&c, &diff_rgba(&pa.rgba, &pb.rgba), pa.width, pa.height);
             }
         }
     });

@@ -11,21 +11,28 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::fetch::fetch_bytes;
+use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::gpu::GpuBackend;
-use crate::model::loader::{load_unet_files, MemorySource};
-use crate::model::UNet2DModel;
-use crate::pipeline::{self, Conditioning, Control, NoiseSource, StepEvent};
-use crate::sampler::{self, SamplerKind, SchedulerConfig};
+use crate::model::loader::{load_unet_files, load_vae_files, MemorySource};
+use crate::model::{AutoencoderKL, UNet2DModel};
+use crate::pipeline::{self, now_ms, Conditioning, Control, NoiseSource, RunOutput, StepEvent};
+use crate::sampler::{self, SamplerKind, Scheduler, SchedulerConfig};
 
 enum Compute {
     Gpu(GpuBackend),
     Cpu(CpuBackend),
 }
 
+/// A loaded model: its UNet and, for a latent model, the VAE that decodes its latents.
+struct Loaded<B: Backend> {
+    unet: UNet2DModel<B>,
+    vae: Option<AutoencoderKL<B>>,
+}
+
 enum Net {
-    Gpu(UNet2DModel<GpuBackend>),
-    Cpu(UNet2DModel<CpuBackend>),
+    Gpu(Loaded<GpuBackend>),
+    Cpu(Loaded<CpuBackend>),
 }
 
 thread_local! {
@@ -100,6 +107,9 @@ pub struct ModelEntry {
     /// Settings this model works best with, applied when it is picked.
     #[serde(default)]
     pub defaults: ModelDefaults,
+    /// For a latent model: the `name` of a pixel model to time it against.
+    #[serde(default)]
+    pub pixel_peer: Option<String>,
 }
 
 /// A shipped model's preferred settings (from its training run's evaluation).
@@ -126,13 +136,26 @@ pub async fn load_manifest() -> Result<Vec<ModelEntry>, String> {
     Ok(m.models)
 }
 
+/// The image side of a latent model (its UNet's sample is the latents).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatentInfo {
+    pub image_channels: usize,
+    pub image_height: usize,
+    pub image_width: usize,
+    /// Image pixels per latent pixel along each side.
+    pub factor: usize,
+}
+
 /// What the controls need to know about a loaded model (plain data, no GPU handles).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
     pub url: String,
+    /// The UNet's sample: C×H×W (latents for a latent model).
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Some for a latent model (a pipeline folder with `vae/`).
+    pub latent: Option<LatentInfo>,
     /// `num_class_embeds` of a class-conditional model (the last one is the null class).
     pub num_class_embeds: Option<usize>,
     pub num_train_timesteps: usize,
@@ -149,6 +172,8 @@ const PIPELINE_FILES: [&str; 4] = [
     "unet/diffusion_pytorch_model.safetensors",
     "scheduler/scheduler_config.json",
 ];
+/// Fetched only when `model_index.json` names a `vae` (no 404s for pixel models).
+const VAE_FILES: [&str; 2] = ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"];
 const BARE_FILES: [&str; 3] = [
     "config.json",
     "diffusion_pytorch_model.safetensors",
@@ -177,6 +202,17 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
             files.insert(f.to_string(), b);
         }
     }
+    let names_vae = files
+        .get("model_index.json")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .is_some_and(|v| v.get("vae").is_some());
+    if names_vae {
+        for f in VAE_FILES {
+            if let Some(b) = fetch_bytes(&format!("{base}/{f}")).await? {
+                files.insert(f.to_string(), b);
+            }
+        }
+    }
     if !files.contains_key("config.json") && !files.contains_key("unet/config.json") {
         return Err(format!(
             "no model at {base}: neither {base}/unet/config.json nor {base}/config.json exists"
@@ -198,13 +234,52 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
     };
     let cfg = unet_files.config.clone();
     let (height, width) = cfg.sample_size.map(|s| s.hw()).unwrap_or((32, 32));
+    let vae_files = load_vae_files(&src).map_err(|e| e.to_string())?;
+    if names_vae && vae_files.is_none() {
+        return Err(format!(
+            "{base}: model_index.json names a vae but {base}/vae/config.json is missing"
+        ));
+    }
+    let latent = match &vae_files {
+        None => None,
+        Some(v) => {
+            if v.config.latent_channels != cfg.in_channels
+                || v.config.latent_channels != cfg.out_channels
+            {
+                return Err(format!(
+                    "{base}: the VAE has {} latent channels but the UNet takes {} and returns {}",
+                    v.config.latent_channels, cfg.in_channels, cfg.out_channels
+                ));
+            }
+            let f = v.config.downscale_factor();
+            Some(LatentInfo {
+                image_channels: v.config.out_channels,
+                image_height: height * f,
+                image_width: width * f,
+                factor: f,
+            })
+        }
+    };
+    fn build<B: Backend>(
+        b: &B,
+        cfg: &crate::model::UNet2DConfig,
+        unet: &crate::model::Weights,
+        vae: Option<&crate::model::loader::VaeFiles>,
+    ) -> Result<Loaded<B>, String> {
+        Ok(Loaded {
+            unet: UNet2DModel::load(b, cfg.clone(), unet).map_err(|e| e.to_string())?,
+            vae: match vae {
+                Some(v) => Some(
+                    AutoencoderKL::load(b, v.config.clone(), &v.weights)
+                        .map_err(|e| format!("vae: {e}"))?,
+                ),
+                None => None,
+            },
+        })
+    }
     let net = match &*compute {
-        Compute::Gpu(g) => Net::Gpu(
-            UNet2DModel::load(g, cfg.clone(), &unet_files.weights).map_err(|e| e.to_string())?,
-        ),
-        Compute::Cpu(c) => Net::Cpu(
-            UNet2DModel::load(c, cfg.clone(), &unet_files.weights).map_err(|e| e.to_string())?,
-        ),
+        Compute::Gpu(g) => Net::Gpu(build(g, &cfg, &unet_files.weights, vae_files.as_ref())?),
+        Compute::Cpu(c) => Net::Cpu(build(c, &cfg, &unet_files.weights, vae_files.as_ref())?),
     };
     MODELS.with(|m| m.borrow_mut().insert(base.clone(), Rc::new(net)));
     Ok(ModelInfo {
@@ -212,6 +287,7 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
         channels: cfg.in_channels,
         height,
         width,
+        latent,
         num_class_embeds: cfg.num_class_embeds,
         num_train_timesteps: scheduler.num_train_timesteps.unwrap_or(1000),
         default_sampler: scheduler.default_kind().unwrap_or(SamplerKind::Ddpm),
@@ -233,7 +309,36 @@ pub struct RunParams {
     pub guidance: f32,
 }
 
-/// One drawable step: x_t and x̂0 as RGBA grids. Frame 0 is the initial noise x_T.
+/// An RGBA picture.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub rgba: Arc<Vec<u8>>,
+}
+
+impl Image {
+    fn grid(data: &[f32], shape: [usize; 4]) -> Self {
+        let (width, height, rgba) = pipeline::grid_rgba(data, shape);
+        Self {
+            width,
+            height,
+            rgba: Arc::new(rgba),
+        }
+    }
+
+    fn blank(width: usize, height: usize) -> Self {
+        let mut rgba = vec![0u8; width * height * 4];
+        rgba.chunks_exact_mut(4).for_each(|p| p[3] = 255);
+        Self {
+            width,
+            height,
+            rgba: Arc::new(rgba),
+        }
+    }
+}
+
+/// One drawable step. Frame 0 is the initial noise x_T.
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// 0 for x_T, then 1..=total for the steps.
@@ -241,11 +346,31 @@ pub struct Frame {
     pub total: usize,
     /// The timestep the model was called at (none for x_T).
     pub timestep: Option<f32>,
+    /// Model + sampler milliseconds of this step (decoding excluded).
     pub ms: f64,
-    pub width: usize,
-    pub height: usize,
-    pub xt: Arc<Vec<u8>>,
-    pub x0: Arc<Vec<u8>>,
+    /// x_t: the batch grid (pixel models), or the latent channels of sample 0 (latent models).
+    pub xt: Image,
+    /// x̂0: the predicted clean image grid; for latent models decoded by the VAE (at the last
+    /// step: the final latents), repeating the last decode on steps that skip it.
+    pub x0: Image,
+    pub latent: bool,
+    /// Latent models: milliseconds of the decode done at this step, `None` when skipped.
+    pub decode_ms: Option<f64>,
+    /// Latent models: x̂0 is decoded every this many steps (1 while decoding is cheaper than a
+    /// step).
+    pub decode_every: usize,
+}
+
+impl Frame {
+    /// The image this frame stands for: x_t for pixel models (the final sample at the last
+    /// step), the decoded x̂0 for latent models.
+    pub fn picture(&self) -> &Image {
+        if self.latent {
+            &self.x0
+        } else {
+            &self.xt
+        }
+    }
 }
 
 /// How a run ended.
@@ -278,27 +403,11 @@ fn fnv1a(data: &[f32]) -> String {
     format!("{h:016x}")
 }
 
-fn frame(
-    index: usize,
-    total: usize,
-    timestep: Option<f32>,
-    ms: f64,
-    xt: &[f32],
-    x0: &[f32],
-    shape: [usize; 4],
-) -> Frame {
-    let (width, height, xt) = pipeline::grid_rgba(xt, shape);
-    let (_, _, x0) = pipeline::grid_rgba(x0, shape);
-    Frame {
-        index,
-        total,
-        timestep,
-        ms,
-        width,
-        height,
-        xt: Arc::new(xt),
-        x0: Arc::new(x0),
-    }
+/// The latent decode cadence and the last decoded x̂0, shared by the step callbacks.
+struct DecodeState {
+    every: usize,
+    last: Option<Image>,
+    error: Option<String>,
 }
 
 /// Runs the reverse process of the model loaded from `url`, calling `on_frame` with x_T and then
@@ -307,7 +416,7 @@ pub async fn run(
     url: &str,
     info: &ModelInfo,
     p: &RunParams,
-    mut on_frame: impl FnMut(Frame) -> bool,
+    on_frame: impl FnMut(Frame) -> bool,
 ) -> Result<RunSummary, String> {
     let compute = COMPUTE
         .with(|c| c.borrow().clone())
@@ -317,6 +426,22 @@ pub async fn run(
         .ok_or_else(|| format!("model {url} is not loaded"))?;
     let mut sched = sampler::build(p.sampler, &info.scheduler, p.eta).map_err(|e| e.to_string())?;
     sched.set_timesteps(p.steps).map_err(|e| e.to_string())?;
+    let on_frame = Rc::new(RefCell::new(on_frame));
+    match (&*compute, &*net) {
+        (Compute::Gpu(b), Net::Gpu(l)) => run_on(b, l, info, p, sched.as_mut(), on_frame).await,
+        (Compute::Cpu(b), Net::Cpu(l)) => run_on(b, l, info, p, sched.as_mut(), on_frame).await,
+        _ => Err("the model was loaded on another backend; reload the page".into()),
+    }
+}
+
+async fn run_on<B: Backend, F: FnMut(Frame) -> bool>(
+    b: &B,
+    net: &Loaded<B>,
+    info: &ModelInfo,
+    p: &RunParams,
+    sched: &mut dyn Scheduler,
+    on_frame: Rc<RefCell<F>>,
+) -> Result<RunSummary, String> {
     let shape = [p.batch, info.channels, info.height, info.width];
     let cond = info.num_class_embeds.map(|n| {
         let real = (n.max(2) - 1) as i64;
@@ -337,8 +462,41 @@ pub async fn run(
         .iter()
         .map(|v| v * sigma)
         .collect();
-    let total = p.steps;
-    if !on_frame(frame(0, total, None, 0.0, &x_t, &vec![0.0; len], shape)) {
+    let latent = net.vae.is_some();
+    let draw_xt = |x: &[f32]| {
+        if latent {
+            let (width, height, rgba) = crate::latent::channel_panels_rgba(x, shape, 0);
+            Image {
+                width,
+                height,
+                rgba: Arc::new(rgba),
+            }
+        } else {
+            Image::grid(x, shape)
+        }
+    };
+    let x0_blank = match &info.latent {
+        Some(l) => {
+            let (w, h, _) = pipeline::grid_rgba(
+                &vec![0.0; p.batch * l.image_channels * l.image_height * l.image_width],
+                [p.batch, l.image_channels, l.image_height, l.image_width],
+            );
+            Image::blank(w, h)
+        }
+        None => Image::grid(&vec![0.0; len], shape),
+    };
+    let first = Frame {
+        index: 0,
+        total: p.steps,
+        timestep: None,
+        ms: 0.0,
+        xt: draw_xt(&x_t),
+        x0: x0_blank,
+        latent,
+        decode_ms: None,
+        decode_every: 1,
+    };
+    if !(on_frame.borrow_mut())(first) {
         return Ok(RunSummary {
             completed: 0,
             cancelled: true,
@@ -346,17 +504,66 @@ pub async fn run(
         });
     }
     yield_to_browser(0).await;
+    let state = Rc::new(RefCell::new(DecodeState {
+        every: 1,
+        last: None,
+        error: None,
+    }));
     let cb = |ev: StepEvent| {
-        let keep = on_frame(frame(
-            ev.index + 1,
-            ev.total,
-            Some(ev.timestep),
-            ev.elapsed_ms,
-            &ev.sample,
-            &ev.pred_original,
-            shape,
-        ));
+        let on_frame = on_frame.clone();
+        let state = state.clone();
+        let xt = draw_xt(&ev.sample);
         async move {
+            let last_step = ev.index + 1 == ev.total;
+            let (x0, decode_ms) = match &net.vae {
+                None => (Image::grid(&ev.pred_original, shape), None),
+                Some(vae) => {
+                    let every = state.borrow().every;
+                    let due = ev.index == 0 || last_step || (ev.index + 1).is_multiple_of(every);
+                    let previous = state.borrow().last.clone();
+                    match previous.filter(|_| !due) {
+                        Some(img) => (img, None),
+                        None => {
+                            // The final frame decodes the final latents: that is the image.
+                            let src = if last_step {
+                                &ev.sample
+                            } else {
+                                &ev.pred_original
+                            };
+                            let t0 = now_ms();
+                            match crate::latent::decode(b, vae, src, shape).await {
+                                Ok((img, ishape)) => {
+                                    let ms = now_ms() - t0;
+                                    let img = Image::grid(&img, ishape);
+                                    let mut st = state.borrow_mut();
+                                    // Decoding costs more than a step: decode every k steps so
+                                    // the animation keeps the sampler's pace.
+                                    st.every =
+                                        (ms / ev.elapsed_ms.max(1e-3)).ceil().max(1.0) as usize;
+                                    st.last = Some(img.clone());
+                                    (img, Some(ms))
+                                }
+                                Err(e) => {
+                                    state.borrow_mut().error = Some(format!("decoding: {e}"));
+                                    return Control::Stop;
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let frame = Frame {
+                index: ev.index + 1,
+                total: ev.total,
+                timestep: Some(ev.timestep),
+                ms: ev.elapsed_ms,
+                xt,
+                x0,
+                latent,
+                decode_ms,
+                decode_every: state.borrow().every,
+            };
+            let keep = (on_frame.borrow_mut())(frame);
             yield_to_browser(0).await;
             if keep {
                 Control::Continue
@@ -365,21 +572,121 @@ pub async fn run(
             }
         }
     };
-    let out = match (&*compute, &*net) {
-        (Compute::Gpu(b), Net::Gpu(u)) => {
-            pipeline::run(b, u, sched.as_mut(), shape, &noise, cond.as_ref(), cb).await
-        }
-        (Compute::Cpu(b), Net::Cpu(u)) => {
-            pipeline::run(b, u, sched.as_mut(), shape, &noise, cond.as_ref(), cb).await
-        }
-        _ => return Err("the model was loaded on another backend; reload the page".into()),
+    let out: RunOutput = pipeline::run(b, &net.unet, sched, shape, &noise, cond.as_ref(), cb)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = state.borrow_mut().error.take() {
+        return Err(e);
     }
-    .map_err(|e| e.to_string())?;
     Ok(RunSummary {
         completed: out.completed_steps,
         cancelled: out.cancelled,
         hash: fnv1a(&out.sample),
     })
+}
+
+/// Latent against pixel diffusion on this device: median milliseconds of one UNet step of each
+/// at the same output size, and of one decode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeedReport {
+    /// The latent UNet's sample `[C, h, w]` and the image size `[C, H, W]`.
+    pub latent_shape: [usize; 3],
+    pub image_shape: [usize; 3],
+    pub latent_step_ms: f64,
+    pub decode_ms: f64,
+    pub pixel_step_ms: f64,
+}
+
+/// Median of `runs` timed calls of `f` after one warm-up (each call reads its result back, so
+/// the GPU work is finished).
+async fn median_ms<Fut: std::future::Future<Output = Result<(), String>>>(
+    runs: usize,
+    mut f: impl FnMut() -> Fut,
+) -> Result<f64, String> {
+    f().await?;
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = now_ms();
+        f().await?;
+        t.push(now_ms() - t0);
+        yield_to_browser(0).await;
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+async fn speed_on<B: Backend>(
+    b: &B,
+    latent: &Loaded<B>,
+    pixel: &Loaded<B>,
+    info: &ModelInfo,
+) -> Result<SpeedReport, String> {
+    let l = info.latent.as_ref().ok_or("not a latent model")?;
+    let vae = latent.vae.as_ref().ok_or("not a latent model")?;
+    let err = |e: crate::Error| e.to_string();
+    let lshape = [1, info.channels, info.height, info.width];
+    let ishape = [1, l.image_channels, l.image_height, l.image_width];
+    let pix_c = pixel.unet.config.in_channels;
+    let pshape = [1, pix_c, l.image_height, l.image_width];
+    let labels = |u: &UNet2DModel<B>| u.config.num_class_embeds.map(|_| vec![0i64]);
+    let z = b
+        .upload(&lshape, &crate::noise::randn(1, 0, lshape.iter().product()))
+        .map_err(err)?;
+    let x = b
+        .upload(&pshape, &crate::noise::randn(2, 0, pshape.iter().product()))
+        .map_err(err)?;
+    let runs = 5;
+    let latent_step_ms = median_ms(runs, || async {
+        let y = latent
+            .unet
+            .forward(b, &z, &[500.0], labels(&latent.unet).as_deref())
+            .map_err(err)?;
+        b.download(&y).await.map(|_| ()).map_err(err)
+    })
+    .await?;
+    let decode_ms = median_ms(runs, || async {
+        let y = vae.decode_latents(b, &z).map_err(err)?;
+        b.download(&y).await.map(|_| ()).map_err(err)
+    })
+    .await?;
+    let pixel_step_ms = median_ms(runs, || async {
+        let y = pixel
+            .unet
+            .forward(b, &x, &[500.0], labels(&pixel.unet).as_deref())
+            .map_err(err)?;
+        b.download(&y).await.map(|_| ()).map_err(err)
+    })
+    .await?;
+    Ok(SpeedReport {
+        latent_shape: [lshape[1], lshape[2], lshape[3]],
+        image_shape: [ishape[1], ishape[2], ishape[3]],
+        latent_step_ms,
+        decode_ms,
+        pixel_step_ms,
+    })
+}
+
+/// Times the latent model at `latent_url` against the pixel model at `pixel_url` (both already
+/// loaded), the pixel UNet run at the latent model's output size.
+pub async fn measure_speed(
+    latent_url: &str,
+    info: &ModelInfo,
+    pixel_url: &str,
+) -> Result<SpeedReport, String> {
+    let compute = COMPUTE
+        .with(|c| c.borrow().clone())
+        .ok_or("the backend is not ready yet")?;
+    let get = |u: &str| {
+        MODELS
+            .with(|m| m.borrow().get(u.trim_end_matches('/')).cloned())
+            .ok_or_else(|| format!("model {u} is not loaded"))
+    };
+    let (lat, pix) = (get(latent_url)?, get(pixel_url)?);
+    match (&*compute, &*lat, &*pix) {
+        (Compute::Gpu(b), Net::Gpu(l), Net::Gpu(p)) => speed_on(b, l, p, info).await,
+        (Compute::Cpu(b), Net::Cpu(l), Net::Cpu(p)) => speed_on(b, l, p, info).await,
+        _ => Err("the models were loaded on another backend; reload the page".into()),
+    }
 }
 
 /// What the schedule plot draws: ᾱ_t and SNR over the training timesteps, and the timesteps

@@ -38,20 +38,24 @@ pub fn ForwardView() -> impl IntoView {
             return;
         };
         let (sa, sn) = (ab.sqrt(), (1.0 - ab).sqrt());
-        let eps = noise::randn(0, FORWARD_STREAM, f.xt.len());
+        let img = f.picture();
+        let eps = noise::randn(0, FORWARD_STREAM, img.rgba.len());
         // A one-channel model's image is grey (r = g = b): give it grey noise, one draw per pixel.
-        let grey = f.xt.chunks_exact(4).all(|p| p[0] == p[1] && p[1] == p[2]);
-        let px: Vec<u8> = (0..f.xt.len())
+        let grey = img
+            .rgba
+            .chunks_exact(4)
+            .all(|p| p[0] == p[1] && p[1] == p[2]);
+        let px: Vec<u8> = (0..img.rgba.len())
             .map(|i| {
                 if i % 4 == 3 {
                     return 255;
                 }
                 let e = if grey { eps[i / 4 * 4] } else { eps[i] };
-                let x0 = f.xt[i] as f32 / 127.5 - 1.0;
+                let x0 = img.rgba[i] as f32 / 127.5 - 1.0;
                 crate::pipeline::to_u8(sa * x0 + sn * e)
             })
             .collect();
-        let _ = draw_rgba(&c, &px, f.width, f.height);
+        let _ = draw_rgba(&c, &px, img.width, img.height);
     });
     view! {
         <section class="panel forward" aria-label="Forward process">

@@ -96,6 +96,7 @@ pub fn GenerateView(
                     path: u,
                     classes: vec![],
                     defaults: Default::default(),
+                    pixel_peer: None,
                 },
             );
         }
@@ -288,7 +289,8 @@ where
                     None => "loading…".to_string(),
                     Some(Err(_)) => "not available".to_string(),
                     Some(Ok(m)) => format!(
-                        "{}×{}×{}{}, {} training steps, {:.1} MB of weights",
+                        "{}{}×{}×{}{}, {} training steps, {:.1} MB of weights",
+                        m.latent.as_ref().map(|l| format!("latent model: {}×{}×{} images from ", l.image_channels, l.image_height, l.image_width)).unwrap_or_default(),
                         m.channels, m.height, m.width,
                         m.num_class_embeds.map(|n| format!(", {} classes", n - 1)).unwrap_or_default(),
                         m.num_train_timesteps, m.weight_bytes as f64 / 1e6,
@@ -379,11 +381,18 @@ fn Viewer() -> impl IntoView {
     let xt_ref = NodeRef::<leptos::html::Canvas>::new();
     let x0_ref = NodeRef::<leptos::html::Canvas>::new();
     let current = move || run.frames.with(|v| v.get(run.view.get()).cloned());
+    let is_latent = move || {
+        models
+            .info
+            .get()
+            .and_then(Result::ok)
+            .is_some_and(|m| m.latent.is_some())
+    };
     Effect::new(move |_| {
         let Some(f) = current() else { return };
-        for (r, px) in [(xt_ref, &f.xt), (x0_ref, &f.x0)] {
+        for (r, img) in [(xt_ref, &f.xt), (x0_ref, &f.x0)] {
             if let Some(c) = r.get() {
-                if let Err(e) = draw_rgba(&c, px, f.width, f.height) {
+                if let Err(e) = draw_rgba(&c, &img.rgba, img.width, img.height) {
                     log::warn!("draw: {e}");
                 }
             }
@@ -429,7 +438,8 @@ fn Viewer() -> impl IntoView {
             s.seed.get_untracked(),
             f.index
         );
-        if let Err(e) = download_png(&f.xt, f.width, f.height, &name) {
+        let img = f.picture();
+        if let Err(e) = download_png(&img.rgba, img.width, img.height, &name) {
             run.error.set(Some(format!("download failed: {e}")));
         }
     };
@@ -472,15 +482,37 @@ fn Viewer() -> impl IntoView {
             })}
             {move || run.error.get().map(|e| view! { <div class="error panel" role="alert" id="run-error">{e}</div> })}
             <div class="frames">
-                <figure>
+                <figure class:latent=is_latent>
                     <canvas id="xt" node_ref=xt_ref width="16" height="16" aria-label="The sample x_t at this step"></canvas>
-                    <figcaption>"x_t: the sample now"</figcaption>
+                    <figcaption>{move || if is_latent() {
+                        "x_t: the latent channels now (sample 1)"
+                    } else {
+                        "x_t: the sample now"
+                    }}</figcaption>
                 </figure>
                 <figure>
                     <canvas id="x0" node_ref=x0_ref width="16" height="16" aria-label="The predicted clean image x̂0 at this step"></canvas>
-                    <figcaption>"x̂₀: the model's guess of the final image"</figcaption>
+                    <figcaption>{move || if is_latent() {
+                        "x̂₀ decoded by the VAE: the model's guess of the final image"
+                    } else {
+                        "x̂₀: the model's guess of the final image"
+                    }}</figcaption>
                 </figure>
             </div>
+            {move || is_latent().then(|| view! {
+                <p class="muted" id="decode-note">{move || {
+                    let f = current();
+                    let every = f.as_ref().map(|f| f.decode_every).unwrap_or(1);
+                    let dms = run.frames.with(|v| v.iter().rev().find_map(|f| f.decode_ms));
+                    let sms = f.as_ref().filter(|f| f.index > 0).map(|f| f.ms);
+                    match (dms, sms) {
+                        (Some(d), Some(s)) if every > 1 => format!("x̂₀ is decoded every {every} steps: a decode takes {d:.1} ms, a step {s:.1} ms."),
+                        (Some(d), Some(s)) => format!("x̂₀ is decoded at every step (decode {d:.1} ms, step {s:.1} ms)."),
+                        _ => "x̂₀ is decoded at every step, or every k steps when decoding costs more than a step.".to_string(),
+                    }
+                }}</p>
+                <super::latent_speed::LatentSpeed />
+            })}
             <div class="stats panel" id="run-status" data-state=state
                 data-hash=move || run.summary.get().map(|x| x.hash).unwrap_or_default()
                 data-frames=move || run.frames.with(Vec::len).to_string()

@@ -7,6 +7,7 @@ mod engine;
 mod fetch;
 mod forward;
 mod generate;
+mod latent_speed;
 mod plot;
 mod selftest_page;
 mod settings;
