@@ -7,7 +7,7 @@ the compute study in README.md: 2 CPU cores (AVX2, no AVX-512/AMX), ~2 hours per
 
 from __future__ import annotations
 
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 UNETS = {
     # Class-conditional: labels 0..9 plus the null class 10 for classifier-free guidance.
@@ -25,6 +25,25 @@ UNETS = {
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         norm_num_groups=8, attention_head_dim=32,
     ),
+    # Issue 6: DDPM in the 4x16x16 latent space of the `vae-f4` autoencoder (emoji at 64x64).
+    # (32, 64, 128) at 16x16 costs ~1/3 of the 32x32 pixel `emoji` UNet per step (H*W*C^2 per
+    # level) while its output is 64x64; (64, 128, 128) trained at a third of the speed here.
+    "emoji-latent": dict(
+        sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64, 128), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=32,
+    ),
+    # Issue 7: 32->64 super-resolution. Input = [x_t (3), lowres_up (3)] (data.sr_condition), output
+    # the noise (3). Thin at 64x64 (16 channels) because that level costs 4x a 32x32 one.
+    "emoji-sr": dict(
+        sample_size=64, in_channels=6, out_channels=3,
+        block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=32,
+    ),
     # A few thousand parameters' worth of every block kind, for the Rust parity test.
     "tiny": dict(
         sample_size=32, in_channels=1, out_channels=1,
@@ -40,9 +59,43 @@ TRAIN = {
                     ema_decay=0.999, cond_drop=0.1, hflip=False, guidance_scale=2.0),
     "emoji": dict(dataset="emoji", batch_size=32, lr=1e-3, warmup=200, max_steps=12000,
                   ema_decay=0.999, cond_drop=0.0, hflip=True, guidance_scale=1.0),
+    # Latent: `dataset` is the cached posterior (mean, std) of every training image (and its mirror
+    # image) under the `vae` run; each batch samples z = (mean + std * noise) * scaling_factor.
+    "emoji-latent": dict(dataset="emoji-latent", vae="vae-f4", batch_size=32, lr=1e-3, warmup=200,
+                         max_steps=12000, ema_decay=0.999, cond_drop=0.0, hflip=True, guidance_scale=1.0),
+    # Super-resolution: x0 = the 64x64 image, conditioned on data.sr_condition(x0).
+    "emoji-sr": dict(dataset="emoji64", sr=True, batch_size=16, lr=1e-3, warmup=200, max_steps=12000,
+                     ema_decay=0.999, cond_drop=0.0, hflip=True, guidance_scale=1.0),
     "tiny": dict(dataset="fashion", batch_size=16, lr=1e-3, warmup=0, max_steps=20,
                  ema_decay=0.9, cond_drop=0.1, hflip=False, guidance_scale=2.0),
 }
+
+# AutoencoderKL for issue 6: only DownEncoderBlock2D / UpDecoderBlock2D (what the Rust engine
+# implements), mid block with attention (diffusers' default), 4 latent channels, emoji at 64x64.
+# The factor (f4: 4x16x16 latents, f8: 4x8x8) was chosen by the study in README.md.
+def _vae(ch):
+    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+                down_block_types=("DownEncoderBlock2D",) * len(ch), up_block_types=("UpDecoderBlock2D",) * len(ch),
+                block_out_channels=ch, layers_per_block=1, norm_num_groups=8)
+
+
+VAES = {
+    "vae-f4": _vae((16, 32, 64)),
+    "vae-f8": _vae((16, 32, 64, 64)),
+    "vae-tiny": _vae((8, 8, 16)),
+}
+# L1 reconstruction (mean over pixels) + kl_weight * KL (sum over latent elements, mean over batch,
+# divided by the pixels per image), i.e. Stable Diffusion's 1e-6 weight on summed losses.
+VAE_TRAIN = {
+    "vae-f4": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=1500, kl_weight=1e-6, hflip=True),
+    "vae-f8": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=4000, kl_weight=1e-6, hflip=True),
+    "vae-tiny": dict(dataset="emoji64", batch_size=8, lr=1e-3, warmup=0, max_steps=10, kl_weight=1e-6, hflip=True),
+}
+
+
+def make_vae(name: str) -> AutoencoderKL:
+    return AutoencoderKL(**VAES[name])
+
 
 # Standard DDPM (Ho et al. 2020): 1000 steps, linear betas 1e-4..0.02, epsilon prediction.
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,

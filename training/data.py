@@ -1,7 +1,8 @@
 """Dataset loaders: Fashion-MNIST (Debian `dataset-fashion-mnist`) and emoji (npm
 `emoji-datasource-google` / `-twitter`), as uint8 tensors held in memory.
 
-Both return `Split(images, labels)` with images uint8 `[N, C, 32, 32]`; `to_model_range`
+Both return `Split(images, labels)` with images uint8 `[N, C, 32, 32]` (`emoji64`: the same
+emoji and split at 64x64); `to_model_range`
 maps them to the model's [-1, 1]. Everything fits in RAM (60k x 1 x 32 x 32 = 61 MB),
 so training indexes tensors directly instead of using loader workers: the machine has
 two cores and the compiler needs them.
@@ -37,7 +38,7 @@ EMOJI_HELDOUT_FRACTION = 0.1
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 [N, C, 32, 32]
+    images: torch.Tensor  # uint8 [N, C, H, W], H = W = 32 (64 for emoji64)
     labels: torch.Tensor  # int64 [N]
     class_names: list[str]
 
@@ -56,6 +57,19 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def sr_lowres(x64: torch.Tensor) -> torch.Tensor:
+    """The super-resolution model's low-resolution input: [-1, 1] [N, 3, 64, 64] -> [N, 3, 32, 32]
+    by 2x2 box averaging (`F.interpolate(mode="area")`)."""
+    return torch.nn.functional.interpolate(x64, size=32, mode="area")
+
+
+def sr_condition(lowres32: torch.Tensor) -> torch.Tensor:
+    """What `emoji-sr` concatenates to x_t (channels 3..5) at every step: the 32x32 image in
+    [-1, 1], bicubic-upsampled 2x with `align_corners=False` (not clamped). The Rust engine
+    computes exactly this."""
+    return torch.nn.functional.interpolate(lowres32, scale_factor=2, mode="bicubic", align_corners=False)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -141,15 +155,19 @@ def load_emoji(split: str, size: int = 32) -> Split:
 
 
 def load(dataset: str, split: str) -> Split:
+    """`dataset`: "fashion" (1x32x32), "emoji" (3x32x32) or "emoji64" (3x64x64: the same emoji and
+    the same held-out split at the source PNGs' native 64x64, for the VAE and super-resolution)."""
     if dataset == "fashion":
         return load_fashion(split)
     if dataset == "emoji":
         return load_emoji(split)
-    raise ValueError(f"unknown dataset {dataset!r} (expected 'fashion' or 'emoji')")
+    if dataset == "emoji64":
+        return load_emoji(split, size=64)
+    raise ValueError(f"unknown dataset {dataset!r} (expected 'fashion', 'emoji' or 'emoji64')")
 
 
 if __name__ == "__main__":
-    for ds in ("fashion", "emoji"):
+    for ds in ("fashion", "emoji", "emoji64"):
         for sp in ("train", "heldout"):
             s = load(ds, sp)
             print(ds, sp, tuple(s.images.shape), s.images.dtype, "classes:", len(s.class_names),

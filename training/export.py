@@ -1,22 +1,31 @@
 """Export a run's EMA weights as a diffusers pipeline folder, f16, with a model card.
 
     python export.py --config fashion        # runs/fashion/checkpoint.pt -> assets/models/fashion/
+    python export.py --config emoji-latent   # + runs/vae-f4 -> assets/models/emoji-latent/ (issue 6)
+    python export.py --config emoji-sr       # -> assets/models/emoji-sr/ (issue 7)
 
 Writes `model_index.json` (DDPMPipeline), `unet/config.json`,
 `unet/diffusion_pytorch_model.safetensors` (f16), `scheduler/scheduler_config.json`
 (DDPMScheduler), `stepwise.json` (what the app needs beyond diffusers: guidance scale, class
 names, null class), `samples.png` and `MODEL_CARD.md`. The folder is then checked by loading
 it with diffusers' DDPMPipeline and DDIMPipeline and sampling two steps.
+
+`emoji-latent` adds `vae/` (AutoencoderKL, f16, `scaling_factor` in its config.json) and
+`pipeline_latent_ddpm.py` (diffusers has no stock pipeline with components vae/unet/scheduler;
+see that file); `emoji-sr` is a DDPMPipeline folder whose UNet takes 6 channels (x_t and the
+bicubic-upsampled low-resolution image), so it loads in DDPMPipeline but samples only through
+`sampling.sample(..., cond=...)` (or the app), not through `pipe()`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from diffusers import DDIMPipeline, DDPMPipeline, UNet2DModel
+from diffusers import AutoencoderKL, DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 
 import configs
 from data import FASHION_CLASSES, NULL_CLASS
@@ -36,6 +45,17 @@ DATA_NOTES = {
         "64x64 RGBA composited on white and downsampled to 32x32 (Lanczos); every skin-tone variant included. "
         "Held-out set: 10% of base emoji (with all their variants), chosen by a hash of the code point, "
         "never trained on. Generated images are derivatives of CC-BY-4.0 and Apache-2.0 artwork: attribute "
+        "Twemoji (https://github.com/jdecked/twemoji) and Noto Emoji (https://github.com/googlefonts/noto-emoji)."),
+    "emoji-latent": (
+        "The same emoji (Noto Emoji, Apache License 2.0, and Twemoji, CC-BY 4.0, from the npm packages "
+        "`emoji-datasource-google` / `-twitter` 16.0.0) at their native 64x64, composited on white; the same "
+        "held-out split (10% of base emoji, all variants, by a hash of the code point), used for both the "
+        "autoencoder and the latent UNet. Attribute Twemoji (https://github.com/jdecked/twemoji) and Noto Emoji "
+        "(https://github.com/googlefonts/noto-emoji) when using generated images."),
+    "emoji-sr": (
+        "The same emoji (Noto Emoji, Apache License 2.0, and Twemoji, CC-BY 4.0, from the npm packages "
+        "`emoji-datasource-google` / `-twitter` 16.0.0) at their native 64x64, composited on white; training "
+        "pairs are (64x64 image, its 32x32 area-downsampled version). Same held-out split as `emoji`. Attribute "
         "Twemoji (https://github.com/jdecked/twemoji) and Noto Emoji (https://github.com/googlefonts/noto-emoji)."),
     "tiny": "A small subset of Fashion-MNIST (MIT), for the quick parity test only.",
 }
@@ -171,6 +191,280 @@ Compute: {info['train_hours']} wall-clock hours of training on {info['threads']}
     (out / "MODEL_CARD.md").write_text(card)
 
 
+# ---------------------------------------------------------------- latent model (issue 6)
+
+def _hours(meta) -> float:
+    return round(meta["train_seconds"] / 3600, 2)
+
+
+def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, vae_run: Path | None = None) -> None:
+    """`unet` trained on the latents of `vae_run` (default runs/<train.vae>) -> a pipeline folder with
+    vae/, unet/, scheduler/ and the custom pipeline file."""
+    from train_vae import load_vae
+    tcfg = meta["train"]
+    vae_run = vae_run or HERE / "runs" / tcfg["vae"]
+    vck = torch.load(vae_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if vck["step"] != tcfg["vae_step"]:
+        raise SystemExit(f"the UNet trained on latents of VAE step {tcfg['vae_step']} but {vae_run} is at step "
+                         f"{vck['step']}: export needs the VAE the latents came from")
+    vae_metrics = json.loads((vae_run / "vae.json").read_text())
+    vae = load_vae(vae_run)
+    vae.register_to_config(scaling_factor=float(tcfg["scaling_factor"]))
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("vae", "unet", "scheduler"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    vae.half().save_pretrained(out / "vae", safe_serialization=True)
+    unet.half().save_pretrained(out / "unet", safe_serialization=True)
+    configs.make_scheduler().save_pretrained(out / "scheduler")
+    shutil.copy(HERE / "pipeline_latent_ddpm.py", out / "pipeline_latent_ddpm.py")
+    import diffusers
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": ["pipeline_latent_ddpm", "LatentDDPMPipeline"],
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "unet": ["diffusers", "UNet2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }, indent=2) + "\n")
+    info = {
+        "name": meta["config"], "kind": "latent", "conditional": False, "class_names": [], "null_class": None,
+        "guidance_scale": 1.0, "default_steps": 50, "default_eta": 1.0,
+        "train_steps": meta["step"], "images_seen": meta["images_seen"], "train_hours": _hours(meta),
+        "threads": meta.get("threads"),
+        "scaling_factor": float(tcfg["scaling_factor"]),
+        "vae": {k: vae_metrics[k] for k in ("config", "step", "images_seen", "train_hours", "latent_shape",
+                                             "heldout_psnr_db", "heldout_psnr_median_db", "heldout_n",
+                                             "bicubic_from_32_psnr_db", "decode_images_per_s", "threads")},
+    }
+    info["vae"]["train"] = vck["train"]
+    (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
+    if grid:
+        x = sample_latent_images(out, 80, steps=50, seed=0, eta=1.0)
+        grid_png(x, out / "samples.png", nrow=10, scale=2)
+    write_latent_card(out)
+
+
+@torch.no_grad()
+def sample_latent_images(folder: Path, n: int, steps: int, seed: int, eta: float, batch: int = 100) -> torch.Tensor:
+    """n images [-1, 1] from an exported latent folder's f16 weights (upcast): DDIM in latent space,
+    then vae.decode(latents / scaling_factor)."""
+    unet = UNet2DModel.from_pretrained(folder / "unet").float().eval()
+    vae = AutoencoderKL.from_pretrained(folder / "vae").float().eval()
+    sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    z = sample(unet, sched_cfg, n, steps=steps, seed=seed, eta=eta, batch=batch)
+    return torch.cat([vae.decode(z[i:i + batch] / vae.config.scaling_factor).sample
+                      for i in range(0, n, batch)]).clamp(-1, 1)
+
+
+def check_loads_latent(out: Path) -> None:
+    AutoencoderKL.from_pretrained(out, subfolder="vae")
+    UNet2DModel.from_pretrained(out, subfolder="unet")
+    pipe = DiffusionPipeline.from_pretrained(out, trust_remote_code=True, dtype=torch.float32)
+    assert type(pipe).__name__ == "LatentDDPMPipeline", type(pipe)
+    img = pipe(batch_size=1, num_inference_steps=2, output_type="np").images
+    assert img.shape == (1, 64, 64, 3), img.shape
+    print(f"{out}: vae/ and unet/ load in diffusers; DiffusionPipeline.from_pretrained(trust_remote_code=True) samples")
+
+
+def write_latent_card(out: Path) -> None:
+    info = json.loads((out / "stepwise.json").read_text())
+    ucfg = json.loads((out / "unet" / "config.json").read_text())
+    vcfg = json.loads((out / "vae" / "config.json").read_text())
+    v = info["vae"]
+    vt = v["train"]
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    n_unet = sum(t.numel() for t in UNet2DModel.from_pretrained(out / "unet").parameters())
+    n_vae = sum(t.numel() for t in AutoencoderKL.from_pretrained(out / "vae").parameters())
+    mb = lambda sub: (out / sub / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6  # noqa: E731
+    tcfg = configs.TRAIN.get(info["name"], {})
+    c, h = v["latent_shape"][0], v["latent_shape"][1]
+    f = 64 // h
+    status = ""
+    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+        status = (f"\n**Early checkpoint**: UNet step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss "
+                  f"is still falling. `training/run_latent.sh` resumes training, then re-exports and re-evaluates.")
+    card = f"""# `{info['name']}`: latent diffusion on 64x64 emoji for stepwise
+
+![samples](samples.png)
+
+`samples.png`: 50 DDIM steps (eta 1) in latent space from the shipped f16 weights, seed 0, decoded by the VAE.
+
+## Data
+{DATA_NOTES.get(info['name'], '')}
+
+## Architecture
+Two diffusers models, both built only from block types the stepwise engine implements:
+
+- `vae/`: `AutoencoderKL`, {n_vae / 1e6:.2f} M parameters ({mb('vae'):.1f} MB f16): `block_out_channels`
+  {tuple(vcfg['block_out_channels'])} (`DownEncoderBlock2D` / `UpDecoderBlock2D`, `layers_per_block`
+  {vcfg['layers_per_block']}, mid block with attention), `norm_num_groups` {vcfg['norm_num_groups']},
+  **{c} latent channels at {h}x{h}** (downsampling factor {f}: 64x64x3 = 12,288 values -> {c * h * h:,}),
+  `scaling_factor` **{vcfg['scaling_factor']:.4f}** = 1 / std of sampled training latents.
+- `unet/`: `UNet2DModel`, {n_unet / 1e6:.2f} M parameters ({mb('unet'):.1f} MB f16), {ucfg['in_channels']} channels in and
+  out at {ucfg['sample_size']}x{ucfg['sample_size']}, `block_out_channels` {tuple(ucfg['block_out_channels'])},
+  `layers_per_block` {ucfg['layers_per_block']}, `down_block_types` {tuple(ucfg['down_block_types'])},
+  `up_block_types` {tuple(ucfg['up_block_types'])}, `norm_num_groups` {ucfg['norm_num_groups']},
+  `attention_head_dim` {ucfg['attention_head_dim']}. Unconditional.
+- `scheduler/`: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction (on the scaled
+  latents). Sample with DDIM (50 steps, eta 1) or DDPM.
+
+Generation: latents ~ N(0, I) [B, {c}, {h}, {h}] -> denoise -> `image = vae.decode(latents / scaling_factor).sample`
+(in [-1, 1]).
+
+## Loading in diffusers
+```python
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel
+vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
+unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)   # LatentDDPMPipeline
+images = pipe(batch_size=4, num_inference_steps=50, eta=1.0).images
+```
+diffusers 0.42 has no stock pipeline whose components are exactly `vae`, `unet`, `scheduler`
+(`LDMPipeline` calls its autoencoder `vqvae`; `DiTPipeline` wants a transformer), so
+`model_index.json` names `pipeline_latent_ddpm.LatentDDPMPipeline`, the ~40-line file in this
+folder (`LDMPipeline.__call__` with `vqvae` renamed `vae`); diffusers loads it from the folder when
+given `trust_remote_code=True`. Without that flag, load the three components as above (or
+`LDMPipeline(vqvae=vae, unet=unet, scheduler=scheduler)`, which divides by the same `scaling_factor`).
+
+## Training
+1. **Autoencoder** (`training/train_vae.py --config {v['config']}`): L1 reconstruction + KL weight
+   {vt['kl_weight']} (Stable Diffusion's weight relative to summed losses; no perceptual or adversarial loss: no
+   pretrained networks could be downloaded), AdamW lr {vt['lr']}, batch {vt['batch_size']}, random horizontal flips,
+   fp32, {v['step']:,} steps ({v['images_seen']:,} images, {v['train_hours']} h).
+   **Held-out reconstruction PSNR: {v['heldout_psnr_db']} dB** (mean over the {v['heldout_n']} held-out emoji, posterior
+   mode, median {v['heldout_psnr_median_db']} dB; for scale, bicubic 2x upscaling of the 32x32 area-downsampled image scores
+   {v['bicubic_from_32_psnr_db']} dB). Decoding: {v['decode_images_per_s']} images/s on one CPU thread (PyTorch).
+2. **Latent UNet** (`training/train.py --config {info['name']}`): DDPM on
+   `vae.encode(x).latent_dist.sample() * scaling_factor`, the posterior mean/std of every training image and its
+   mirror image cached once (`train_vae.py --finalize`) and re-sampled every batch. AdamW lr {tcfg.get('lr')}
+   ({tcfg.get('warmup')} warm-up steps), batch {tcfg.get('batch_size')}, gradient clipping 1.0, EMA (decay
+   min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, fp32. Exported from the EMA weights at step
+   **{info['train_steps']}** ({info['images_seen']:,} latents seen).
+{status}
+
+Compute: VAE {v['train_hours']} h + UNet {info['train_hours']} h wall-clock of one CPU thread each on a 2-core AMD
+EPYC (AVX2) shared with other training lanes and a Rust compile, no GPU.
+
+## Metrics
+{_fmt_metrics(metrics)}
+"""
+    (out / "MODEL_CARD.md").write_text(card)
+
+
+# ---------------------------------------------------------------- super-resolution (issue 7)
+
+def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
+    from data import load, sr_condition, sr_lowres, to_model_range
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = DDPMPipeline(unet=unet.half(), scheduler=configs.make_scheduler())
+    pipe.save_pretrained(out, safe_serialization=True)
+    unet.float()
+    info = {
+        "name": meta["config"], "kind": "super-resolution", "conditional": False, "class_names": [],
+        "null_class": None, "guidance_scale": 1.0, "default_steps": 50, "default_eta": 0.0,
+        "scale": 2, "input_size": 32, "output_size": 64,
+        "condition": "unet input = cat([x_t, F.interpolate(lowres32, scale_factor=2, mode='bicubic', "
+                     "align_corners=False)], dim=1), lowres32 in [-1, 1]",
+        "train_steps": meta["step"], "images_seen": meta["images_seen"], "train_hours": _hours(meta),
+        "threads": meta.get("threads"),
+    }
+    (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
+    if grid:
+        shipped = UNet2DModel.from_pretrained(out / "unet").float().eval()
+        truth = to_model_range(load("emoji64", "heldout").images[:20])
+        cond = sr_condition(sr_lowres(truth))
+        x = sample(shipped, pipe.scheduler.config, 20, steps=50, seed=0, eta=0.0, cond=cond)
+        rows = [torch.cat([a[i:i + 10] for a in (cond, x, truth)]) for i in (0, 10)]
+        grid_png(torch.cat(rows), out / "samples.png", nrow=10, scale=2)
+    write_sr_card(out)
+
+
+def check_loads_sr(out: Path) -> None:
+    from data import sr_condition
+    for cls in (DDPMPipeline, DDIMPipeline):
+        pipe = cls.from_pretrained(out, dtype=torch.float32)
+        assert pipe.unet.config.in_channels == 6 and pipe.unet.config.out_channels == 3
+        x = torch.randn(1, 3, 64, 64)
+        lo = sr_condition(torch.zeros(1, 3, 32, 32))
+        eps = pipe.unet(torch.cat([x, lo], 1), torch.tensor([999])).sample
+        pipe.scheduler.set_timesteps(2)
+        pipe.scheduler.step(eps, pipe.scheduler.timesteps[0], x)
+    print(f"{out}: loads in DDPMPipeline and DDIMPipeline (UNet run with the low-resolution condition)")
+
+
+def write_sr_card(out: Path) -> None:
+    info = json.loads((out / "stepwise.json").read_text())
+    ucfg = json.loads((out / "unet" / "config.json").read_text())
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    nparams = sum(t.numel() for t in UNet2DModel.from_pretrained(out / "unet").parameters())
+    size_mb = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6
+    tcfg = configs.TRAIN.get(info["name"], {})
+    status = ""
+    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+        status = (f"\n**Early checkpoint**: step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss is "
+                  f"still falling. `training/run_latent.sh` resumes training, then re-exports and re-evaluates.")
+    card = f"""# `{info['name']}`: 32x32 -> 64x64 super-resolution diffusion for stepwise
+
+![samples](samples.png)
+
+`samples.png`, for 20 held-out emoji (never trained on), in groups of three rows: the 32x32 input upscaled
+bicubically (what the model is conditioned on), the model's 64x64 output (DDIM 50 steps, eta 0, seed 0, shipped
+f16 weights), the real 64x64 image.
+
+## Data
+{DATA_NOTES.get(info['name'], '')}
+
+## The conditioning contract
+A diffusers `UNet2DModel` with {ucfg['in_channels']} input channels, as in `LDMSuperResolutionPipeline`
+(but in pixel space): at every denoising step
+
+```python
+lowres_up = F.interpolate(lowres32, scale_factor=2, mode="bicubic", align_corners=False)  # [B,3,64,64], not clamped
+eps = unet(torch.cat([x_t, lowres_up], dim=1), t).sample                                 # x_t: [B,3,64,64]
+```
+
+with `lowres32` the 32x32 RGB image in [-1, 1] (e.g. a sample of the `emoji` model). In training,
+`lowres32 = F.interpolate(x64, size=32, mode="area")` (2x2 box average) of the 64x64 image
+(`training/data.py`: `sr_lowres`, `sr_condition`). The output x_0 is the 64x64 image in [-1, 1].
+
+## Architecture
+`UNet2DModel`, {nparams / 1e6:.2f} M parameters ({size_mb:.1f} MB f16): {ucfg['in_channels']} channels in,
+{ucfg['out_channels']} out, {ucfg['sample_size']}x{ucfg['sample_size']}, `block_out_channels` {tuple(ucfg['block_out_channels'])},
+`layers_per_block` {ucfg['layers_per_block']}, `down_block_types` {tuple(ucfg['down_block_types'])},
+`up_block_types` {tuple(ucfg['up_block_types'])}, `norm_num_groups` {ucfg['norm_num_groups']},
+`attention_head_dim` {ucfg['attention_head_dim']}. Thin at 64x64 because a 64x64 level costs 4x a 32x32 one.
+
+Scheduler: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction. Sample with DDIM;
+eta 0 (deterministic) is what the metrics use and what `stepwise.json` recommends.
+
+## Loading in diffusers
+`DDPMPipeline.from_pretrained(path)` / `DDIMPipeline.from_pretrained(path)` load it (`model_index.json` says
+DDPMPipeline; diffusers has no pixel-space super-resolution pipeline: `LDMSuperResolutionPipeline` needs a
+`vqvae`), but their `__call__` cannot pass the condition, so run the loaded `unet` and `scheduler` with the
+concatenation above (`training/sampling.py`: `sample(unet, scheduler.config, n, cond=lowres_up)`).
+
+## Training
+`training/train.py --config {info['name']}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps), batch
+{tcfg.get('batch_size')}, gradient clipping 1.0, EMA (decay min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on
+the noise, random horizontal flips (of the pair), fp32. Exported from the EMA weights at step
+**{info['train_steps']}** ({info['images_seen']:,} images seen).
+{status}
+
+Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) of a 2-core AMD EPYC
+(AVX2) shared with other training lanes and a Rust compile, no GPU.
+
+## Metrics
+{_fmt_metrics(metrics)}
+"""
+    (out / "MODEL_CARD.md").write_text(card)
+
+
+def write_any_card(out: Path) -> None:
+    kind = json.loads((out / "stepwise.json").read_text()).get("kind", "pixel")
+    {"latent": write_latent_card, "super-resolution": write_sr_card}.get(kind, write_model_card)(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(configs.UNETS))
@@ -179,18 +473,31 @@ def main(argv=None):
     p.add_argument("--ckpt", type=Path, default=None, help="default training/runs/<config>/checkpoint.pt")
     p.add_argument("--out", type=Path, default=None, help="default assets/models/<config>/")
     p.add_argument("--no-grid", action="store_true")
+    p.add_argument("--vae-run", type=Path, default=None, help="latent configs: default training/runs/<config's vae>")
     args = p.parse_args(argv)
     if args.check is not None:
-        for d in args.check or [REPO / "assets" / "models" / n for n in ("fashion", "emoji")]:
-            check_loads(d)
+        for d in args.check or [REPO / "assets" / "models" / n for n in ("fashion", "emoji", "emoji-latent",
+                                                                          "emoji-sr")]:
+            if not d.exists():
+                print(f"{d}: not exported yet")
+                continue
+            kind = json.loads((d / "stepwise.json").read_text()).get("kind", "pixel")
+            {"latent": check_loads_latent, "super-resolution": check_loads_sr}.get(kind, check_loads)(d)
         return
     if args.config is None:
         p.error("--config is required (or --check)")
     ckpt = args.ckpt or HERE / "runs" / args.config / "checkpoint.pt"
     out = args.out or REPO / "assets" / "models" / args.config
     unet, meta = load_ema_unet(ckpt)
-    export(unet, meta, out, grid=not args.no_grid)
-    check_loads(out)
+    if meta["train"]["dataset"] == "emoji-latent":
+        export_latent(unet, meta, out, grid=not args.no_grid, vae_run=args.vae_run)
+        check_loads_latent(out)
+    elif meta["train"].get("sr"):
+        export_sr(unet, meta, out, grid=not args.no_grid)
+        check_loads_sr(out)
+    else:
+        export(unet, meta, out, grid=not args.no_grid)
+        check_loads(out)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ from data import NULL_CLASS, to_uint8
 @torch.no_grad()
 def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | None = None,
            guidance_scale: float = 1.0, steps: int = 50, seed: int = 0, batch: int = 250,
-           eta: float = 0.0) -> torch.Tensor:
-    """Returns n samples in [-1, 1], shape [n, C, H, W], float32 on CPU.
+           eta: float = 0.0, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns n samples, shape [n, C, H, W] (C = out_channels), float32 on CPU: images in
+    [-1, 1], or scaled latents for a latent UNet (decode them with the VAE).
+
+    `cond` [n, C', H, W], if given, is concatenated to x_t along channels at every step (the
+    super-resolution model's upsampled low-resolution image, as in LDMSuperResolutionPipeline).
 
     Guidance (Ho & Salimans 2022): eps = eps(x, null) + w * (eps(x, y) - eps(x, null)).
     w = 1 is plain conditional sampling; labels=None samples an unconditional UNet.
@@ -30,12 +34,15 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
     out = []
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        x = torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
+        x = torch.randn(b, cfg.out_channels, cfg.sample_size, cfg.sample_size, generator=g)
         x = x.to(dev)
         y = labels[i:i + b].to(dev) if labels is not None else None
+        c = cond[i:i + b].to(dev) if cond is not None else None
         for t in sched.timesteps:
             tt = t.expand(b).to(dev) if t.dim() == 0 else t
-            if y is None:
+            if c is not None:
+                eps = unet(torch.cat([x, c], 1).to(dtype), tt).sample.float()
+            elif y is None:
                 eps = unet(x.to(dtype), tt).sample.float()
             elif guidance_scale == 1.0:
                 eps = unet(x.to(dtype), tt, class_labels=y).sample.float()

@@ -11,6 +11,14 @@ before exiting. Outputs in `<out>/`: `loss.csv` (step, loss, lr, images/s, secon
 Class-conditional configs (`num_class_embeds` = 11) train with label dropout: with
 probability `cond_drop` the label is replaced by the null class 10, which is what
 classifier-free guidance conditions on at sampling time.
+
+Two more kinds of x0 (issues 6 and 7), same loop otherwise:
+- latent (`dataset` "emoji-latent"): x0 = (mean + std * noise) * scaling_factor, drawn each
+  batch from the posterior cached by `train_vae.py --finalize` (runs/<vae>/latents.pt; the
+  mirrored image's posterior for flipped samples); sample grids are decoded with that VAE;
+- super-resolution (`sr`): x0 is the 64x64 image and the UNet input is
+  cat([x_t, sr_condition(sr_lowres(x0))]) (data.py); grids show bicubic | model | truth rows
+  for held-out emoji.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 import configs
-from data import NULL_CLASS, load, to_model_range
+from data import NULL_CLASS, load, sr_condition, sr_lowres, to_model_range
 from sampling import grid_png, sample
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--sample-every", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    p.add_argument("--vae-run", type=Path, default=None,
+                   help="latent configs: the VAE run folder with latents.pt (default training/runs/<config's vae>)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from an exported folder's unet/ weights (model and EMA) instead of scratch")
     return p.parse_args(argv)
@@ -94,10 +104,21 @@ def main(argv=None):
         (out / "samples").mkdir(parents=True, exist_ok=True)
     dev = acc.device
 
-    data = load(tcfg["dataset"], "train")
-    if args.subset:
-        data = data.subset(args.subset)
-    images, labels = data.images, data.labels
+    latent = tcfg["dataset"] == "emoji-latent"
+    sr = tcfg.get("sr", False)
+    if latent:
+        vae_run = args.vae_run or HERE / "runs" / tcfg["vae"]
+        cache = torch.load(vae_run / "latents.pt", map_location="cpu")
+        lat_mean, lat_std = cache["mean"], cache["std"]  # f16 [N, 2 (mirror), C, h, w]
+        tcfg.update(scaling_factor=cache["scaling_factor"], vae_step=cache["vae_step"])
+        if args.subset:
+            lat_mean, lat_std = lat_mean[:args.subset], lat_std[:args.subset]
+        images, labels = lat_mean, None
+    else:
+        data = load(tcfg["dataset"], "train")
+        if args.subset:
+            data = data.subset(args.subset)
+        images, labels = data.images, data.labels
     conditional = configs.is_conditional(args.config)
 
     torch.manual_seed(args.seed)
@@ -122,6 +143,9 @@ def main(argv=None):
         opt.load_state_dict(ck["opt"])
         lr_sched.load_state_dict(ck["lr_sched"])
         step, train_seconds, images_seen = ck["step"], ck["train_seconds"], ck["images_seen"]
+        if latent and ck["train"].get("vae_step") != tcfg["vae_step"]:
+            raise SystemExit(f"{ckpt_path} trained on latents of VAE step {ck['train'].get('vae_step')}, "
+                             f"but {vae_run}/latents.pt is from step {tcfg['vae_step']}: move one of them away")
         gen.set_state(ck["gen"][acc.process_index] if acc.process_index < len(ck["gen"]) else ck["gen"][0])
         acc.print(f"resumed {ckpt_path} at step {step}")
 
@@ -154,7 +178,17 @@ def main(argv=None):
         if not main_proc:
             return
         n_cls = 10
-        if conditional:
+        if latent:
+            from train_vae import load_vae
+            z = sample(ema.model, sched.config, 40, steps=20, seed=0, eta=1.0)
+            with torch.no_grad():
+                x = load_vae(vae_run).decode(z / tcfg["scaling_factor"]).sample
+        elif sr:
+            truth = to_model_range(load(tcfg["dataset"], "heldout").images[:10])
+            cond = sr_condition(sr_lowres(truth))
+            x = sample(ema.model, sched.config, 10, steps=20, seed=0, eta=1.0, cond=cond)
+            x = torch.cat([cond, x, truth])
+        elif conditional:
             y = torch.arange(n_cls).repeat(4)
             x = sample(ema.model, sched.config, len(y), labels=y, guidance_scale=tcfg["guidance_scale"],
                        steps=20, seed=0, eta=1.0)
@@ -175,10 +209,16 @@ def main(argv=None):
     while step < tcfg["max_steps"] and not stop["flag"]:
         t0 = time.time()
         idx = torch.randint(n_train, (b,), generator=gen)
-        x0 = to_model_range(images[idx])
-        if tcfg["hflip"]:
-            flip = torch.rand(b, generator=gen) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        if latent:
+            k = (torch.rand(b, generator=gen) < 0.5).long() if tcfg["hflip"] else torch.zeros(b, dtype=torch.long)
+            m, s = lat_mean[idx, k].float(), lat_std[idx, k].float()
+            x0 = (m + s * torch.randn(m.shape, generator=gen)) * tcfg["scaling_factor"]
+        else:
+            x0 = to_model_range(images[idx])
+            if tcfg["hflip"]:
+                flip = torch.rand(b, generator=gen) < 0.5
+                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        cond = sr_condition(sr_lowres(x0)).to(dev) if sr else None
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
         y = None
@@ -188,6 +228,8 @@ def main(argv=None):
             y = y.to(dev)
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         xt = sched.add_noise(x0, noise, t)
+        if cond is not None:
+            xt = torch.cat([xt, cond], 1)
         with acc.autocast():
             pred = unet(xt, t, class_labels=y).sample
         loss = F.mse_loss(pred.float(), noise)
