@@ -135,10 +135,23 @@ impl GpuContext {
         })
     }
 
-    /// "adapter name (backend)".
+    /// "name, driver, driver info, vendor:device (backend, device type)" with only the fields the
+    /// adapter fills in: in the browser wgpu has only GPUAdapterInfo's description, which
+    /// SwiftShader leaves empty ("unnamed adapter (BrowserWebGpu, Cpu)" then).
     pub fn describe(&self) -> String {
         let i = &self.adapter_info;
-        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        let mut parts: Vec<String> = [&i.name, &i.driver, &i.driver_info]
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect();
+        if i.vendor != 0 || i.device != 0 {
+            parts.push(format!("{:04x}:{:04x}", i.vendor, i.device));
+        }
+        if parts.is_empty() {
+            parts.push("unnamed adapter".into());
+        }
+        format!("{} ({:?}, {:?})", parts.join(", "), i.backend, i.device_type)
     }
 
     /// Total compute dispatches recorded so far (benchmarks use it).

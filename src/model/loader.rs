@@ -27,6 +27,19 @@ pub struct DirSource(pub std::path::PathBuf);
 impl FileSource for DirSource {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
         let path = self.0.join(rel);
+        // Refuse what no limit admits before reading it into memory.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let max = crate::model::limits::MAX_WEIGHTS_BYTES as u64;
+            if meta.len() > max {
+                return Err(Error::Safetensors {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "{} bytes exceeds the limit of {max} bytes (see RELIABILITY.md: size limits)",
+                        meta.len()
+                    ),
+                });
+            }
+        }
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -74,6 +87,14 @@ const WEIGHT_NAMES: [&str; 2] = [
 fn text(src: &dyn FileSource, rel: &str) -> Result<Option<String>> {
     match src.read(rel)? {
         None => Ok(None),
+        Some(b) if b.len() > crate::model::limits::MAX_CONFIG_BYTES => Err(Error::Json {
+            path: format!("{}/{rel}", src.describe()),
+            message: format!(
+                "{} bytes exceeds the limit of {} bytes for a JSON file",
+                b.len(),
+                crate::model::limits::MAX_CONFIG_BYTES
+            ),
+        }),
         Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::Json {
             path: format!("{}/{rel}", src.describe()),
             message: "not UTF-8 text".into(),
@@ -160,4 +181,80 @@ pub fn load_vae_files(src: &dyn FileSource) -> Result<Option<VaeFiles>> {
     let config = AutoencoderKLConfig::from_json(&cfg_text, &format!("{root}/{rel}"))?;
     let weights = read_weights(src, dir)?;
     Ok(Some(VaeFiles { config, weights }))
+}
+
+/// The paths of a picked or dropped folder made relative to the model folder, as a
+/// [`MemorySource`] wants them. A picked folder's paths start with its name
+/// (`my-model/unet/config.json`); a top folder shared by every path is stripped, as often as it
+/// is shared, so picking the model folder, the folder above it, or selecting its loose files all
+/// work. Backslashes and leading slashes are normalised away.
+pub fn model_relative_paths(paths: &[String]) -> Vec<String> {
+    let mut parts: Vec<Vec<&str>> = paths
+        .iter()
+        .map(|p| p.split(['/', '\\']).filter(|s| !s.is_empty()).collect())
+        .collect();
+    while let Some(top) = parts.first().and_then(|p| p.first().copied()) {
+        if parts.iter().all(|p| p.len() > 1 && p[0] == top) {
+            parts.iter_mut().for_each(|p| {
+                p.remove(0);
+            });
+        } else {
+            break;
+        }
+    }
+    parts.into_iter().map(|p| p.join("/")).collect()
+}
+
+/// Whether the loader may read the file at this model-relative path (configs and weights in the
+/// folder or one level down), so the rest of a picked folder is never read into memory.
+pub fn is_model_file(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    rel.matches('/').count() <= 1
+        && (matches!(
+            name,
+            "model_index.json" | "config.json" | "scheduler_config.json"
+        ) || WEIGHT_NAMES.contains(&name))
+}
+
+#[cfg(test)]
+mod picked_paths_tests {
+    use super::*;
+
+    fn rel(paths: &[&str]) -> Vec<String> {
+        model_relative_paths(&paths.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn strips_the_picked_folder_name() {
+        assert_eq!(
+            rel(&["m/model_index.json", "m/unet/config.json", "m/scheduler/scheduler_config.json"]),
+            ["model_index.json", "unet/config.json", "scheduler/scheduler_config.json"]
+        );
+        // The folder above the model folder, and a dropped folder's absolute entry paths.
+        assert_eq!(
+            rel(&["/models/m/config.json", "/models/m/diffusion_pytorch_model.safetensors"]),
+            ["config.json", "diffusion_pytorch_model.safetensors"]
+        );
+        // Loose files, and one file: nothing to strip.
+        assert_eq!(rel(&["config.json", "x.safetensors"]), ["config.json", "x.safetensors"]);
+        assert_eq!(rel(&["m\\config.json"]), ["config.json"]);
+        assert!(rel(&[]).is_empty());
+    }
+
+    #[test]
+    fn reads_only_configs_and_weights() {
+        for p in [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+            "scheduler/scheduler_config.json",
+            "config.json",
+        ] {
+            assert!(is_model_file(p), "{p}");
+        }
+        for p in ["README.md", "unet/model.ckpt", "a/b/config.json", "samples.png"] {
+            assert!(!is_model_file(p), "{p}");
+        }
+    }
 }
