@@ -44,8 +44,12 @@ pub enum Error {
     #[error("unexpected tensor{} not used by this config: {}", if keys.len() > 1 { "s" } else { "" }, keys.join(", "))]
     UnexpectedTensors { keys: Vec<String> },
 
-    #[error("tensor `{key}` contains a non-finite value (NaN or infinity)")]
-    NonFinite { key: String },
+    #[error("tensor `{key}` contains a non-finite value ({value} at element {index})")]
+    NonFinite {
+        key: String,
+        value: String,
+        index: usize,
+    },
 
     #[error("input `{name}`: {message}")]
     Input { name: String, message: String },

@@ -8,6 +8,7 @@ use crate::backend::{Backend, Conv2dParams, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::SampleSize;
 use crate::model::layers::Conv2d;
+use crate::model::limits;
 use crate::model::vae::{CoderConfig, Decoder, Encoder};
 use crate::model::weights::{WeightView, Weights};
 
@@ -103,11 +104,17 @@ impl AutoencoderKLConfig {
                 ),
             ));
         }
-        if n > 8 {
-            return Err(Error::config(
-                "vae block_out_channels",
-                format!("{n} blocks: at most 8 are supported (a 128× downscale)"),
-            ));
+        limits::check_blocks(
+            "vae block_out_channels",
+            &self.block_out_channels,
+            self.layers_per_block,
+        )?;
+        for (field, v) in [
+            ("vae in_channels", self.in_channels),
+            ("vae out_channels", self.out_channels),
+            ("vae latent_channels", self.latent_channels),
+        ] {
+            limits::at_most(field, v, limits::MAX_CHANNELS)?;
         }
         for (field, types, want) in [
             (

@@ -195,6 +195,27 @@ impl UNet2DConfig {
 
     /// Checks everything the engine relies on, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
+        use crate::model::limits::{self, at_most};
+        limits::check_blocks(
+            "block_out_channels",
+            &self.block_out_channels,
+            self.layers_per_block,
+        )?;
+        at_most("in_channels", self.in_channels, limits::MAX_CHANNELS)?;
+        at_most("out_channels", self.out_channels, limits::MAX_CHANNELS)?;
+        if let Some(s) = self.sample_size {
+            let (h, w) = s.hw();
+            at_most("sample_size", h.max(w), limits::MAX_SAMPLE_SIDE)?;
+        }
+        if let Some(k) = self.num_class_embeds {
+            at_most("num_class_embeds", k, limits::MAX_CLASSES)?;
+        }
+        if let Some(t) = self.num_train_timesteps {
+            at_most("num_train_timesteps", t, limits::MAX_TRAIN_TIMESTEPS)?;
+        }
+        if let Some(d) = self.time_embedding_dim {
+            at_most("time_embedding_dim", d, 4 * limits::MAX_CHANNELS)?;
+        }
         let n = self.block_out_channels.len();
         if n == 0 || self.block_out_channels.contains(&0) {
             return Err(Error::config(

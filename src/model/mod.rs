@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
+pub mod limits;
 pub mod loader;
 pub mod resnet;
 pub mod unet_2d;

@@ -224,6 +224,20 @@ impl<B: Backend> UNet2DModel<B> {
         if n == 0 || h == 0 || w == 0 {
             return Err(Error::input("sample", format!("empty shape {shape:?}")));
         }
+        use crate::model::limits::{MAX_BATCH, MAX_SAMPLE_SIDE};
+        // Classifier-free guidance runs 2N samples at once.
+        if n > 2 * MAX_BATCH {
+            return Err(Error::input(
+                "sample",
+                format!("a batch of {n} exceeds the limit of {MAX_BATCH} samples"),
+            ));
+        }
+        if h > MAX_SAMPLE_SIDE || w > MAX_SAMPLE_SIDE {
+            return Err(Error::input(
+                "sample",
+                format!("{h}×{w} exceeds the limit of {MAX_SAMPLE_SIDE} pixels per side"),
+            ));
+        }
         if c != self.config.in_channels {
             return Err(Error::input(
                 "sample",

@@ -29,9 +29,16 @@ impl Weights {
             path: source.into(),
             message,
         };
+        if bytes.len() > crate::model::limits::MAX_WEIGHTS_BYTES {
+            return Err(bad(format!(
+                "{} bytes exceeds the limit of {} bytes (see RELIABILITY.md: size limits)",
+                bytes.len(),
+                crate::model::limits::MAX_WEIGHTS_BYTES
+            )));
+        }
         let mut entries = HashMap::new();
         {
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+            let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(explain(&e, &bytes)))?;
             let base = bytes.as_ptr() as usize;
             for (name, view) in st.tensors() {
                 let start = view.data().as_ptr() as usize - base;
@@ -101,8 +108,12 @@ impl Weights {
                 })
             }
         };
-        if data.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { key: key.into() });
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                key: key.into(),
+                value: data[i].to_string(),
+                index: i,
+            });
         }
         self.used.borrow_mut().insert(key.into());
         Ok(data)
@@ -172,4 +183,129 @@ impl<'a> WeightView<'a> {
         }
         self.get(names[0], shape)
     }
+}
+
+/// A sentence for each way `SafeTensors::deserialize` refuses a file. Offsets errors are
+/// re-examined from the header to say which tensor is at fault and how.
+fn explain(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => format!(
+            "the file has {} bytes, fewer than the 8-byte header length (empty or truncated)",
+            bytes.len()
+        ),
+        E::HeaderTooLarge => format!(
+            "the header length field says {} bytes, more than the 100 MB safetensors allows",
+            header_len(bytes).unwrap_or(0)
+        ),
+        E::InvalidHeaderLength => format!(
+            "the header length field says {} bytes but the file has only {}",
+            header_len(bytes).unwrap_or(0),
+            bytes.len()
+        ),
+        E::InvalidHeader(_) => "the header is not UTF-8 text".into(),
+        E::ValidationOverflow => "a tensor's declared size overflows".into(),
+        E::InvalidHeaderDeserialization(err) => format!("the header is not valid JSON: {err}"),
+        E::MetadataIncompleteBuffer => {
+            format!(
+            "the file is truncated: its header declares {} bytes of tensor data but {} follow it",
+            data_extent(bytes).unwrap_or(0),
+            bytes.len().saturating_sub(8 + header_len(bytes).unwrap_or(0) as usize)
+        )
+        }
+        E::InvalidOffset(key) => offsets_problem(bytes, key)
+            .unwrap_or_else(|| format!("tensor `{key}` has invalid data offsets")),
+        E::TensorInvalidInfo => {
+            "a tensor's shape and dtype do not match the size of its data".into()
+        }
+        other => format!("{other}"),
+    }
+}
+
+fn header_len(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// (name, dtype, shape, begin, end) of every tensor in the header, sorted by begin.
+fn header_entries(bytes: &[u8]) -> Option<Vec<(String, String, Vec<u64>, u64, u64)>> {
+    let n = usize::try_from(header_len(bytes)?).ok()?;
+    let json: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let mut v = Vec::new();
+    for (k, t) in json.as_object()? {
+        if k == "__metadata__" {
+            continue;
+        }
+        let off = t.get("data_offsets")?.as_array()?;
+        let shape = t
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .filter_map(|d| d.as_u64())
+            .collect();
+        let dtype = t.get("dtype")?.as_str()?.to_string();
+        v.push((
+            k.clone(),
+            dtype,
+            shape,
+            off.first()?.as_u64()?,
+            off.get(1)?.as_u64()?,
+        ));
+    }
+    v.sort_by_key(|e| (e.3, e.4));
+    Some(v)
+}
+
+fn data_extent(bytes: &[u8]) -> Option<u64> {
+    header_entries(bytes)?.iter().map(|e| e.4).max()
+}
+
+fn offsets_problem(bytes: &[u8], key: &str) -> Option<String> {
+    let entries = header_entries(bytes)?;
+    let data_len = bytes.len() as u64 - 8 - header_len(bytes)?;
+    let size = |dtype: &str| match dtype {
+        "F64" | "I64" | "U64" => Some(8u64),
+        "F32" | "I32" | "U32" => Some(4),
+        "F16" | "BF16" | "I16" | "U16" => Some(2),
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Some(1),
+        _ => None,
+    };
+    let mut prev: Option<(&str, u64)> = None;
+    for (name, dtype, shape, b, e) in &entries {
+        let declared = shape
+            .iter()
+            .try_fold(size(dtype)?, |acc, &d| acc.checked_mul(d));
+        if e < b {
+            return Some(format!(
+                "tensor `{name}`: data offsets [{b}, {e}) end before they begin"
+            ));
+        }
+        if *e > data_len {
+            return Some(format!(
+                "tensor `{name}` (shape {shape:?}, {dtype}) declares data at bytes [{b}, {e}), past the end of the file's {data_len} data bytes"
+            ));
+        }
+        if declared != Some(e - b) {
+            return Some(format!(
+                "tensor `{name}`: shape {shape:?} of {dtype} needs {} bytes but its offsets [{b}, {e}) span {}",
+                declared.map_or("too many".to_string(), |d| d.to_string()),
+                e - b
+            ));
+        }
+        if let Some((pname, pend)) = prev {
+            if *b < pend {
+                return Some(format!(
+                    "tensor `{name}`'s data [{b}, {e}) overlaps tensor `{pname}`'s (which ends at {pend})"
+                ));
+            }
+            if *b > pend {
+                return Some(format!(
+                    "tensor `{name}`'s data starts at {b}, leaving a gap after tensor `{pname}` (ends at {pend})"
+                ));
+            }
+        }
+        prev = Some((name, *e));
+    }
+    let _ = key;
+    None
 }

@@ -130,11 +130,12 @@ impl BetaConfig {
     /// β_t for t = 0..T, in f32 as diffusers stores them.
     pub fn betas(&self) -> Result<Vec<f32>, SamplerError> {
         let n = self.num_train_timesteps;
-        if n == 0 {
+        // The same bound as `model::limits::MAX_TRAIN_TIMESTEPS` (samplers stay independent).
+        if n == 0 || n > 100_000 {
             return Err(SamplerError::UnsupportedValue {
                 field: "num_train_timesteps",
-                value: "0".into(),
-                supported: "at least 1",
+                value: n.to_string(),
+                supported: "1 to 100000",
             });
         }
         let betas = if let Some(trained) = &self.trained_betas {
