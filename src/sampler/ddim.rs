@@ -4,6 +4,7 @@
 //! Δ = T // n (diffusers uses this Δ for every spacing), σ_t = η·√variance. Scalars are f32, as in
 //! diffusers.
 
+use super::forward::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
 use super::{
     alpha_cumprod_at, check_lengths, int_timestep, reject_thresholding, SamplerError, SamplerKind,
@@ -250,6 +251,24 @@ impl Scheduler for DDIMScheduler {
             prev_sample,
             pred_original_sample,
         })
+    }
+
+    /// √ᾱ_t and √(1 − ᾱ_t) at `timesteps[index]`, as `DDIMScheduler.add_noise`.
+    fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
+        check_index(NAME, index, self.timesteps.len())?;
+        match self.timesteps.get(index) {
+            Some(&t) => Ok(NoiseLevel::from_alpha_cumprod(alpha_cumprod_at(
+                NAME,
+                &self.alphas_cumprod,
+                int_timestep(t),
+            )?)),
+            None => Ok(NoiseLevel::CLEAN),
+        }
+    }
+
+    /// Stateless: every step finds its place from its timestep.
+    fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {
+        check_index(NAME, index, self.timesteps.len())
     }
 }
 

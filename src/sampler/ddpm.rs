@@ -5,6 +5,7 @@
 //! than training timesteps the same formulas run on the respaced chain (Nichol & Dhariwal 2021,
 //! section 4). Scalars are f32, as in diffusers, so results agree to rounding.
 
+use super::forward::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
 use super::{
     alpha_cumprod_at, check_lengths, int_timestep, reject_thresholding, SamplerError, SamplerKind,
@@ -243,6 +244,24 @@ impl Scheduler for DDPMScheduler {
             prev_sample,
             pred_original_sample,
         })
+    }
+
+    /// √ᾱ_t and √(1 − ᾱ_t) at `timesteps[index]`, as `DDPMScheduler.add_noise`.
+    fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
+        check_index(NAME, index, self.timesteps_int.len())?;
+        match self.timesteps_int.get(index) {
+            Some(&t) => Ok(NoiseLevel::from_alpha_cumprod(alpha_cumprod_at(
+                NAME,
+                &self.alphas_cumprod,
+                t,
+            )?)),
+            None => Ok(NoiseLevel::CLEAN),
+        }
+    }
+
+    /// Stateless: every step finds its place from its timestep.
+    fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {
+        check_index(NAME, index, self.timesteps_int.len())
     }
 }
 

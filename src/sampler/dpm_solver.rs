@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::forward::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, dpm_solver_timesteps, np_interp_index, np_linspace, sigma_from_alpha_cumprod,
     BetaConfig, BetaSchedule, PredictionType, TimestepSpacing,
@@ -782,6 +783,28 @@ impl Scheduler for DPMSolverMultistepScheduler {
             prev_sample,
             pred_original_sample,
         })
+    }
+
+    /// (α_t, σ_t) of `sigmas[index]`: `DPMSolverMultistepScheduler.add_noise` once a pipeline
+    /// set a begin index. The end of the run is clean whatever `final_sigmas_type` says, since
+    /// the last step returns x̂₀ there.
+    fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
+        check_index(NAME, index, self.timesteps.len())?;
+        if index == self.timesteps.len() {
+            return Ok(NoiseLevel::CLEAN);
+        }
+        let (signal, noise) = alpha_sigma(self.sigmas[index]);
+        Ok(NoiseLevel { signal, noise })
+    }
+
+    /// Starts the history afresh (diffusers' `set_timesteps` state, then `set_begin_index`): the
+    /// first step from here is first order, as in an img2img run that begins at `index`.
+    fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {
+        check_index(NAME, index, self.timesteps.len())?;
+        self.model_outputs.clear();
+        self.lower_order_nums = 0;
+        self.step_index = Some(index);
+        Ok(())
     }
 }
 

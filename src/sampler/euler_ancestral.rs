@@ -6,6 +6,7 @@
 //! step moves deterministically to σ_down and adds fresh noise of size σ_up, with
 //! σ_down² + σ_up² = σ_to². Scalars are f32, as in diffusers.
 
+use super::forward::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, euler_timesteps, np_interp_index, sigma_from_alpha_cumprod, BetaConfig,
     PredictionType, TimestepSpacing,
@@ -261,6 +262,23 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
             prev_sample,
             pred_original_sample,
         })
+    }
+
+    /// x₀ + σ·ε with σ = `sigmas[index]`: `EulerAncestralDiscreteScheduler.add_noise` once a
+    /// pipeline set a begin index (the σ of that index, not a search for the timestep); the
+    /// final σ is 0, the clean end.
+    fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
+        check_index(NAME, index, self.timesteps.len())?;
+        Ok(NoiseLevel {
+            signal: 1.0,
+            noise: self.sigmas[index],
+        })
+    }
+
+    fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {
+        check_index(NAME, index, self.timesteps.len())?;
+        self.step_index = Some(index);
+        Ok(())
     }
 }
 

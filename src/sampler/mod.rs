@@ -14,6 +14,7 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 pub mod euler_ancestral;
+pub mod forward;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use dpm_solver::{
     SolverType,
 };
 pub use euler_ancestral::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+pub use forward::NoiseLevel;
 pub use schedule::{BetaConfig, BetaSchedule, PredictionType, TimestepSpacing};
 
 /// Everything that can go wrong configuring or stepping a sampler; messages name the values.
@@ -138,6 +140,23 @@ pub trait Scheduler: Send {
         sample: &[f32],
         noise: Option<&[f32]>,
     ) -> Result<StepOutput, SamplerError>;
+    /// The forward-process marginal x = signal·x₀ + noise·ε in this sampler's own sample space
+    /// at step `index` of `timesteps()` (what diffusers' `add_noise` uses once a pipeline called
+    /// `set_begin_index`); `index == timesteps().len()` is the end of the run, the clean sample.
+    fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError>;
+    /// diffusers' `add_noise(original, noise, timesteps[index])` after `set_begin_index(index)`:
+    /// the sample a run starting at step `index` begins from (SDEdit, RePaint's known region).
+    fn add_noise(
+        &self,
+        original: &[f32],
+        noise: &[f32],
+        index: usize,
+    ) -> Result<Vec<f32>, SamplerError> {
+        forward::add_noise(self.noise_level(index)?, original, noise)
+    }
+    /// diffusers' `set_begin_index`: the next `step` is step `index` of `timesteps()`. Multistep
+    /// history is dropped, so a run that starts part-way (or redoes a step) starts it fresh.
+    fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError>;
 }
 
 /// The samplers this crate implements.
