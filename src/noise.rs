@@ -22,6 +22,32 @@ pub fn step_stream(step: usize) -> u64 {
     step as u64 + 1
 }
 
+// Image editing (crate::edit) draws more noise than sampling does. Its streams carry a tag in
+// the top 16 bits, so they never meet stream 0 or the step streams: `tag << 48 | attempt << 32
+// | step`, with `step` the 0-based step of the run and `attempt` RePaint's resampling round
+// (0 = the first pass). SDEdit's ε, which noises the input to the start timestep, is
+// `INIT_STREAM`, and its steps use `step_stream`, exactly as sampling does.
+fn edit_stream(tag: u64, step: usize, attempt: usize) -> u64 {
+    tag << 48 | (attempt as u64 & 0xFFFF) << 32 | (step as u64 & 0xFFFF_FFFF)
+}
+
+/// Inpainting: the ε that forward-noises the known region after step `step` of `attempt`.
+pub fn known_region_stream(step: usize, attempt: usize) -> u64 {
+    edit_stream(1, step, attempt)
+}
+
+/// Inpainting with resampling: the z of the jump back from after step `step` to before it,
+/// ending `attempt`.
+pub fn resample_jump_stream(step: usize, attempt: usize) -> u64 {
+    edit_stream(2, step, attempt)
+}
+
+/// Inpainting with resampling: a stochastic sampler's noise when step `step` is redone as
+/// `attempt` (≥ 1; attempt 0 uses `step_stream`).
+pub fn resample_step_stream(step: usize, attempt: usize) -> u64 {
+    edit_stream(3, step, attempt)
+}
+
 // Philox4x32 multipliers and Weyl key increments (Salmon et al. 2011, "Parallel random numbers:
 // as easy as 1, 2, 3", section 3.3 and table 2).
 const PHILOX_M0: u32 = 0xD251_1F53;
@@ -143,6 +169,22 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_eq!(a, randn(1, 0, 64));
+    }
+
+    #[test]
+    fn edit_streams_are_distinct_from_sampling_streams() {
+        let mut ids = vec![INIT_STREAM, step_stream(0), step_stream(999)];
+        for step in [0, 1, 999] {
+            for attempt in [0, 1, 9] {
+                ids.push(known_region_stream(step, attempt));
+                ids.push(resample_jump_stream(step, attempt));
+                ids.push(resample_step_stream(step, attempt));
+            }
+        }
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "two streams share an id");
     }
 
     #[test]
