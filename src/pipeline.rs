@@ -124,6 +124,101 @@ pub async fn run<B, F, Fut>(
     shape: [usize; 4],
     noise_source: &NoiseSource,
     cond: Option<&Conditioning>,
+    on_step: F,
+) -> Result<RunOutput>
+where
+    B: Backend,
+    F: FnMut(StepEvent) -> Fut,
+    Fut: std::future::Future<Output = Control>,
+{
+    run_with(
+        b,
+        unet,
+        sched,
+        shape,
+        noise_source,
+        cond,
+        RunPlan::default(),
+        on_step,
+    )
+    .await
+}
+
+/// A run that starts part-way through the schedule from a given sample (SDEdit).
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// The index in `sched.timesteps()` of the first step; the scheduler gets
+    /// `set_begin_index(begin_index)`, as diffusers' img2img and inpainting pipelines do.
+    pub begin_index: usize,
+    /// x at `timesteps[begin_index]`, in the sampler's space (e.g. from `add_noise`), N×C×H×W.
+    pub sample: Vec<f32>,
+}
+
+/// Where in the run a [`StepHook`] is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookAt {
+    /// The step of this run (0-based; the event index and the `step_noise` index).
+    pub step: usize,
+    /// Its index in `sched.timesteps()` (`begin_index + step`).
+    pub index: usize,
+    /// 0 for the first pass over this step, u for its u-th redo.
+    pub attempt: usize,
+}
+
+/// What a [`StepHook`] asks of the loop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterStep {
+    /// Go on to the next step.
+    Next,
+    /// Take this step again from the sample the hook left (which it moved back to the step's
+    /// noise level); `step_noise` is the stochastic sampler's noise for the redo.
+    Redo { step_noise: Option<Vec<f32>> },
+}
+
+/// Called after every sampler step with the new sample, which it may rewrite (inpainting puts
+/// the forward-noised known region back) or send back for a redo (RePaint's resampling).
+pub trait StepHook {
+    fn after_step(
+        &mut self,
+        sched: &dyn Scheduler,
+        at: HookAt,
+        sample: &mut [f32],
+    ) -> Result<AfterStep>;
+}
+
+/// How a run differs from plain sampling. `RunPlan::default()` is plain sampling from noise.
+#[derive(Default)]
+pub struct RunPlan<'a> {
+    /// Start part-way from a given sample instead of from `init_noise_sigma` × noise.
+    pub start: Option<Start>,
+    /// Channels appended to the (scaled) sample to form the model input, as a conditional
+    /// super-resolution UNet expects: (channels C', data N×C'×H×W).
+    pub concat: Option<(usize, &'a [f32])>,
+    /// Called after every sampler step.
+    pub hook: Option<&'a mut dyn StepHook>,
+}
+
+/// `[a (ca channels); b (cb channels)]` per sample along the channel axis.
+fn concat_channels(a: &[f32], ca: usize, b: &[f32], cb: usize, n: usize, plane: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for i in 0..n {
+        out.extend_from_slice(&a[i * ca * plane..(i + 1) * ca * plane]);
+        out.extend_from_slice(&b[i * cb * plane..(i + 1) * cb * plane]);
+    }
+    out
+}
+
+/// [`run`] with a [`RunPlan`]: the loop image editing is built on (`crate::edit`). The sample
+/// has `shape`; the model sees `shape` plus the plan's concatenated channels.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with<B, F, Fut>(
+    b: &B,
+    unet: &UNet2DModel<B>,
+    sched: &mut dyn Scheduler,
+    shape: [usize; 4],
+    noise_source: &NoiseSource,
+    cond: Option<&Conditioning>,
+    mut plan: RunPlan<'_>,
     mut on_step: F,
 ) -> Result<RunOutput>
 where
@@ -141,62 +236,117 @@ where
             ));
         }
     }
-    unet.check_inputs(&shape, &[0.0], cond.map(|cd| cd.labels.as_slice()))?;
-    // diffusers: latents = randn(shape) * scheduler.init_noise_sigma
-    let sigma = sched.init_noise_sigma();
-    let mut sample: Vec<f32> = initial_noise(noise_source, len)?
-        .iter()
-        .map(|v| v * sigma)
-        .collect();
-    let timesteps = sched.timesteps().to_vec();
+    let extra = plan.concat.map_or(0, |(ce, _)| ce);
+    if let Some((ce, data)) = plan.concat {
+        if data.len() != n * ce * h * w {
+            return Err(Error::input(
+                "conditioning",
+                format!(
+                    "has {} values, {n}×{ce}×{h}×{w} = {} expected",
+                    data.len(),
+                    n * ce * h * w
+                ),
+            ));
+        }
+    }
+    let model_shape = [n, c + extra, h, w];
+    unet.check_inputs(&model_shape, &[0.0], cond.map(|cd| cd.labels.as_slice()))?;
+    let all_timesteps = sched.timesteps().to_vec();
+    let (begin, mut sample) = match plan.start.take() {
+        Some(start) => {
+            if start.sample.len() != len {
+                return Err(Error::input(
+                    "sample",
+                    format!(
+                        "the start sample has {} values, {shape:?} needs {len}",
+                        start.sample.len()
+                    ),
+                ));
+            }
+            sched.set_begin_index(start.begin_index)?;
+            (start.begin_index, start.sample)
+        }
+        None => {
+            // diffusers: latents = randn(shape) * scheduler.init_noise_sigma
+            let sigma = sched.init_noise_sigma();
+            let x = initial_noise(noise_source, len)?
+                .iter()
+                .map(|v| v * sigma)
+                .collect();
+            (0, x)
+        }
+    };
+    let timesteps = &all_timesteps[begin.min(all_timesteps.len())..];
     let needs_noise = sched.needs_step_noise();
     let guided = cond.filter(|cd| cd.guidance != 1.0);
     let mut completed = 0;
     for (i, &t) in timesteps.iter().enumerate() {
         let start = now_ms();
-        let model_in = sched.scale_model_input(&sample, t)?;
-        let model_output = match (cond, guided) {
-            (_, Some(cd)) => {
-                // Classifier-free guidance: one batch of [conditional; unconditional].
-                let mut doubled = model_in.clone();
-                doubled.extend_from_slice(&model_in);
-                let mut labels = cd.labels.clone();
-                labels.extend(std::iter::repeat_n(cd.null_class, n));
-                let x = b.upload(&[2 * n, c, h, w], &doubled)?;
-                let y = b
-                    .download(&unet.forward(b, &x, &[t], Some(&labels))?)
-                    .await?;
-                let (eps_c, eps_u) = y.split_at(len);
-                eps_u
-                    .iter()
-                    .zip(eps_c)
-                    .map(|(&u, &cc)| u + cd.guidance * (cc - u))
-                    .collect()
-            }
-            (Some(cd), None) => {
-                let x = b.upload(&shape, &model_in)?;
-                b.download(&unet.forward(b, &x, &[t], Some(&cd.labels))?)
-                    .await?
-            }
-            (None, _) => {
-                let x = b.upload(&shape, &model_in)?;
-                b.download(&unet.forward(b, &x, &[t], None)?).await?
-            }
-        };
-        let noise = if needs_noise {
+        let mut noise = if needs_noise {
             Some(step_noise(noise_source, i, len)?)
         } else {
             None
         };
-        let out = sched.step(&model_output, t, &sample, noise.as_deref())?;
-        sample = out.prev_sample;
+        let mut attempt = 0;
+        let pred_original = loop {
+            let mut model_in = sched.scale_model_input(&sample, t)?;
+            if let Some((ce, data)) = plan.concat {
+                model_in = concat_channels(&model_in, c, data, ce, n, h * w);
+            }
+            let model_output = match (cond, guided) {
+                (_, Some(cd)) => {
+                    // Classifier-free guidance: one batch of [conditional; unconditional].
+                    let mut doubled = model_in.clone();
+                    doubled.extend_from_slice(&model_in);
+                    let mut labels = cd.labels.clone();
+                    labels.extend(std::iter::repeat_n(cd.null_class, n));
+                    let x = b.upload(&[2 * n, c + extra, h, w], &doubled)?;
+                    let y = b
+                        .download(&unet.forward(b, &x, &[t], Some(&labels))?)
+                        .await?;
+                    let (eps_c, eps_u) = y.split_at(len);
+                    eps_u
+                        .iter()
+                        .zip(eps_c)
+                        .map(|(&u, &cc)| u + cd.guidance * (cc - u))
+                        .collect()
+                }
+                (Some(cd), None) => {
+                    let x = b.upload(&model_shape, &model_in)?;
+                    b.download(&unet.forward(b, &x, &[t], Some(&cd.labels))?)
+                        .await?
+                }
+                (None, _) => {
+                    let x = b.upload(&model_shape, &model_in)?;
+                    b.download(&unet.forward(b, &x, &[t], None)?).await?
+                }
+            };
+            let out = sched.step(&model_output, t, &sample, noise.as_deref())?;
+            sample = out.prev_sample;
+            let Some(hook) = plan.hook.as_deref_mut() else {
+                break out.pred_original_sample;
+            };
+            let at = HookAt {
+                step: i,
+                index: begin + i,
+                attempt,
+            };
+            match hook.after_step(&*sched, at, &mut sample)? {
+                AfterStep::Next => break out.pred_original_sample,
+                AfterStep::Redo { step_noise } => {
+                    sched.set_begin_index(begin + i)?;
+                    noise = step_noise;
+                    attempt += 1;
+                }
+            }
+        };
         completed = i + 1;
         let event = StepEvent {
             index: i,
             total: timesteps.len(),
             timestep: t,
             sample: sample.clone(),
-            pred_original: out.pred_original_sample,
+            pred_original,
             elapsed_ms: now_ms() - start,
         };
         if on_step(event).await == Control::Stop && i + 1 < timesteps.len() {
