@@ -24,6 +24,9 @@ mod cli {
     use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
     use stepwise::{Backend, Error, Result, Tensor};
 
+    // edit, inpaint, upscale: src/bin/cli/edit.rs
+    mod edit;
+
     #[derive(Parser)]
     #[command(
         name = "diffuse",
@@ -63,6 +66,13 @@ mod cli {
         /// Runs the reverse process and writes the final image (PNG grid) or the final sample
         /// (`.safetensors`, key `sample`, model space, before any clamping).
         Sample(SampleArgs),
+        /// SDEdit: noises --input to the timestep --strength selects and denoises it from there.
+        Edit(edit::EditArgs),
+        /// RePaint inpainting: regenerates the white region of --mask, keeps the rest of --input.
+        Inpaint(edit::InpaintArgs),
+        /// Super-resolution with a conditional UNet (in_channels = 2 × out_channels): --input is
+        /// the low-resolution image, the output has the model's sample_size.
+        Upscale(edit::UpscaleArgs),
         /// Times UNet forward passes on the GPU and on the CPU reference in the same run and
         /// prints ms per pass and the ratio (the numbers in BENCHMARKS.md).
         Bench {
@@ -123,6 +133,9 @@ mod cli {
                 device,
             } => forward(&model, &input, &output, device),
             Command::Bench { model, batch, runs } => bench(&model, batch, runs),
+            Command::Edit(args) => edit::main(edit::Task::Edit(args)),
+            Command::Inpaint(args) => edit::main(edit::Task::Inpaint(args)),
+            Command::Upscale(args) => edit::main(edit::Task::Upscale(args)),
             Command::Sample(args) => match args.device {
                 Device::Cpu => sample(&CpuBackend, &args),
                 Device::Gpu => {

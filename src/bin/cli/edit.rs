@@ -1,0 +1,428 @@
+//! `diffuse edit`, `diffuse inpaint` and `diffuse upscale`: image editing (stepwise::edit) from the
+//! command line, with `diffuse sample`'s options where they apply.
+
+use std::path::{Path, PathBuf};
+
+use stepwise::edit::{self, Inpaint, Mask};
+use stepwise::io::{read_tensors, write_tensors};
+use stepwise::model::loader::{load_unet_files, DirSource, UNetFiles};
+use stepwise::model::{UNet2DConfig, UNet2DModel};
+use stepwise::pipeline::{self, Conditioning, Control, NoiseSource, RunOutput, StepEvent};
+use stepwise::sampler::{self, SamplerKind, Scheduler, SchedulerConfig};
+use stepwise::{Backend, Error, Result};
+
+use super::{read, save_png, write, Device};
+
+/// The options every editing command shares with `diffuse sample`.
+#[derive(clap::Args)]
+pub struct EditCommon {
+    /// A diffusers pipeline folder (model_index.json, unet/) or a bare UNet folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The image: a PNG (grey or RGB, converted to the model's channel count) or a
+    /// .safetensors with `image` (N×C×H×W in [-1, 1]). For upscale, the low-resolution image.
+    #[arg(long)]
+    input: PathBuf,
+    /// ddpm, ddim, dpm++2m or euler-a.
+    #[arg(long)]
+    sampler: SamplerKind,
+    /// Number of denoising steps of the full schedule (edit runs the last `strength` of them).
+    #[arg(long)]
+    steps: usize,
+    /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f32,
+    /// Classifier-free guidance scale for class-conditional models (1 = no guidance).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f32,
+    /// The class, for class-conditional models.
+    #[arg(long)]
+    class: Option<i64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// .safetensors with `init` (N×C×H×W: SDEdit's ε, else x_T) and, for stochastic samplers,
+    /// `step_noise` (K×N×C×H×W for the K steps this run takes).
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// OUT.png (image grid) or OUT.safetensors (`sample`, model space, before clamping).
+    #[arg(long)]
+    output: PathBuf,
+    /// Writes one PNG per step (x_t beside x̂0) into this folder.
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    device: Device,
+}
+
+#[derive(clap::Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    common: EditCommon,
+    /// How much of the schedule to run: 0 returns the input, 1 starts from (nearly) pure noise.
+    #[arg(long, default_value_t = 0.6, allow_negative_numbers = true)]
+    strength: f64,
+}
+
+#[derive(clap::Args)]
+pub struct InpaintArgs {
+    #[command(flatten)]
+    common: EditCommon,
+    /// The region to regenerate: a PNG (white = regenerate, black = keep, thresholded at 0.5)
+    /// or a .safetensors with `mask` ([N or 1, 1 or C, H, W], 1 = regenerate).
+    #[arg(long)]
+    mask: PathBuf,
+    /// RePaint's resampling count: each step is taken this many times (1 = no resampling).
+    #[arg(long, default_value_t = 1)]
+    resample: usize,
+}
+
+#[derive(clap::Args)]
+pub struct UpscaleArgs {
+    #[command(flatten)]
+    common: EditCommon,
+    /// Also writes the bicubic upscaling of the input here (.png or .safetensors `sample`).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+}
+
+/// Which editing command to run.
+pub enum Task {
+    Edit(EditArgs),
+    Inpaint(InpaintArgs),
+    Upscale(UpscaleArgs),
+}
+
+impl Task {
+    fn common(&self) -> &EditCommon {
+        match self {
+            Task::Edit(a) => &a.common,
+            Task::Inpaint(a) => &a.common,
+            Task::Upscale(a) => &a.common,
+        }
+    }
+}
+
+/// Runs the task on the device it names.
+pub fn main(task: Task) -> Result<()> {
+    match task.common().device {
+        Device::Cpu => run(&stepwise::cpu::CpuBackend, &task),
+        Device::Gpu => {
+            pollster::block_on(stepwise::gpu::GpuBackend::new()).and_then(|g| run(&g, &task))
+        }
+    }
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// An image file as N×C×H×W model-space values, `channels` per pixel.
+fn read_image(path: &Path, channels: usize) -> Result<(Vec<f32>, [usize; 4])> {
+    match extension(path).as_str() {
+        "safetensors" => {
+            let t = read_tensors(&read(path)?, &path.display().to_string())?;
+            let image = t
+                .get("image")
+                .ok_or_else(|| Error::input("image", format!("missing from {}", path.display())))?;
+            let &[n, c, h, w] = image.shape.as_slice() else {
+                return Err(Error::input(
+                    "image",
+                    format!("shape {:?}, expected [N,C,H,W]", image.shape),
+                ));
+            };
+            if c != channels {
+                return Err(Error::input(
+                    "image",
+                    format!("has {c} channels, the model samples {channels}"),
+                ));
+            }
+            if n == 0 || h == 0 || w == 0 {
+                return Err(Error::input(
+                    "image",
+                    format!("empty shape {:?}", image.shape),
+                ));
+            }
+            Ok((image.to_f32(), [n, c, h, w]))
+        }
+        "png" => {
+            let (w, h, rgba) = read_png(path)?;
+            let data = edit::rgba_to_image(&rgba, w, h, channels)?;
+            Ok((data, [1, channels, h, w]))
+        }
+        _ => Err(Error::input(
+            "--input",
+            format!("{} must end in .png or .safetensors", path.display()),
+        )),
+    }
+}
+
+fn read_png(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
+    let bytes = read(path)?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::Other(format!("cannot decode {}: {e}", path.display())))?;
+    let rgba = img.to_rgba8();
+    Ok((
+        rgba.width() as usize,
+        rgba.height() as usize,
+        rgba.into_raw(),
+    ))
+}
+
+fn read_mask(path: &Path, shape: [usize; 4]) -> Result<Mask> {
+    match extension(path).as_str() {
+        "safetensors" => {
+            let t = read_tensors(&read(path)?, &path.display().to_string())?;
+            let mask = t
+                .get("mask")
+                .ok_or_else(|| Error::input("mask", format!("missing from {}", path.display())))?;
+            Mask::from_values(&mask.to_f32(), &mask.shape, shape)
+        }
+        "png" => {
+            let (w, h, rgba) = read_png(path)?;
+            Mask::from_values(
+                &edit::rgba_to_mask_values(&rgba, w, h)?,
+                &[1, 1, h, w],
+                shape,
+            )
+        }
+        _ => Err(Error::input(
+            "--mask",
+            format!("{} must end in .png or .safetensors", path.display()),
+        )),
+    }
+}
+
+fn noise_source(a: &EditCommon, shape: [usize; 4], steps: usize) -> Result<NoiseSource> {
+    let Some(p) = &a.noise else {
+        return Ok(NoiseSource::Seeded(a.seed));
+    };
+    let t = read_tensors(&read(p)?, &p.display().to_string())?;
+    let init = t
+        .get("init")
+        .ok_or_else(|| Error::input("init", format!("missing from {}", p.display())))?;
+    if init.shape != shape {
+        return Err(Error::input(
+            "init",
+            format!("shape {:?}, the run samples {shape:?}", init.shape),
+        ));
+    }
+    let len: usize = shape.iter().product();
+    let step_noise = t.get("step_noise").map(|s| s.to_f32());
+    if let Some(s) = &step_noise {
+        if s.len() < steps * len {
+            return Err(Error::input(
+                "step_noise",
+                format!("{} values, {steps} steps need {}", s.len(), steps * len),
+            ));
+        }
+    }
+    Ok(NoiseSource::Injected {
+        init: init.to_f32(),
+        step_noise,
+    })
+}
+
+fn conditioning(cfg: &UNet2DConfig, a: &EditCommon, n: usize) -> Result<Option<Conditioning>> {
+    match (cfg.num_class_embeds, a.class) {
+        (Some(k), Some(c)) => Ok(Some(Conditioning {
+            labels: vec![c; n],
+            guidance: a.guidance,
+            null_class: k as i64 - 1,
+        })),
+        (Some(_), None) => Err(Error::input(
+            "--class",
+            "required: the model is class-conditional",
+        )),
+        (None, Some(_)) => Err(Error::input(
+            "--class",
+            "the model is not class-conditional",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn scheduler(files: &UNetFiles, a: &EditCommon) -> Result<Box<dyn Scheduler>> {
+    let cfg = match &files.scheduler_config {
+        Some(text) => SchedulerConfig::from_json_str(text)?,
+        None => SchedulerConfig::default(),
+    };
+    let mut sched = sampler::build(a.sampler, &cfg, a.eta)?;
+    sched.set_timesteps(a.steps)?;
+    Ok(sched)
+}
+
+/// x_t on the left, x̂0 on the right, 4 pixels apart.
+fn frame(ev: &StepEvent, shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
+    let (gw, gh, xt) = pipeline::grid_rgba(&ev.sample, shape);
+    let (_, _, x0) = pipeline::grid_rgba(&ev.pred_original, shape);
+    let fw = 2 * gw + 4;
+    let mut rgba = vec![0u8; fw * gh * 4];
+    for y in 0..gh {
+        rgba[y * fw * 4..(y * fw + gw) * 4].copy_from_slice(&xt[y * gw * 4..(y + 1) * gw * 4]);
+        rgba[(y * fw + gw + 4) * 4..(y * fw + fw) * 4]
+            .copy_from_slice(&x0[y * gw * 4..(y + 1) * gw * 4]);
+    }
+    (fw, gh, rgba)
+}
+
+/// `sample` (model space) to OUT.safetensors or a PNG grid.
+fn write_sample(path: &Path, data: &[f32], shape: [usize; 4], flag: &str) -> Result<()> {
+    match extension(path).as_str() {
+        "safetensors" => write(path, &write_tensors(&[("sample", &shape, data)])?),
+        "png" => {
+            let (gw, gh, rgba) = pipeline::grid_rgba(data, shape);
+            save_png(path, gw, gh, rgba)
+        }
+        _ => Err(Error::input(
+            flag,
+            format!("{} must end in .png or .safetensors", path.display()),
+        )),
+    }
+}
+
+fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
+    let a = task.common();
+    // Check what can be checked before loading weights and running anything.
+    for (path, flag) in [(&a.output, "--output")].into_iter().chain(match task {
+        Task::Upscale(u) => u.baseline.as_ref().map(|p| (p, "--baseline")),
+        _ => None,
+    }) {
+        if !matches!(extension(path).as_str(), "png" | "safetensors") {
+            return Err(Error::input(
+                flag,
+                format!("{} must end in .png or .safetensors", path.display()),
+            ));
+        }
+    }
+    if let Task::Edit(e) = task {
+        edit::sdedit_begin(a.steps, e.strength)?;
+    }
+    let files = load_unet_files(&DirSource(a.model.clone()))?;
+    let cfg = &files.config;
+    let sr = edit::is_super_resolution(cfg);
+    match (task, sr) {
+        (Task::Upscale(_), false) => {
+            return Err(Error::input(
+                "--model",
+                format!(
+                    "{}: in_channels {} is not 2 × out_channels {}, so it is not a \
+                     super-resolution UNet",
+                    a.model.display(),
+                    cfg.in_channels,
+                    cfg.out_channels
+                ),
+            ))
+        }
+        (Task::Edit(_) | Task::Inpaint(_), true) => {
+            return Err(Error::input(
+                "--model",
+                format!(
+                    "{} is a super-resolution UNet (in_channels = 2 × out_channels); use upscale",
+                    a.model.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    if let Task::Inpaint(i) = task {
+        if i.resample == 0 {
+            return Err(Error::input("--resample", "must be at least 1"));
+        }
+    }
+    let channels = if sr {
+        cfg.out_channels
+    } else {
+        cfg.in_channels
+    };
+    let (image, in_shape) = read_image(&a.input, channels)?;
+    let [n, _, ih, iw] = in_shape;
+    let (h, w) = edit::sample_hw(cfg)?;
+    match task {
+        Task::Upscale(_) => {
+            edit::sr_factor(cfg, ih, iw)?;
+        }
+        _ if (ih, iw) != (h, w) => {
+            return Err(Error::input(
+                "image",
+                format!(
+                    "{} is {ih}×{iw}, the model's sample_size is {h}×{w}",
+                    a.input.display()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let shape = [n, channels, h, w];
+    let mask = match task {
+        Task::Inpaint(i) => Some(read_mask(&i.mask, shape)?),
+        _ => None,
+    };
+    let mut sched = scheduler(&files, a)?;
+    let run_steps = match task {
+        Task::Edit(e) => {
+            let steps = sched.timesteps().len();
+            steps - edit::sdedit_begin(steps, e.strength)?
+        }
+        _ => sched.timesteps().len(),
+    };
+    let noise = noise_source(a, shape, run_steps)?;
+    let cond = conditioning(cfg, a, n)?;
+    let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
+
+    if let Some(dir) = &a.frames {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+    }
+    let mut frame_error = None;
+    let on_step = |ev: StepEvent| {
+        if let Some(dir) = &a.frames {
+            let (fw, fh, rgba) = frame(&ev, shape);
+            if let Err(e) = save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, fh, rgba) {
+                frame_error = Some(e);
+            }
+        }
+        let stop = if frame_error.is_some() {
+            Control::Stop
+        } else {
+            Control::Continue
+        };
+        async move { stop }
+    };
+    let s = sched.as_mut();
+    let c = cond.as_ref();
+    let out: RunOutput = match task {
+        Task::Edit(e) => pollster::block_on(edit::img2img(
+            b, &unet, s, &image, shape, e.strength, &noise, c, on_step,
+        ))?,
+        Task::Inpaint(i) => {
+            let settings = Inpaint {
+                mask: mask
+                    .as_ref()
+                    .ok_or_else(|| Error::input("--mask", "required by inpaint"))?,
+                resample: i.resample,
+                seed: a.seed,
+            };
+            pollster::block_on(edit::inpaint(
+                b, &unet, s, &image, shape, &settings, &noise, c, on_step,
+            ))?
+        }
+        Task::Upscale(u) => {
+            if let Some(path) = &u.baseline {
+                let (base, base_shape) = edit::upscale_baseline(cfg, &image, in_shape)?;
+                write_sample(path, &base, base_shape, "--baseline")?;
+            }
+            pollster::block_on(edit::upscale(
+                b, &unet, s, &image, in_shape, &noise, c, on_step,
+            ))?
+        }
+    };
+    if let Some(e) = frame_error {
+        return Err(e);
+    }
+    write_sample(&a.output, &out.sample, out.shape, "--output")
+}
