@@ -596,3 +596,88 @@ fn bad_inputs_are_named_errors() {
     let e = fail_s(with(base("edit", img), &[], "out.jpg"));
     assert!(e.contains("out.jpg") && e.contains(".png"), "{e}");
 }
+
+/// The library API: one event per step of the run (not per resampling attempt), indices from 0
+/// and the run's own total; SDEdit reports only the steps it takes.
+fn events_per_step<B: stepwise::Backend>(b: &B) {
+    use stepwise::model::loader::{load_unet_files, DirSource};
+    use stepwise::model::UNet2DModel;
+    use stepwise::pipeline::{Control, NoiseSource};
+    use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
+
+    let files = load_unet_files(&DirSource(
+        root().join("tests/fixtures/unet/attn_multihead"),
+    ))
+    .unwrap();
+    let unet = UNet2DModel::load(b, files.config.clone(), &files.weights).unwrap();
+    let x0 = image();
+    let shape = [1, 3, 16, 16];
+    let noise = NoiseSource::Seeded(4);
+    let mut sched = sampler::build(
+        SamplerKind::EulerAncestral,
+        &SchedulerConfig::default(),
+        0.0,
+    )
+    .unwrap();
+    sched.set_timesteps(10).unwrap();
+    let mut seen = Vec::new();
+    let out = pollster::block_on(edit::img2img(
+        b,
+        &unet,
+        sched.as_mut(),
+        &x0,
+        shape,
+        0.6,
+        &noise,
+        None,
+        |ev| {
+            seen.push((ev.index, ev.total, ev.timestep));
+            async { Control::Continue }
+        },
+    ))
+    .unwrap();
+    let want: Vec<(usize, usize, f32)> = sched.timesteps()[4..]
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| (i, 6, t))
+        .collect();
+    assert_eq!(seen, want);
+    assert_eq!(out.completed_steps, 6);
+
+    let mut sched = sampler::build(SamplerKind::Ddim, &SchedulerConfig::default(), 0.0).unwrap();
+    sched.set_timesteps(4).unwrap();
+    let mask = edit::Mask::from_values(&half_mask(), &[1, 1, 16, 16], shape).unwrap();
+    let settings = edit::Inpaint {
+        mask: &mask,
+        resample: 3,
+        seed: 1,
+    };
+    let mut events = 0;
+    let out = pollster::block_on(edit::inpaint(
+        b,
+        &unet,
+        sched.as_mut(),
+        &x0,
+        shape,
+        &settings,
+        &noise,
+        None,
+        |ev| {
+            assert_eq!((ev.index, ev.total), (events, 4));
+            events += 1;
+            async { Control::Continue }
+        },
+    ))
+    .unwrap();
+    assert_eq!((events, out.completed_steps), (4, 4));
+}
+
+#[test]
+fn one_event_per_step_on_cpu() {
+    events_per_step(&stepwise::cpu::CpuBackend);
+}
+
+#[test]
+fn one_event_per_step_on_gpu() {
+    events_per_step(&common::gpu());
+}
