@@ -239,7 +239,7 @@ def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, v
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
         x = sample_latent_images(out, 80, steps=50, seed=0, eta=1.0)
-        grid_png(x, out / "samples.png", nrow=10, scale=2)
+        grid_png(x, out / "samples.png", nrow=10, scale=1)
     write_latent_card(out)
 
 
@@ -375,7 +375,7 @@ def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> No
         cond = sr_condition(sr_lowres(truth))
         x = sample(shipped, pipe.scheduler.config, 20, steps=50, seed=0, eta=0.0, cond=cond)
         rows = [torch.cat([a[i:i + 10] for a in (cond, x, truth)]) for i in (0, 10)]
-        grid_png(torch.cat(rows), out / "samples.png", nrow=10, scale=2)
+        grid_png(torch.cat(rows), out / "samples.png", nrow=10, scale=1)
     write_sr_card(out)
 
 
@@ -424,7 +424,9 @@ lowres_up = F.interpolate(lowres32, scale_factor=2, mode="bicubic", align_corner
 eps = unet(torch.cat([x_t, lowres_up], dim=1), t).sample                                 # x_t: [B,3,64,64]
 ```
 
-with `lowres32` the 32x32 RGB image in [-1, 1] (e.g. a sample of the `emoji` model). In training,
+with `lowres32` the 32x32 RGB image in [-1, 1] (e.g. a sample of the `emoji` model). PyTorch's bicubic is
+Keys' cubic convolution with A = -0.75, sampling at source coordinate (i + 0.5) / 2 - 0.5 for output pixel i
+and clamping source indices to the image (edge pixels replicated); the result is not clamped. In training,
 `lowres32 = F.interpolate(x64, size=32, mode="area")` (2x2 box average) of the 64x64 image
 (`training/data.py`: `sr_lowres`, `sr_condition`). The output x_0 is the 64x64 image in [-1, 1].
 
