@@ -44,6 +44,17 @@ UNETS = {
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
         norm_num_groups=8, attention_head_dim=32,
     ),
+    # Tiny stand-ins for quick_test_latent.py.
+    "latent-tiny": dict(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8,
+    ),
+    "sr-tiny": dict(
+        sample_size=64, in_channels=6, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=8,
+    ),
     # A few thousand parameters' worth of every block kind, for the Rust parity test.
     "tiny": dict(
         sample_size=32, in_channels=1, out_channels=1,
@@ -66,6 +77,10 @@ TRAIN = {
     # Super-resolution: x0 = the 64x64 image, conditioned on data.sr_condition(x0).
     "emoji-sr": dict(dataset="emoji64", sr=True, batch_size=16, lr=1e-3, warmup=200, max_steps=12000,
                      ema_decay=0.999, cond_drop=0.0, hflip=True, guidance_scale=1.0),
+    "latent-tiny": dict(dataset="emoji-latent", vae="vae-tiny", batch_size=8, lr=1e-3, warmup=0, max_steps=5,
+                        ema_decay=0.9, cond_drop=0.0, hflip=True, guidance_scale=1.0),
+    "sr-tiny": dict(dataset="emoji64", sr=True, batch_size=4, lr=1e-3, warmup=0, max_steps=5,
+                    ema_decay=0.9, cond_drop=0.0, hflip=True, guidance_scale=1.0),
     "tiny": dict(dataset="fashion", batch_size=16, lr=1e-3, warmup=0, max_steps=20,
                  ema_decay=0.9, cond_drop=0.1, hflip=False, guidance_scale=2.0),
 }

@@ -62,11 +62,13 @@ def load_vae(run: Path) -> AutoencoderKL:
 
 
 @torch.no_grad()
-def finalize(run: Path, threads: int) -> dict:
+def finalize(run: Path, threads: int, subset: int | None = None) -> dict:
     torch.set_num_threads(threads)
     vae = load_vae(run)
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     tr, ho = load("emoji64", "train"), load("emoji64", "heldout")
+    if subset:
+        tr, ho = tr.subset(subset), ho.subset(subset)
     xh = to_model_range(ho.images)
     t0 = time.time()
     rec = reconstruct(vae, xh)
@@ -136,7 +138,7 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.out or HERE / "runs" / args.config
     if args.finalize:
-        return finalize(out, args.threads)
+        return finalize(out, args.threads, args.subset)
     tcfg = dict(configs.VAE_TRAIN[args.config])
     if args.max_steps is not None:
         tcfg["max_steps"] = args.max_steps
