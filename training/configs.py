@@ -102,7 +102,7 @@ VAES = {
 # L1 reconstruction (mean over pixels) + kl_weight * KL (sum over latent elements, mean over batch,
 # divided by the pixels per image), i.e. Stable Diffusion's 1e-6 weight on summed losses.
 VAE_TRAIN = {
-    "vae-f4": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=1500, kl_weight=1e-6, hflip=True),
+    "vae-f4": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=1200, kl_weight=1e-6, hflip=True),
     "vae-f8": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=4000, kl_weight=1e-6, hflip=True),
     "vae-tiny": dict(dataset="emoji64", batch_size=8, lr=1e-3, warmup=0, max_steps=10, kl_weight=1e-6, hflip=True),
 }

@@ -3,6 +3,7 @@
 # in the background; re-run to resume.
 #
 #   setsid nohup training/run_latent.sh >> training/runs/run_latent.log 2>&1 < /dev/null &
+#   ... training/run_latent.sh latent     # or `sr`: one lane only
 #
 # Two lanes, one CPU thread each, at `nice ${STEPWISE_NICE:-10}` (they share the two cores with
 # run_all.sh's lanes and whoever compiles Rust):
@@ -37,6 +38,7 @@ sr() {
   nice -n "$NICE" "$PY" evaluate.py --model emoji-sr >> "$log" 2>&1
 }
 
-latent &
-sr &
+for lane in "${@:-latent sr}"; do
+  for l in $lane; do "$l" & done
+done
 wait
