@@ -92,6 +92,8 @@ pub fn step_strip(frames: &[(Rgba, Rgba)]) -> (usize, usize, Vec<u8>) {
     tile(&[xt, x0], 2 * k, k)
 }
 
+type GifEncoder = gif::Encoder<Vec<u8>>;
+
 /// At most this many GIF frames: a long run is subsampled evenly.
 pub const GIF_MAX_FRAMES: usize = 100;
 
@@ -113,7 +115,8 @@ pub fn animated_gif(frames: &[(Rgba, Rgba)]) -> Result<Vec<u8>, String> {
     // Centiseconds per frame: ~5 s in all, within what browsers honour (≥ 2 cs).
     let delay = (500 / picks.len()).clamp(2, 10) as u16;
     let err = |e: gif::EncodingError| format!("GIF encoding: {e}");
-    let mut encoder: Option<(gif::Encoder<Vec<u8>>, (usize, usize))> = None;
+    // The encoder, made at the first frame, and that frame's size.
+    let mut encoder: Option<(GifEncoder, (usize, usize))> = None;
     for (n, &i) in picks.iter().enumerate() {
         let (xt, x0) = frames[i];
         let (w, h, mut rgba) = tile(&[vec![xt, x0]], 2, 1);

@@ -16,7 +16,11 @@ pub fn push_thinned<T>(
 ) {
     *stride = (*stride).max(1);
     // The previous latest frame stayed only because it was the latest.
-    if frames.len() > 1 && frames.last().is_some_and(|f| step(f) % *stride != 0) {
+    if frames.len() > 1
+        && frames
+            .last()
+            .is_some_and(|f| !step(f).is_multiple_of(*stride))
+    {
         frames.pop();
     }
     frames.push(item);
@@ -26,7 +30,7 @@ pub fn push_thinned<T>(
         let s = *stride;
         let mut i = 0;
         frames.retain(|f| {
-            let keep = i == 0 || i == last || step(f) % s == 0;
+            let keep = i == 0 || i == last || step(f).is_multiple_of(s);
             i += 1;
             keep
         });

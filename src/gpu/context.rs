@@ -151,7 +151,12 @@ impl GpuContext {
         if parts.is_empty() {
             parts.push("unnamed adapter".into());
         }
-        format!("{} ({:?}, {:?})", parts.join(", "), i.backend, i.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            parts.join(", "),
+            i.backend,
+            i.device_type
+        )
     }
 
     /// Total compute dispatches recorded so far (benchmarks use it).

@@ -227,16 +227,30 @@ mod picked_paths_tests {
     #[test]
     fn strips_the_picked_folder_name() {
         assert_eq!(
-            rel(&["m/model_index.json", "m/unet/config.json", "m/scheduler/scheduler_config.json"]),
-            ["model_index.json", "unet/config.json", "scheduler/scheduler_config.json"]
+            rel(&[
+                "m/model_index.json",
+                "m/unet/config.json",
+                "m/scheduler/scheduler_config.json"
+            ]),
+            [
+                "model_index.json",
+                "unet/config.json",
+                "scheduler/scheduler_config.json"
+            ]
         );
         // The folder above the model folder, and a dropped folder's absolute entry paths.
         assert_eq!(
-            rel(&["/models/m/config.json", "/models/m/diffusion_pytorch_model.safetensors"]),
+            rel(&[
+                "/models/m/config.json",
+                "/models/m/diffusion_pytorch_model.safetensors"
+            ]),
             ["config.json", "diffusion_pytorch_model.safetensors"]
         );
         // Loose files, and one file: nothing to strip.
-        assert_eq!(rel(&["config.json", "x.safetensors"]), ["config.json", "x.safetensors"]);
+        assert_eq!(
+            rel(&["config.json", "x.safetensors"]),
+            ["config.json", "x.safetensors"]
+        );
         assert_eq!(rel(&["m\\config.json"]), ["config.json"]);
         assert!(rel(&[]).is_empty());
     }
@@ -253,7 +267,12 @@ mod picked_paths_tests {
         ] {
             assert!(is_model_file(p), "{p}");
         }
-        for p in ["README.md", "unet/model.ckpt", "a/b/config.json", "samples.png"] {
+        for p in [
+            "README.md",
+            "unet/model.ckpt",
+            "a/b/config.json",
+            "samples.png",
+        ] {
             assert!(!is_model_file(p), "{p}");
         }
     }
