@@ -7,7 +7,8 @@ use leptos::task::spawn_local;
 use super::canvas::draw_rgba;
 use super::engine::{self, Frame, RunParams};
 use super::generate::ModelState;
-use super::settings::Inputs;
+use super::settings::{history_budget, CompareSide, Inputs};
+use crate::history::push_thinned;
 use crate::pipeline::now_ms;
 use crate::sampler::SamplerKind;
 
@@ -21,20 +22,27 @@ struct Side {
 }
 
 impl Side {
-    fn new(sampler: SamplerKind, steps: usize) -> Self {
+    /// A side whose settings are the URL-backed signals of `settings`.
+    fn new(settings: CompareSide) -> Self {
         Self {
-            sampler: RwSignal::new(sampler),
-            steps: RwSignal::new(steps),
+            sampler: settings.sampler,
+            steps: settings.steps,
             frames: RwSignal::new(Vec::new()),
             ms: RwSignal::new(0.0),
         }
     }
 
-    /// The frame at `progress` (0 = x_T, 1 = the last step).
+    /// The kept frame nearest to `progress` (0 = x_T, 1 = the last step); while the run is in
+    /// progress, at most its latest frame.
     fn at(&self, progress: f64) -> Option<Frame> {
         self.frames.with(|v| {
-            let last = v.len().checked_sub(1)?;
-            v.get((progress * last as f64).round() as usize).cloned()
+            let target = progress * v.last()?.total as f64;
+            v.iter()
+                .min_by(|a, b| {
+                    let d = |f: &Frame| (f.index as f64 - target).abs();
+                    d(a).total_cmp(&d(b))
+                })
+                .cloned()
         })
     }
 }
@@ -55,8 +63,10 @@ fn diff_rgba(a: &[u8], b: &[u8]) -> Vec<u8> {
 pub fn CompareView() -> impl IntoView {
     let s = expect_context::<Inputs>();
     let models = expect_context::<ModelState>();
-    let a = Side::new(SamplerKind::Ddpm, 1000);
-    let b = Side::new(SamplerKind::Ddim, 50);
+    let a = Side::new(s.cmp_a);
+    let b = Side::new(s.cmp_b);
+    // Each side keeps half the history budget (a 1000-step side at batch 16 is thinned).
+    let budget = history_budget() / 2;
     let progress = RwSignal::new(1.0f64);
     let running = RwSignal::new(false);
     let stop = RwSignal::new(false);
@@ -117,10 +127,13 @@ pub fn CompareView() -> impl IntoView {
                     ..base.clone()
                 };
                 let t0 = now_ms();
+                let mut stride = 1;
                 let r = engine::run(&m.url, &m, &p, |f| {
                     let total = f.total.max(1) as f64;
                     progress.set(f.index as f64 / total);
-                    side.frames.update(|v| v.push(f));
+                    side.frames.update(|v| {
+                        push_thinned(v, f, &mut stride, budget, |f| f.index, Frame::bytes)
+                    });
                     side.ms.set(now_ms() - t0);
                     !stop.get_untracked()
                 })

@@ -14,6 +14,7 @@ use super::fetch::fetch_bytes;
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::gpu::GpuBackend;
+pub use crate::model::loader::{is_model_file, model_relative_paths};
 use crate::model::loader::{load_unet_files, load_vae_files, MemorySource};
 use crate::model::{AutoencoderKL, UNet2DModel};
 use crate::pipeline::{self, now_ms, Conditioning, Control, NoiseSource, RunOutput, StepEvent};
@@ -65,7 +66,17 @@ pub async fn init_backend(force_cpu: bool) -> BackendInfo {
     } else {
         match GpuBackend::new().await {
             Ok(g) => {
-                let description = format!("GPU: {}", g.ctx.describe());
+                // wgpu passes on only GPUAdapterInfo's description (empty on SwiftShader); ask
+                // the browser for the vendor and architecture too.
+                let wgpu = g.ctx.describe();
+                let description = match super::browser_adapter_info().await {
+                    // SwiftShader: "google swiftshader (BrowserWebGpu, Cpu)".
+                    Some(b) => match wgpu.strip_prefix("unnamed adapter ") {
+                        Some(api) => format!("GPU: {b} {api}"),
+                        None => format!("GPU: {b} · {wgpu}"),
+                    },
+                    None => format!("GPU: {wgpu}"),
+                };
                 (
                     Compute::Gpu(g),
                     BackendInfo {
@@ -184,9 +195,9 @@ const BARE_FILES: [&str; 3] = [
 /// and builds the UNet on the page's backend. Cached: a second call is free.
 pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
     let base = url.trim_end_matches('/').to_string();
-    let compute = COMPUTE
-        .with(|c| c.borrow().clone())
-        .ok_or("the backend is not ready yet")?;
+    if COMPUTE.with(|c| c.borrow().is_none()) {
+        return Err("the backend is not ready yet".into());
+    }
     let mut files = HashMap::new();
     // A pipeline folder has unet/config.json; only if it is absent try the bare layout (each
     // miss is a 404 the browser logs, so ask for as little as possible).
@@ -202,11 +213,7 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
             files.insert(f.to_string(), b);
         }
     }
-    let names_vae = files
-        .get("model_index.json")
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .is_some_and(|v| v.get("vae").is_some());
-    if names_vae {
+    if names_vae(&files) {
         for f in VAE_FILES {
             if let Some(b) = fetch_bytes(&format!("{base}/{f}")).await? {
                 files.insert(f.to_string(), b);
@@ -218,18 +225,70 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
             "no model at {base}: neither {base}/unet/config.json nor {base}/config.json exists"
         ));
     }
+    build_model(base.clone(), &base, files)
+}
+
+/// Whether `model_index.json` names a `vae` (a latent model).
+fn names_vae(files: &HashMap<String, Vec<u8>>) -> bool {
+    files
+        .get("model_index.json")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .is_some_and(|v| v.get("vae").is_some())
+}
+
+/// The prefix of the cache key of a model opened from the user's files.
+pub const FILES_PREFIX: &str = "files:";
+
+/// Builds a model from files the user picked or dropped (paths relative to the model folder, see
+/// [`model_relative_paths`]); nothing leaves the browser. `name` (the folder's name) goes into
+/// messages and into the returned [`ModelInfo::url`], the key [`run`] finds the model by. A
+/// previously opened folder is dropped first, so its weights do not stay on the GPU.
+pub fn load_model_from_files(
+    name: &str,
+    files: HashMap<String, Vec<u8>>,
+) -> Result<ModelInfo, String> {
+    if COMPUTE.with(|c| c.borrow().is_none()) {
+        return Err("the backend is not ready yet".into());
+    }
+    if !files.contains_key("config.json") && !files.contains_key("unet/config.json") {
+        let mut seen: Vec<&str> = files.keys().map(String::as_str).collect();
+        seen.sort_unstable();
+        return Err(format!(
+            "{name} is not a diffusers model folder: it needs unet/config.json (a pipeline folder with model_index.json, unet/, scheduler/) or config.json (a bare UNet folder){}",
+            if seen.is_empty() {
+                ", and has neither configs nor weights".to_string()
+            } else {
+                format!("; found {}", seen.join(", "))
+            }
+        ));
+    }
+    MODELS.with(|m| m.borrow_mut().retain(|k, _| !k.starts_with(FILES_PREFIX)));
+    build_model(format!("{FILES_PREFIX}{name}"), name, files)
+}
+
+/// The common part of loading: parse the configs, load the weights onto the page's backend, and
+/// cache the model under `key`; `label` names the folder in messages.
+fn build_model(
+    key: String,
+    label: &str,
+    files: HashMap<String, Vec<u8>>,
+) -> Result<ModelInfo, String> {
+    let compute = COMPUTE
+        .with(|c| c.borrow().clone())
+        .ok_or("the backend is not ready yet")?;
+    let names_vae = names_vae(&files);
     let weight_bytes = files
         .iter()
         .filter(|(k, _)| k.ends_with(".safetensors"))
         .map(|(_, v)| v.len())
         .sum();
     let src = MemorySource {
-        name: base.clone(),
+        name: label.to_string(),
         files,
     };
     let unet_files = load_unet_files(&src).map_err(|e| e.to_string())?;
     let scheduler = match &unet_files.scheduler_config {
-        Some(text) => SchedulerConfig::from_json_str(text).map_err(|e| format!("{base}: {e}"))?,
+        Some(text) => SchedulerConfig::from_json_str(text).map_err(|e| format!("{label}: {e}"))?,
         None => SchedulerConfig::default(),
     };
     let cfg = unet_files.config.clone();
@@ -237,7 +296,7 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
     let vae_files = load_vae_files(&src).map_err(|e| e.to_string())?;
     if names_vae && vae_files.is_none() {
         return Err(format!(
-            "{base}: model_index.json names a vae but {base}/vae/config.json is missing"
+            "{label}: model_index.json names a vae but {label}/vae/config.json is missing"
         ));
     }
     let latent = match &vae_files {
@@ -247,7 +306,7 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
                 || v.config.latent_channels != cfg.out_channels
             {
                 return Err(format!(
-                    "{base}: the VAE has {} latent channels but the UNet takes {} and returns {}",
+                    "{label}: the VAE has {} latent channels but the UNet takes {} and returns {}",
                     v.config.latent_channels, cfg.in_channels, cfg.out_channels
                 ));
             }
@@ -281,9 +340,9 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
         Compute::Gpu(g) => Net::Gpu(build(g, &cfg, &unet_files.weights, vae_files.as_ref())?),
         Compute::Cpu(c) => Net::Cpu(build(c, &cfg, &unet_files.weights, vae_files.as_ref())?),
     };
-    MODELS.with(|m| m.borrow_mut().insert(base.clone(), Rc::new(net)));
+    MODELS.with(|m| m.borrow_mut().insert(key.clone(), Rc::new(net)));
     Ok(ModelInfo {
-        url: base,
+        url: key,
         channels: cfg.in_channels,
         height,
         width,
@@ -362,6 +421,11 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Bytes of pixels this frame holds (for the history's memory cap).
+    pub fn bytes(&self) -> usize {
+        self.xt.rgba.len() + self.x0.rgba.len()
+    }
+
     /// The image this frame stands for: x_t for pixel models (the final sample at the last
     /// step), the decoded x̂0 for latent models.
     pub fn picture(&self) -> &Image {

@@ -1,24 +1,120 @@
 //! The forward process: q(x_t | x_0) = N(√ᾱ_t · x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4) applied
-//! to the image on screen in the generate view, with one fixed noise draw, as t is dragged: the
+//! to an image (the one on screen in the generate view, a shipped dataset example, or the user's
+//! own, decoded and resized in the browser) with one fixed noise draw, as t is dragged: the
 //! process the model learned to reverse. Pure CPU arithmetic on a few thousand pixels.
 
-use leptos::prelude::*;
+use std::sync::Arc;
 
-use super::canvas::draw_rgba;
-use super::engine;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde::Deserialize;
+use wasm_bindgen::JsCast;
+
+use super::canvas::{decode_image, draw_rgba};
+use super::engine::{self, Image};
+use super::fetch::fetch_bytes;
 use super::generate::{ModelState, RunState};
 use crate::noise;
+
+/// One entry of `examples/index.json` (written by `training/make_examples.py`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct Example {
+    file: String,
+    title: String,
+}
+
+#[derive(Deserialize)]
+struct Examples {
+    examples: Vec<Example>,
+}
+
+/// The image x_0 comes from.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    /// The frame selected in the generate view's history.
+    Screen,
+    /// A shipped example (index into the manifest).
+    Example(usize),
+    /// The user's own image, by its `blob:` URL.
+    Upload(String),
+}
 
 /// The Philox stream of the fixed forward-process noise (far from the sampler's streams).
 const FORWARD_STREAM: u64 = 0xF0F0;
 
-/// x_t of the current frame's x_t image at a chosen t.
+/// x_t of the chosen image at a chosen t.
 #[component]
 pub fn ForwardView() -> impl IntoView {
     let run = expect_context::<RunState>();
     let models = expect_context::<ModelState>();
     let t = RwSignal::new(500usize);
     let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let source = RwSignal::new(Source::Screen);
+    let examples = RwSignal::new(Vec::<Example>::new());
+    spawn_local(async move {
+        let list = match fetch_bytes("examples/index.json").await {
+            Ok(Some(b)) => serde_json::from_slice::<Examples>(&b).map(|e| e.examples),
+            _ => Ok(Vec::new()),
+        };
+        match list {
+            Ok(l) => examples.set(l),
+            Err(e) => log::warn!("examples/index.json: {e}"),
+        }
+    });
+    // The model's image size (C, H, W): what a chosen image is resized to.
+    let image_size = Memo::new(move |_| match models.info.get().and_then(Result::ok) {
+        Some(m) => match m.latent {
+            Some(l) => (l.image_channels, l.image_height, l.image_width),
+            None => (m.channels, m.height, m.width),
+        },
+        None => (3, 32, 32),
+    });
+    // The decoded example or upload (None for the screen, or while decoding).
+    let picked = RwSignal::new(None::<Result<Image, String>>);
+    Effect::new(move |_| {
+        let src = source.get();
+        let (c, h, w) = image_size.get();
+        let url = match &src {
+            Source::Screen => return picked.set(None),
+            Source::Example(i) => match examples.with(|e| e.get(*i).cloned()) {
+                Some(e) => format!("examples/{}", e.file),
+                None => return,
+            },
+            Source::Upload(u) => u.clone(),
+        };
+        spawn_local(async move {
+            // Fashion-MNIST is white on black, the emoji were composited on white.
+            let bg = if c == 1 { "black" } else { "white" };
+            let r = decode_image(&url, w, h, bg, c == 1).await;
+            if source.get_untracked() == src && image_size.get_untracked() == (c, h, w) {
+                picked.set(Some(r.map(|rgba| Image {
+                    width: w,
+                    height: h,
+                    rgba: Arc::new(rgba),
+                })));
+            }
+        });
+    });
+    let on_upload = move |e: leptos::ev::Event| {
+        let Some(input) = e
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        let Some(file) = input.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        match web_sys::Url::create_object_url_with_blob(&file) {
+            Ok(url) => {
+                if let Source::Upload(old) = source.get_untracked() {
+                    let _ = web_sys::Url::revoke_object_url(&old);
+                }
+                source.set(Source::Upload(url));
+            }
+            Err(e) => picked.set(Some(Err(format!("{e:?}")))),
+        }
+    };
     let abar = Memo::new(move |_| {
         let m = models.info.get()?.ok()?;
         engine::schedule(&m.scheduler, m.default_sampler, 1, 0.0)
@@ -30,15 +126,19 @@ pub fn ForwardView() -> impl IntoView {
             .unwrap_or(999)
     };
     Effect::new(move |_| {
-        let frame = run.frames.with(|v| v.get(run.view.get()).cloned());
-        let (Some(f), Some(c)) = (frame, canvas.get()) else {
+        let img = match source.get() {
+            Source::Screen => run
+                .frames
+                .with(|v| v.get(run.view.get()).map(|f| f.picture().clone())),
+            _ => picked.get().and_then(Result::ok),
+        };
+        let (Some(img), Some(c)) = (img, canvas.get()) else {
             return;
         };
         let Some(ab) = abar.with(|a| a.as_ref().and_then(|a| a.get(t.get()).copied())) else {
             return;
         };
         let (sa, sn) = (ab.sqrt(), (1.0 - ab).sqrt());
-        let img = f.picture();
         let eps = noise::randn(0, FORWARD_STREAM, img.rgba.len());
         // A one-channel model's image is grey (r = g = b): give it grey noise, one draw per pixel.
         let grey = img
@@ -59,7 +159,28 @@ pub fn ForwardView() -> impl IntoView {
     });
     view! {
         <section class="panel forward" aria-label="Forward process">
-            <h2>"Forward process: adding noise to the image on screen"</h2>
+            <h2>"Forward process: adding noise to an image"</h2>
+            <div class="forward-source">
+                <label for="forward-source">"Image"</label>
+                <select id="forward-source" on:change=move |e| {
+                    let v = event_target_value(&e);
+                    source.set(match v.strip_prefix("ex:").and_then(|i| i.parse().ok()) {
+                        Some(i) => Source::Example(i),
+                        None => Source::Screen,
+                    });
+                }>
+                    <option value="screen" prop:selected=move || source.get() == Source::Screen>"The image on screen (generate view)"</option>
+                    {move || examples.get().into_iter().enumerate().map(|(i, e)| view! {
+                        <option value=format!("ex:{i}") prop:selected=move || source.get() == Source::Example(i)>{e.title}</option>
+                    }).collect_view()}
+                    {move || matches!(source.get(), Source::Upload(_)).then(|| view! {
+                        <option value="upload" selected>"Your image"</option>
+                    })}
+                </select>
+                <label for="forward-upload" class="file-button">"Upload your own…"</label>
+                <input type="file" id="forward-upload" class="sr" accept="image/*" on:change=on_upload />
+            </div>
+            {move || picked.get().and_then(Result::err).map(|e| view! { <p class="error" role="alert" id="forward-error">{e}</p> })}
             <div class="forward-row">
                 <canvas id="forward" node_ref=canvas width="16" height="16" aria-label="The image on screen after t steps of the forward process"></canvas>
                 <div class="forward-controls">
@@ -69,7 +190,7 @@ pub fn ForwardView() -> impl IntoView {
                     <input id="forward-t" type="range" min="0" max=t_max
                         prop:value=move || t.get().to_string()
                         on:input=move |e| { if let Ok(v) = event_target_value(&e).parse() { t.set(v) } } />
-                    <p class="muted">"x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε with one fixed ε. Generate an image first; this shows the frame selected in the history."</p>
+                    <p class="muted">"x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε with one fixed ε. Pick an example, upload an image (it stays in this browser, resized to the model's size), or generate one and pick a frame in the history."</p>
                 </div>
             </div>
         </section>

@@ -8,15 +8,21 @@ use wasm_bindgen::JsCast;
 use super::canvas::{download_png, draw_rgba};
 use super::engine::{self, BackendInfo, Frame, ModelEntry, ModelInfo, RunParams, RunSummary};
 use super::plot::SchedulePlot;
-use super::settings::{random_seed, Inputs, URL_MODEL};
+use super::settings::{history_budget, random_seed, Inputs, LOCAL_MODEL, URL_MODEL};
+use crate::history::push_thinned;
 use crate::pipeline::now_ms;
 use crate::sampler::SamplerKind;
 
 /// A run's frames and status, shared by the controls, the viewer and the history bar.
 #[derive(Clone, Copy)]
 pub struct RunState {
-    /// Every frame of the current run (x_T first), kept for replay.
+    /// The frames of the current run (x_T first), kept for replay: every frame, or every
+    /// `stride`-th step (and the latest) once they reach the memory budget.
     pub frames: RwSignal<Vec<Frame>>,
+    /// The spacing of the kept steps (1: all of them).
+    pub stride: RwSignal<usize>,
+    /// The history's memory budget in bytes.
+    pub budget: usize,
     /// The frame on screen.
     pub view: RwSignal<usize>,
     pub running: RwSignal<bool>,
@@ -37,6 +43,8 @@ impl RunState {
     fn new() -> Self {
         Self {
             frames: RwSignal::new(Vec::new()),
+            stride: RwSignal::new(1),
+            budget: history_budget(),
             view: RwSignal::new(0),
             running: RwSignal::new(false),
             stop: RwSignal::new(false),
@@ -60,9 +68,19 @@ impl RunState {
     }
 }
 
+/// A model the user opened from their own files: its picker entry and its loading state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalModel {
+    pub entry: ModelEntry,
+    /// None while the files are read and loaded.
+    pub info: Option<Result<ModelInfo, String>>,
+}
+
 /// The model the picker points at and its loading state.
 #[derive(Clone, Copy)]
 pub struct ModelState {
+    /// The folder opened from the user's files, if any (listed last in the picker).
+    pub local: RwSignal<Option<LocalModel>>,
     /// The manifest's models, plus the `?model_url=` folder first when given.
     pub entries: Memo<Vec<ModelEntry>>,
     /// The manifest entry (or the `?model_url=` folder) selected.
@@ -81,6 +99,7 @@ pub fn GenerateView(
     inputs.sync_to_url();
     let run = RunState::new();
     let manifest = RwSignal::new(None::<Result<Vec<ModelEntry>, String>>);
+    let local = RwSignal::new(None::<LocalModel>);
     spawn_local(async move { manifest.set(Some(engine::load_manifest().await)) });
     let entries = Memo::new(move |_| {
         let mut list = match manifest.get() {
@@ -99,6 +118,9 @@ pub fn GenerateView(
                     pixel_peer: None,
                 },
             );
+        }
+        if let Some(l) = local.get() {
+            list.push(l.entry);
         }
         list
     });
@@ -123,6 +145,17 @@ pub fn GenerateView(
         let ready = backend.with(Option::is_some);
         let Some(e) = entry.get() else { return };
         if !ready {
+            return;
+        }
+        if e.name == LOCAL_MODEL {
+            // Loaded from the user's files by OpenModel; only mirror its state.
+            let r = local.with(|l| l.as_ref().and_then(|l| l.info.clone()));
+            if let Some(Ok(m)) = &r {
+                if inputs.steps.get_untracked() > m.num_train_timesteps {
+                    inputs.steps.set(m.num_train_timesteps);
+                }
+            }
+            info.set(r);
             return;
         }
         info.set(None);
@@ -163,6 +196,7 @@ pub fn GenerateView(
         });
     });
     let models = ModelState {
+        local,
         entries,
         entry,
         info,
@@ -190,6 +224,7 @@ pub fn GenerateView(
         };
         run.playing.set(false);
         run.frames.set(Vec::new());
+        run.stride.set(1);
         run.view.set(0);
         run.summary.set(None);
         run.error.set(None);
@@ -198,8 +233,12 @@ pub fn GenerateView(
         run.elapsed_ms.set(0.0);
         spawn_local(async move {
             let start = now_ms();
+            let mut stride = 1;
             let r = engine::run(&m.url, &m, &params, |f| {
-                run.frames.update(|v| v.push(f));
+                run.frames.update(|v| {
+                    push_thinned(v, f, &mut stride, run.budget, |f| f.index, Frame::bytes)
+                });
+                run.stride.set(stride);
                 run.view.set(run.frames.with_untracked(Vec::len) - 1);
                 run.elapsed_ms.set(now_ms() - start);
                 !run.stop.get_untracked()
@@ -284,6 +323,7 @@ where
                         .collect_view()
                 }}
             </select>
+            <super::open_model::OpenModel />
             <p class="status" id="model-status" aria-live="polite">
                 {move || match models.info.get() {
                     None => "loading…".to_string(),
@@ -424,20 +464,35 @@ fn Viewer() -> impl IntoView {
     let total_steps = move || run.frames.with(|v| v.last().map(|f| f.total)).unwrap_or(0);
     let done_steps = move || run.frames.with(|v| v.last().map(|f| f.index)).unwrap_or(0);
     let model_ms = move || run.frames.with(|v| v.iter().map(|f| f.ms).sum::<f64>());
-    let download = move |_| {
-        let Some(f) = current() else { return };
-        let name = format!(
-            "stepwise-{}-{}-{}steps-seed{}-step{}.png",
+    // The run's settings in every exported file name.
+    let stem = move |total: usize| {
+        format!(
+            "stepwise-{}-{}-{}steps-seed{}",
             models
                 .entry
                 .get_untracked()
                 .map(|e| e.name)
                 .unwrap_or_default(),
             s.sampler.get_untracked().name(),
-            f.total,
+            total,
             s.seed.get_untracked(),
-            f.index
-        );
+        )
+    };
+    let export = move |what: &'static str| {
+        let r = run.frames.with_untracked(|v| {
+            let stem = stem(v.last().map(|f| f.total).unwrap_or(0));
+            match what {
+                "strip" => super::export::download_strip(v, &stem),
+                _ => super::export::download_gif(v, &stem),
+            }
+        });
+        if let Err(e) = r {
+            run.error.set(Some(format!("export failed: {e}")));
+        }
+    };
+    let download = move |_| {
+        let Some(f) = current() else { return };
+        let name = format!("{}-step{}.png", stem(f.total), f.index);
         let img = f.picture();
         if let Err(e) = download_png(&img.rgba, img.width, img.height, &name) {
             run.error.set(Some(format!("download failed: {e}")));
@@ -545,7 +600,20 @@ fn Viewer() -> impl IntoView {
                 </select>
                 <button type="button" id="download" class="secondary" on:click=download
                     disabled=move || run.frames.with(Vec::is_empty)>"Download PNG"</button>
+                <button type="button" id="download-strip" class="secondary" on:click=move |_| export("strip")
+                    disabled=move || run.frames.with(Vec::is_empty) || run.running.get()
+                    title="10 evenly spaced steps, x_t above x̂₀">"Step strip"</button>
+                <button type="button" id="download-gif" class="secondary" on:click=move |_| export("gif")
+                    disabled=move || run.frames.with(Vec::is_empty) || run.running.get()
+                    title="The whole run as a looping GIF, x_t beside x̂₀">"GIF"</button>
             </div>
+            {move || (run.stride.get() > 1).then(|| view! {
+                <p class="muted" id="history-note">{move || format!(
+                    "Long run: to stay under {} the history keeps every {}th step (x_T and the latest step always); replay and exports use those frames.",
+                    if run.budget >= 1_000_000 { format!("{:.0} MB", run.budget as f64 / 1e6) } else { format!("{:.0} kB", run.budget as f64 / 1e3) },
+                    run.stride.get()
+                )}</p>
+            })}
             <div class="panel plot">
                 <h2>"Noise schedule"</h2>
                 <SchedulePlot data=schedule current=current_t />

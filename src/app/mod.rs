@@ -4,10 +4,12 @@
 mod canvas;
 mod compare;
 mod engine;
+mod export;
 mod fetch;
 mod forward;
 mod generate;
 mod latent_speed;
+mod open_model;
 mod plot;
 mod selftest_page;
 mod settings;
@@ -34,6 +36,32 @@ pub fn has_webgpu() -> bool {
     js_sys::Reflect::get(&w.navigator(), &"gpu".into())
         .map(|v| !v.is_undefined() && !v.is_null())
         .unwrap_or(false)
+}
+
+/// What the browser says about its WebGPU adapter (`GPUAdapterInfo`'s vendor, architecture,
+/// device and description, whichever are non-empty): wgpu passes on only the description, which
+/// SwiftShader leaves empty. Asks for a second adapter handle, which costs next to nothing.
+pub async fn browser_adapter_info() -> Option<String> {
+    use js_sys::Reflect;
+    use wasm_bindgen::JsCast;
+    let gpu = Reflect::get(&web_sys::window()?.navigator(), &"gpu".into()).ok()?;
+    let request: js_sys::Function = Reflect::get(&gpu, &"requestAdapter".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return None;
+    }
+    let info = Reflect::get(&adapter, &"info".into()).ok()?;
+    let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
+        .into_iter()
+        .filter_map(|k| Reflect::get(&info, &k.into()).ok()?.as_string())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 #[component]

@@ -1,6 +1,6 @@
 //! The user's inputs, one signal each, and their round trip through the URL query
-//! (`?model=…&sampler=…&steps=…&eta=…&seed=…&class=…&guidance=…&batch=…`), so a link
-//! reproduces a run exactly.
+//! (`?model=…&sampler=…&steps=…&eta=…&seed=…&class=…&guidance=…&batch=…`, and the compare
+//! view's `a_sampler`, `a_steps`, `b_sampler`, `b_steps`), so a link reproduces a run exactly.
 
 use leptos::prelude::*;
 
@@ -21,10 +21,57 @@ pub struct Inputs {
     pub class: RwSignal<i64>,
     pub guidance: RwSignal<f32>,
     pub batch: RwSignal<usize>,
+    /// The compare view's two runs: sampler and step count each.
+    pub cmp_a: CompareSide,
+    pub cmp_b: CompareSide,
+}
+
+/// One side of the compare view's settings.
+#[derive(Clone, Copy)]
+pub struct CompareSide {
+    pub sampler: RwSignal<SamplerKind>,
+    pub steps: RwSignal<usize>,
+}
+
+impl CompareSide {
+    /// From `?{prefix}_sampler=…&{prefix}_steps=…`, else the defaults given.
+    fn from_url(prefix: &str, sampler: SamplerKind, steps: usize) -> Self {
+        let get = |k: &str| param(&format!("{prefix}_{k}")).filter(|v| !v.is_empty());
+        Self {
+            sampler: RwSignal::new(
+                get("sampler")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(sampler),
+            ),
+            steps: RwSignal::new(
+                get("steps")
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&s| s >= 1)
+                    .unwrap_or(steps),
+            ),
+        }
+    }
+
+    fn append(&self, q: &web_sys::UrlSearchParams, prefix: &str) {
+        q.append(&format!("{prefix}_sampler"), self.sampler.get().name());
+        q.append(&format!("{prefix}_steps"), &self.steps.get().to_string());
+    }
+}
+
+/// The history's memory budget in bytes: `?history_mb=` (a test hook to see the cap on a short
+/// run), else 64 MB, which keeps every frame of a 1000-step run at batch 4 and thins larger ones.
+pub fn history_budget() -> usize {
+    param("history_mb")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|mb| (mb * 1e6) as usize)
+        .unwrap_or(64_000_000)
 }
 
 /// The name the model picker uses for `?model_url=`.
 pub const URL_MODEL: &str = "url";
+/// The name the model picker uses for a folder the user opened from their own files.
+pub const LOCAL_MODEL: &str = "files";
 
 fn params() -> Option<web_sys::UrlSearchParams> {
     let search = web_sys::window()?.location().search().ok()?;
@@ -91,6 +138,9 @@ impl Inputs {
                     .map(|b: usize| b.clamp(1, 16))
                     .unwrap_or(1),
             ),
+            // The default comparison: DDPM at 1000 steps against DDIM at 50.
+            cmp_a: CompareSide::from_url("a", SamplerKind::Ddpm, 1000),
+            cmp_b: CompareSide::from_url("b", SamplerKind::Ddim, 50),
         }
     }
 
@@ -111,6 +161,8 @@ impl Inputs {
         q.append("class", &self.class.get().to_string());
         q.append("guidance", &self.guidance.get().to_string());
         q.append("batch", &self.batch.get().to_string());
+        self.cmp_a.append(&q, "a");
+        self.cmp_b.append(&q, "b");
         String::from(q.to_string())
     }
 
