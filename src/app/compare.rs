@@ -6,8 +6,8 @@ use leptos::task::spawn_local;
 
 use super::canvas::draw_rgba;
 use super::engine::{self, Frame, RunParams};
-use super::generate::ModelState;
-use super::settings::{history_budget, CompareSide, Inputs};
+use super::generate::{ModelState, RunState};
+use super::settings::{CompareSide, Inputs};
 use crate::history::push_thinned;
 use crate::pipeline::now_ms;
 use crate::sampler::SamplerKind;
@@ -66,7 +66,7 @@ pub fn CompareView() -> impl IntoView {
     let a = Side::new(s.cmp_a);
     let b = Side::new(s.cmp_b);
     // Each side keeps half the history budget (a 1000-step side at batch 16 is thinned).
-    let budget = history_budget() / 2;
+    let budget = expect_context::<RunState>().budget / 2;
     let progress = RwSignal::new(1.0f64);
     let running = RwSignal::new(false);
     let stop = RwSignal::new(false);

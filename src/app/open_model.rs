@@ -32,6 +32,11 @@ fn pairs(arr: &js_sys::Array) -> Vec<(String, web_sys::File)> {
         .collect()
 }
 
+/// The name of loose files (picked or dropped without a folder around them).
+const LOOSE: &str = "your files";
+/// The picker's entry while the files are read and loaded.
+const READING: &str = "reading your files…";
+
 /// A JS exception's message (a DOMException or Error), else its debug form.
 fn js_error(e: JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
@@ -55,7 +60,7 @@ async fn read_model_files(
             let stripped = parts.len().checked_sub(r.split('/').count())?;
             stripped.checked_sub(1).map(|i| parts[i].to_string())
         })
-        .unwrap_or_else(|| "your files".to_string());
+        .unwrap_or_else(|| LOOSE.to_string());
     let max = crate::model::limits::MAX_WEIGHTS_BYTES as f64;
     let mut files = HashMap::new();
     for (r, (_, f)) in rel.into_iter().zip(list) {
@@ -95,14 +100,19 @@ pub fn OpenModel() -> impl IntoView {
         }
         let entry = |name: &str| ModelEntry {
             name: LOCAL_MODEL.into(),
-            title: format!("{name} (your files)"),
+            // Loose files and the placeholder while reading need no suffix.
+            title: if name == LOOSE || name == READING {
+                name.to_string()
+            } else {
+                format!("{name} (your files)")
+            },
             path: format!("{FILES_PREFIX}{name}"),
             classes: vec![],
             defaults: Default::default(),
             pixel_peer: None,
         };
         models.local.set(Some(LocalModel {
-            entry: entry("reading your files…"),
+            entry: entry(READING),
             info: None,
         }));
         inputs.model.set(LOCAL_MODEL.into());
@@ -114,7 +124,7 @@ pub fn OpenModel() -> impl IntoView {
                     let r = engine::load_model_from_files(&name, files);
                     (name, r)
                 }
-                Err(e) => ("your files".to_string(), Err(e)),
+                Err(e) => (LOOSE.to_string(), Err(e)),
             };
             let info = r.map_err(|e| format!("Could not open your model “{name}”: {e}"));
             models.local.set(Some(LocalModel {

@@ -152,6 +152,18 @@ test('open your own model: a picked folder runs; broken and hostile files say wh
   await page.waitForFunction(() => /latent model/.test(document.querySelector('#model-status').textContent), null, { timeout: 60_000 });
   assert.match(await page.textContent('#model'), /latent_pipeline \(your files\)/);
 
+  // Dropped files: a bare UNet folder's two files, dragged onto the drop zone.
+  await page.evaluate(async () => {
+    const dt = new DataTransfer();
+    for (const name of ['config.json', 'diffusion_pytorch_model.safetensors']) {
+      const blob = await (await fetch(`/fixtures/unet/attn_multihead/${name}`)).blob();
+      dt.items.add(new File([blob], name));
+    }
+    document.querySelector('#model-drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await page.waitForFunction(() => /3×16×16/.test(document.querySelector('#model-status').textContent), null, { timeout: 60_000 });
+  assert.match(await page.textContent('#model'), /your files/);
+
   // Broken: a config with truncated weights, a folder with no model, a lying safetensors header.
   const config = await readFile(join(ROOT, 'tests/fixtures/unet/class_scale_shift/unet/config.json'));
   const weights = await readFile(join(ROOT, 'tests/fixtures/unet/class_scale_shift/unet/diffusion_pytorch_model.safetensors'));
