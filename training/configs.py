@@ -121,8 +121,13 @@ def make_unet(name: str) -> UNet2DModel:
     return UNet2DModel(**UNETS[name])
 
 
-def make_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**SCHEDULER)
+def make_scheduler(name: str | None = None) -> DDPMScheduler:
+    """Latent models get clip_sample=False (as Stable Diffusion): scaled latents are not confined to
+    [-1, 1] (here per-channel means reach -1.3), and clipping the predicted x0 there wrecks samples."""
+    cfg = dict(SCHEDULER)
+    if name is not None and TRAIN.get(name, {}).get("dataset") == "emoji-latent":
+        cfg["clip_sample"] = False
+    return DDPMScheduler(**cfg)
 
 
 def is_conditional(name_or_unet) -> bool:

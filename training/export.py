@@ -215,7 +215,7 @@ def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, v
         shutil.rmtree(out / sub, ignore_errors=True)
     vae.half().save_pretrained(out / "vae", safe_serialization=True)
     unet.half().save_pretrained(out / "unet", safe_serialization=True)
-    configs.make_scheduler().save_pretrained(out / "scheduler")
+    configs.make_scheduler(meta["config"]).save_pretrained(out / "scheduler")
     shutil.copy(HERE / "pipeline_latent_ddpm.py", out / "pipeline_latent_ddpm.py")
     import diffusers
     (out / "model_index.json").write_text(json.dumps({
@@ -306,7 +306,9 @@ Two diffusers models, both built only from block types the stepwise engine imple
   `up_block_types` {tuple(ucfg['up_block_types'])}, `norm_num_groups` {ucfg['norm_num_groups']},
   `attention_head_dim` {ucfg['attention_head_dim']}. Unconditional.
 - `scheduler/`: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction (on the scaled
-  latents). Sample with DDIM (50 steps, eta 1) or DDPM.
+  latents), **`clip_sample` false**: the scaled latents are not confined to [-1, 1] (per-channel means
+  -1.3..-0.25, stds 0.28..1.31 with one global `scaling_factor`), so clipping the predicted x0 there, right
+  for pixels, turns samples into texture. Sample with DDIM (50 steps, eta 1) or DDPM.
 
 Generation: latents ~ N(0, I) [B, {c}, {h}, {h}] -> denoise -> `image = vae.decode(latents / scaling_factor).sample`
 (in [-1, 1]).

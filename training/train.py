@@ -127,7 +127,7 @@ def main(argv=None):
         from diffusers import UNet2DModel
         init = UNet2DModel.from_pretrained(args.init_from / "unet")
         unet.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
-    sched = configs.make_scheduler()
+    sched = configs.make_scheduler(args.config)
     ema = Ema(unet, tcfg["ema_decay"])
     opt = torch.optim.AdamW(unet.parameters(), lr=tcfg["lr"], weight_decay=0.0)
     warmup = tcfg["warmup"]
