@@ -51,6 +51,15 @@ pub enum Error {
         index: usize,
     },
 
+    #[error("non-finite values (NaN or infinity) at step {step} (t = {timestep}): first in {location}")]
+    NonFiniteStep {
+        /// 1-based step of the run.
+        step: usize,
+        timestep: f32,
+        /// The model stage (`up_blocks.1`, …), or the sampler's update.
+        location: String,
+    },
+
     #[error("input `{name}`: {message}")]
     Input { name: String, message: String },
 

@@ -321,7 +321,40 @@ where
                     b.download(&unet.forward(b, &x, &[t], None)?).await?
                 }
             };
+            if model_output.iter().any(|v| !v.is_finite()) {
+                // Numerical guard: say where, instead of drawing garbage. Re-run this step's
+                // forward pass stage by stage (conditional, then the null class) to find it.
+                let x = b.upload(&model_shape, &model_in)?;
+                let mut label_sets = vec![cond.map(|cd| cd.labels.clone())];
+                if let Some(cd) = guided {
+                    label_sets.push(Some(vec![cd.null_class; n]));
+                }
+                let mut stage = None;
+                for labels in &label_sets {
+                    stage = unet
+                        .first_non_finite_stage(b, &x, &[t], labels.as_deref())
+                        .await?;
+                    if stage.is_some() {
+                        break;
+                    }
+                }
+                return Err(Error::NonFiniteStep {
+                    step: i + 1,
+                    timestep: t,
+                    location: match stage {
+                        Some(s) => format!("the UNet stage `{s}`"),
+                        None => "the UNet output".into(),
+                    },
+                });
+            }
             let out = sched.step(&model_output, t, &sample, noise.as_deref())?;
+            if out.prev_sample.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteStep {
+                    step: i + 1,
+                    timestep: t,
+                    location: format!("the {} update (the model output was finite)", sched.kind()),
+                });
+            }
             sample = out.prev_sample;
             let Some(hook) = plan.hook.as_deref_mut() else {
                 break out.pred_original_sample;

@@ -88,3 +88,62 @@ fn the_valid_control_folder_runs() {
     let o = forward(&root().join("tests/fixtures/hostile/valid"), &input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A model whose `conv_in` overflows f32: the run stops at step 1 naming the stage, on both
+/// backends, instead of drawing garbage.
+#[test]
+fn non_finite_activations_are_reported_with_step_and_stage() {
+    use safetensors::tensor::TensorView;
+    let base = root().join("tests/fixtures/unet/attn_multihead");
+    let dir = std::env::temp_dir().join(format!("stepwise-overflow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(base.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(base.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    for (k, _, _, data) in tensors.iter_mut() {
+        if k == "conv_in.weight" {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&3.0e38f32.to_le_bytes());
+            }
+        }
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(k, d, s, b)| (k.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(
+        dir.join("diffusion_pytorch_model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    for device in ["cpu", "gpu"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+            .args([
+                "sample",
+                "--sampler",
+                "ddim",
+                "--steps",
+                "3",
+                "--device",
+                device,
+            ])
+            .arg("--model")
+            .arg(&dir)
+            .arg("--output")
+            .arg(dir.join("out.png"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{device}: {stderr}");
+        assert!(
+            stderr.contains("at step 1") && stderr.contains("`conv_in`"),
+            "{device}: {stderr}"
+        );
+        assert!(!dir.join("out.png").exists(), "{device}: wrote an image");
+    }
+}

@@ -65,7 +65,10 @@ fn golden(device: &str, tol: f64) {
         assert_eq!(got[key].shape, want[key].shape, "{key} shape");
         let err = rel_l2(&got[key].to_f32(), &want[key].to_f32());
         eprintln!("{device} {key}: rel L2 {err:e}");
-        assert!(err <= tol, "{key} on {device}: relative L2 {err:e} > {tol:e}");
+        assert!(
+            err <= tol,
+            "{key} on {device}: relative L2 {err:e} > {tol:e}"
+        );
     }
     assert_eq!(got["image"].shape, vec![2, 3, 32, 32]);
 }
@@ -104,7 +107,11 @@ fn png_is_the_decoded_image_and_frames_show_latents_and_decoded_x0() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = image::open(&png).unwrap();
-    assert_eq!((img.width(), img.height()), (32, 32), "decoded size, not latent size");
+    assert_eq!(
+        (img.width(), img.height()),
+        (32, 32),
+        "decoded size, not latent size"
+    );
     let mut names: Vec<_> = std::fs::read_dir(&frames)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

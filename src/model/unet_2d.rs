@@ -330,6 +330,19 @@ impl<B: Backend> UNet2DModel<B> {
         timesteps: &[f32],
         class_labels: Option<&[i64]>,
     ) -> Result<B::Tensor> {
+        self.forward_probed(b, sample, timesteps, class_labels, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], handing every stage's output to `probe` with the stage's diffusers
+    /// name (`conv_in`, `down_blocks.1`, `mid_block`, …) as it is computed.
+    pub fn forward_probed(
+        &self,
+        b: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+        probe: &mut dyn FnMut(&str, &B::Tensor),
+    ) -> Result<B::Tensor> {
         self.check_inputs(sample.shape(), timesteps, class_labels)?;
         let n = sample.shape()[0];
 
@@ -349,6 +362,7 @@ impl<B: Backend> UNet2DModel<B> {
         let t = b.upload(&[n], &t)?;
         let t_emb = self.time_proj.forward(b, &t)?;
         let mut emb = self.time_embedding.forward(b, &t_emb)?;
+        probe("time_embedding", &emb);
         if let (Some(ce), Some(labels)) = (&self.class_embedding, class_labels) {
             let ids: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
             let ids = b.upload(&[n], &ids)?;
@@ -358,6 +372,7 @@ impl<B: Backend> UNet2DModel<B> {
                     mlp.forward(b, &self.time_proj.forward(b, &ids)?)?
                 }
             };
+            probe("class_embedding", &class_emb);
             emb = b.add(&emb, &class_emb, 1.0)?;
         }
         // Every resnet starts with `time_emb_proj(silu(emb))`: apply the SiLU once.
@@ -365,27 +380,59 @@ impl<B: Backend> UNet2DModel<B> {
 
         // 2. pre-process
         let mut h = self.conv_in.forward(b, &sample)?;
+        probe("conv_in", &h);
 
         // 3. down
         let mut skips = vec![h.clone()];
-        for block in &self.down_blocks {
+        for (i, block) in self.down_blocks.iter().enumerate() {
             let (out, states) = block.forward(b, &h, Some(&temb))?;
             h = out;
+            probe(&format!("down_blocks.{i}"), &h);
             skips.extend(states);
         }
 
         // 4. mid
         if let Some(mid) = &self.mid_block {
             h = mid.forward(b, &h, Some(&temb))?;
+            probe("mid_block", &h);
         }
 
         // 5. up
-        for block in &self.up_blocks {
+        for (i, block) in self.up_blocks.iter().enumerate() {
             h = block.forward(b, &h, &mut skips, &temb)?;
+            probe(&format!("up_blocks.{i}"), &h);
         }
 
         // 6. post-process
         let h = self.conv_norm_out.forward(b, &h, true)?;
-        self.conv_out.forward(b, &h)
+        probe("conv_norm_out", &h);
+        let out = self.conv_out.forward(b, &h)?;
+        probe("conv_out", &out);
+        Ok(out)
+    }
+
+    /// Re-runs a forward pass keeping every stage's output and names the first stage whose output
+    /// holds a NaN or infinity (`None` if the whole pass is finite): the numerical guard's way to
+    /// say where a step went wrong, paid only once a step has produced non-finite values.
+    pub async fn first_non_finite_stage(
+        &self,
+        b: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<Option<String>> {
+        if b.download(sample).await?.iter().any(|v| !v.is_finite()) {
+            return Ok(Some("the model's input".into()));
+        }
+        let mut stages: Vec<(String, B::Tensor)> = Vec::new();
+        self.forward_probed(b, sample, timesteps, class_labels, &mut |name, t| {
+            stages.push((name.to_string(), t.clone()))
+        })?;
+        for (name, t) in stages {
+            if b.download(&t).await?.iter().any(|v| !v.is_finite()) {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
     }
 }

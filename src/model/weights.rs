@@ -70,6 +70,11 @@ impl Weights {
         self.entries.contains_key(key)
     }
 
+    /// The stored shape of tensor `key`.
+    pub fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        self.entries.get(key).map(|e| e.shape.clone())
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.entries.keys()
     }
@@ -226,8 +231,11 @@ fn header_len(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// (name, dtype, shape, begin, end) of every tensor in the header, sorted by begin.
-fn header_entries(bytes: &[u8]) -> Option<Vec<(String, String, Vec<u64>, u64, u64)>> {
+/// (name, dtype, shape, begin, end) of a tensor as its header declares it.
+type HeaderEntry = (String, String, Vec<u64>, u64, u64);
+
+/// Every tensor in the header, sorted by begin.
+fn header_entries(bytes: &[u8]) -> Option<Vec<HeaderEntry>> {
     let n = usize::try_from(header_len(bytes)?).ok()?;
     let json: serde_json::Value =
         serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;

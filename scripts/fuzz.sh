@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fuzzes everything the loader reads from untrusted files (issue #9) with cargo fuzz (libFuzzer):
+#   scripts/fuzz.sh [SECONDS_FOR_model_folder] [SECONDS_FOR_EACH_OTHER_TARGET]
+# Installs the nightly toolchain and cargo-fuzz when missing, seeds each corpus from the real and
+# broken model folders in tests/fixtures, runs the targets, and prints the executions of each run
+# (also appended to fuzz/RESULTS.md). A crash, hang (> 10 s per input) or out-of-memory (> 2 GiB)
+# stops the run and leaves the input under fuzz/artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MAIN=${1:-600}
+OTHER=${2:-60}
+export PATH="$HOME/.cargo/bin:$PATH"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+seed() {  # seed <target> <name> <bytes-file>
+  mkdir -p "fuzz/corpus/$1" && cp "$3" "fuzz/corpus/$1/seed-$2"
+}
+tmp=$(mktemp -d)
+for d in tests/fixtures/hostile/*/; do
+  name=$(basename "$d")
+  python3 - "$d" "$tmp/$name" <<'PY'
+import struct, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+cfg = (d / "config.json").read_bytes()[:65535]
+w = (d / "diffusion_pytorch_model.safetensors").read_bytes()
+pathlib.Path(sys.argv[2]).write_bytes(struct.pack("<H", len(cfg)) + cfg + w)
+PY
+  seed model_folder "$name" "$tmp/$name"
+  seed safetensors_weights "$name" "$d/diffusion_pytorch_model.safetensors"
+done
+i=0
+for f in assets/models/*/scheduler/scheduler_config.json tests/fixtures/*/*/scheduler/scheduler_config.json; do
+  [ -f "$f" ] || continue
+  i=$((i + 1))
+  { printf '\x32\x00'; cat "$f"; } > "$tmp/sched$i"
+  seed scheduler_config "$i" "$tmp/sched$i"
+done
+rm -rf "$tmp"
+
+run() {  # run <target> <seconds>
+  local log="fuzz/$1.log"
+  (cd fuzz && cargo +nightly fuzz run "$1" --release -- \
+      -max_total_time="$2" -timeout=10 -rss_limit_mb=2048 -max_len=131072 -print_final_stats=1) \
+      > "$log" 2>&1 || { tail -40 "$log"; echo "fuzz target $1 FAILED (see $log, fuzz/artifacts/$1)"; exit 1; }
+  local execs
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  printf '%s  %-20s %6ss  %12s executions, no crash, hang or OOM\n' "$(date -u +%F)" "$1" "$2" "$execs" | tee -a fuzz/RESULTS.md
+}
+run model_folder "$MAIN"
+run safetensors_weights "$OTHER"
+run scheduler_config "$OTHER"
