@@ -51,7 +51,9 @@ pub enum Error {
         index: usize,
     },
 
-    #[error("non-finite values (NaN or infinity) at step {step} (t = {timestep}): first in {location}")]
+    #[error(
+        "non-finite values (NaN or infinity) at step {step} (t = {timestep}): first in {location}"
+    )]
     NonFiniteStep {
         /// 1-based step of the run.
         step: usize,
