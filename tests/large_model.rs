@@ -14,26 +14,11 @@ use stepwise::model::loader::{load_unet_files, DirSource};
 use stepwise::model::UNet2DModel;
 use stepwise::{Backend, Tensor};
 
-fn python() -> PathBuf {
-    let venv = std::env::var("STEPWISE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/stepwise/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup.sh python (scripts/test.sh does)",
-        py.display()
-    );
-    py
-}
-
 fn model_dir() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target/fixtures/cifar10_like");
     if !dir.join("expected.safetensors").exists() {
-        let status = Command::new(python())
+        let status = Command::new(common::python())
             .arg(root.join("tests/fixtures/unet/make_cifar10_like.py"))
             .arg(&dir)
             .status()

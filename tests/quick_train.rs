@@ -16,28 +16,13 @@ use stepwise::model::loader::{load_unet_files, DirSource};
 use stepwise::model::UNet2DModel;
 use stepwise::{Backend, Tensor};
 
-fn python() -> PathBuf {
-    let venv = std::env::var("STEPWISE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/stepwise/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/setup.sh python (scripts/test.sh does)",
-        py.display()
-    );
-    py
-}
-
 /// Trains and exports once per test binary; both tests share the folder.
 fn model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let out = root.join("target/quick-train");
-        let o = Command::new(python())
+        let o = Command::new(common::python())
             .arg(root.join("training/quick_test.py"))
             .arg("--out")
             .arg(&out)

@@ -27,3 +27,20 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: TEST_SEED={seed}");
     seed
 }
+
+/// The project venv's Python (`STEPWISE_VENV`, default ~/.cache/stepwise/venv), failing loudly
+/// when `scripts/setup.sh python` has not made it.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::env::var("STEPWISE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/stepwise/venv")
+        });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh python (scripts/test.sh does)",
+        py.display()
+    );
+    py
+}
