@@ -24,7 +24,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 FASHION_DIR = Path(os.environ.get("STEPWISE_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
 EMOJI_DIR = Path(os.environ.get("STEPWISE_EMOJI_DIR", HERE / "data" / "node_modules"))
-CACHE_DIR = HERE / "data" / "cache"
+CACHE_DIR = Path(os.environ.get("STEPWISE_CACHE_DIR", HERE / "data" / "cache"))
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -66,7 +66,34 @@ def load_ema_unet(ckpt_path: Path) -> tuple[UNet2DModel, dict]:
     unet = UNet2DModel(**ck["unet_config"])
     unet.load_state_dict(ck["ema"])
     meta = {k: ck[k] for k in ("config", "train", "step", "train_seconds", "images_seen", "threads", "world_size")}
+    meta.update({k: ck.get(k) for k in ("device", "mixed_precision", "init_from")})
     return unet.eval(), meta
+
+
+def _where(meta: dict) -> dict:
+    """Device facts for stepwise.json; empty for CPU runs, whose cards say so in words."""
+    if (meta.get("device") or "cpu") == "cpu":
+        return {}
+    out = {k: meta.get(k) for k in ("device", "mixed_precision", "world_size", "init_from")}
+    out["batch_size"] = meta["train"]["batch_size"]
+    return out
+
+
+def _precision(info: dict) -> str:
+    return "bf16 autocast" if info.get("mixed_precision") == "bf16" else "fp32"
+
+
+def _compute(info: dict) -> str:
+    """The card's compute line: where the run trained (stepwise.json, from its checkpoint)."""
+    dev = info.get("device") or "cpu"
+    if dev == "cpu":
+        return (f"Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) "
+                "of a 2-core AMD EPYC\n(AVX2) shared with a Rust compile and the other training lanes, no GPU.")
+    init = info.get("init_from")
+    start = f", starting from the CPU-trained export in `{Path(init).name}`" if init else ""
+    return (f"Compute: {info['train_hours']} wall-clock hours on {info.get('world_size') or 1} {dev} "
+            f"({info.get('mixed_precision') or 'no'} mixed precision){start}; "
+            "see training/README.md, \"Training on a lent GPU\".")
 
 
 def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
@@ -91,6 +118,7 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
         "images_seen": meta["images_seen"],
         "train_hours": round(meta["train_seconds"] / 3600, 2),
         "threads": meta.get("threads"),
+        **_where(meta),
     }
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
@@ -151,7 +179,7 @@ def write_model_card(out: Path) -> None:
             f"{tcfg.get('cond_drop')} in training). Shipped guidance scale: **{info['guidance_scale']}** "
             f"(eps = eps_null + w (eps_class - eps_null)).") if info["conditional"] else "Unconditional."
     status = ""
-    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+    if tcfg and info["train_steps"] < tcfg["max_steps"] and not info.get("device"):
         status = (f"\n**Early checkpoint**: step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss is "
                   f"still falling. `training/run_all.sh` resumes training, then re-exports and re-evaluates.")
     card = f"""# `{name}`: a {ucfg['sample_size']}x{ucfg['sample_size']} DDPM for stepwise
@@ -177,13 +205,12 @@ Sample with DDIM (50 steps, eta 1 recommended: eta 0 leaves speckle noise in the
 
 ## Training
 `training/train.py --config {name}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then
-constant), batch {tcfg.get('batch_size')}, gradient clipping 1.0, EMA of the weights (decay
-min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, fp32{', random horizontal flips' if tcfg.get('hflip') else ''}.
+constant), batch {info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA of the weights (decay
+min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, {_precision(info)}{', random horizontal flips' if tcfg.get('hflip') else ''}.
 Exported from the EMA weights at step **{info['train_steps']}** ({info['images_seen']:,} images seen).
 {status}
 
-Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) of a 2-core AMD EPYC
-(AVX2) shared with a Rust compile and the other model's training, no GPU.
+{_compute(info)}
 
 ## Metrics
 {_fmt_metrics(metrics)}
@@ -280,7 +307,7 @@ def write_latent_card(out: Path) -> None:
     c, h = v["latent_shape"][0], v["latent_shape"][1]
     f = 64 // h
     status = ""
-    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+    if tcfg and info["train_steps"] < tcfg["max_steps"] and not info.get("device"):
         status = (f"\n**Early checkpoint**: UNet step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss "
                   f"is still falling. `training/run_latent.sh` resumes training, then re-exports and re-evaluates.")
     card = f"""# `{info['name']}`: latent diffusion on 64x64 emoji for stepwise
@@ -339,7 +366,7 @@ given `trust_remote_code=True`. Without that flag, load the three components as 
 2. **Latent UNet** (`training/train.py --config {info['name']}`): DDPM on
    `vae.encode(x).latent_dist.sample() * scaling_factor`, the posterior mean/std of every training image and its
    mirror image cached once (`train_vae.py --finalize`) and re-sampled every batch. AdamW lr {tcfg.get('lr')}
-   ({tcfg.get('warmup')} warm-up steps), batch {tcfg.get('batch_size')}, gradient clipping 1.0, EMA (decay
+   ({tcfg.get('warmup')} warm-up steps), batch {info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA (decay
    min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, fp32. Exported from the EMA weights at step
    **{info['train_steps']}** ({info['images_seen']:,} latents seen).
 {status}
@@ -369,6 +396,7 @@ def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> No
                      "align_corners=False)], dim=1), lowres32 in [-1, 1]",
         "train_steps": meta["step"], "images_seen": meta["images_seen"], "train_hours": _hours(meta),
         "threads": meta.get("threads"),
+        **_where(meta),
     }
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
@@ -403,7 +431,7 @@ def write_sr_card(out: Path) -> None:
     size_mb = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6
     tcfg = configs.TRAIN.get(info["name"], {})
     status = ""
-    if tcfg and info["train_steps"] < tcfg["max_steps"]:
+    if tcfg and info["train_steps"] < tcfg["max_steps"] and not info.get("device"):
         status = (f"\n**Early checkpoint**: step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss is "
                   f"still falling. `training/run_latent.sh` resumes training, then re-exports and re-evaluates.")
     card = f"""# `{info['name']}`: 32x32 -> 64x64 super-resolution diffusion for stepwise
@@ -450,13 +478,12 @@ concatenation above (`training/sampling.py`: `sample(unet, scheduler.config, n, 
 
 ## Training
 `training/train.py --config {info['name']}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps), batch
-{tcfg.get('batch_size')}, gradient clipping 1.0, EMA (decay min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on
-the noise, random horizontal flips (of the pair), fp32. Exported from the EMA weights at step
+{info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA (decay min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on
+the noise, random horizontal flips (of the pair), {_precision(info)}. Exported from the EMA weights at step
 **{info['train_steps']}** ({info['images_seen']:,} images seen).
 {status}
 
-Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) of a 2-core AMD EPYC
-(AVX2) shared with other training lanes and a Rust compile, no GPU.
+{_compute(info)}
 
 ## Metrics
 {_fmt_metrics(metrics)}

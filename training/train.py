@@ -103,6 +103,7 @@ def main(argv=None):
     if main_proc:
         (out / "samples").mkdir(parents=True, exist_ok=True)
     dev = acc.device
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
     latent = tcfg["dataset"] == "emoji-latent"
     sr = tcfg.get("sr", False)
@@ -168,11 +169,14 @@ def main(argv=None):
             "opt": opt.state_dict(), "lr_sched": lr_sched.state_dict(),
             "step": step, "train_seconds": train_seconds, "images_seen": images_seen,
             "gen": [gen.get_state()], "threads": args.threads, "world_size": acc.num_processes,
+            "device": device_name, "mixed_precision": args.mixed_precision,
+            "init_from": str(args.init_from) if args.init_from else None,
         }, ckpt_path)
         (out / "state.json").write_text(json.dumps({
             "config": args.config, "step": step, "images_seen": images_seen,
             "train_hours": round(train_seconds / 3600, 3), "threads": args.threads,
-            "world_size": acc.num_processes, "device": str(dev), "train": tcfg}, indent=1))
+            "world_size": acc.num_processes, "device": device_name,
+            "mixed_precision": args.mixed_precision, "train": tcfg}, indent=1))
 
     def sample_grid():
         if not main_proc:
