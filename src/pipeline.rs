@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::UNet2DModel;
 use crate::noise;
+use crate::sampler::forward::guide_x0;
 use crate::sampler::Scheduler;
 
 /// Where the noise comes from.
@@ -196,6 +197,9 @@ pub struct RunPlan<'a> {
     pub concat: Option<(usize, &'a [f32])>,
     /// Called after every sampler step.
     pub hook: Option<&'a mut dyn StepHook>,
+    /// Rewrites the model's x₀ prediction before every sampler step
+    /// ([`crate::sampler::forward::guide_x0`]); super-resolution's consistency with its input.
+    pub x0_guide: Option<&'a dyn Fn(&mut [f32])>,
 }
 
 /// `[a (ca channels); b (cb channels)]` per sample along the channel axis.
@@ -293,7 +297,7 @@ where
             if let Some((ce, data)) = plan.concat {
                 model_in = concat_channels(&model_in, c, data, ce, n, h * w);
             }
-            let model_output = match (cond, guided) {
+            let mut model_output = match (cond, guided) {
                 (_, Some(cd)) => {
                     // Classifier-free guidance: one batch of [conditional; unconditional].
                     let mut doubled = model_in.clone();
@@ -346,6 +350,16 @@ where
                         None => "the UNet output".into(),
                     },
                 });
+            }
+            if let Some(guide) = plan.x0_guide {
+                let level = sched.noise_level(begin + i)?;
+                guide_x0(
+                    level,
+                    sched.prediction_type(),
+                    &sample,
+                    &mut model_output,
+                    guide,
+                )?;
             }
             let out = sched.step(&model_output, t, &sample, noise.as_deref())?;
             if out.prev_sample.iter().any(|v| !v.is_finite()) {

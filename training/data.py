@@ -65,6 +65,16 @@ def sr_lowres(x64: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate(x64, size=32, mode="area")
 
 
+def box_consistency(x64: torch.Tensor, lowres32: torch.Tensor) -> torch.Tensor:
+    """Make x64 average down (2x2 boxes, `sr_lowres`) to lowres32: add to each block the
+    difference between its low-resolution pixel and its mean (the projection onto the images
+    consistent with the input; DDNM, Wang et al. 2023). The Rust engine's
+    `edit::box_consistency` is the same."""
+    f = x64.shape[-1] // lowres32.shape[-1]
+    return x64 + torch.nn.functional.interpolate(lowres32 - torch.nn.functional.avg_pool2d(x64, f),
+                                                 scale_factor=f, mode="nearest")
+
+
 def sr_condition(lowres32: torch.Tensor) -> torch.Tensor:
     """What `emoji-sr` concatenates to x_t (channels 3..5) at every step: the 32x32 image in
     [-1, 1], bicubic-upsampled 2x with `align_corners=False` (not clamped). The Rust engine

@@ -402,8 +402,9 @@ def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> No
     if grid:
         shipped = UNet2DModel.from_pretrained(out / "unet").float().eval()
         truth = to_model_range(load("emoji64", "heldout").images[:20])
-        cond = sr_condition(sr_lowres(truth))
-        x = sample(shipped, pipe.scheduler.config, 20, steps=50, seed=0, eta=0.0, cond=cond)
+        low = sr_lowres(truth)
+        cond = sr_condition(low)
+        x = sample(shipped, pipe.scheduler.config, 20, steps=50, seed=0, eta=0.0, cond=cond, consistent_with=low)
         rows = [torch.cat([a[i:i + 10] for a in (cond, x, truth)]) for i in (0, 10)]
         grid_png(torch.cat(rows), out / "samples.png", nrow=10, scale=1)
     write_sr_card(out)
@@ -440,7 +441,7 @@ def write_sr_card(out: Path) -> None:
 
 `samples.png`, for 20 held-out emoji (never trained on), in groups of three rows: the 32x32 input upscaled
 bicubically (what the model is conditioned on), the model's 64x64 output (DDIM 50 steps, eta 0, seed 0, shipped
-f16 weights), the real 64x64 image.
+f16 weights, with the consistency step below), the real 64x64 image.
 
 ## Data
 {DATA_NOTES.get(info['name'], '')}
@@ -459,6 +460,13 @@ Keys' cubic convolution with A = -0.75, sampling at source coordinate (i + 0.5) 
 and clamping source indices to the image (edge pixels replicated); the result is not clamped. In training,
 `lowres32 = F.interpolate(x64, size=32, mode="area")` (2x2 box average) of the 64x64 image
 (`training/data.py`: `sr_lowres`, `sr_condition`). The output x_0 is the 64x64 image in [-1, 1].
+
+**Consistency (on by default in the app and `diffuse upscale`).** Before every sampler step, the x_0
+implied by the model's output is shifted, per 2x2 block, so that it averages down to `lowres32`
+(`data.box_consistency`; the projection A+y + (I - A+A)x0 of DDNM, Wang et al. 2023, for A the box average),
+and the step uses the matching epsilon. The model supplies the detail, the input fixes the colours: alone,
+this small eps-prediction model drifts in overall brightness (see the metrics). `sample(..., consistent_with=lowres32)`
+does it in Python; `diffuse upscale --no-consistency` turns it off.
 
 ## Architecture
 `UNet2DModel`, {nparams / 1e6:.2f} M parameters ({size_mb:.1f} MB f16): {ucfg['in_channels']} channels in,

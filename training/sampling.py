@@ -9,18 +9,23 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 from PIL import Image
 
-from data import NULL_CLASS, to_uint8
+from data import NULL_CLASS, box_consistency, to_uint8
 
 
 @torch.no_grad()
 def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | None = None,
            guidance_scale: float = 1.0, steps: int = 50, seed: int = 0, batch: int = 250,
-           eta: float = 0.0, cond: torch.Tensor | None = None) -> torch.Tensor:
+           eta: float = 0.0, cond: torch.Tensor | None = None,
+           consistent_with: torch.Tensor | None = None) -> torch.Tensor:
     """Returns n samples, shape [n, C, H, W] (C = out_channels), float32 on CPU: images in
     [-1, 1], or scaled latents for a latent UNet (decode them with the VAE).
 
     `cond` [n, C', H, W], if given, is concatenated to x_t along channels at every step (the
     super-resolution model's upsampled low-resolution image, as in LDMSuperResolutionPipeline).
+
+    `consistent_with` [n, C, h, w], if given, is the low-resolution image the x0 implied by each
+    model output is made to average down to before the step (`data.box_consistency`; the
+    super-resolution sampling the app and `diffuse upscale` do by default). Epsilon models only.
 
     Guidance (Ho & Salimans 2022): eps = eps(x, null) + w * (eps(x, y) - eps(x, null)).
     w = 1 is plain conditional sampling; labels=None samples an unconditional UNet.
@@ -38,6 +43,7 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
         x = x.to(dev)
         y = labels[i:i + b].to(dev) if labels is not None else None
         c = cond[i:i + b].to(dev) if cond is not None else None
+        low = consistent_with[i:i + b].to(dev) if consistent_with is not None else None
         for t in sched.timesteps:
             tt = t.expand(b).to(dev) if t.dim() == 0 else t
             if c is not None:
@@ -51,6 +57,10 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
                             class_labels=torch.cat([y, torch.full_like(y, NULL_CLASS)])).sample.float()
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
+            if low is not None:
+                abar = sched.alphas_cumprod[int(t)].to(dev)
+                x0 = box_consistency((x - (1 - abar).sqrt() * eps) / abar.sqrt(), low)
+                eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
             x = sched.step(eps, t, x, eta=eta, generator=g).prev_sample
         out.append(x.float().cpu())
     return torch.cat(out)

@@ -356,10 +356,44 @@ pub fn upscale_baseline(
     Ok((resize_bicubic(lowres, low_shape, h, w), [n, c, h, w]))
 }
 
+/// Makes `x` (N×C×(f·h)×(f·w)) agree with `lowres` (N×C×h×w) under f×f box averaging, the
+/// degradation the super-resolution model was trained to invert: each block gets the
+/// difference between its low-resolution pixel and its mean. This is the orthogonal projection
+/// onto the images that average down to `lowres` (A⁺y + (I − A⁺A)x for A the box average,
+/// whose pseudo-inverse A⁺ is nearest-neighbour upsampling; DDNM, Wang et al. 2023).
+pub fn box_consistency(x: &mut [f32], lowres: &[f32], low_shape: [usize; 4], factor: usize) {
+    let [n, c, lh, lw] = low_shape;
+    let (h, w) = (lh * factor, lw * factor);
+    let inv = 1.0 / (factor * factor) as f32;
+    for p in 0..n * c {
+        let (img, low) = (&mut x[p * h * w..(p + 1) * h * w], &lowres[p * lh * lw..]);
+        for i in 0..lh {
+            for j in 0..lw {
+                let rows = i * factor..(i + 1) * factor;
+                let cols = j * factor..(j + 1) * factor;
+                let sum: f32 = rows
+                    .clone()
+                    .flat_map(|y| img[y * w + cols.start..y * w + cols.end].iter())
+                    .sum();
+                let delta = low[i * lw + j] - sum * inv;
+                for y in rows {
+                    for v in &mut img[y * w + cols.start..y * w + cols.end] {
+                        *v += delta;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Conditional super-resolution: a UNet with `in_channels = 2 × out_channels` denoises an
 /// `out_channels` sample whose model input at every step is `[scaled x_t, bicubic(lowres)]`
 /// along the channels (diffusers' `LDMSuperResolutionPipeline`, except that only x_t goes
 /// through `scale_model_input`, so σ-space samplers see the conditioning unscaled).
+///
+/// With `consistency`, the model's x₀ prediction is made to average down to `lowres`
+/// ([`box_consistency`]) before every step: the model supplies the detail, the input fixes the
+/// colours. Without it, this small model drifts in overall brightness (training/README.md).
 #[allow(clippy::too_many_arguments)]
 pub async fn upscale<B, F, Fut>(
     b: &B,
@@ -367,6 +401,7 @@ pub async fn upscale<B, F, Fut>(
     sched: &mut dyn Scheduler,
     lowres: &[f32],
     low_shape: [usize; 4],
+    consistency: bool,
     noise_source: &NoiseSource,
     cond: Option<&Conditioning>,
     on_step: F,
@@ -396,8 +431,11 @@ where
         ));
     }
     let (up, shape) = upscale_baseline(cfg, lowres, low_shape)?;
+    let factor = shape[2] / low_shape[2];
+    let project = |x0: &mut [f32]| box_consistency(x0, lowres, low_shape, factor);
     let plan = RunPlan {
         concat: Some((shape[1], &up)),
+        x0_guide: consistency.then_some(&project as &dyn Fn(&mut [f32])),
         ..RunPlan::default()
     };
     run_with(b, unet, sched, shape, noise_source, cond, plan, on_step).await

@@ -104,6 +104,10 @@ impl DDIMScheduler {
 }
 
 impl Scheduler for DDIMScheduler {
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
     fn kind(&self) -> SamplerKind {
         SamplerKind::Ddim
     }

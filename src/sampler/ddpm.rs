@@ -124,6 +124,10 @@ impl DDPMScheduler {
 }
 
 impl Scheduler for DDPMScheduler {
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
     fn kind(&self) -> SamplerKind {
         SamplerKind::Ddpm
     }

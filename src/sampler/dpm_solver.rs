@@ -584,6 +584,10 @@ fn combine(
 }
 
 impl Scheduler for DPMSolverMultistepScheduler {
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
     fn kind(&self) -> SamplerKind {
         SamplerKind::DpmSolverMultistep
     }

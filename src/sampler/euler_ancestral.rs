@@ -123,6 +123,10 @@ impl EulerAncestralDiscreteScheduler {
 }
 
 impl Scheduler for EulerAncestralDiscreteScheduler {
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
     fn kind(&self) -> SamplerKind {
         SamplerKind::EulerAncestral
     }

@@ -5,7 +5,7 @@
 //! (DDPM, DDIM, DPM-Solver: a = √ᾱ_t, s = √(1−ᾱ_t)) or variance exploding (Euler ancestral:
 //! a = 1, s = σ_t). [`NoiseLevel`] is that pair, so image editing is written once for all four.
 
-use super::SamplerError;
+use super::{PredictionType, SamplerError};
 
 /// x_t = `signal`·x₀ + `noise`·ε, ε ~ N(0, I).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +78,59 @@ pub fn renoise(
         .zip(z)
         .map(|(&x, &e)| ratio * x + std * e)
         .collect())
+}
+
+/// Rewrites a model output so that the x₀ it implies becomes `guide(x₀)`, leaving x_t alone:
+/// the model's prediction is turned into x₀ at `level` (x = a·x₀ + s·ε, in the sampler's own
+/// space), `guide` edits it, and the output is turned back. Any sampler then steps from the
+/// guided prediction, as DDNM (Wang et al. 2023) does for a known degradation.
+///
+/// ε: x₀ = (x − s·ε)/a, ε′ = (x − a·x₀′)/s. x₀ (`sample`): the output is x₀. v: on the
+/// normalised x̃ = x/k, k = √(a² + s²) (k = 1 for VP levels; σ-space samplers scale the model
+/// input by 1/k), x₀ = ã·x̃ − s̃·v and v′ = (ã·x̃ − x₀′)/s̃ with ã = a/k, s̃ = s/k.
+pub fn guide_x0(
+    level: NoiseLevel,
+    prediction: PredictionType,
+    sample: &[f32],
+    model_output: &mut [f32],
+    guide: &dyn Fn(&mut [f32]),
+) -> Result<(), SamplerError> {
+    if model_output.len() != sample.len() {
+        return Err(SamplerError::LengthMismatch {
+            what: "model_output",
+            len: model_output.len(),
+            expected: sample.len(),
+        });
+    }
+    let (a, s) = (level.signal, level.noise);
+    match prediction {
+        PredictionType::Sample => guide(model_output),
+        PredictionType::Epsilon => {
+            let mut x0: Vec<f32> = sample
+                .iter()
+                .zip(model_output.iter())
+                .map(|(&x, &e)| (x - s * e) / a)
+                .collect();
+            guide(&mut x0);
+            for ((o, &x), &x0) in model_output.iter_mut().zip(sample).zip(&x0) {
+                *o = (x - a * x0) / s;
+            }
+        }
+        PredictionType::VPrediction => {
+            let k = (a * a + s * s).sqrt();
+            let (a, s) = (a / k, s / k);
+            let mut x0: Vec<f32> = sample
+                .iter()
+                .zip(model_output.iter())
+                .map(|(&x, &v)| a * (x / k) - s * v)
+                .collect();
+            guide(&mut x0);
+            for ((o, &x), &x0) in model_output.iter_mut().zip(sample).zip(&x0) {
+                *o = (a * (x / k) - x0) / s;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `index` must name a step of a run of `len` steps, or its end (`len`).
@@ -277,5 +330,53 @@ mod tests {
         let b = s.step(&[0.5], ts[2], &[1.0], Some(&[0.2])).unwrap();
         assert_eq!(a, b);
         assert!(s.set_begin_index(7).is_err());
+    }
+
+    /// A guide that sets x₀ makes every sampler step from exactly that x₀, for every
+    /// prediction type it supports, at every step of the run (VP and σ-space levels alike).
+    #[test]
+    fn guided_output_implies_the_guided_x0() {
+        let target = [0.3f32, -0.6, 0.9, -0.1];
+        let set = |x0: &mut [f32]| x0.copy_from_slice(&target);
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim,
+            SamplerKind::DpmSolverMultistep,
+            SamplerKind::EulerAncestral,
+        ] {
+            for pred in ["epsilon", "v_prediction", "sample"] {
+                let cfg = SchedulerConfig {
+                    prediction_type: Some(pred.into()),
+                    ..SchedulerConfig::default()
+                };
+                let Ok(mut s) = build(kind, &cfg, 0.0) else {
+                    assert!(kind == SamplerKind::EulerAncestral && pred == "sample");
+                    continue;
+                };
+                s.set_timesteps(5).unwrap();
+                let ts = s.timesteps().to_vec();
+                let mut x: Vec<f32> = X0.to_vec();
+                for (i, &t) in ts.iter().enumerate() {
+                    let mut out = EPS.to_vec();
+                    guide_x0(
+                        s.noise_level(i).unwrap(),
+                        s.prediction_type(),
+                        &x,
+                        &mut out,
+                        &set,
+                    )
+                    .unwrap();
+                    let step = s.step(&out, t, &x, Some(&[0.1; 4])).unwrap();
+                    for (got, want) in step.pred_original_sample.iter().zip(target) {
+                        assert!(
+                            (got - want).abs() < 2e-3 * (1.0 + want.abs()),
+                            "{kind:?} {pred} step {i}: x0 {:?}, wanted {target:?}",
+                            step.pred_original_sample
+                        );
+                    }
+                    x = step.prev_sample;
+                }
+            }
+        }
     }
 }

@@ -114,6 +114,8 @@ pub struct StepOutput {
 pub trait Scheduler: Send {
     /// Which algorithm this is.
     fn kind(&self) -> SamplerKind;
+    /// What the model predicts (ε, x₀ or v), from the scheduler config.
+    fn prediction_type(&self) -> PredictionType;
     /// Choose `num_inference_steps` timesteps and reset any multistep state.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), SamplerError>;
     /// The timesteps to visit, in order (the values the model is called with).

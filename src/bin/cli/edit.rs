@@ -83,6 +83,10 @@ pub struct UpscaleArgs {
     /// Also writes the bicubic upscaling of the input here (.png or .safetensors `sample`).
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Run the model alone, without making its prediction average down to the input at every
+    /// step (the consistency projection, on by default).
+    #[arg(long)]
+    no_consistency: bool,
 }
 
 /// Which editing command to run.
@@ -417,7 +421,15 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
                 write_sample(path, &base, base_shape, "--baseline")?;
             }
             pollster::block_on(edit::upscale(
-                b, &unet, s, &image, in_shape, &noise, c, on_step,
+                b,
+                &unet,
+                s,
+                &image,
+                in_shape,
+                !u.no_consistency,
+                &noise,
+                c,
+                on_step,
             ))?
         }
     };
