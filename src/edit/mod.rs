@@ -435,7 +435,7 @@ where
     let project = |x0: &mut [f32]| box_consistency(x0, lowres, low_shape, factor);
     let plan = RunPlan {
         concat: Some((shape[1], &up)),
-        x0_guide: consistency.then_some(&project as &dyn Fn(&mut [f32])),
+        x0_guide: consistency.then_some(&project as &crate::pipeline::X0Guide),
         ..RunPlan::default()
     };
     run_with(b, unet, sched, shape, noise_source, cond, plan, on_step).await
