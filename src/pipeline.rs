@@ -188,7 +188,7 @@ pub trait StepHook {
 }
 
 /// Edits a prediction of x₀ in place (see [`RunPlan::x0_guide`]).
-pub type X0Guide = dyn Fn(&mut [f32]);
+pub type X0Guide<'a> = dyn Fn(&mut [f32]) + 'a;
 
 /// How a run differs from plain sampling. `RunPlan::default()` is plain sampling from noise.
 #[derive(Default)]
@@ -202,7 +202,7 @@ pub struct RunPlan<'a> {
     pub hook: Option<&'a mut dyn StepHook>,
     /// Rewrites the model's x₀ prediction before every sampler step
     /// ([`crate::sampler::forward::guide_x0`]); super-resolution's consistency with its input.
-    pub x0_guide: Option<&'a X0Guide>,
+    pub x0_guide: Option<&'a X0Guide<'a>>,
 }
 
 /// `[a (ca channels); b (cb channels)]` per sample along the channel axis.
