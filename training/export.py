@@ -90,7 +90,8 @@ def _compute(info: dict) -> str:
         return (f"Compute: {info['train_hours']} wall-clock hours of training on {info['threads']} CPU thread(s) "
                 "of a 2-core AMD EPYC\n(AVX2) shared with a Rust compile and the other training lanes, no GPU.")
     init = info.get("init_from")
-    start = f", starting from the CPU-trained export in `{Path(init).name}`" if init else ""
+    start = (f", starting from the earlier CPU-trained export of `assets/models/{Path(init).name}/` (its EMA "
+             "weights, fresh optimiser)") if init else ""
     return (f"Compute: {info['train_hours']} wall-clock hours on {info.get('world_size') or 1} {dev} "
             f"({info.get('mixed_precision') or 'no'} mixed precision){start}; "
             "see training/README.md, \"Training on a lent GPU\".")

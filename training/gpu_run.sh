@@ -4,7 +4,8 @@
 # The machine reaches nothing outside itself and takes 64 MiB of files per call, so the data
 # travels in two calls (`gpu_data.py pack .gpu/data` here first; wheels for diffusers in .gpu/whl):
 #   call 1 (carry .gpu/whl .gpu/data/fashion):  training/gpu_run.sh fashion
-#   call 2 (carry .gpu/data/emoji), at once:    training/gpu_run.sh rest
+#   call 2 (carry .gpu/data/emoji and training/data/node_modules/emoji-datasource-google/emoji.json,
+#   whose category list data.py reads), at once:  training/gpu_run.sh rest
 # `fashion` unpacks and starts the fashion lane in its own session (it outlives the call);
 # `rest` starts emoji and emoji-sr, waits for all three, exports each from its EMA weights
 # and leaves in $OUT one tarball per model: the exported folder, the run's logs and sample
@@ -40,7 +41,7 @@ rest)
   lane emoji-sr 128 "$MINUTES"
   sleep 60; tail -n 3 "$RUNS"/*/train.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   while pgrep -f "train.py --config" > /dev/null; do sleep 5; done
-  for m in fashion emoji emoji-sr; do
+  for m in ${STEPWISE_GPU_EXPORT:-fashion emoji emoji-sr}; do
     tail -n 4 "$RUNS/$m/train.log"
     python3 export.py --config "$m" --ckpt "$RUNS/$m/checkpoint.pt" --out "$RUNS/export/$m" || echo "export $m failed"
     python3 - "$RUNS/$m" <<'PY'
