@@ -22,6 +22,45 @@ pub async fn decode<B: Backend>(
     Ok((b.download(&y).await?, out_shape))
 }
 
+/// Encodes images `[N, C, H, W]` in model space ([-1, 1]) to the scaled latents the UNet works
+/// on, `[N, L, H/f, W/f]`: the posterior mean (diffusers' `retrieve_latents(...,
+/// sample_mode="argmax")`), then `(z − shift) · scaling_factor`. What image editing with a latent
+/// model starts from.
+pub async fn encode<B: Backend>(
+    b: &B,
+    vae: &AutoencoderKL<B>,
+    images: &[f32],
+    shape: [usize; 4],
+) -> Result<(Vec<f32>, [usize; 4])> {
+    use crate::backend::Tensor;
+    let x = b.upload(&shape, images)?;
+    let moments = vae.encode(b, &x)?;
+    let s = moments.shape();
+    let (n, l2, h, w) = (s[0], s[1], s[2], s[3]);
+    let m = b.download(&moments).await?;
+    let l = l2 / 2;
+    let mean: Vec<f32> = (0..n)
+        .flat_map(|i| m[i * l2 * h * w..(i * l2 + l) * h * w].iter().copied())
+        .collect();
+    Ok((vae.scale_latents(&mean), [n, l, h, w]))
+}
+
+/// An image-space inpainting mask (`[H, W]`, ≥ 0.5 = regenerate) at latent resolution
+/// `[H/f, W/f]`: a latent pixel is regenerated when any image pixel of its f×f block is, so the
+/// whole painted region is redrawn (the known region's latents stay exactly the encoder's).
+pub fn downsample_mask(mask: &[f32], h: usize, w: usize, factor: usize) -> Vec<f32> {
+    let (lh, lw) = (h / factor, w / factor);
+    let mut out = vec![0.0; lh * lw];
+    for y in 0..lh * factor {
+        for x in 0..lw * factor {
+            if mask[y * w + x] >= 0.5 {
+                out[(y / factor) * lw + x / factor] = 1.0;
+            }
+        }
+    }
+    out
+}
+
 /// Scaled latents have about unit variance: ±`LATENT_RANGE` maps to black and white, fixed
 /// across steps so that the panels do not flicker.
 pub const LATENT_RANGE: f32 = 2.5;
@@ -54,6 +93,19 @@ pub fn channel_panels_rgba(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_downsampling_keeps_any_painted_block() {
+        // 4×4 image mask, factor 2: one painted pixel in the top-right block, a full bottom-left one.
+        #[rustfmt::skip]
+        let m = [
+            0.0, 0.0, 0.0, 1.0,
+            0.0, 0.0, 0.0, 0.0,
+            1.0, 1.0, 0.0, 0.0,
+            1.0, 1.0, 0.0, 0.4,
+        ];
+        assert_eq!(downsample_mask(&m, 4, 4, 2), vec![0.0, 1.0, 1.0, 0.0]);
+    }
 
     #[test]
     fn panels_place_each_channel() {

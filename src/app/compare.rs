@@ -109,6 +109,7 @@ pub fn CompareView() -> impl IntoView {
             batch: s.batch.get_untracked(),
             class: s.class.get_untracked(),
             guidance: s.guidance.get_untracked(),
+            edit: None,
         };
         for side in [a, b] {
             side.frames.set(Vec::new());

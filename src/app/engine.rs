@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::fetch::fetch_bytes;
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
+use crate::edit;
 use crate::gpu::GpuBackend;
 pub use crate::model::loader::{is_model_file, model_relative_paths};
 use crate::model::loader::{load_unet_files, load_vae_files, MemorySource};
@@ -343,7 +344,7 @@ fn build_model(
     MODELS.with(|m| m.borrow_mut().insert(key.clone(), Rc::new(net)));
     Ok(ModelInfo {
         url: key,
-        channels: cfg.in_channels,
+        channels: cfg.out_channels,
         height,
         width,
         latent,
@@ -366,10 +367,32 @@ pub struct RunParams {
     /// The label for every sample; −1 spreads the classes over the batch.
     pub class: i64,
     pub guidance: f32,
+    /// Edit a picture instead of generating from noise.
+    pub edit: Option<EditJob>,
+}
+
+/// Which edit a run does (`crate::edit`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum EditMode {
+    /// SDEdit: noise the picture to the level `strength` picks, then denoise it.
+    Img2Img { strength: f32 },
+    /// RePaint: regenerate the masked region, `resample` passes per step.
+    Inpaint { resample: usize },
+    /// The super-resolution model on the picture (the run's model must be one).
+    Upscale,
+}
+
+/// An edit: the mode and its input picture (RGBA, the model's image size; for `Upscale` the
+/// low-resolution input), with the mask for inpainting (RGBA, white = regenerate).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EditJob {
+    pub mode: EditMode,
+    pub picture: Image,
+    pub mask: Option<Image>,
 }
 
 /// An RGBA picture.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Image {
     pub width: usize,
     pub height: usize,
@@ -506,7 +529,15 @@ async fn run_on<B: Backend, F: FnMut(Frame) -> bool>(
     sched: &mut dyn Scheduler,
     on_frame: Rc<RefCell<F>>,
 ) -> Result<RunSummary, String> {
-    let shape = [p.batch, info.channels, info.height, info.width];
+    let input = match &p.edit {
+        Some(job) => Some(edit_input(b, net, info, p.batch, job).await?),
+        None => None,
+    };
+    let shape = input
+        .as_ref()
+        .map_or([p.batch, info.channels, info.height, info.width], |i| {
+            i.shape
+        });
     let cond = info.num_class_embeds.map(|n| {
         let real = (n.max(2) - 1) as i64;
         let labels = (0..p.batch as i64)
@@ -549,13 +580,20 @@ async fn run_on<B: Backend, F: FnMut(Frame) -> bool>(
         }
         None => Image::grid(&vec![0.0; len], shape),
     };
+    // An edit starts from its picture: show it in both panels until the first step.
+    let (xt0, x0_first) = match &input {
+        // Upscaling starts from the low-resolution picture: show it upsampled in both panels.
+        Some(i) if i.low_shape != shape => (i.shown.clone(), i.shown.clone()),
+        Some(i) => (draw_xt(&i.start), i.shown.clone()),
+        None => (draw_xt(&x_t), x0_blank),
+    };
     let first = Frame {
         index: 0,
         total: p.steps,
         timestep: None,
         ms: 0.0,
-        xt: draw_xt(&x_t),
-        x0: x0_blank,
+        xt: xt0,
+        x0: x0_first,
         latent,
         decode_ms: None,
         decode_every: 1,
@@ -636,9 +674,43 @@ async fn run_on<B: Backend, F: FnMut(Frame) -> bool>(
             }
         }
     };
-    let out: RunOutput = pipeline::run(b, &net.unet, sched, shape, &noise, cond.as_ref(), cb)
-        .await
-        .map_err(|e| e.to_string())?;
+    let c = cond.as_ref();
+    let unet = &net.unet;
+    let out: RunOutput = match (&p.edit, &input) {
+        (Some(job), Some(i)) => match job.mode {
+            EditMode::Img2Img { strength } => {
+                edit::img2img(
+                    b,
+                    unet,
+                    sched,
+                    &i.start,
+                    shape,
+                    strength as f64,
+                    &noise,
+                    c,
+                    cb,
+                )
+                .await
+            }
+            EditMode::Inpaint { resample } => {
+                let mask = i
+                    .mask
+                    .as_ref()
+                    .ok_or("inpainting needs a mask: paint one")?;
+                let settings = edit::Inpaint {
+                    mask,
+                    resample,
+                    seed: p.seed,
+                };
+                edit::inpaint(b, unet, sched, &i.start, shape, &settings, &noise, c, cb).await
+            }
+            EditMode::Upscale => {
+                edit::upscale(b, unet, sched, &i.start, i.low_shape, true, &noise, c, cb).await
+            }
+        },
+        _ => pipeline::run(b, unet, sched, shape, &noise, c, cb).await,
+    }
+    .map_err(|e| e.to_string())?;
     if let Some(e) = state.borrow_mut().error.take() {
         return Err(e);
     }
@@ -646,6 +718,107 @@ async fn run_on<B: Backend, F: FnMut(Frame) -> bool>(
         completed: out.completed_steps,
         cancelled: out.cancelled,
         hash: fnv1a(&out.sample),
+    })
+}
+
+/// An edit's prepared input, in the UNet's sample space.
+struct EditInput {
+    /// The sample shape of the run.
+    shape: [usize; 4],
+    /// The picture in the sampler's space, batch-repeated: pixels, or the VAE's scaled latents
+    /// (for `Upscale`: the low-resolution picture, shaped `low_shape`).
+    start: Vec<f32>,
+    low_shape: [usize; 4],
+    mask: Option<edit::Mask>,
+    /// What frame 0's x̂0 panel shows: the picture.
+    shown: Image,
+}
+
+/// Turns an [`EditJob`]'s RGBA into the run's input: model channels and range, repeated over the
+/// batch (each sample gets its own noise), encoded by the VAE for a latent model, with the mask
+/// at the sample's resolution (downsampled for latents).
+async fn edit_input<B: Backend>(
+    b: &B,
+    net: &Loaded<B>,
+    info: &ModelInfo,
+    batch: usize,
+    job: &EditJob,
+) -> Result<EditInput, String> {
+    let pic = &job.picture;
+    let (c, h, w) = match &info.latent {
+        Some(l) => (l.image_channels, l.image_height, l.image_width),
+        None => (info.channels, info.height, info.width),
+    };
+    let one =
+        edit::rgba_to_image(&pic.rgba, pic.width, pic.height, c).map_err(|e| e.to_string())?;
+    let repeat = |v: &[f32]| v.repeat(batch);
+    if job.mode == EditMode::Upscale {
+        if !edit::is_super_resolution(&net.unet.config) {
+            return Err("upscaling needs a super-resolution model".into());
+        }
+        let (low_shape, low) = ([batch, c, pic.height, pic.width], repeat(&one));
+        let factor =
+            edit::sr_factor(&net.unet.config, pic.height, pic.width).map_err(|e| e.to_string())?;
+        return Ok(EditInput {
+            shape: [batch, c, pic.height * factor, pic.width * factor],
+            start: low,
+            low_shape,
+            mask: None,
+            shown: Image::grid(
+                &edit::resize_bicubic(
+                    &one,
+                    [1, c, pic.height, pic.width],
+                    pic.height * factor,
+                    pic.width * factor,
+                ),
+                [1, c, pic.height * factor, pic.width * factor],
+            ),
+        });
+    }
+    if (pic.height, pic.width) != (h, w) {
+        return Err(format!(
+            "the picture is {}×{}, the model makes {w}×{h} images",
+            pic.width, pic.height
+        ));
+    }
+    let image_shape = [batch, c, h, w];
+    let (start, shape) = match &net.vae {
+        Some(vae) => crate::latent::encode(b, vae, &repeat(&one), image_shape)
+            .await
+            .map_err(|e| format!("encoding the picture: {e}"))?,
+        None => (repeat(&one), image_shape),
+    };
+    let mask = match (&job.mode, &job.mask) {
+        (EditMode::Inpaint { .. }, Some(m)) => {
+            let values =
+                edit::rgba_to_mask_values(&m.rgba, m.width, m.height).map_err(|e| e.to_string())?;
+            if (m.height, m.width) != (h, w) {
+                return Err(format!(
+                    "the mask is {}×{}, the picture {w}×{h}",
+                    m.width, m.height
+                ));
+            }
+            let (mh, mw) = (shape[2], shape[3]);
+            let values = match &info.latent {
+                Some(l) => crate::latent::downsample_mask(&values, h, w, l.factor),
+                None => values,
+            };
+            if !values.iter().any(|&v| v >= 0.5) {
+                return Err("the mask is empty: paint the region to regenerate".into());
+            }
+            Some(
+                edit::Mask::from_values(&values, &[1, 1, mh, mw], shape)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        _ => None,
+    };
+    Ok(EditInput {
+        shape,
+        start,
+        low_shape: shape,
+        mask,
+        shown: Image::grid(&one, [1, c, h, w]),
     })
 }
 

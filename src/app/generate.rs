@@ -6,7 +6,9 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use super::canvas::{download_png, draw_rgba};
-use super::engine::{self, BackendInfo, Frame, ModelEntry, ModelInfo, RunParams, RunSummary};
+use super::engine::{
+    self, BackendInfo, EditMode, Frame, ModelEntry, ModelInfo, RunParams, RunSummary,
+};
 use super::plot::SchedulePlot;
 use super::settings::{history_budget, random_seed, Inputs, LOCAL_MODEL, URL_MODEL};
 use crate::history::push_thinned;
@@ -201,9 +203,11 @@ pub fn GenerateView(
         entry,
         info,
     };
+    let edit = super::edit::EditState::new(models);
     provide_context(inputs);
     provide_context(run);
     provide_context(models);
+    provide_context(edit);
 
     let generate = move || {
         if run.running.get_untracked() {
@@ -213,6 +217,14 @@ pub fn GenerateView(
         let Some(Ok(m)) = info.get_untracked() else {
             return;
         };
+        let job = match edit.job() {
+            Ok(j) => j,
+            Err(e) => {
+                run.error.set(Some(e));
+                return;
+            }
+        };
+        let upscale = job.as_ref().is_some_and(|j| j.mode == EditMode::Upscale);
         let params = RunParams {
             sampler: inputs.sampler.get_untracked(),
             steps: inputs.steps.get_untracked(),
@@ -221,6 +233,7 @@ pub fn GenerateView(
             batch: inputs.batch.get_untracked(),
             class: inputs.class.get_untracked(),
             guidance: inputs.guidance.get_untracked(),
+            edit: job,
         };
         run.playing.set(false);
         run.frames.set(Vec::new());
@@ -232,6 +245,25 @@ pub fn GenerateView(
         run.running.set(true);
         run.elapsed_ms.set(0.0);
         spawn_local(async move {
+            // Upscaling runs the super-resolution model on the picture, not the picked model.
+            let (m, params) = if upscale {
+                match engine::load_model(super::edit::UPSCALER_PATH).await {
+                    Ok(sr) => {
+                        let steps = params.steps.min(sr.num_train_timesteps);
+                        (sr, RunParams { steps, ..params })
+                    }
+                    Err(e) => {
+                        run.error.set(Some(format!(
+                            "Could not load the upscaler from {}: {e}",
+                            super::edit::UPSCALER_PATH
+                        )));
+                        run.running.set(false);
+                        return;
+                    }
+                }
+            } else {
+                (m, params)
+            };
             let start = now_ms();
             let mut stride = 1;
             let r = engine::run(&m.url, &m, &params, |f| {
@@ -281,7 +313,10 @@ pub fn GenerateView(
     view! {
         <div class="layout">
             <Controls generate=generate />
-            <Viewer />
+            <div class="stack">
+                <super::edit::EditPanel />
+                <Viewer />
+            </div>
         </div>
         <super::compare::CompareView />
         <super::forward::ForwardView />
@@ -304,6 +339,7 @@ where
     let s = expect_context::<Inputs>();
     let run = expect_context::<RunState>();
     let models = expect_context::<ModelState>();
+    let edit = expect_context::<super::edit::EditState>();
     let info = move || models.info.get().and_then(Result::ok);
     let max_steps = move || info().map(|m| m.num_train_timesteps).unwrap_or(1000);
     let classes = move || info().and_then(|m| m.num_class_embeds);
@@ -394,9 +430,10 @@ where
                 prop:value=move || s.batch.get().to_string()
                 on:input=move |e| if let Some(v) = range_value(&e) { s.batch.set(v) } />
 
+            <super::edit::EditControls />
             <button type="button" id="generate" class="primary" disabled=move || !ready()
                 on:click=move |_| generate()>
-                {move || if run.running.get() { "Stop" } else { "Generate" }}
+                {move || if run.running.get() { "Stop" } else { edit.mode.get().verb() }}
             </button>
             <p class="hint">"Space: generate / stop · ← →: step through the history"</p>
         </form>

@@ -3,6 +3,7 @@
 
 mod canvas;
 mod compare;
+mod edit;
 mod engine;
 mod export;
 mod fetch;
