@@ -3,9 +3,37 @@
 //! for the animation).
 
 use crate::backend::Backend;
-use crate::error::Result;
-use crate::model::AutoencoderKL;
+use crate::error::{Error, Result};
+use crate::model::loader::{load_vae_files, FileSource};
+use crate::model::{AutoencoderKL, UNet2DConfig};
 use crate::pipeline::to_u8;
+
+/// The `AutoencoderKL` of a latent model folder (`vae/`), checked against its UNet; `None` for a
+/// pixel model.
+pub fn load_vae<B: Backend>(
+    b: &B,
+    src: &dyn FileSource,
+    unet: &UNet2DConfig,
+) -> Result<Option<AutoencoderKL<B>>> {
+    let Some(files) = load_vae_files(src)? else {
+        return Ok(None);
+    };
+    if files.config.latent_channels != unet.in_channels
+        || files.config.latent_channels != unet.out_channels
+    {
+        return Err(Error::config(
+            "vae latent_channels",
+            format!(
+                "{}: the VAE has {} latent channels but the UNet takes {} and returns {}",
+                src.describe(),
+                files.config.latent_channels,
+                unet.in_channels,
+                unet.out_channels
+            ),
+        ));
+    }
+    AutoencoderKL::load(b, files.config, &files.weights).map(Some)
+}
 
 /// Decodes scaled latents `[N, L, h, w]` to images `[N, C, h·f, w·f]` in model space ([-1, 1]).
 pub async fn decode<B: Backend>(

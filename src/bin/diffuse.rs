@@ -18,7 +18,7 @@ mod cli {
     use stepwise::cpu::CpuBackend;
     use stepwise::gpu::GpuBackend;
     use stepwise::io::{read_tensors, write_tensors};
-    use stepwise::model::loader::{load_unet_files, load_vae_files, DirSource};
+    use stepwise::model::loader::{load_unet_files, DirSource};
     use stepwise::model::UNet2DModel;
     use stepwise::pipeline::{self, Conditioning, Control, NoiseSource};
     use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
@@ -239,7 +239,7 @@ mod cli {
         sched.set_timesteps(a.steps)?;
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
         let cfg = &files.config;
-        let vae = load_vae(b, &a.model, cfg)?;
+        let vae = stepwise::latent::load_vae(b, &DirSource(a.model.clone()), cfg)?;
         let (h, w) = cfg.sample_size.map(|s| s.hw()).ok_or_else(|| {
             Error::config(
                 "sample_size",
@@ -381,32 +381,6 @@ mod cli {
                 format!("{} must end in .png or .safetensors", a.output.display()),
             )),
         }
-    }
-
-    /// The AutoencoderKL of a latent model folder (`vae/`), checked against its UNet.
-    fn load_vae<B: Backend>(
-        b: &B,
-        model: &Path,
-        unet: &stepwise::model::UNet2DConfig,
-    ) -> Result<Option<stepwise::model::AutoencoderKL<B>>> {
-        let Some(files) = load_vae_files(&DirSource(model.to_path_buf()))? else {
-            return Ok(None);
-        };
-        if files.config.latent_channels != unet.in_channels
-            || files.config.latent_channels != unet.out_channels
-        {
-            return Err(Error::config(
-                "vae latent_channels",
-                format!(
-                    "{}: the VAE has {} latent channels but the UNet takes {} and returns {}",
-                    model.display(),
-                    files.config.latent_channels,
-                    unet.in_channels,
-                    unet.out_channels
-                ),
-            ));
-        }
-        stepwise::model::AutoencoderKL::load(b, files.config, &files.weights).map(Some)
     }
 
     /// x_t beside x̂0 (every sample of the batch), 4 pixels apart.

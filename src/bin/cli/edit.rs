@@ -175,28 +175,51 @@ fn read_png(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     ))
 }
 
-fn read_mask(path: &Path, shape: [usize; 4]) -> Result<Mask> {
+/// A mask file's values (1 = regenerate) and shape [N or 1, 1 or C, H, W].
+fn read_mask_values(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     match extension(path).as_str() {
         "safetensors" => {
             let t = read_tensors(&read(path)?, &path.display().to_string())?;
             let mask = t
                 .get("mask")
                 .ok_or_else(|| Error::input("mask", format!("missing from {}", path.display())))?;
-            Mask::from_values(&mask.to_f32(), &mask.shape, shape)
+            Ok((mask.to_f32(), mask.shape.clone()))
         }
         "png" => {
             let (w, h, rgba) = read_png(path)?;
-            Mask::from_values(
-                &edit::rgba_to_mask_values(&rgba, w, h)?,
-                &[1, 1, h, w],
-                shape,
-            )
+            Ok((edit::rgba_to_mask_values(&rgba, w, h)?, vec![1, 1, h, w]))
         }
         _ => Err(Error::input(
             "--mask",
             format!("{} must end in .png or .safetensors", path.display()),
         )),
     }
+}
+
+/// The mask for a sample of `shape`; a latent model's image-space mask is downsampled by
+/// `factor` first (a latent pixel is regenerated when any of its image pixels is).
+fn read_mask(path: &Path, shape: [usize; 4], factor: usize) -> Result<Mask> {
+    let (values, mshape) = read_mask_values(path)?;
+    if factor == 1 {
+        return Mask::from_values(&values, &mshape, shape);
+    }
+    let &[mn, mc, mh, mw] = mshape.as_slice() else {
+        return Err(Error::input(
+            "mask",
+            format!("expected shape [N,1,H,W], got {mshape:?}"),
+        ));
+    };
+    if values.len() != mn * mc * mh * mw || mh % factor != 0 || mw % factor != 0 {
+        return Err(Error::input(
+            "mask",
+            format!("shape {mshape:?} is not the image's size (a multiple of {factor})"),
+        ));
+    }
+    let small: Vec<f32> = values
+        .chunks_exact(mh * mw)
+        .flat_map(|plane| stepwise::latent::downsample_mask(plane, mh, mw, factor))
+        .collect();
+    Mask::from_values(&small, &[mn, mc, mh / factor, mw / factor], shape)
 }
 
 fn noise_source(a: &EditCommon, shape: [usize; 4], steps: usize) -> Result<NoiseSource> {
@@ -336,14 +359,18 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
             return Err(Error::input("--resample", "must be at least 1"));
         }
     }
-    let channels = if sr {
-        cfg.out_channels
-    } else {
-        cfg.in_channels
+    // A latent model (a `vae/` beside the UNet) edits the VAE's latents of the image.
+    let vae = stepwise::latent::load_vae(b, &DirSource(a.model.clone()), cfg)?;
+    let factor = vae.as_ref().map_or(1, |v| v.config.downscale_factor());
+    let channels = match &vae {
+        Some(v) => v.config.out_channels,
+        None if sr => cfg.out_channels,
+        None => cfg.in_channels,
     };
     let (image, in_shape) = read_image(&a.input, channels)?;
     let [n, _, ih, iw] = in_shape;
     let (h, w) = edit::sample_hw(cfg)?;
+    let (h, w) = (h * factor, w * factor);
     match task {
         Task::Upscale(_) => {
             edit::sr_factor(cfg, ih, iw)?;
@@ -359,9 +386,12 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
         }
         _ => {}
     }
-    let shape = [n, channels, h, w];
+    let (image, shape) = match &vae {
+        Some(v) => pollster::block_on(stepwise::latent::encode(b, v, &image, [n, channels, h, w]))?,
+        None => (image, [n, channels, h, w]),
+    };
     let mask = match task {
-        Task::Inpaint(i) => Some(read_mask(&i.mask, shape)?),
+        Task::Inpaint(i) => Some(read_mask(&i.mask, shape, factor)?),
         _ => None,
     };
     let mut sched = scheduler(&files, a)?;
@@ -385,7 +415,22 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
     let mut frame_error = None;
     let on_step = |ev: StepEvent| {
         if let Some(dir) = &a.frames {
-            let (fw, fh, rgba) = frame(&ev, shape);
+            let (fw, fh, rgba) = match &vae {
+                // A latent model's frame: its x̂0, decoded.
+                Some(v) => match pollster::block_on(stepwise::latent::decode(
+                    b,
+                    v,
+                    &ev.pred_original,
+                    shape,
+                )) {
+                    Ok((img, s)) => pipeline::grid_rgba(&img, s),
+                    Err(e) => {
+                        frame_error = Some(e);
+                        return std::future::ready(Control::Stop);
+                    }
+                },
+                None => frame(&ev, shape),
+            };
             if let Err(e) = save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, fh, rgba) {
                 frame_error = Some(e);
             }
@@ -395,7 +440,7 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
         } else {
             Control::Continue
         };
-        async move { stop }
+        std::future::ready(stop)
     };
     let s = sched.as_mut();
     let c = cond.as_ref();
@@ -436,5 +481,23 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
     if let Some(e) = frame_error {
         return Err(e);
     }
-    write_sample(&a.output, &out.sample, out.shape, "--output")
+    match &vae {
+        Some(v) => {
+            let (img, img_shape) =
+                pollster::block_on(stepwise::latent::decode(b, v, &out.sample, out.shape))?;
+            if extension(&a.output) == "safetensors" {
+                write(
+                    &a.output,
+                    &write_tensors(&[
+                        ("latents", &out.shape, &out.sample),
+                        ("sample", &out.shape, &out.sample),
+                        ("image", &img_shape, &img),
+                    ])?,
+                )
+            } else {
+                write_sample(&a.output, &img, img_shape, "--output")
+            }
+        }
+        None => write_sample(&a.output, &out.sample, out.shape, "--output"),
+    }
 }
