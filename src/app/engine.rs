@@ -97,6 +97,35 @@ pub async fn init_backend(force_cpu: bool) -> BackendInfo {
     info
 }
 
+/// Why the page's GPU device was lost, if it was (a run then fails with "GPU device lost").
+pub fn device_lost() -> Option<String> {
+    COMPUTE.with(|c| match c.borrow().as_deref() {
+        Some(Compute::Gpu(g)) => g.ctx.lost_reason(),
+        _ => None,
+    })
+}
+
+/// GPU buffers created so far and those idle in the pool (the soak test's leak check; only
+/// with `?debug=gpu`, as `window.stepwiseStats()`).
+pub fn gpu_stats() -> Option<(u64, usize)> {
+    COMPUTE.with(|c| match c.borrow().as_deref() {
+        Some(Compute::Gpu(g)) => Some((g.ctx.buffers_created(), g.ctx.pooled_buffers())),
+        _ => None,
+    })
+}
+
+/// Loses the GPU device on purpose (`device.destroy()`), for the reliability tests: exposed as
+/// `window.stepwiseLoseDevice()` only with `?debug=gpu`.
+pub fn lose_device() -> bool {
+    COMPUTE.with(|c| match c.borrow().as_deref() {
+        Some(Compute::Gpu(g)) => {
+            g.ctx.destroy();
+            true
+        }
+        _ => false,
+    })
+}
+
 fn cpu_info(why: String) -> BackendInfo {
     BackendInfo {
         gpu: false,

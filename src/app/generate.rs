@@ -95,7 +95,7 @@ pub struct ModelState {
 #[component]
 pub fn GenerateView(
     /// The backend once chosen (None while detecting).
-    backend: ReadSignal<Option<BackendInfo>>,
+    backend: RwSignal<Option<BackendInfo>>,
 ) -> impl IntoView {
     let inputs = Inputs::from_url();
     inputs.sync_to_url();
@@ -141,9 +141,13 @@ pub fn GenerateView(
         .filter(|k| super::settings::param(k).is_some())
         .collect();
     let first_load = StoredValue::new(true);
+    // Bumped after the backend is rebuilt (a lost GPU device): loads the model again.
+    let reload = RwSignal::new(0u32);
+    let last_loaded = StoredValue::new(None::<String>);
     // Load the selected model once the backend is up; a load that finishes after the user has
     // picked another model is dropped.
     Effect::new(move |_| {
+        reload.track();
         let ready = backend.with(Option::is_some);
         let Some(e) = entry.get() else { return };
         if !ready {
@@ -167,8 +171,11 @@ pub fn GenerateView(
             let r = engine::load_model(&path).await.map_err(|err| {
                 format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
             });
-            if entry.get_untracked().map(|x| x.path) == Some(path) {
-                if let Ok(m) = &r {
+            if entry.get_untracked().map(|x| x.path) == Some(path.clone()) {
+                // Reloading the same model (a new device after a loss) keeps the user's settings.
+                let same_model = last_loaded.get_value().as_deref() == Some(path.as_str());
+                last_loaded.set_value(Some(path));
+                if let Some(m) = r.as_ref().ok().filter(|_| !same_model) {
                     let keep = |k: &str| first_load.get_value() && explicit.contains(&k);
                     let d = &e.defaults;
                     if let Some(k) = d
@@ -279,7 +286,25 @@ pub fn GenerateView(
             run.elapsed_ms.set(now_ms() - start);
             match r {
                 Ok(s) => run.summary.set(Some(s)),
-                Err(e) => run.error.set(Some(e)),
+                Err(e) => match engine::device_lost() {
+                    // The GPU went away (driver reset, unplugged, destroyed): set up a new device
+                    // (or the CPU backend), reload the model, keep the settings and the frames.
+                    Some(why) => {
+                        run.error.set(Some(format!(
+                            "The GPU device was lost ({why}) during the run. Setting up a new one…"
+                        )));
+                        let info = engine::init_backend(false).await;
+                        let msg = format!(
+                            "The GPU device was lost ({why}) during the run; the frames so far are kept. Now running on {} — press {} to run again.",
+                            info.description,
+                            edit.mode.get_untracked().verb(),
+                        );
+                        backend.set(Some(info));
+                        reload.update(|n| *n += 1);
+                        run.error.set(Some(msg));
+                    }
+                    None => run.error.set(Some(e)),
+                },
             }
             run.running.set(false);
         });

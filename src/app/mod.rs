@@ -65,12 +65,39 @@ pub async fn browser_adapter_info() -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// `window.stepwiseLoseDevice()` destroys the GPU device, as a driver reset would, and
+/// `window.stepwiseStats()` counts GPU buffers: the reliability tests' hooks (only with
+/// `?debug=gpu`).
+fn expose_lose_device() {
+    use wasm_bindgen::prelude::*;
+    let f = Closure::<dyn Fn() -> bool>::new(engine::lose_device);
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"stepwiseLoseDevice".into(), f.as_ref());
+    }
+    f.forget();
+    let stats = Closure::<dyn Fn() -> JsValue>::new(|| {
+        let o = js_sys::Object::new();
+        if let Some((created, pooled)) = engine::gpu_stats() {
+            let _ = js_sys::Reflect::set(&o, &"buffersCreated".into(), &(created as f64).into());
+            let _ = js_sys::Reflect::set(&o, &"buffersPooled".into(), &(pooled as f64).into());
+        }
+        o.into()
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &"stepwiseStats".into(), stats.as_ref());
+    }
+    stats.forget();
+}
+
 #[component]
 fn App() -> impl IntoView {
-    let (backend, set_backend) = signal(None::<engine::BackendInfo>);
+    let backend = RwSignal::new(None::<engine::BackendInfo>);
     let force_cpu = settings::param("backend").as_deref() == Some("cpu");
+    if settings::param("debug").as_deref() == Some("gpu") {
+        expose_lose_device();
+    }
     leptos::task::spawn_local(async move {
-        set_backend.set(Some(engine::init_backend(force_cpu).await));
+        backend.set(Some(engine::init_backend(force_cpu).await));
     });
     view! {
         <header>

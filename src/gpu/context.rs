@@ -164,6 +164,17 @@ impl GpuContext {
         self.dispatches.get()
     }
 
+    /// Why the device was lost, once it has been (then every later call fails: make a new one).
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Destroys the device, as a driver reset or an unplugged GPU would: the reliability tests'
+    /// way to lose it on purpose (`device.destroy()` in the browser).
+    pub fn destroy(&self) {
+        self.device.destroy();
+    }
+
     /// Fails if the device was lost or a validation error was raised since the last check.
     pub fn check(&self) -> Result<()> {
         if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
@@ -179,6 +190,12 @@ impl GpuContext {
             return Err(Error::Gpu(msg));
         }
         Ok(())
+    }
+
+    /// Buffers waiting in the pool for reuse (storage and readback).
+    pub fn pooled_buffers(&self) -> usize {
+        self.pool.borrow().values().map(Vec::len).sum::<usize>()
+            + self.readback.borrow().values().map(Vec::len).sum::<usize>()
     }
 
     /// Storage and readback buffers created so far (tests check that steps reuse the pool).

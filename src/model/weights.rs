@@ -210,7 +210,10 @@ fn explain(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
         ),
         E::InvalidHeader(_) => "the header is not UTF-8 text".into(),
         E::ValidationOverflow => "a tensor's declared size overflows".into(),
-        E::InvalidHeaderDeserialization(err) => format!("the header is not valid JSON: {err}"),
+        // On 32-bit targets (wasm) serde refuses offsets past usize::MAX before the offsets are
+        // checked: read the header with 64-bit offsets to name the tensor, as natively.
+        E::InvalidHeaderDeserialization(err) => offsets_problem(bytes, "")
+            .unwrap_or_else(|| format!("the header is not valid JSON: {err}")),
         E::MetadataIncompleteBuffer => {
             format!(
             "the file is truncated: its header declares {} bytes of tensor data but {} follow it",
