@@ -8,7 +8,7 @@ import { readFile, mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, openPage, ARTIFACTS } from './harness.mjs';
+import { startServer, launch, openPage, ARTIFACTS, pixels } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 let srv, browser;
@@ -30,13 +30,6 @@ async function generate(params) {
   await page.click('#generate');
   await waitDone(page);
   return { page, errors };
-}
-
-async function pixels(page, id) {
-  return page.evaluate((sel) => {
-    const c = document.querySelector(sel);
-    return { w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };
-  }, `#${id}`);
 }
 
 function std(data) {

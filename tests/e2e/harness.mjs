@@ -60,3 +60,11 @@ export async function openPage(browser, url) {
   await page.goto(url);
   return { page, errors };
 }
+
+/// A canvas's size and RGBA pixels: { w, h, data }.
+export async function pixels(page, id) {
+  return page.evaluate((sel) => {
+    const c = document.querySelector(sel);
+    return { w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };
+  }, `#${id}`);
+}

@@ -4,18 +4,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startServer, launch, openPage, ARTIFACTS } from './harness.mjs';
+import { startServer, launch, openPage, ARTIFACTS, pixels } from './harness.mjs';
 
 let srv, browser;
 before(async () => { srv = await startServer(); browser = await launch(); });
 after(async () => { await browser?.close(); srv?.server.close(); });
-
-async function pixels(page, id) {
-  return page.evaluate((sel) => {
-    const c = document.querySelector(sel);
-    return { w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };
-  }, `#${id}`);
-}
 
 test('the latent model shows latent panels and a decoded image, and times latent vs pixel', { timeout: 900_000 }, async () => {
   const steps = 6;
