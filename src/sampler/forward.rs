@@ -95,13 +95,7 @@ pub fn guide_x0(
     model_output: &mut [f32],
     guide: &dyn Fn(&mut [f32]),
 ) -> Result<(), SamplerError> {
-    if model_output.len() != sample.len() {
-        return Err(SamplerError::LengthMismatch {
-            what: "model_output",
-            len: model_output.len(),
-            expected: sample.len(),
-        });
-    }
+    super::check_lengths(model_output, sample, None)?;
     let (a, s) = (level.signal, level.noise);
     match prediction {
         PredictionType::Sample => guide(model_output),
