@@ -107,9 +107,13 @@ pub fn device_lost() -> Option<String> {
 
 /// GPU buffers created so far and those idle in the pool (the soak test's leak check; only
 /// with `?debug=gpu`, as `window.stepwiseStats()`).
-pub fn gpu_stats() -> Option<(u64, usize)> {
+pub fn gpu_stats() -> Option<(u64, usize, Vec<(u64, usize)>)> {
     COMPUTE.with(|c| match c.borrow().as_deref() {
-        Some(Compute::Gpu(g)) => Some((g.ctx.buffers_created(), g.ctx.pooled_buffers())),
+        Some(Compute::Gpu(g)) => Some((
+            g.ctx.buffers_created(),
+            g.ctx.pooled_buffers(),
+            g.ctx.pooled_sizes(),
+        )),
         _ => None,
     })
 }

@@ -77,9 +77,15 @@ fn expose_lose_device() {
     f.forget();
     let stats = Closure::<dyn Fn() -> JsValue>::new(|| {
         let o = js_sys::Object::new();
-        if let Some((created, pooled)) = engine::gpu_stats() {
+        if let Some((created, pooled, sizes)) = engine::gpu_stats() {
             let _ = js_sys::Reflect::set(&o, &"buffersCreated".into(), &(created as f64).into());
             let _ = js_sys::Reflect::set(&o, &"buffersPooled".into(), &(pooled as f64).into());
+            let by_size = js_sys::Object::new();
+            for (size, n) in sizes {
+                let _ =
+                    js_sys::Reflect::set(&by_size, &size.to_string().into(), &(n as f64).into());
+            }
+            let _ = js_sys::Reflect::set(&o, &"pooledBySize".into(), &by_size);
         }
         o.into()
     });

@@ -198,6 +198,21 @@ impl GpuContext {
             + self.readback.borrow().values().map(Vec::len).sum::<usize>()
     }
 
+    /// The pool's idle buffers by size in bytes, storage and readback together (the soak test
+    /// reports it when buffers are created after warm-up).
+    pub fn pooled_sizes(&self) -> Vec<(u64, usize)> {
+        let mut m: std::collections::BTreeMap<u64, usize> = Default::default();
+        for (k, v) in self
+            .pool
+            .borrow()
+            .iter()
+            .chain(self.readback.borrow().iter())
+        {
+            *m.entry(*k).or_default() += v.len();
+        }
+        m.into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+
     /// Storage and readback buffers created so far (tests check that steps reuse the pool).
     pub fn buffers_created(&self) -> u64 {
         self.created.get()
