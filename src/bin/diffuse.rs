@@ -73,8 +73,8 @@ mod cli {
         /// Super-resolution with a conditional UNet (in_channels = 2 × out_channels): --input is
         /// the low-resolution image, the output has the model's sample_size.
         Upscale(edit::UpscaleArgs),
-        /// Times UNet forward passes on the GPU and on the CPU reference in the same run and
-        /// prints ms per pass and the ratio (the numbers in BENCHMARKS.md).
+        /// Times UNet forward passes (each read back) and prints the median ms per pass, on the
+        /// GPU, the CPU reference, or both and their ratio (the numbers in BENCHMARKS.md).
         Bench {
             #[arg(long)]
             model: PathBuf,
@@ -83,6 +83,16 @@ mod cli {
             /// Timed passes per backend (after one warm-up pass).
             #[arg(long, default_value_t = 5)]
             runs: usize,
+            /// One backend only; both when absent.
+            #[arg(long, value_enum)]
+            device: Option<Device>,
+            /// A `bench_input_b{N}.json` from training/export_onnx.py: run its input and check
+            /// the output against PyTorch's before timing (the peers check the same file).
+            #[arg(long)]
+            check: Option<PathBuf>,
+            /// Also print one `RESULT {json}` line per backend for scripts.
+            #[arg(long)]
+            json: bool,
         },
     }
 
@@ -132,7 +142,21 @@ mod cli {
                 output,
                 device,
             } => forward(&model, &input, &output, device),
-            Command::Bench { model, batch, runs } => bench(&model, batch, runs),
+            Command::Bench {
+                model,
+                batch,
+                runs,
+                device,
+                check,
+                json,
+            } => bench(&BenchArgs {
+                model,
+                batch,
+                runs,
+                device,
+                check,
+                json,
+            }),
             Command::Edit(args) => edit::main(edit::Task::Edit(args)),
             Command::Inpaint(args) => edit::main(edit::Task::Inpaint(args)),
             Command::Upscale(args) => edit::main(edit::Task::Upscale(args)),
@@ -423,45 +447,176 @@ mod cli {
         (fw, fh, rgba)
     }
 
-    /// Mean milliseconds of `runs` forward passes (each read back, so the GPU work is finished).
+    struct BenchArgs {
+        model: PathBuf,
+        batch: usize,
+        runs: usize,
+        device: Option<Device>,
+        check: Option<PathBuf>,
+        json: bool,
+    }
+
+    /// The benchmark's input: the seeded one from export_onnx.py (with PyTorch's output to check
+    /// against), or seeded noise at t = 500 with class 0.
+    struct BenchInput {
+        shape: [usize; 4],
+        sample: Vec<f32>,
+        timesteps: Vec<f32>,
+        labels: Option<Vec<i64>>,
+        expected: Option<Vec<f32>>,
+    }
+
+    fn bench_input(args: &BenchArgs, cfg: &stepwise::model::UNet2DConfig) -> Result<BenchInput> {
+        let Some(path) = &args.check else {
+            let (h, w) = cfg.sample_size.map(|s| s.hw()).unwrap_or((32, 32));
+            let shape = [args.batch, cfg.in_channels, h, w];
+            return Ok(BenchInput {
+                shape,
+                sample: stepwise::noise::randn(0, 0, shape.iter().product()),
+                timesteps: vec![500.0],
+                labels: cfg.num_class_embeds.map(|_| vec![0; args.batch]),
+                expected: None,
+            });
+        };
+        let bad = |what: &str| Error::Other(format!("{}: {what}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let floats = |p: &str| -> Result<Vec<f32>> {
+            v.pointer(p)
+                .and_then(|a| a.as_array())
+                .ok_or_else(|| bad(&format!("no {p}")))?
+                .iter()
+                .map(|x| x.as_f64().map(|x| x as f32).ok_or_else(|| bad(p)))
+                .collect()
+        };
+        let dims: Vec<usize> = v
+            .pointer("/inputs/sample/shape")
+            .and_then(|a| a.as_array())
+            .ok_or_else(|| bad("no /inputs/sample/shape"))?
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as usize))
+            .collect();
+        let shape: [usize; 4] = dims
+            .try_into()
+            .map_err(|_| bad("the sample shape is not 4-D"))?;
+        let labels = match v.pointer("/inputs/class_labels/data") {
+            Some(_) => Some(
+                floats("/inputs/class_labels/data")?
+                    .into_iter()
+                    .map(|x| x as i64)
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(BenchInput {
+            shape,
+            sample: floats("/inputs/sample/data")?,
+            timesteps: floats("/inputs/timestep/data")?,
+            labels,
+            expected: Some(floats("/expected/data")?),
+        })
+    }
+
+    /// Per-pass milliseconds of `runs` forward passes (each read back, so the GPU work is
+    /// finished), after one warm-up pass whose output is checked against `input.expected`.
     fn time_forward<B: Backend>(
         b: &B,
         files: &stepwise::model::loader::UNetFiles,
-        shape: [usize; 4],
+        input: &BenchInput,
         runs: usize,
-    ) -> Result<f64> {
+    ) -> Result<(Vec<f64>, Option<f64>)> {
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
-        let len: usize = shape.iter().product();
-        let x = b.upload(&shape, &stepwise::noise::randn(0, 0, len))?;
-        let labels = files.config.num_class_embeds.map(|_| vec![0i64; shape[0]]);
-        let pass = || -> Result<()> {
-            let y = unet.forward(b, &x, &[500.0], labels.as_deref())?;
-            pollster::block_on(b.download(&y)).map(|_| ())
+        let x = b.upload(&input.shape, &input.sample)?;
+        let pass = || -> Result<Vec<f32>> {
+            let y = unet.forward(b, &x, &input.timesteps, input.labels.as_deref())?;
+            pollster::block_on(b.download(&y))
         };
-        pass()?;
-        let start = std::time::Instant::now();
-        for _ in 0..runs {
-            pass()?;
+        let first = pass()?;
+        let err = input
+            .expected
+            .as_ref()
+            .map(|want| stepwise::io::rel_l2(&first, want));
+        if let Some(e) = err {
+            if !(e <= 1e-3) {
+                return Err(Error::Other(format!(
+                    "{}: output differs from PyTorch's (relative L2 {e:e} > 1e-3); not timing it",
+                    b.name()
+                )));
+            }
         }
-        Ok(start.elapsed().as_secs_f64() * 1000.0 / runs.max(1) as f64)
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let start = std::time::Instant::now();
+            pass()?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok((times, err))
     }
 
-    fn bench(model: &Path, batch: usize, runs: usize) -> Result<()> {
-        let files = load_unet_files(&DirSource(model.to_path_buf()))?;
-        let cfg = &files.config;
-        let (h, w) = cfg.sample_size.map(|s| s.hw()).unwrap_or((32, 32));
-        let shape = [batch, cfg.in_channels, h, w];
-        let params: usize = files.weights.keys().count();
-        let gpu = pollster::block_on(GpuBackend::new())?;
-        let g = time_forward(&gpu, &files, shape, runs)?;
-        let c = time_forward(&CpuBackend, &files, shape, runs)?;
+    fn median(v: &[f64]) -> f64 {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        }
+    }
+
+    fn bench(args: &BenchArgs) -> Result<()> {
+        let files = load_unet_files(&DirSource(args.model.to_path_buf()))?;
+        let input = bench_input(args, &files.config)?;
+        let params: usize = files
+            .weights
+            .keys()
+            .filter_map(|k| files.weights.shape_of(k))
+            .map(|s| s.iter().product::<usize>())
+            .sum();
         println!(
-            "model {} ({params} tensors), input {shape:?}, {runs} runs",
-            model.display()
+            "model {} ({:.2}M params), input {:?}, {} runs",
+            args.model.display(),
+            params as f64 / 1e6,
+            input.shape,
+            args.runs
         );
-        println!("gpu  {:>10.2} ms/forward  ({})", g, gpu.name());
-        println!("cpu  {:>10.2} ms/forward  (CPU reference, 1 thread)", c);
-        println!("gpu/cpu speed ratio: {:.2}x", c / g);
+        let report = |name: &str, label: &str, (times, err): (Vec<f64>, Option<f64>)| {
+            let m = median(&times);
+            let lo = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = times.iter().copied().fold(0.0, f64::max);
+            let check = err.map_or(String::new(), |e| format!(", rel L2 vs PyTorch {e:.1e}"));
+            println!(
+                "{name}  {m:>10.2} ms/forward median (min {lo:.2}, max {hi:.2}; {label}{check})"
+            );
+            if args.json {
+                println!(
+                    "RESULT {}",
+                    serde_json::json!({
+                        "backend": name, "adapter": label, "batch": input.shape[0],
+                        "median_ms": m, "min_ms": lo, "max_ms": hi, "runs": times.len(),
+                        "rel_l2": err,
+                    })
+                );
+            }
+            m
+        };
+        let g = match args.device {
+            Some(Device::Cpu) => None,
+            _ => {
+                let gpu = pollster::block_on(GpuBackend::new())?;
+                let t = time_forward(&gpu, &files, &input, args.runs)?;
+                Some(report("gpu", &gpu.name(), t))
+            }
+        };
+        let c = match args.device {
+            Some(Device::Gpu) => None,
+            _ => {
+                let t = time_forward(&CpuBackend, &files, &input, args.runs)?;
+                Some(report("cpu", &CpuBackend.name(), t))
+            }
+        };
+        if let (Some(g), Some(c)) = (g, c) {
+            println!("gpu/cpu speed ratio: {:.2}x", c / g);
+        }
         Ok(())
     }
 }
