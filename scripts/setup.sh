@@ -2,7 +2,8 @@
 # Installs what building, serving and testing need on a fresh Debian machine; idempotent and
 # quick when everything is already there. Usage: scripts/setup.sh [app] [test] [python]
 #   app    : wasm target, trunk, wasm-bindgen-cli (the version in Cargo.lock), wasm-opt (binaryen 132)
-#   test   : lavapipe (Vulkan on the CPU), Chromium + chromedriver, playwright-core
+#   test   : lavapipe (Vulkan on the CPU), Chromium + chromedriver, playwright-core,
+#            onnxruntime-web (the peer in bench/browser.mjs)
 #   python : the Python venv for fixtures and training (torch, diffusers, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ export PATH="$HOME/.cargo/bin:$ROOT/tools/node_modules/.bin:$PATH"
 VENV=${STEPWISE_VENV:-$HOME/.cache/stepwise/venv}
 TRUNK_VERSION=0.21.14
 BINARYEN_VERSION=132.0.0
+ORT_WEB_VERSION=1.30.0
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -49,8 +51,10 @@ setup_app() {
 }
 
 setup_node() {
-    if [ ! -x tools/node_modules/.bin/wasm-opt ] || [ ! -d tools/node_modules/playwright-core ]; then
-        log "npm install (binaryen $BINARYEN_VERSION, playwright-core)"
+    # onnxruntime-web is bench/'s in-browser peer (bench/browser.mjs); pinned in tools/package.json.
+    if [ ! -x tools/node_modules/.bin/wasm-opt ] || [ ! -d tools/node_modules/playwright-core ] \
+        || ! grep -q "\"version\": \"$ORT_WEB_VERSION\"" tools/node_modules/onnxruntime-web/package.json 2>/dev/null; then
+        log "npm install (binaryen $BINARYEN_VERSION, playwright-core, onnxruntime-web $ORT_WEB_VERSION)"
         (cd tools && npm install --no-audit --no-fund --silent)
     fi
 }
