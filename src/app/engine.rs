@@ -41,6 +41,8 @@ thread_local! {
     // wasm is single-threaded: the backend and the loaded models live here, built once.
     static COMPUTE: RefCell<Option<Rc<Compute>>> = const { RefCell::new(None) };
     static MODELS: RefCell<HashMap<String, Rc<Net>>> = RefCell::new(HashMap::new());
+    // What `init_backend` reported (the adapter or why the CPU runs), for `bench_forward`.
+    static DESCRIPTION: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// Which backend runs, for the header and the CPU banner.
@@ -94,6 +96,7 @@ pub async fn init_backend(force_cpu: bool) -> BackendInfo {
     };
     COMPUTE.with(|c| *c.borrow_mut() = Some(Rc::new(compute)));
     MODELS.with(|m| m.borrow_mut().clear());
+    DESCRIPTION.with(|d| d.borrow_mut().clone_from(&info.description));
     info
 }
 
@@ -105,9 +108,12 @@ pub fn device_lost() -> Option<String> {
     })
 }
 
+/// Buffers created, buffers pooled, and the pool's (size in bytes, count) pairs.
+pub type GpuStats = (u64, usize, Vec<(u64, usize)>);
+
 /// GPU buffers created so far and those idle in the pool (the soak test's leak check; only
 /// with `?debug=gpu`, as `window.stepwiseStats()`).
-pub fn gpu_stats() -> Option<(u64, usize, Vec<(u64, usize)>)> {
+pub fn gpu_stats() -> Option<GpuStats> {
     COMPUTE.with(|c| match c.borrow().as_deref() {
         Some(Compute::Gpu(g)) => Some((
             g.ctx.buffers_created(),
@@ -874,6 +880,17 @@ async fn median_ms<Fut: std::future::Future<Output = Result<(), String>>>(
     mut f: impl FnMut() -> Fut,
 ) -> Result<f64, String> {
     f().await?;
+    let mut t = time_runs(runs, f).await?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// The wall time in ms of each of `runs` calls of `f` (no warm-up), yielding to the browser
+/// between calls, outside the timed part.
+async fn time_runs<T, Fut: std::future::Future<Output = Result<T, String>>>(
+    runs: usize,
+    mut f: impl FnMut() -> Fut,
+) -> Result<Vec<f64>, String> {
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t0 = now_ms();
@@ -881,8 +898,7 @@ async fn median_ms<Fut: std::future::Future<Output = Result<(), String>>>(
         t.push(now_ms() - t0);
         yield_to_browser(0).await;
     }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+    Ok(t)
 }
 
 async fn speed_on<B: Backend>(
@@ -957,6 +973,83 @@ pub async fn measure_speed(
         (Compute::Cpu(b), Net::Cpu(l), Net::Cpu(p)) => speed_on(b, l, p, info).await,
         _ => Err("the models were loaded on another backend; reload the page".into()),
     }
+}
+
+/// What one [`bench_forward`] call measured.
+pub struct BenchResult {
+    /// The page's backend as the header shows it (the adapter, or why the CPU runs).
+    pub backend: String,
+    /// The first (warm-up) forward's output, for checking against a reference.
+    pub output: Vec<f32>,
+    /// Wall time of each timed forward after the warm-up, in ms.
+    pub ms: Vec<f64>,
+}
+
+/// The issue 8 benchmark (`window.stepwiseBench`, only with `?debug=bench`): loads the model
+/// at `model_url` on the page's backend (once; cached like any model), then runs its UNet on
+/// `sample` (`shape` = N×C×H×W) `1 + runs` times. Each forward uploads the sample, runs the
+/// UNet and reads the output back, as an onnxruntime `session.run` with host tensors does.
+pub async fn bench_forward(
+    model_url: &str,
+    sample: Vec<f32>,
+    shape: Vec<usize>,
+    timesteps: Vec<f32>,
+    labels: Option<Vec<i64>>,
+    runs: usize,
+) -> Result<BenchResult, String> {
+    // The page picks its backend asynchronously at start; wait for it (up to a minute).
+    for _ in 0..600 {
+        if COMPUTE.with(|c| c.borrow().is_some()) {
+            break;
+        }
+        yield_to_browser(100).await;
+    }
+    let key = model_url.trim_end_matches('/');
+    if !MODELS.with(|m| m.borrow().contains_key(key)) {
+        load_model(model_url).await?;
+    }
+    let compute = COMPUTE
+        .with(|c| c.borrow().clone())
+        .ok_or("the backend is not ready yet")?;
+    let net = MODELS
+        .with(|m| m.borrow().get(key).cloned())
+        .ok_or_else(|| format!("model {model_url} is not loaded"))?;
+    let labels = labels.as_deref();
+    let (output, ms) = match (&*compute, &*net) {
+        (Compute::Gpu(b), Net::Gpu(l)) => {
+            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?
+        }
+        (Compute::Cpu(b), Net::Cpu(l)) => {
+            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?
+        }
+        _ => return Err("the model was loaded on another backend; reload the page".into()),
+    };
+    Ok(BenchResult {
+        backend: DESCRIPTION.with(|d| d.borrow().clone()),
+        output,
+        ms,
+    })
+}
+
+/// One warm-up forward (its output returned) and `runs` timed ones, each read back.
+async fn forward_timed<B: Backend>(
+    b: &B,
+    unet: &UNet2DModel<B>,
+    shape: &[usize],
+    sample: &[f32],
+    timesteps: &[f32],
+    labels: Option<&[i64]>,
+    runs: usize,
+) -> Result<(Vec<f32>, Vec<f64>), String> {
+    let err = |e: crate::Error| e.to_string();
+    let once = || async {
+        let x = b.upload(shape, sample).map_err(err)?;
+        let y = unet.forward(b, &x, timesteps, labels).map_err(err)?;
+        b.download(&y).await.map_err(err)
+    };
+    let output = once().await?;
+    let ms = time_runs(runs, once).await?;
+    Ok((output, ms))
 }
 
 /// What the schedule plot draws: ᾱ_t and SNR over the training timesteps, and the timesteps

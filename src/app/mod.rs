@@ -95,12 +95,68 @@ fn expose_lose_device() {
     stats.forget();
 }
 
+/// `window.stepwiseBench(modelUrl, sample, shape, timesteps, labels, runs)`: the in-browser
+/// benchmark's hook (`bench/browser.mjs`; only with `?debug=bench`). Times `runs` UNet forwards
+/// after one warm-up on the page's backend ([`engine::bench_forward`]) and resolves to
+/// `{ backend, output: Float32Array (the first forward's), ms: number[] }`.
+fn expose_bench() {
+    use js_sys::{Array, Float32Array, Object, Reflect};
+    use wasm_bindgen::prelude::*;
+    type BenchFn =
+        dyn Fn(String, Float32Array, JsValue, Float32Array, JsValue, u32) -> js_sys::Promise;
+    let f = Closure::<BenchFn>::new(
+        |url: String,
+         sample: Float32Array,
+         shape: JsValue,
+         timesteps: Float32Array,
+         labels: JsValue,
+         runs: u32| {
+            // Lenient about the array types: plain arrays, typed arrays, BigInts for labels.
+            let numbers = |v: &JsValue| -> Vec<f64> {
+                Array::from(v)
+                    .iter()
+                    .map(|x| {
+                        x.as_f64()
+                            .or_else(|| {
+                                let b = x.dyn_into::<js_sys::BigInt>().ok()?;
+                                i64::try_from(b).ok().map(|v| v as f64)
+                            })
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect()
+            };
+            let shape: Vec<usize> = numbers(&shape).into_iter().map(|x| x as usize).collect();
+            let labels = (!labels.is_null() && !labels.is_undefined())
+                .then(|| numbers(&labels).into_iter().map(|x| x as i64).collect());
+            let (sample, timesteps) = (sample.to_vec(), timesteps.to_vec());
+            wasm_bindgen_futures::future_to_promise(async move {
+                let r =
+                    engine::bench_forward(&url, sample, shape, timesteps, labels, runs as usize)
+                        .await
+                        .map_err(|e| JsValue::from(js_sys::Error::new(&e)))?;
+                let o = Object::new();
+                let ms: Array = r.ms.iter().map(|&t| JsValue::from(t)).collect();
+                Reflect::set(&o, &"backend".into(), &r.backend.into())?;
+                Reflect::set(&o, &"output".into(), &Float32Array::from(&r.output[..]))?;
+                Reflect::set(&o, &"ms".into(), &ms)?;
+                Ok(o.into())
+            })
+        },
+    );
+    if let Some(w) = web_sys::window() {
+        let _ = Reflect::set(&w, &"stepwiseBench".into(), f.as_ref());
+    }
+    f.forget();
+}
+
 #[component]
 fn App() -> impl IntoView {
     let backend = RwSignal::new(None::<engine::BackendInfo>);
     let force_cpu = settings::param("backend").as_deref() == Some("cpu");
-    if settings::param("debug").as_deref() == Some("gpu") {
-        expose_lose_device();
+    match settings::param("debug").as_deref() {
+        Some("gpu") => expose_lose_device(),
+        Some("bench") => expose_bench(),
+        _ => {}
     }
     leptos::task::spawn_local(async move {
         backend.set(Some(engine::init_backend(force_cpu).await));
