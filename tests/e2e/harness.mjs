@@ -12,14 +12,25 @@ const require = createRequire(join(ROOT, 'tools/package.json'));
 const { chromium } = require('playwright-core');
 
 export const ARTIFACTS = join(ROOT, 'tests/artifacts');
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
 const MOUNTS = [['/fixtures/', join(ROOT, 'tests/fixtures')], ['/', join(ROOT, 'dist')]];
 
-export async function startServer() {
+/// What bench/browser.mjs serves besides the app: its pages, onnxruntime-web's dist/ (no CDN)
+/// and the ONNX exports with their reference inputs (training/export_onnx.py).
+export const BENCH_MOUNTS = [
+  ['/bench/', join(ROOT, 'bench')],
+  ['/ort/', join(ROOT, 'tools/node_modules/onnxruntime-web/dist')],
+  ['/onnx/', join(ROOT, 'target/onnx')],
+];
+
+/// Serves dist/ at / and tests/fixtures/ at /fixtures/, plus `extraMounts` ([prefix, dir] pairs,
+/// checked first), all with the cross-origin isolation headers.
+export async function startServer(extraMounts = []) {
+  const mounts = [...extraMounts, ...MOUNTS];
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
     const path = decodeURIComponent(url.pathname);
-    const [prefix, dir] = MOUNTS.find(([p]) => path.startsWith(p));
+    const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
     let file = normalize(join(dir, path.slice(prefix.length)));
     if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
     try {
