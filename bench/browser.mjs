@@ -1,0 +1,347 @@
+// The in-browser benchmark (issue 8): in one headless Chromium (WebGPU on SwiftShader, the e2e
+// harness's flags), the median ms per UNet forward (output read back to the host) of every
+// shipped model at batch 1 and 4, on
+//   ours-webgpu      the app page's WebGPU backend (window.stepwiseBench, ?debug=bench)
+//   ours-cpu         the app page's CPU backend (?backend=cpu; wasm, one thread)
+//   ort-webgpu       onnxruntime-web's webgpu EP, imported as the docs say for WebGPU
+//                    (`onnxruntime-web/webgpu`, dist/ort.webgpu.min.mjs: the C++ WebGPU EP)
+//   ort-wasm-2t/-1t  onnxruntime-web's wasm EP (`onnxruntime-web`, dist/ort.min.mjs), numThreads 2
+//                    (when crossOriginIsolated; ort falls back to 1 otherwise) and 1
+//   ort-webgpu-jsep  opt-in: the webgpu EP of the default entry (dist/ort.min.mjs: JSEP)
+// on the same weights (the ONNX files are exported from the same folders), each output checked
+// against PyTorch's (relative L2 <= 1e-3) before anything is timed. Then the page figures: time to
+// the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
+//
+//   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr] [--batches 1,4]
+//                          [--rows ours-webgpu,ours-cpu,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
+//                          [--row-budget-s S] [--no-page] [--out FILE]
+//
+// --runs (default 5) timed runs per row after one warm-up, fewer (at least 3) where they would
+// take over --row-budget-s (default 60) at the warm-up's pace. Needs the release build in dist/
+// (trunk build --release) and tools/node_modules (scripts/setup.sh test); creates the ONNX exports
+// in target/onnx/<model>/ with training/export_onnx.py when missing. Writes everything it prints
+// as JSON to target/bench/browser-<date>.json.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { gzipSync, constants as zc } from 'node:zlib';
+import { join, resolve, dirname } from 'node:path';
+import { loadavg, cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { startServer, launch, BENCH_MOUNTS } from '../tests/e2e/harness.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const PYTHON = process.env.STEPWISE_PYTHON ?? join(process.env.STEPWISE_VENV ?? join(process.env.HOME, '.cache/stepwise/venv'), 'bin/python');
+const ALL_MODELS = ['fashion', 'emoji', 'emoji-latent', 'emoji-sr'];
+const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
+// ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
+// SwiftShader it takes ~22 s per fashion forward at batch 1, 4x the /webgpu bundle's C++ EP.
+const DEFAULT_ROWS = ALL_ROWS.slice(0, 5);
+const TOLERANCE = 1e-3;
+
+function parseArgs(argv) {
+  const a = { runs: 5, rowBudgetS: 60, models: ALL_MODELS, batches: [1, 4], rows: DEFAULT_ROWS, page: true, out: null };
+  for (let i = 0; i < argv.length; i++) {
+    const next = () => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[++i]; };
+    switch (argv[i]) {
+      case '--runs': a.runs = Number(next()); break;
+      case '--row-budget-s': a.rowBudgetS = Number(next()); break;
+      case '--models': a.models = next().split(','); break;
+      case '--batches': a.batches = next().split(',').map(Number); break;
+      case '--rows': a.rows = next().split(','); break;
+      case '--no-page': a.page = false; break;
+      case '--out': a.out = next(); break;
+      case '-h': case '--help':
+        console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n'));
+        process.exit(0);
+      default: throw new Error(`unknown argument ${argv[i]}`);
+    }
+  }
+  if (!(a.runs >= 1)) throw new Error('--runs must be at least 1');
+  for (const m of a.models) if (!ALL_MODELS.includes(m)) throw new Error(`unknown model ${m} (${ALL_MODELS.join(', ')})`);
+  for (const r of a.rows) if (!ALL_ROWS.includes(r)) throw new Error(`unknown row ${r} (${ALL_ROWS.join(', ')})`);
+  return a;
+}
+
+const log = (...m) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...m);
+
+/// The ONNX file and reference input of every (model, batch), exported when missing.
+function ensureExports(models, batches) {
+  for (const m of models) {
+    const dir = join(ROOT, 'target/onnx', m);
+    const missing = batches.filter((n) => !existsSync(join(dir, `unet_b${n}.onnx`)) || !existsSync(join(dir, `bench_input_b${n}.json`)));
+    if (missing.length === 0) continue;
+    log(`exporting ${m} at batch ${missing.join(', ')} to ONNX (training/export_onnx.py)`);
+    execFileSync(PYTHON, ['training/export_onnx.py', `assets/models/${m}`, `target/onnx/${m}`, '--batch', ...missing.map(String)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  }
+}
+
+function stats(ms) {
+  const s = [...ms].sort((x, y) => x - y);
+  const n = s.length;
+  const median = n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+  return { median, min: s[0], max: s[n - 1] };
+}
+
+/// Resolves to the first truthy value of `pred` (a function, polled in the page every 10 ms).
+/// Not page.waitForFunction: that evaluates the predicate with eval inside the page, which the
+/// app's Content-Security-Policy forbids; an expression sent with page.evaluate goes through the
+/// DevTools protocol, which the CSP does not govern.
+async function waitIn(page, pred, timeoutMs = 120_000) {
+  const poll = page.evaluate(`new Promise((ok) => { const f = ${pred}; const t = () => { const v = f(); if (v) ok(v); else setTimeout(t, 10); }; t(); })`);
+  let timer;
+  const limit = new Promise((_, no) => { timer = setTimeout(() => no(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${pred}`)), timeoutMs); });
+  try { return await Promise.race([poll, limit]); } finally { clearTimeout(timer); }
+}
+
+/// Opens a page and waits until `ready` (a function evaluated in the page) is true.
+async function open(browser, url, ready) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(url);
+  await waitIn(page, ready);
+  return { page, errors };
+}
+
+/// Our row: the app page's window.stepwiseBench, first a check (one forward, compared with
+/// PyTorch's output), then, only if it passes, a warm-up and `runs` timed forwards.
+async function oursRow(page, model, batch, runs, budgetMs) {
+  return page.evaluate(async ({ model, batch, runs, budgetMs, tolerance }) => {
+    const ref = await (await fetch(`/onnx/${model}/bench_input_b${batch}.json`)).json();
+    const sample = Float32Array.from(ref.inputs.sample.data);
+    const t = Float32Array.from(ref.inputs.timestep.data);
+    const labels = ref.inputs.class_labels ? ref.inputs.class_labels.data : null;
+    const url = `models/${model}`;
+    const r = { };
+    try {
+      const t0 = performance.now();
+      const check = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, 0);
+      r.checkMs = performance.now() - t0; // includes loading the model (fetch + upload)
+      r.backend = check.backend;
+      const want = ref.expected.data, got = check.output;
+      if (got.length !== want.length) throw new Error(`output has ${got.length} values, PyTorch's ${want.length}`);
+      let num = 0, den = 0;
+      for (let i = 0; i < want.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
+      r.relL2 = Math.sqrt(num / den);
+      if (!(r.relL2 <= tolerance)) throw new Error(`output differs from PyTorch's: relative L2 ${r.relL2.toExponential(2)} > ${tolerance}`);
+      // Fewer runs (at least 3) where `runs` would take longer than the budget.
+      r.runs = Math.min(runs, Math.max(3, Math.floor(budgetMs / r.checkMs)));
+      const timed = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, r.runs);
+      r.ms = timed.ms;
+    } catch (e) {
+      r.error = String(e?.message ?? e).split('\n')[0].slice(0, 300);
+    }
+    return r;
+  }, { model, batch, runs, budgetMs, tolerance: TOLERANCE });
+}
+
+async function ortRow(page, model, batch, ep, numThreads, runs, budgetMs) {
+  return page.evaluate((o) => window.ortBench(o), {
+    onnx: `/onnx/${model}/unet_b${batch}.onnx`, input: `/onnx/${model}/bench_input_b${batch}.json`, ep, numThreads, runs, budgetMs, tolerance: TOLERANCE,
+  });
+}
+
+const ROW_LABEL = {
+  'ours-webgpu': 'ours webgpu',
+  'ours-cpu': 'ours cpu (wasm, 1 thread)',
+  'ort-webgpu': 'ort-web webgpu',
+  'ort-webgpu-jsep': 'ort-web webgpu (JSEP)',
+  'ort-wasm-2t': 'ort-web wasm, numThreads 2',
+  'ort-wasm-1t': 'ort-web wasm, numThreads 1',
+};
+
+/// Runs one row kind over every (model, batch), in one page (a fresh one per kind: ort reads
+/// numThreads once per page, and the app page picks its backend once).
+async function runRows(browser, base, kind, models, batches, runs, budgetMs, results) {
+  let page, errors;
+  const t0 = Date.now();
+  try {
+    if (kind.startsWith('ours')) {
+      ({ page, errors } = await open(browser, `${base}/?debug=bench${kind === 'ours-cpu' ? '&backend=cpu' : ''}`, () => typeof window.stepwiseBench === 'function'));
+    } else {
+      ({ page, errors } = await open(browser, `${base}/bench/ort.html${kind === 'ort-webgpu' ? '?bundle=webgpu' : ''}`, () => window.ortReady === true));
+    }
+  } catch (e) {
+    for (const m of models) for (const b of batches) results[m][b][kind] = { error: `page did not open: ${String(e.message).split('\n')[0]}` };
+    return;
+  }
+  for (const m of models) {
+    for (const b of batches) {
+      log(`${kind}: ${m} batch ${b}`);
+      let r;
+      try {
+        if (kind === 'ours-webgpu' || kind === 'ours-cpu') r = await oursRow(page, m, b, runs, budgetMs);
+        else if (kind === 'ort-webgpu' || kind === 'ort-webgpu-jsep') r = await ortRow(page, m, b, 'webgpu', null, runs, budgetMs);
+        else r = await ortRow(page, m, b, 'wasm', kind === 'ort-wasm-2t' ? 2 : 1, runs, budgetMs);
+      } catch (e) {
+        r = { error: String(e.message).split('\n')[0].slice(0, 300) };
+      }
+      if (r.ms?.length) r.stats = stats(r.ms);
+      results[m][b][kind] = r;
+      log(`  ${r.error ? `error: ${r.error}` : `median ${r.stats.median.toFixed(1)} ms, rel L2 ${r.relL2.toExponential(2)}`}`);
+    }
+  }
+  if (errors.length) log(`${kind}: console errors: ${errors.slice(0, 5).join(' | ')}`);
+  await page.close();
+  log(`${kind}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/// (a) navigation → ready (Generate enabled, model loaded), click → first step drawn and
+/// navigation → first step drawn; (b) ms per step over a 50-step DDIM run with drawing, from x_T
+/// drawn to the last step drawn. Times come from the page's own clock (performance.now(), 0 at
+/// navigation start); a frame counts as drawn when #run-status's data-frames counts it.
+async function pageFigures(browser, base) {
+  const steps = 50;
+  const url = `${base}/?model=fashion&steps=${steps}&sampler=ddim`;
+  const page = await browser.newPage(); // a fresh context: nothing cached
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(url);
+  const readyMs = await waitIn(page, () => {
+    const b = document.querySelector('#generate');
+    return b && !b.disabled ? performance.now() : false;
+  }, 180_000);
+  const settings = await page.evaluate(() => {
+    const v = (id) => document.querySelector(`#${id}`)?.value ?? null;
+    return { adapter: document.querySelector('#adapter')?.textContent, sampler: v('sampler'), steps: v('steps'), guidance: v('guidance'), batch: v('batch'), eta: v('eta') };
+  });
+  await page.evaluate(() => {
+    const st = document.querySelector('#run-status');
+    window.__frames = [];
+    new MutationObserver(() => {
+      const n = Number(st.getAttribute('data-frames'));
+      const last = window.__frames[window.__frames.length - 1];
+      if (!last || last.n !== n) window.__frames.push({ n, t: performance.now() });
+    }).observe(st, { attributes: true, attributeFilter: ['data-frames', 'data-state'] });
+    window.__click = performance.now();
+    document.querySelector('#generate').click();
+  });
+  await page.waitForSelector('#run-status[data-state="done"], #run-status[data-state="error"]', { timeout: 600_000 });
+  const r = await page.evaluate(() => ({ click: window.__click, frames: window.__frames, state: document.querySelector('#run-status').getAttribute('data-state'), total: document.querySelector('#total-time')?.textContent }));
+  await page.close();
+  const at = (n) => r.frames.find((f) => f.n >= n)?.t;
+  const xT = at(1), first = at(2), last = at(steps + 1);
+  return {
+    url: url.replace(base, ''), settings, state: r.state, pageTotal: r.total, errors,
+    navToReadyMs: readyMs,
+    clickToXtMs: xT - r.click,
+    clickToFirstStepMs: first - r.click,
+    navToFirstStepMs: first,
+    msPerStep: (last - xT) / steps,
+    framesSeen: r.frames.length,
+  };
+}
+
+function wasmSize() {
+  const dist = join(ROOT, 'dist');
+  const f = readdirSync(dist).find((n) => n.endsWith('.wasm'));
+  if (!f) return null;
+  const raw = readFileSync(join(dist, f));
+  return { file: `dist/${f}`, raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
+}
+
+const fmt = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+function table(res, models, batches, rows) {
+  const out = [];
+  for (const m of models) {
+    for (const b of batches) {
+      const r = res.results[m][b];
+      const shape = res.shapes[m]?.[b];
+      out.push('', `${m}, batch ${b}${shape ? ` (sample ${shape.join('×')}, ${(res.params[m] / 1e6).toFixed(2)} M params)` : ''}`);
+      out.push(`  ${'row'.padEnd(28)} ${'median ms'.padStart(10)}  ${'(min–max)'.padEnd(20)} ${'runs'.padStart(4)}  rel L2 vs PyTorch`);
+      for (const k of rows) {
+        const x = r[k];
+        if (!x) continue;
+        if (x.error) { out.push(`  ${ROW_LABEL[k].padEnd(28)} ${'FAILED'.padStart(10)}  ${x.error}`); continue; }
+        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}`);
+      }
+      const ratio = (a, c) => (r[a]?.stats && r[c]?.stats ? `${(r[a].stats.median / r[c].stats.median).toFixed(2)}×` : 'n/a');
+      const parts = [];
+      if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu')) parts.push(`ours-webgpu/ort-webgpu ${ratio('ours-webgpu', 'ort-webgpu')}`);
+      if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu-jsep')) parts.push(`ours-webgpu/ort-webgpu-jsep ${ratio('ours-webgpu', 'ort-webgpu-jsep')}`);
+      if (rows.includes('ours-cpu') && rows.includes('ort-wasm-2t')) parts.push(`ours-cpu/ort-wasm-2t ${ratio('ours-cpu', 'ort-wasm-2t')}`);
+      if (rows.includes('ours-cpu') && rows.includes('ort-wasm-1t')) parts.push(`ours-cpu/ort-wasm-1t ${ratio('ours-cpu', 'ort-wasm-1t')}`);
+      if (parts.length) out.push(`  ratios (median, < 1 = ours faster): ${parts.join(', ')}`);
+    }
+  }
+  return out.join('\n');
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  if (!existsSync(join(ROOT, 'dist/index.html'))) throw new Error('no dist/: build the app first (trunk build --release)');
+  if (!existsSync(join(ROOT, 'tools/node_modules/onnxruntime-web/dist/ort.min.mjs'))) throw new Error('onnxruntime-web is missing: scripts/setup.sh test');
+  ensureExports(args.models, args.batches);
+
+  const started = new Date();
+  const srv = await startServer(BENCH_MOUNTS);
+  const browser = await launch();
+  const res = { loadavgStart: loadavg(), cpus: cpus().length, date: started.toISOString(), command: `node bench/browser.mjs ${process.argv.slice(2).join(' ')}`.trim(), runs: args.runs, tolerance: TOLERANCE, results: {}, shapes: {}, params: {} };
+  try {
+    res.browser = `Chromium ${browser.version()}`;
+    const { page } = await open(browser, `${srv.base}/bench/ort.html`, () => window.ortReady === true);
+    res.env = await page.evaluate(() => window.ortInfo());
+    await page.close();
+    log(`${res.browser}; crossOriginIsolated ${res.env.crossOriginIsolated}; adapter ${JSON.stringify(res.env.adapter)}`);
+    for (const m of args.models) {
+      res.results[m] = {};
+      res.shapes[m] = {};
+      for (const b of args.batches) {
+        res.results[m][b] = {};
+        const ref = JSON.parse(readFileSync(join(ROOT, 'target/onnx', m, `bench_input_b${b}.json`), 'utf8'));
+        res.shapes[m][b] = ref.inputs.sample.shape;
+        res.params[m] = ref.params;
+      }
+    }
+    if (args.page) {
+      log('page figures: fashion, 50 DDIM steps, WebGPU');
+      try { res.page = await pageFigures(browser, srv.base); } catch (e) { res.page = { error: String(e.message).split('\n')[0] }; }
+    }
+    for (const kind of args.rows) await runRows(browser, srv.base, kind, args.models, args.batches, args.runs, args.rowBudgetS * 1000, res.results);
+  } finally {
+    await browser.close();
+    srv.server.close();
+  }
+  res.wasm = wasmSize();
+  res.loadavgEnd = loadavg();
+  res.elapsedS = (Date.now() - started.getTime()) / 1000;
+
+  const a = res.env?.adapter ?? {};
+  const ours = (k) => Object.values(res.results).flatMap((x) => Object.values(x)).map((x) => x[k]?.backend).find(Boolean);
+  const lines = [
+    `stepwise in-browser bench, ${res.date}`,
+    `command: ${res.command}`,
+    `browser: ${res.browser} (${res.env?.userAgent})`,
+    `WebGPU adapter (navigator.gpu.requestAdapter().info): vendor "${a.vendor ?? ''}", architecture "${a.architecture ?? ''}", device "${a.device ?? ''}", description "${a.description ?? ''}"`,
+    `ours webgpu backend: ${ours('ours-webgpu') ?? 'n/a'}; ours cpu backend: ${ours('ours-cpu') ?? 'n/a'}`,
+    `onnxruntime-web ${res.env?.ortVersion}: webgpu rows import onnxruntime-web/webgpu (dist/ort.webgpu.min.mjs, the C++ WebGPU EP), wasm${args.rows.includes('ort-webgpu-jsep') ? ' and JSEP' : ''} rows import onnxruntime-web (dist/ort.min.mjs); crossOriginIsolated ${res.env?.crossOriginIsolated}; hardwareConcurrency ${res.env?.hardwareConcurrency}`,
+    `each row: median ms per UNet forward (host input in, output read back to the host) over ${args.runs} timed runs after one warm-up (fewer, at least 3, where ${args.runs} would take over ${args.rowBudgetS} s; 'runs' says how many), output checked against PyTorch's (relative L2 <= ${TOLERANCE}) before timing`,
+    table(res, args.models, args.batches, args.rows),
+  ];
+  if (res.page) {
+    const p = res.page;
+    lines.push('', `page figures (${p.url ?? ''}, ${p.settings ? `guidance ${p.settings.guidance}, batch ${p.settings.batch}, ${p.settings.adapter}` : ''}):`);
+    if (p.error) lines.push(`  FAILED: ${p.error}`);
+    else {
+      lines.push(`  navigation → ready (Generate enabled, model loaded): ${p.navToReadyMs.toFixed(0)} ms`);
+      lines.push(`  click → x_T drawn: ${p.clickToXtMs.toFixed(0)} ms; click → first step drawn: ${p.clickToFirstStepMs.toFixed(0)} ms`);
+      lines.push(`  navigation → first step drawn: ${p.navToFirstStepMs.toFixed(0)} ms (includes the wait between ready and the click)`);
+      lines.push(`  50-step DDIM with drawing: ${p.msPerStep.toFixed(1)} ms per step (x_T drawn → step 50 drawn, / 50); run state ${p.state}`);
+    }
+  }
+  if (res.wasm) lines.push('', `release wasm ${res.wasm.file}: ${res.wasm.raw} bytes raw (${(res.wasm.raw / 1048576).toFixed(2)} MiB), ${res.wasm.gzip9} bytes gzip -9 (${(res.wasm.gzip9 / 1048576).toFixed(2)} MiB)`);
+  lines.push(`total ${res.elapsedS.toFixed(0)} s; ${res.cpus} CPUs, load average (1/5/15 min) ${res.loadavgStart.map((x) => x.toFixed(2)).join('/')} at the start, ${res.loadavgEnd.map((x) => x.toFixed(2)).join('/')} at the end`);
+  const text = lines.join('\n');
+  console.log(text);
+  res.text = text;
+
+  const stamp = started.toISOString().slice(0, 16).replace(/[:T]/g, '-');
+  const out = args.out ?? join(ROOT, 'target/bench', `browser-${stamp}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(res, null, 1));
+  log(`wrote ${out}`);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
