@@ -22,7 +22,7 @@
 // in target/onnx/<model>/ with training/export_onnx.py when missing. Writes everything it prints
 // as JSON to target/bench/browser-<date>.json.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, mkdirSync, writeFileSync, statSync } from 'node:fs';
 import { gzipSync, constants as zc } from 'node:zlib';
 import { join, resolve, dirname } from 'node:path';
 import { loadavg, cpus } from 'node:os';
@@ -230,15 +230,29 @@ async function pageFigures(browser, base) {
     navToFirstStepMs: first,
     msPerStep: (last - xT) / steps,
     framesSeen: r.frames.length,
+    frameTimes: r.frames.map((f) => [f.n, Math.round(f.t)]),
   };
 }
 
 function wasmSize() {
+  const f = wasmFile();
+  if (!f) return null;
+  const raw = readFileSync(f);
+  return { file: f.slice(ROOT.length + 1), raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
+}
+
+/// What the numbers were measured on: the commit, the files that differed from it when this ran
+/// (dist/ may have been built from a working tree with changes), and when dist/ was built.
+function provenance() {
+  const git = (...a) => { try { return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8' }).trim(); } catch { return null; } };
+  const w = wasmFile();
+  return { commit: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--untracked-files=no')?.split('\n').filter(Boolean) ?? null, distBuilt: w ? statSync(w).mtime.toISOString() : null };
+}
+
+function wasmFile() {
   const dist = join(ROOT, 'dist');
   const f = readdirSync(dist).find((n) => n.endsWith('.wasm'));
-  if (!f) return null;
-  const raw = readFileSync(join(dist, f));
-  return { file: `dist/${f}`, raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
+  return f ? join(dist, f) : null;
 }
 
 const fmt = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -305,6 +319,7 @@ async function main() {
     srv.server.close();
   }
   res.wasm = wasmSize();
+  res.build = provenance();
   res.loadavgEnd = loadavg();
   res.elapsedS = (Date.now() - started.getTime()) / 1000;
 
@@ -331,7 +346,8 @@ async function main() {
       lines.push(`  50-step DDIM with drawing: ${p.msPerStep.toFixed(1)} ms per step (x_T drawn → step 50 drawn, / 50); run state ${p.state}`);
     }
   }
-  if (res.wasm) lines.push('', `release wasm ${res.wasm.file}: ${res.wasm.raw} bytes raw (${(res.wasm.raw / 1048576).toFixed(2)} MiB), ${res.wasm.gzip9} bytes gzip -9 (${(res.wasm.gzip9 / 1048576).toFixed(2)} MiB)`);
+  if (res.build) lines.push('', `built from ${res.build.commit}${res.build.dirty?.length ? ` with uncommitted changes in ${res.build.dirty.map((l) => l.slice(3)).join(', ')} (at bench time)` : ''}; dist/ built ${res.build.distBuilt}`);
+  if (res.wasm) lines.push(`release wasm ${res.wasm.file}: ${res.wasm.raw} bytes raw (${(res.wasm.raw / 1048576).toFixed(2)} MiB), ${res.wasm.gzip9} bytes gzip -9 (${(res.wasm.gzip9 / 1048576).toFixed(2)} MiB)`);
   lines.push(`total ${res.elapsedS.toFixed(0)} s; ${res.cpus} CPUs, load average (1/5/15 min) ${res.loadavgStart.map((x) => x.toFixed(2)).join('/')} at the start, ${res.loadavgEnd.map((x) => x.toFixed(2)).join('/')} at the end`);
   const text = lines.join('\n');
   console.log(text);
