@@ -241,10 +241,11 @@ function wasmSize() {
   return { file: f.slice(ROOT.length + 1), raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
 }
 
-/// What the numbers were measured on: the commit, the files that differed from it when this ran
-/// (dist/ may have been built from a working tree with changes), and when dist/ was built.
+/// What the numbers were measured on: the commit, the files that differed from it when the run
+/// ended (dist/ may have been built from a working tree with changes, maybe not these), and
+/// when dist/ was built.
 function provenance() {
-  const git = (...a) => { try { return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8' }).trim(); } catch { return null; } };
+  const git = (...a) => { try { return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8' }).trimEnd(); } catch { return null; } };
   const w = wasmFile();
   return { commit: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--untracked-files=no')?.split('\n').filter(Boolean) ?? null, distBuilt: w ? statSync(w).mtime.toISOString() : null };
 }
@@ -346,7 +347,7 @@ async function main() {
       lines.push(`  50-step DDIM with drawing: ${p.msPerStep.toFixed(1)} ms per step (x_T drawn → step 50 drawn, / 50); run state ${p.state}`);
     }
   }
-  if (res.build) lines.push('', `built from ${res.build.commit}${res.build.dirty?.length ? ` with uncommitted changes in ${res.build.dirty.map((l) => l.slice(3)).join(', ')} (at bench time)` : ''}; dist/ built ${res.build.distBuilt}`);
+  if (res.build) lines.push('', `built from ${res.build.commit}${res.build.dirty?.length ? `; files changed in the working tree at the end of the run: ${res.build.dirty.map((l) => l.slice(3)).join(', ')}` : ''}; dist/ built ${res.build.distBuilt}`);
   if (res.wasm) lines.push(`release wasm ${res.wasm.file}: ${res.wasm.raw} bytes raw (${(res.wasm.raw / 1048576).toFixed(2)} MiB), ${res.wasm.gzip9} bytes gzip -9 (${(res.wasm.gzip9 / 1048576).toFixed(2)} MiB)`);
   lines.push(`total ${res.elapsedS.toFixed(0)} s; ${res.cpus} CPUs, load average (1/5/15 min) ${res.loadavgStart.map((x) => x.toFixed(2)).join('/')} at the start, ${res.loadavgEnd.map((x) => x.toFixed(2)).join('/')} at the end`);
   const text = lines.join('\n');
