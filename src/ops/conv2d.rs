@@ -64,29 +64,19 @@ pub fn cpu(
     let kdim = ci * kh * kw;
     let pix = ho * wo;
     let mut out = vec![0f32; n * co * pix];
-    let mut cols = vec![0f32; kdim * pix];
+    // A 1×1 convolution with stride 1 and no padding is a plain matmul on the input itself.
+    let direct = kh == 1 && kw == 1 && p.stride == 1 && p.pad == [0; 4];
+    let mut cols = if direct {
+        Vec::new()
+    } else {
+        vec![0f32; kdim * pix]
+    };
     for b in 0..n {
         let xb = &x[b * ci * h * wd..(b + 1) * ci * h * wd];
-        for c in 0..ci {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = (c * kh + ky) * kw + kx;
-                    let dst = &mut cols[row * pix..(row + 1) * pix];
-                    for oy in 0..ho {
-                        let iy = (oy * p.stride + ky) as isize - p.pad[0] as isize;
-                        for ox in 0..wo {
-                            let ix = (ox * p.stride + kx) as isize - p.pad[1] as isize;
-                            dst[oy * wo + ox] =
-                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
-                                    xb[(c * h + iy as usize) * wd + ix as usize]
-                                } else {
-                                    0.0
-                                };
-                        }
-                    }
-                }
-            }
+        if !direct {
+            im2col(xb, [ci, h, wd], [kh, kw], [ho, wo], p, &mut cols);
         }
+        let cols: &[f32] = if direct { xb } else { &cols };
         let ob = &mut out[b * co * pix..(b + 1) * co * pix];
         if let Some(bias) = bias {
             for (o, chunk) in ob.chunks_mut(pix).enumerate() {
@@ -95,25 +85,63 @@ pub fn cpu(
         }
         // SAFETY: the pointers cover co×kdim, kdim×pix and co×pix dense row-major matrices.
         unsafe {
-            matrixmultiply::sgemm(
-                co,
-                kdim,
-                pix,
+            super::matmul::sgemm(
+                [co, kdim, pix],
                 1.0,
-                w.as_ptr(),
-                kdim as isize,
-                1,
-                cols.as_ptr(),
-                pix as isize,
-                1,
-                if bias.is_some() { 1.0 } else { 0.0 },
-                ob.as_mut_ptr(),
-                pix as isize,
-                1,
+                (w.as_ptr(), kdim as isize, 1),
+                (cols.as_ptr(), pix as isize, 1),
+                bias.is_some(),
+                (ob.as_mut_ptr(), pix as isize, 1),
             );
         }
     }
     out
+}
+
+/// Unfolds one image into the `[ci·kh·kw, ho·wo]` matrix whose product with the weights is
+/// the convolution. Each output row is copied as runs of the input row (zeros for padding), not
+/// element by element.
+fn im2col(
+    xb: &[f32],
+    [ci, h, wd]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    [ho, wo]: [usize; 2],
+    p: Conv2dParams,
+    cols: &mut [f32],
+) {
+    let pix = ho * wo;
+    let (s, pt, pl) = (p.stride, p.pad[0] as isize, p.pad[1] as isize);
+    for c in 0..ci {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (c * kh + ky) * kw + kx;
+                let dst = &mut cols[row * pix..(row + 1) * pix];
+                // Output columns whose source column lies inside the image: ox in [lo, hi).
+                let first = |ox: usize| (ox * s + kx) as isize - pl;
+                let lo = (0..wo).find(|&ox| first(ox) >= 0).unwrap_or(wo);
+                let hi = (lo..wo).find(|&ox| first(ox) >= wd as isize).unwrap_or(wo);
+                for oy in 0..ho {
+                    let d = &mut dst[oy * wo..(oy + 1) * wo];
+                    let iy = (oy * s + ky) as isize - pt;
+                    if iy < 0 || iy >= h as isize || lo >= hi {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let src = &xb[(c * h + iy as usize) * wd..(c * h + iy as usize + 1) * wd];
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    let ix0 = first(lo) as usize;
+                    if s == 1 {
+                        d[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = src[ix0 + j * s];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub const SHADER: Shader = Shader {

@@ -51,10 +51,14 @@ pub fn cpu(
             let inv = 1.0 / (var + eps as f64).sqrt();
             for ci in 0..cpg {
                 let ch = g * cpg + ci;
-                for s in 0..spatial {
-                    let i = start + ci * spatial + s;
-                    let v = ((x[i] as f64 - mean) * inv) as f32 * gamma[ch] + beta[ch];
-                    out[i] = if silu {
+                // (x − mean)·inv·γ + β as one multiply-add per element.
+                let a = (inv * gamma[ch] as f64) as f32;
+                let sh = (beta[ch] as f64 - mean * inv * gamma[ch] as f64) as f32;
+                let row = start + ci * spatial;
+                let (src, dst) = (&x[row..row + spatial], &mut out[row..row + spatial]);
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    let v = v * a + sh;
+                    *o = if silu {
                         super::elementwise::silu_f32(v)
                     } else {
                         v

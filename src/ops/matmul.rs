@@ -71,6 +71,48 @@ pub fn check(
 }
 
 /// CPU reference. Output elements the spec does not address stay zero.
+/// `c = alpha·a·b` (or `c += alpha·a·b` with `accumulate`) for an m×k `a`, a k×n `b` and an
+/// m×n `c`, each given as (pointer, row stride, column stride) in elements: the one GEMM of the
+/// CPU backend (the `gemm` crate: AVX-512/AVX2 natively, simd128 in the browser).
+///
+/// # Safety
+/// Every element the strides address must lie inside its allocation, and `c` must not alias
+/// `a` or `b`.
+pub unsafe fn sgemm(
+    [m, k, n]: [usize; 3],
+    alpha: f32,
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    accumulate: bool,
+    c: (*mut f32, isize, isize),
+) {
+    // SAFETY: forwarded from the caller. gemm computes dst = α·dst + β·lhs·rhs and takes
+    // column stride before row stride.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.0,
+            c.2,
+            c.1,
+            accumulate,
+            a.0,
+            a.2,
+            a.1,
+            b.0,
+            b.2,
+            b.1,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 pub fn cpu(
     a: &[f32],
     b: &[f32],
@@ -87,21 +129,17 @@ pub fn cpu(
         let (ao, bo, co) = (off(&spec.a), off(&spec.b), off(&spec.c));
         // SAFETY: `check` proved every addressed element lies inside the three slices.
         unsafe {
-            matrixmultiply::sgemm(
-                spec.m,
-                spec.k,
-                spec.n,
+            sgemm(
+                [spec.m, spec.k, spec.n],
                 spec.alpha,
-                a.as_ptr().add(ao),
-                spec.a.row as isize,
-                spec.a.col as isize,
-                b.as_ptr().add(bo),
-                spec.b.row as isize,
-                spec.b.col as isize,
-                0.0,
-                c.as_mut_ptr().add(co),
-                spec.c.row as isize,
-                spec.c.col as isize,
+                (a.as_ptr().add(ao), spec.a.row as isize, spec.a.col as isize),
+                (b.as_ptr().add(bo), spec.b.row as isize, spec.b.col as isize),
+                false,
+                (
+                    c.as_mut_ptr().add(co),
+                    spec.c.row as isize,
+                    spec.c.col as isize,
+                ),
             );
         }
         for r in 0..spec.m {
