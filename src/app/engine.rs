@@ -41,6 +41,9 @@ thread_local! {
     // wasm is single-threaded: the backend and the loaded models live here, built once.
     static COMPUTE: RefCell<Option<Rc<Compute>>> = const { RefCell::new(None) };
     static MODELS: RefCell<HashMap<String, Rc<Net>>> = RefCell::new(HashMap::new());
+    // What `load_model` returned for each cached model, so that selecting it again costs
+    // nothing (no refetch, no second copy of its weights on the GPU).
+    static INFOS: RefCell<HashMap<String, ModelInfo>> = RefCell::new(HashMap::new());
     // What `init_backend` reported (the adapter or why the CPU runs), for `bench_forward`.
     static DESCRIPTION: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -95,7 +98,7 @@ pub async fn init_backend(force_cpu: bool) -> BackendInfo {
         }
     };
     COMPUTE.with(|c| *c.borrow_mut() = Some(Rc::new(compute)));
-    MODELS.with(|m| m.borrow_mut().clear());
+    forget_models(|_| true);
     DESCRIPTION.with(|d| d.borrow_mut().clone_from(&info.description));
     info
 }
@@ -109,17 +112,24 @@ pub fn device_lost() -> Option<String> {
 }
 
 /// Buffers created, buffers pooled, and the pool's (size in bytes, count) pairs.
-pub type GpuStats = (u64, usize, Vec<(u64, usize)>);
+pub struct GpuStats {
+    pub created: u64,
+    pub pooled: usize,
+    pub pooled_by_size: Vec<(u64, usize)>,
+    /// Bytes in every storage and readback buffer that exists (in use or pooled).
+    pub bytes_held: u64,
+}
 
 /// GPU buffers created so far and those idle in the pool (the soak test's leak check; only
 /// with `?debug=gpu`, as `window.stepwiseStats()`).
 pub fn gpu_stats() -> Option<GpuStats> {
     COMPUTE.with(|c| match c.borrow().as_deref() {
-        Some(Compute::Gpu(g)) => Some((
-            g.ctx.buffers_created(),
-            g.ctx.pooled_buffers(),
-            g.ctx.pooled_sizes(),
-        )),
+        Some(Compute::Gpu(g)) => Some(GpuStats {
+            created: g.ctx.buffers_created(),
+            pooled: g.ctx.pooled_buffers(),
+            pooled_by_size: g.ctx.pooled_sizes(),
+            bytes_held: g.ctx.bytes_held(),
+        }),
         _ => None,
     })
 }
@@ -238,6 +248,9 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
     if COMPUTE.with(|c| c.borrow().is_none()) {
         return Err("the backend is not ready yet".into());
     }
+    if let Some(info) = INFOS.with(|m| m.borrow().get(&base).cloned()) {
+        return Ok(info);
+    }
     let mut files = HashMap::new();
     // A pipeline folder has unet/config.json; only if it is absent try the bare layout (each
     // miss is a 404 the browser logs, so ask for as little as possible).
@@ -302,7 +315,7 @@ pub fn load_model_from_files(
             }
         ));
     }
-    MODELS.with(|m| m.borrow_mut().retain(|k, _| !k.starts_with(FILES_PREFIX)));
+    forget_models(|k| k.starts_with(FILES_PREFIX));
     build_model(format!("{FILES_PREFIX}{name}"), name, files)
 }
 
@@ -380,9 +393,8 @@ fn build_model(
         Compute::Gpu(g) => Net::Gpu(build(g, &cfg, &unet_files.weights, vae_files.as_ref())?),
         Compute::Cpu(c) => Net::Cpu(build(c, &cfg, &unet_files.weights, vae_files.as_ref())?),
     };
-    MODELS.with(|m| m.borrow_mut().insert(key.clone(), Rc::new(net)));
-    Ok(ModelInfo {
-        url: key,
+    let info = ModelInfo {
+        url: key.clone(),
         channels: cfg.out_channels,
         height,
         width,
@@ -392,7 +404,22 @@ fn build_model(
         default_sampler: scheduler.default_kind().unwrap_or(SamplerKind::Ddpm),
         scheduler,
         weight_bytes,
-    })
+    };
+    MODELS.with(|m| m.borrow_mut().insert(key.clone(), Rc::new(net)));
+    INFOS.with(|m| m.borrow_mut().insert(key, info.clone()));
+    Ok(info)
+}
+
+/// Drops the cached models whose key matches, and hands their weights' GPU memory back to the
+/// driver (otherwise the freed buffers would wait in the pool for tensors of the same sizes).
+fn forget_models(matches: impl Fn(&str) -> bool) {
+    MODELS.with(|m| m.borrow_mut().retain(|k, _| !matches(k)));
+    INFOS.with(|m| m.borrow_mut().retain(|k, _| !matches(k)));
+    COMPUTE.with(|c| {
+        if let Some(Compute::Gpu(g)) = c.borrow().as_deref() {
+            g.ctx.trim_pool();
+        }
+    });
 }
 
 /// Everything one run needs, read from the controls when Generate is pressed.

@@ -77,11 +77,13 @@ fn expose_lose_device() {
     f.forget();
     let stats = Closure::<dyn Fn() -> JsValue>::new(|| {
         let o = js_sys::Object::new();
-        if let Some((created, pooled, sizes)) = engine::gpu_stats() {
-            let _ = js_sys::Reflect::set(&o, &"buffersCreated".into(), &(created as f64).into());
-            let _ = js_sys::Reflect::set(&o, &"buffersPooled".into(), &(pooled as f64).into());
+        if let Some(g) = engine::gpu_stats() {
+            let set = |k: &str, v: f64| js_sys::Reflect::set(&o, &k.into(), &v.into());
+            let _ = set("buffersCreated", g.created as f64);
+            let _ = set("buffersPooled", g.pooled as f64);
+            let _ = set("bytesHeld", g.bytes_held as f64);
             let by_size = js_sys::Object::new();
-            for (size, n) in sizes {
+            for (size, n) in g.pooled_by_size {
                 let _ =
                     js_sys::Reflect::set(&by_size, &size.to_string().into(), &(n as f64).into());
             }

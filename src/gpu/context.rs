@@ -62,6 +62,7 @@ pub struct GpuContext {
     lost: Arc<Mutex<Option<String>>>,
     dispatches: Cell<u64>,
     created: Cell<u64>,
+    held: Cell<u64>,
     readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
@@ -131,6 +132,7 @@ impl GpuContext {
             lost,
             dispatches: Cell::new(0),
             created: Cell::new(0),
+            held: Cell::new(0),
             readback: RefCell::default(),
         })
     }
@@ -213,6 +215,28 @@ impl GpuContext {
         m.into_iter().filter(|(_, n)| *n > 0).collect()
     }
 
+    /// Releases every idle buffer in the pool to the driver (after a model is dropped, its
+    /// weights' sizes may never be asked for again).
+    pub fn trim_pool(&self) {
+        let freed: Vec<wgpu::Buffer> = self
+            .pool
+            .borrow_mut()
+            .drain()
+            .chain(self.readback.borrow_mut().drain())
+            .flat_map(|(_, v)| v)
+            .collect();
+        let bytes: u64 = freed.iter().map(|b| b.size()).sum();
+        self.held.set(self.held.get() - bytes);
+        for b in freed {
+            b.destroy();
+        }
+    }
+
+    /// Bytes in all storage and readback buffers that exist now (in use or pooled).
+    pub fn bytes_held(&self) -> u64 {
+        self.held.get()
+    }
+
     /// Storage and readback buffers created so far (tests check that steps reuse the pool).
     pub fn buffers_created(&self) -> u64 {
         self.created.get()
@@ -230,6 +254,7 @@ impl GpuContext {
         let reused = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop());
         let buffer = reused.unwrap_or_else(|| {
             self.created.set(self.created.get() + 1);
+            self.held.set(self.held.get() + size);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tensor"),
                 size,
@@ -453,6 +478,7 @@ impl GpuContext {
             .and_then(|v| v.pop());
         let staging = reused.unwrap_or_else(|| {
             self.created.set(self.created.get() + 1);
+            self.held.set(self.held.get() + size);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size,
