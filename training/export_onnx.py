@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class Wrapped(torch.nn.Module):
@@ -67,7 +68,8 @@ def export(model_dir: Path, out_dir: Path, batches: list[int]) -> None:
         names = ["sample", "timestep"] + (["class_labels"] if conditional else [])
         path = out_dir / f"unet_b{n}.onnx"
         with torch.no_grad():
-            expected = wrapped(*args)
+            with FlopCounterMode(display=False) as fc:
+                expected = wrapped(*args)
             torch.onnx.export(
                 wrapped,
                 args,
@@ -86,6 +88,8 @@ def export(model_dir: Path, out_dir: Path, batches: list[int]) -> None:
             },
             "expected": {"shape": list(expected.shape), "data": expected.flatten().tolist()},
             "params": sum(p.numel() for p in unet.parameters()),
+            # Multiply-adds counted twice, by PyTorch's FlopCounterMode: the GFLOP/s figures.
+            "flops": fc.get_total_flops(),
         }
         if conditional:
             record["inputs"]["class_labels"] = {"shape": [n], "data": labels.tolist()}
