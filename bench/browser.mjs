@@ -34,7 +34,8 @@ const PYTHON = process.env.STEPWISE_PYTHON ?? join(process.env.STEPWISE_VENV ?? 
 const ALL_MODELS = ['fashion', 'emoji', 'emoji-latent', 'emoji-sr'];
 const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
 // ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
-// SwiftShader it takes ~22 s per fashion forward at batch 1, 4x the /webgpu bundle's C++ EP.
+// SwiftShader it takes 1.4-1.7x the /webgpu bundle's C++ EP's time at batch 1, 0.9-1.9x at
+// batch 4 (and its emoji-sr output is right where the C++ EP's is not); it adds ~7 minutes.
 const DEFAULT_ROWS = ALL_ROWS.slice(0, 5);
 const TOLERANCE = 1e-3;
 
