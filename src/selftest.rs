@@ -103,10 +103,15 @@ const TOL: f64 = 1e-5;
 
 pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for case in 0..8 {
+    for case in 0..10 {
         let k = if case % 3 == 0 { 1 } else { 3 };
         let stride = if case % 2 == 0 { 1 } else { 2 };
-        let (n, ci, co) = (r.range(1, 3), r.range(1, 20), r.range(1, 23));
+        // The last two cases cross the tiled kernel's 64-channel and 16-deep K tiles.
+        let (n, ci, co) = if case >= 8 {
+            (r.range(1, 3), r.range(17, 40), r.range(65, 140))
+        } else {
+            (r.range(1, 3), r.range(1, 20), r.range(1, 23))
+        };
         let (h, w) = (r.range(k, 19), r.range(k, 21));
         let pad = match case % 4 {
             0 => [k / 2; 4],

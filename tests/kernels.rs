@@ -26,7 +26,17 @@ fn assert_passed(checks: stepwise::Result<Vec<Check>>) {
 
 #[test]
 fn conv2d_matches_cpu() {
+    // The register-tiled kernel (what CPU adapters such as lavapipe and SwiftShader run).
     let (g, mut r) = setup("conv2d");
+    g.ctx.conv_tiled.set(false);
+    assert_passed(pollster::block_on(selftest::conv2d(&g, &mut r)));
+}
+
+#[test]
+fn conv2d_tiled_matches_cpu() {
+    // The workgroup-memory implicit GEMM (what real GPUs run), forced on here.
+    let (g, mut r) = setup("conv2d_tiled");
+    g.ctx.conv_tiled.set(true);
     assert_passed(pollster::block_on(selftest::conv2d(&g, &mut r)));
 }
 

@@ -49,6 +49,10 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter_info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Convolutions use the workgroup-memory implicit GEMM (`conv2d_tiled`) rather than the
+    /// barrier-free register-tiled kernel: on for real GPUs, off for CPU adapters (SwiftShader,
+    /// lavapipe), where barriers are slow. Tests set it to check both against the CPU.
+    pub conv_tiled: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
     layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -64,6 +68,18 @@ pub struct GpuContext {
     created: Cell<u64>,
     held: Cell<u64>,
     readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
+}
+
+/// Which convolution kernel an adapter gets: the workgroup-memory one unless the adapter runs on
+/// the CPU. Natively `STEPWISE_CONV=tiled|register` overrides it (benchmarks measure both).
+fn conv_tiled(info: &wgpu::AdapterInfo) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    match std::env::var("STEPWISE_CONV").as_deref() {
+        Ok("tiled") => return true,
+        Ok("register") => return false,
+        _ => {}
+    }
+    info.device_type != wgpu::DeviceType::Cpu
 }
 
 impl GpuContext {
@@ -116,6 +132,7 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         Ok(Self {
+            conv_tiled: Cell::new(conv_tiled(&adapter.get_info())),
             adapter_info: adapter.get_info(),
             limits,
             device,

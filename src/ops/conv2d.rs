@@ -200,12 +200,20 @@ pub fn gpu(
         x_tiles: o[3].div_ceil(4) as u32,
         _pad: 0,
     };
+    let inputs = [Some(x.buffer()), Some(w.buffer()), bias.map(|b| b.buffer())];
+    if ctx.conv_tiled.get() {
+        // 64 output channels × 64 output pixels (across the batch) per workgroup.
+        let pixels = o[0] * o[2] * o[3];
+        let grid = [pixels.div_ceil(64) as u32, o[1].div_ceil(64) as u32, 1];
+        ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
+        return Ok(out);
+    }
     let invocations = o[0] * o[1].div_ceil(4) * o[2] * o[3].div_ceil(4);
     ctx.dispatch(
         SHADER,
         "conv2d",
         &params,
-        &[Some(x.buffer()), Some(w.buffer()), bias.map(|b| b.buffer())],
+        &inputs,
         out.buffer(),
         grid_1d(invocations)?,
     )?;
