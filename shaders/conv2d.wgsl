@@ -86,8 +86,9 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // C[co, pixel] = Σ_k W[co, k] · X̂[k, pixel] with k = (ci, ky, kx) and pixel = (n, oy, ox) across
 // the batch; X̂ (im2col) is never stored, each tile of it is gathered straight into shared
 // memory. A 16×16 workgroup computes a 64 (channels) × 64 (pixels) tile, 4×4 per invocation,
-// stepping through K 16 at a time: each loaded value is used 64 times. Chosen for discrete and
-// integrated GPUs; CPU adapters keep the barrier-free kernel above (GpuContext picks).
+// stepping through K 16 at a time: each loaded value is used 64 times. Opt-in
+// (STEPWISE_CONV=tiled): on the H200 it was not faster than the kernel above for these UNets,
+// whose 4×4..16×16 layers leave a 64×64 tile too few workgroups (BENCHMARKS.md).
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;

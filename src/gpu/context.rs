@@ -50,8 +50,7 @@ pub struct GpuContext {
     pub adapter_info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     /// Convolutions use the workgroup-memory implicit GEMM (`conv2d_tiled`) rather than the
-    /// barrier-free register-tiled kernel: on for real GPUs, off for CPU adapters (SwiftShader,
-    /// lavapipe), where barriers are slow. Tests set it to check both against the CPU.
+    /// barrier-free register-tiled kernel (see `conv_tiled`). Tests set it to check both.
     pub conv_tiled: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
@@ -70,16 +69,16 @@ pub struct GpuContext {
     readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
-/// Which convolution kernel an adapter gets: the workgroup-memory one unless the adapter runs on
-/// the CPU. Natively `STEPWISE_CONV=tiled|register` overrides it (benchmarks measure both).
-fn conv_tiled(info: &wgpu::AdapterInfo) -> bool {
+/// Which convolution kernel runs: the barrier-free register-tiled one on every adapter, since on
+/// the H200 the workgroup-memory kernel was not faster (BENCHMARKS.md: these UNets' low-resolution
+/// layers give a 64×64 tile too few workgroups to fill the card). Natively
+/// `STEPWISE_CONV=tiled|register` picks one, for benchmarks.
+fn conv_tiled(_info: &wgpu::AdapterInfo) -> bool {
     #[cfg(not(target_arch = "wasm32"))]
-    match std::env::var("STEPWISE_CONV").as_deref() {
-        Ok("tiled") => return true,
-        Ok("register") => return false,
-        _ => {}
+    if let Ok(v) = std::env::var("STEPWISE_CONV") {
+        return v == "tiled";
     }
-    info.device_type != wgpu::DeviceType::Cpu
+    false
 }
 
 impl GpuContext {
