@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building, serving and testing need on a fresh Debian machine; idempotent and
-# quick when everything is already there. Usage: scripts/setup.sh [app] [test] [python]
+# quick when everything is already there. Usage: scripts/setup.sh [app] [test] [python] [bench]
 #   app    : wasm target, trunk, wasm-bindgen-cli (the version in Cargo.lock), wasm-opt (binaryen 132)
 #   test   : lavapipe (Vulkan on the CPU), Chromium + chromedriver, playwright-core,
 #            onnxruntime-web (the peer in bench/browser.mjs)
 #   python : the Python venv for fixtures and training (torch, diffusers, ...)
+#   bench  : onnx and onnxruntime in that venv (the benchmarks' peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -72,12 +73,22 @@ setup_python() {
     fi
 }
 
+# The benchmarks' peers (BENCHMARKS.md): onnx to export, onnxruntime to run the exports.
+setup_bench() {
+    setup_python
+    if ! "$VENV/bin/python" -c "import onnx, onnxruntime" 2>/dev/null; then
+        log "pip install onnx onnxruntime (benchmark peers)"
+        "$VENV/bin/pip" install -q onnx==1.23.2 onnxruntime==1.32.0
+    fi
+}
+
 for what in "${@:-app test python}"; do
     for w in $what; do
         case "$w" in
             app) setup_app ;;
             test) setup_test ;;
             python) setup_python ;;
+            bench) setup_bench ;;
             *) echo "unknown setup target $w" >&2; exit 2 ;;
         esac
     done

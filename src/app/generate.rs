@@ -374,15 +374,17 @@ where
         <form class="panel controls" on:submit=|e| e.prevent_default() aria-label="Generation settings">
             <label for="model">"Model"</label>
             <select id="model" on:change=move |e| s.model.set(event_target_value(&e))>
-                {move || {
-                    let cur = models.entry.get().map(|e| e.name);
-                    models.entries.get().into_iter()
-                        .map(|e| {
-                            let sel = cur.as_deref() == Some(e.name.as_str());
-                            view! { <option value=e.name.clone() prop:selected=sel>{e.title.clone()}</option> }
-                        })
-                        .collect_view()
-                }}
+                // Keyed rows: a re-rendered closure here kept its first list (the `?model_url=`
+                // folder alone) when the manifest arrived after it.
+                <For
+                    each=move || models.entries.get()
+                    key=|e| (e.name.clone(), e.path.clone())
+                    children=move |e| {
+                        let name = e.name.clone();
+                        let sel = move || models.entry.with(|c| c.as_ref().is_some_and(|c| c.name == name));
+                        view! { <option value=e.name.clone() prop:selected=sel>{e.title.clone()}</option> }
+                    }
+                />
             </select>
             <super::open_model::OpenModel />
             <p class="status" id="model-status" aria-live="polite">

@@ -68,6 +68,11 @@ test('the page loads with no console errors and names the backend', { timeout: 1
   assert.match(await page.textContent('#adapter'), /^GPU: /);
   assert.match(await page.textContent('#model-status'), /1×16×16, 10 classes, 1000 training steps/);
   assert.ok(await page.$('#schedule-plot'), 'schedule plot drawn');
+  // The ?model_url= folder is listed first and selected, the shipped models after it.
+  const options = await page.$$eval('#model option', (o) => o.map((x) => x.value + (x.selected ? '*' : '')));
+  const shipped = (await (await page.request.get(`${srv.base}/models/index.json`)).json()).models.map((m) => m.name);
+  assert.ok(shipped.length >= 2);
+  assert.deepEqual(options, ['url*', ...shipped]);
   await page.screenshot({ path: join(ARTIFACTS, 'app-loaded.png'), fullPage: true });
   assert.deepEqual(errors, []);
   await page.close();
