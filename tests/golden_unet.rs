@@ -123,3 +123,52 @@ fn a_step_reuses_pooled_buffers() {
         "a repeated forward pass allocated new storage buffers"
     );
 }
+
+#[test]
+fn a_batch_past_the_memory_limit_is_a_clear_error_and_the_next_run_works() {
+    // A batch whose first activation passes WebGPU's 128 MiB binding limit (the out-of-memory a
+    // user meets first: real device OOM cannot be provoked reliably here): the forward pass
+    // fails with a message that says so (not a panic or a device loss), and the same backend then
+    // runs a normal batch correctly.
+    let g = common::gpu();
+    let dir = &cases()[0];
+    let files = load_unet_files(&DirSource(dir.clone())).unwrap();
+    let cfg = files.config.clone();
+    // 256×256 inputs (the UNet is convolutional), so the batch stays under the 64-sample cap.
+    let (h, w) = (256, 256);
+    let per_image = cfg.block_out_channels[0] * h * w * 4;
+    let big = (128 << 20) / per_image + 1;
+    assert!(big <= 64, "{big}");
+    let unet = UNet2DModel::load(&g, cfg.clone(), &files.weights).unwrap();
+    let len = big * cfg.in_channels * h * w;
+    let x = g
+        .upload(&[big, cfg.in_channels, h, w], &vec![0.5; len])
+        .unwrap();
+    let labels = cfg.num_class_embeds.map(|_| vec![0i64; big]);
+    let err = unet
+        .forward(&g, &x, &[10.0], labels.as_deref())
+        .and_then(|y| pollster::block_on(g.download(&y)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds the device's max storage binding") && err.contains("smaller batch"),
+        "{err}"
+    );
+    drop(x);
+    let small = [2, cfg.in_channels, 16, 16];
+    let data = stepwise::noise::randn(3, 0, small.iter().product());
+    let labels = cfg.num_class_embeds.map(|_| vec![0i64; 2]);
+    let want = {
+        let c = UNet2DModel::load(&CpuBackend, cfg.clone(), &files.weights).unwrap();
+        let x = CpuBackend.upload(&small, &data).unwrap();
+        let y = c
+            .forward(&CpuBackend, &x, &[10.0], labels.as_deref())
+            .unwrap();
+        pollster::block_on(CpuBackend.download(&y)).unwrap()
+    };
+    let x = g.upload(&small, &data).unwrap();
+    let y = unet.forward(&g, &x, &[10.0], labels.as_deref()).unwrap();
+    let got = pollster::block_on(g.download(&y)).unwrap();
+    let err = rel_l2(&got, &want);
+    assert!(err <= 1e-3, "after the failed batch: relative L2 {err:e}");
+}

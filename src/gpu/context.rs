@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -62,6 +63,8 @@ pub struct GpuContext {
     /// Bound to optional inputs that an op does not use (bias, residual).
     dummy: wgpu::Buffer,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Set by the error handler when the device reports out-of-memory.
+    oom: Arc<AtomicBool>,
     lost: Arc<Mutex<Option<String>>>,
     dispatches: Cell<u64>,
     created: Cell<u64>,
@@ -106,9 +109,18 @@ impl GpuContext {
             .map_err(|e| Error::NoAdapter(format!("request_device: {e}")))?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
+        let oom: Arc<AtomicBool> = Arc::default();
+        let oom_sink = oom.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let msg = match &e {
+                wgpu::Error::OutOfMemory { .. } => {
+                    oom_sink.store(true, Ordering::Relaxed);
+                    format!("the GPU ran out of memory ({e}); a smaller batch or model needs less, and the next run starts from freed memory")
+                }
+                _ => e.to_string(),
+            };
             if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
+                v.push(msg);
             }
         }));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
@@ -145,6 +157,7 @@ impl GpuContext {
             uniform_ring,
             dummy,
             errors,
+            oom,
             lost,
             dispatches: Cell::new(0),
             created: Cell::new(0),
@@ -263,9 +276,14 @@ impl GpuContext {
         let size = bytes.max(4).next_multiple_of(4);
         if size > self.limits.max_storage_buffer_binding_size {
             return Err(Error::Gpu(format!(
-                "a {size}-byte tensor exceeds the device's max storage binding of {} bytes",
+                "a {size}-byte tensor exceeds the device's max storage binding of {} bytes (WebGPU's default limit); a smaller batch or image size fits",
                 self.limits.max_storage_buffer_binding_size
             )));
+        }
+        // After an out-of-memory error the pool may hold the buffer whose creation failed (an
+        // invalid handle): release everything idle before the next run allocates.
+        if self.oom.swap(false, Ordering::Relaxed) {
+            self.trim_pool();
         }
         let reused = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop());
         let buffer = reused.unwrap_or_else(|| {
