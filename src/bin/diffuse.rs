@@ -537,7 +537,7 @@ mod cli {
             .as_ref()
             .map(|want| stepwise::io::rel_l2(&first, want));
         if let Some(e) = err {
-            if !(e <= 1e-3) {
+            if e.is_nan() || e > 1e-3 {
                 return Err(Error::Other(format!(
                     "{}: output differs from PyTorch's (relative L2 {e:e} > 1e-3); not timing it",
                     b.name()
