@@ -75,25 +75,7 @@ mod cli {
         Upscale(edit::UpscaleArgs),
         /// Times UNet forward passes (each read back) and prints the median ms per pass, on the
         /// GPU, the CPU reference, or both and their ratio (the numbers in BENCHMARKS.md).
-        Bench {
-            #[arg(long)]
-            model: PathBuf,
-            #[arg(long, default_value_t = 1)]
-            batch: usize,
-            /// Timed passes per backend (after one warm-up pass).
-            #[arg(long, default_value_t = 5)]
-            runs: usize,
-            /// One backend only; both when absent.
-            #[arg(long, value_enum)]
-            device: Option<Device>,
-            /// A `bench_input_b{N}.json` from training/export_onnx.py: run its input and check
-            /// the output against PyTorch's before timing (the peers check the same file).
-            #[arg(long)]
-            check: Option<PathBuf>,
-            /// Also print one `RESULT {json}` line per backend for scripts.
-            #[arg(long)]
-            json: bool,
-        },
+        Bench(BenchArgs),
     }
 
     #[derive(clap::Args)]
@@ -142,21 +124,7 @@ mod cli {
                 output,
                 device,
             } => forward(&model, &input, &output, device),
-            Command::Bench {
-                model,
-                batch,
-                runs,
-                device,
-                check,
-                json,
-            } => bench(&BenchArgs {
-                model,
-                batch,
-                runs,
-                device,
-                check,
-                json,
-            }),
+            Command::Bench(args) => bench(&args),
             Command::Edit(args) => edit::main(edit::Task::Edit(args)),
             Command::Inpaint(args) => edit::main(edit::Task::Inpaint(args)),
             Command::Upscale(args) => edit::main(edit::Task::Upscale(args)),
@@ -447,12 +415,24 @@ mod cli {
         (fw, fh, rgba)
     }
 
+    #[derive(clap::Args)]
     struct BenchArgs {
+        #[arg(long)]
         model: PathBuf,
+        #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Timed passes per backend (after one warm-up pass).
+        #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// One backend only; both when absent.
+        #[arg(long, value_enum)]
         device: Option<Device>,
+        /// A `bench_input_b{N}.json` from training/export_onnx.py: run its input and check
+        /// the output against PyTorch's before timing (the peers check the same file).
+        #[arg(long)]
         check: Option<PathBuf>,
+        /// Also print one `RESULT {json}` line per backend for scripts.
+        #[arg(long)]
         json: bool,
     }
 
