@@ -390,7 +390,10 @@ fn build_model(
         })
     }
     let net = match &*compute {
-        Compute::Gpu(g) => Net::Gpu(build(g, &cfg, &unet_files.weights, vae_files.as_ref())?),
+        Compute::Gpu(g) => Net::Gpu(
+            g.ctx
+                .loading(|| build(g, &cfg, &unet_files.weights, vae_files.as_ref()))?,
+        ),
         Compute::Cpu(c) => Net::Cpu(build(c, &cfg, &unet_files.weights, vae_files.as_ref())?),
     };
     let info = ModelInfo {

@@ -69,6 +69,8 @@ pub struct GpuContext {
     dispatches: Cell<u64>,
     created: Cell<u64>,
     held: Cell<u64>,
+    /// Inside `loading`: allocations bypass the pool.
+    loading: Cell<bool>,
     readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
@@ -162,6 +164,7 @@ impl GpuContext {
             dispatches: Cell::new(0),
             created: Cell::new(0),
             held: Cell::new(0),
+            loading: Cell::new(false),
             readback: RefCell::default(),
         })
     }
@@ -261,6 +264,15 @@ impl GpuContext {
         }
     }
 
+    /// Runs `f` (a model load) with fresh buffers: weights live as long as their model, and
+    /// taking the pool's activation buffers for them would make the next run allocate again.
+    pub fn loading<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.loading.replace(true);
+        let out = f();
+        self.loading.set(was);
+        out
+    }
+
     /// Bytes in all storage and readback buffers that exist now (in use or pooled).
     pub fn bytes_held(&self) -> u64 {
         self.held.get()
@@ -285,7 +297,11 @@ impl GpuContext {
         if self.oom.swap(false, Ordering::Relaxed) {
             self.trim_pool();
         }
-        let reused = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop());
+        let reused = if self.loading.get() {
+            None
+        } else {
+            self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop())
+        };
         let buffer = reused.unwrap_or_else(|| {
             self.created.set(self.created.get() + 1);
             self.held.set(self.held.get() + size);
