@@ -134,8 +134,8 @@ def main() -> None:
         groups.setdefault((r["model"], r["batch"]), {})[r["backend"]] = r
     for (m, b), g in groups.items():
         cells = [m, str(b)]
-        cells += [f"{g[k]['median_ms']:.2f} ({g[k].get('gflops', 0):.1f})" if k in g else "—"
-                  for k in keys]
+        cells += [f"{g[k]['median_ms']:.2f}" + (f" ({g[k]['gflops']:.1f})" if "gflops" in g[k] else "")
+                  if k in g else "—" for k in keys]
         cells += [f"{g[o]['median_ms'] / g[p]['median_ms']:.2f}×" for o, p in peers
                   if o in keys and p in keys]
         print("| " + " | ".join(cells) + " |")

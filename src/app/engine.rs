@@ -1034,10 +1034,9 @@ pub async fn bench_forward(
         }
         yield_to_browser(100).await;
     }
+    // Cached after the first call, like any model the page loads.
+    load_model(model_url).await?;
     let key = model_url.trim_end_matches('/');
-    if !MODELS.with(|m| m.borrow().contains_key(key)) {
-        load_model(model_url).await?;
-    }
     let compute = COMPUTE
         .with(|c| c.borrow().clone())
         .ok_or("the backend is not ready yet")?;

@@ -113,8 +113,8 @@ fn expose_bench() {
          timesteps: Float32Array,
          labels: JsValue,
          runs: u32| {
-            // Lenient about the array types: plain arrays, typed arrays, BigInts for labels.
-            let numbers = |v: &JsValue| -> Vec<f64> {
+            // Plain or typed arrays, BigInts for labels; anything else is an error, not a 0.
+            let numbers = |v: &JsValue, what: &str| -> Result<Vec<f64>, String> {
                 Array::from(v)
                     .iter()
                     .map(|x| {
@@ -123,13 +123,26 @@ fn expose_bench() {
                                 let b = x.dyn_into::<js_sys::BigInt>().ok()?;
                                 i64::try_from(b).ok().map(|v| v as f64)
                             })
-                            .unwrap_or(f64::NAN)
+                            .filter(|v| v.is_finite())
+                            .ok_or_else(|| format!("stepwiseBench: {what} holds a non-number"))
                     })
                     .collect()
             };
-            let shape: Vec<usize> = numbers(&shape).into_iter().map(|x| x as usize).collect();
-            let labels = (!labels.is_null() && !labels.is_undefined())
-                .then(|| numbers(&labels).into_iter().map(|x| x as i64).collect());
+            let parsed = numbers(&shape, "shape").and_then(|shape| {
+                let labels = if labels.is_null() || labels.is_undefined() {
+                    None
+                } else {
+                    Some(numbers(&labels, "labels")?)
+                };
+                Ok((shape, labels))
+            });
+            let (shape, labels) = match parsed {
+                Ok((s, l)) => (
+                    s.into_iter().map(|x| x as usize).collect::<Vec<_>>(),
+                    l.map(|l| l.into_iter().map(|x| x as i64).collect::<Vec<_>>()),
+                ),
+                Err(e) => return js_sys::Promise::reject(&js_sys::Error::new(&e)),
+            };
             let (sample, timesteps) = (sample.to_vec(), timesteps.to_vec());
             wasm_bindgen_futures::future_to_promise(async move {
                 let r =
