@@ -172,3 +172,30 @@ fn a_batch_past_the_memory_limit_is_a_clear_error_and_the_next_run_works() {
     let err = rel_l2(&got, &want);
     assert!(err <= 1e-3, "after the failed batch: relative L2 {err:e}");
 }
+
+#[test]
+fn a_cpu_step_allocates_no_activation_memory() {
+    // The CPU backend's op outputs and scratch come back from its per-thread pool: after the
+    // first forward pass, repeating it allocates no buffer (no malloc, no page faults, no zeroing).
+    let dir = &cases()[0];
+    let files = load_unet_files(&DirSource(dir.clone())).unwrap();
+    let unet = UNet2DModel::load(&CpuBackend, files.config, &files.weights).unwrap();
+    let x = CpuBackend
+        .upload(&[2, 3, 16, 16], &vec![0.1; 2 * 3 * 256])
+        .unwrap();
+    let first = unet.forward(&CpuBackend, &x, &[5.0], None).unwrap();
+    let want = pollster::block_on(CpuBackend.download(&first)).unwrap();
+    drop(first);
+    let before = stepwise::cpu::pool::stats();
+    for _ in 0..3 {
+        let y = unet.forward(&CpuBackend, &x, &[5.0], None).unwrap();
+        // Reused buffers hold stale values: the result must not change.
+        assert_eq!(pollster::block_on(CpuBackend.download(&y)).unwrap(), want);
+    }
+    let after = stepwise::cpu::pool::stats();
+    assert_eq!(
+        after.allocated, before.allocated,
+        "a repeated CPU forward pass allocated buffers"
+    );
+    assert!(after.reused > before.reused);
+}

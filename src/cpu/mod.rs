@@ -1,7 +1,9 @@
 //! The CPU backend: plain Rust implementations of every op. It is the reference the GPU kernels
 //! are tested against, and the fallback where WebGPU is missing.
 
-use std::sync::Arc;
+pub mod pool;
+
+use std::sync::{Arc, OnceLock};
 
 use crate::backend::{Backend, Conv2dParams, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
@@ -11,7 +13,33 @@ use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, r
 #[derive(Clone, Debug)]
 pub struct CpuTensor {
     shape: Vec<usize>,
-    data: Arc<Vec<f32>>,
+    data: Arc<Storage>,
+}
+
+/// A tensor's values. Op outputs come from [`pool`] and go back to it when the last handle drops;
+/// uploaded tensors (weights, inputs) are plain allocations.
+#[derive(Debug)]
+struct Storage {
+    values: Vec<f32>,
+    pooled: bool,
+    /// For a convolution weight: its values in the order the CPU convolution reads them
+    /// (`[Co, kh, kw, Ci]`), made on first use and kept with the weight.
+    conv_rows: OnceLock<Vec<f32>>,
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if self.pooled {
+            pool::give(std::mem::take(&mut self.values));
+        }
+    }
 }
 
 impl CpuTensor {
@@ -25,7 +53,11 @@ impl CpuTensor {
         }
         Ok(Self {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage {
+                values: data,
+                pooled: false,
+                conv_rows: OnceLock::new(),
+            }),
         })
     }
 
@@ -33,11 +65,18 @@ impl CpuTensor {
         &self.data
     }
 
-    fn from_vec(shape: &[usize], data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    /// An op output of `shape` computed by `fill`, which must write every element of a buffer
+    /// taken from the pool (its old values are stale).
+    fn compute(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Self {
+        let mut values = pool::take(shape.iter().product());
+        fill(&mut values);
         Self {
             shape: shape.to_vec(),
-            data: Arc::new(data),
+            data: Arc::new(Storage {
+                values,
+                pooled: true,
+                conv_rows: OnceLock::new(),
+            }),
         }
     }
 }
@@ -75,15 +114,21 @@ impl Backend for CpuBackend {
         p: Conv2dParams,
     ) -> Result<CpuTensor> {
         let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
-        let out = conv2d::cpu(
-            &x.data,
-            &x.shape,
-            &w.data,
-            &w.shape,
-            bias.map(|b| b.data()),
-            p,
-        );
-        Ok(CpuTensor::from_vec(&shape, out))
+        let w_rows = w
+            .data
+            .conv_rows
+            .get_or_init(|| conv2d::weight_rows(&w.data, &w.shape));
+        Ok(CpuTensor::compute(&shape, |out| {
+            conv2d::cpu(
+                &x.data,
+                &x.shape,
+                w_rows,
+                &w.shape,
+                bias.map(|b| &b.data[..]),
+                p,
+                out,
+            )
+        }))
     }
 
     fn group_norm(
@@ -96,16 +141,18 @@ impl Backend for CpuBackend {
         silu: bool,
     ) -> Result<CpuTensor> {
         groupnorm::check(&x.shape, &gamma.shape, &beta.shape, groups)?;
-        let out = groupnorm::cpu(
-            &x.data,
-            &x.shape,
-            &gamma.data,
-            &beta.data,
-            groups,
-            eps,
-            silu,
-        );
-        Ok(CpuTensor::from_vec(&x.shape, out))
+        Ok(CpuTensor::compute(&x.shape, |out| {
+            groupnorm::cpu(
+                &x.data,
+                &x.shape,
+                &gamma.data,
+                &beta.data,
+                groups,
+                eps,
+                silu,
+                out,
+            )
+        }))
     }
 
     fn matmul(
@@ -126,45 +173,42 @@ impl Backend for CpuBackend {
             out_len,
             spec,
         )?;
-        let out = matmul::cpu(
-            &a.data,
-            &b.data,
-            bias.map(|t| t.data()),
-            residual.map(|t| t.data()),
-            out_len,
-            spec,
-        );
-        Ok(CpuTensor::from_vec(out_shape, out))
+        Ok(CpuTensor::compute(out_shape, |out| {
+            matmul::cpu(
+                &a.data,
+                &b.data,
+                bias.map(|t| &t.data[..]),
+                residual.map(|t| &t.data[..]),
+                spec,
+                out,
+            )
+        }))
     }
 
     fn softmax_rows(&self, x: &CpuTensor, cols: usize) -> Result<CpuTensor> {
         attention::check_softmax(&x.shape, cols)?;
-        Ok(CpuTensor::from_vec(
-            &x.shape,
-            attention::softmax_cpu(&x.data, cols),
-        ))
+        Ok(CpuTensor::compute(&x.shape, |out| {
+            attention::softmax_cpu(&x.data, cols, out)
+        }))
     }
 
     fn silu(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::from_vec(
-            &x.shape,
-            elementwise::silu_cpu(&x.data),
-        ))
+        Ok(CpuTensor::compute(&x.shape, |out| {
+            elementwise::silu_cpu(&x.data, out)
+        }))
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor, scale: f32) -> Result<CpuTensor> {
         elementwise::check_same("add", &a.shape, &b.shape)?;
-        Ok(CpuTensor::from_vec(
-            &a.shape,
-            elementwise::add_cpu(&a.data, &b.data, scale),
-        ))
+        Ok(CpuTensor::compute(&a.shape, |out| {
+            elementwise::add_cpu(&a.data, &b.data, scale, out)
+        }))
     }
 
     fn affine(&self, x: &CpuTensor, mul: f32, add: f32) -> Result<CpuTensor> {
-        Ok(CpuTensor::from_vec(
-            &x.shape,
-            elementwise::affine_cpu(&x.data, mul, add),
-        ))
+        Ok(CpuTensor::compute(&x.shape, |out| {
+            elementwise::affine_cpu(&x.data, mul, add, out)
+        }))
     }
 
     fn channel_modulate(
@@ -175,37 +219,42 @@ impl Backend for CpuBackend {
         scale_col: Option<usize>,
     ) -> Result<CpuTensor> {
         elementwise::check_modulate(&x.shape, &emb.shape, shift_col, scale_col)?;
-        let out = elementwise::modulate_cpu(
-            &x.data,
-            &x.shape,
-            &emb.data,
-            emb.shape[1],
-            shift_col,
-            scale_col,
-        );
-        Ok(CpuTensor::from_vec(&x.shape, out))
+        Ok(CpuTensor::compute(&x.shape, |out| {
+            elementwise::modulate_cpu(
+                &x.data,
+                &x.shape,
+                &emb.data,
+                emb.shape[1],
+                shift_col,
+                scale_col,
+                out,
+            )
+        }))
     }
 
     fn concat_channels(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         let shape = elementwise::check_concat(&a.shape, &b.shape)?;
-        Ok(CpuTensor::from_vec(
-            &shape,
-            elementwise::concat_cpu(&a.data, &a.shape, &b.data, &b.shape),
-        ))
+        Ok(CpuTensor::compute(&shape, |out| {
+            elementwise::concat_cpu(&a.data, &a.shape, &b.data, &b.shape, out)
+        }))
     }
 
     fn concat_batch(&self, parts: &[CpuTensor]) -> Result<CpuTensor> {
         let shape = elementwise::check_concat_batch(parts.iter().map(|p| p.shape()))?;
-        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
-        Ok(CpuTensor::from_vec(&shape, data))
+        Ok(CpuTensor::compute(&shape, |out| {
+            let mut at = 0;
+            for p in parts {
+                out[at..at + p.data.len()].copy_from_slice(&p.data);
+                at += p.data.len();
+            }
+        }))
     }
 
     fn upsample_nearest2x(&self, x: &CpuTensor) -> Result<CpuTensor> {
         let shape = resample::out_shape(&x.shape)?;
-        Ok(CpuTensor::from_vec(
-            &shape,
-            resample::cpu(&x.data, &x.shape),
-        ))
+        Ok(CpuTensor::compute(&shape, |out| {
+            resample::cpu(&x.data, &x.shape, out)
+        }))
     }
 
     fn timestep_embedding(
@@ -216,16 +265,16 @@ impl Backend for CpuBackend {
         freq_shift: f32,
     ) -> Result<CpuTensor> {
         embedding::check_timestep(&t.shape, dim)?;
-        let out = embedding::timestep_cpu(&t.data, dim, flip_sin_to_cos, freq_shift);
-        Ok(CpuTensor::from_vec(&[t.shape[0], dim], out))
+        Ok(CpuTensor::compute(&[t.shape[0], dim], |out| {
+            embedding::timestep_cpu(&t.data, dim, flip_sin_to_cos, freq_shift, out)
+        }))
     }
 
     fn embedding(&self, table: &CpuTensor, ids: &CpuTensor) -> Result<CpuTensor> {
         let shape = embedding::check_lookup(&table.shape, &ids.shape)?;
         embedding::check_ids(&ids.data, table.shape[0])?;
-        Ok(CpuTensor::from_vec(
-            &shape,
-            embedding::lookup_cpu(&table.data, shape[1], &ids.data),
-        ))
+        Ok(CpuTensor::compute(&shape, |out| {
+            embedding::lookup_cpu(&table.data, shape[1], &ids.data, out)
+        }))
     }
 }

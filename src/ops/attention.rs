@@ -18,19 +18,15 @@ pub fn check_softmax(x: &[usize], cols: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn softmax_cpu(x: &[f32], cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+pub fn softmax_cpu(x: &[f32], cols: usize, out: &mut [f32]) {
     for (row, o) in x.chunks(cols).zip(out.chunks_mut(cols)) {
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0f32;
         for (d, &v) in o.iter_mut().zip(row) {
-            *d = (v - m).exp();
-            sum += *d;
+            *d = super::elementwise::exp_f32(v - m);
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / o.iter().sum::<f32>();
         o.iter_mut().for_each(|v| *v *= inv);
     }
-    out
 }
 
 pub const SHADER: Shader = Shader {

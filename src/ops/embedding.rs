@@ -28,10 +28,17 @@ pub fn check_timestep(t: &[usize], dim: usize) -> Result<()> {
 
 /// CPU reference: `[sin(t·f), cos(t·f)]`, flipped to `[cos, sin]` when `flip_sin_to_cos`, zero
 /// padded for odd `dim`.
-pub fn timestep_cpu(t: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f32) -> Vec<f32> {
+pub fn timestep_cpu(
+    t: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f32,
+    out: &mut [f32],
+) {
     let f = frequencies(dim, freq_shift);
     let half = dim / 2;
-    let mut out = vec![0f32; t.len() * dim];
+    // An odd `dim` leaves the last column zero (diffusers pads it).
+    out.fill(0.0);
     for (n, &tv) in t.iter().enumerate() {
         for (i, &fi) in f.iter().enumerate() {
             let arg = tv * fi;
@@ -41,7 +48,6 @@ pub fn timestep_cpu(t: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f3
             out[n * dim + half + i] = second;
         }
     }
-    out
 }
 
 pub fn check_lookup(table: &[usize], ids: &[usize]) -> Result<[usize; 2]> {
@@ -70,14 +76,10 @@ pub fn check_ids(ids: &[f32], vocab: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn lookup_cpu(table: &[f32], d: usize, ids: &[f32]) -> Vec<f32> {
-    ids.iter()
-        .flat_map(|&id| {
-            table[id as usize * d..(id as usize + 1) * d]
-                .iter()
-                .copied()
-        })
-        .collect()
+pub fn lookup_cpu(table: &[f32], d: usize, ids: &[f32], out: &mut [f32]) {
+    for (dst, &id) in out.chunks_exact_mut(d).zip(ids) {
+        dst.copy_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+    }
 }
 
 pub const SHADER: Shader = Shader {

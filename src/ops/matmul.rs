@@ -70,7 +70,6 @@ pub fn check(
     Ok(())
 }
 
-/// CPU reference. Output elements the spec does not address stay zero.
 /// `c = alpha·a·b` (or `c += alpha·a·b` with `accumulate`) for an m×k `a`, a k×n `b` and an
 /// m×n `c`, each given as (pointer, row stride, column stride) in elements: the one GEMM of the
 /// CPU backend (the `gemm` crate: AVX-512/AVX2 natively, simd128 in the browser).
@@ -113,15 +112,16 @@ pub unsafe fn sgemm(
     }
 }
 
+/// CPU reference into `c`; output elements the spec does not address are zero.
 pub fn cpu(
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
-    out_len: usize,
     spec: &MatmulSpec,
-) -> Vec<f32> {
-    let mut c = vec![0f32; out_len];
+    c: &mut [f32],
+) {
+    c.fill(0.0);
     let bi = spec.batch_inner;
     for z in 0..spec.batch {
         let (o, i) = (z / bi, z % bi);
@@ -158,7 +158,6 @@ pub fn cpu(
             }
         }
     }
-    c
 }
 
 pub const SHADER: Shader = Shader {

@@ -16,17 +16,21 @@ pub fn out_shape(x: &[usize]) -> Result<[usize; 4]> {
     }
 }
 
-pub fn cpu(x: &[f32], xs: &[usize]) -> Vec<f32> {
+pub fn cpu(x: &[f32], xs: &[usize], out: &mut [f32]) {
     let (nc, h, w) = (xs[0] * xs[1], xs[2], xs[3]);
-    let mut out = vec![0f32; nc * 4 * h * w];
-    for p in 0..nc {
-        for y in 0..2 * h {
-            for xx in 0..2 * w {
-                out[(p * 2 * h + y) * 2 * w + xx] = x[(p * h + y / 2) * w + xx / 2];
-            }
+    // Each input row becomes two identical output rows of twice its width.
+    for (src, dst) in x
+        .chunks_exact(w)
+        .zip(out.chunks_exact_mut(4 * w))
+        .take(nc * h)
+    {
+        let (top, bottom) = dst.split_at_mut(2 * w);
+        for (pair, &v) in top.chunks_exact_mut(2).zip(src) {
+            pair[0] = v;
+            pair[1] = v;
         }
+        bottom.copy_from_slice(top);
     }
-    out
 }
 
 pub const SHADER: Shader = Shader {
