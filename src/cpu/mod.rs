@@ -2,6 +2,7 @@
 //! are tested against, and the fallback where WebGPU is missing.
 
 pub mod pool;
+pub mod transpose;
 
 use std::sync::{Arc, OnceLock};
 

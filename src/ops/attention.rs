@@ -18,6 +18,7 @@ pub fn check_softmax(x: &[usize], cols: usize) -> Result<()> {
     Ok(())
 }
 
+simd_fn! {
 pub fn softmax_cpu(x: &[f32], cols: usize, out: &mut [f32]) {
     for (row, o) in x.chunks(cols).zip(out.chunks_mut(cols)) {
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -27,6 +28,7 @@ pub fn softmax_cpu(x: &[f32], cols: usize, out: &mut [f32]) {
         let inv = 1.0 / o.iter().sum::<f32>();
         o.iter_mut().for_each(|v| *v *= inv);
     }
+}
 }
 
 pub const SHADER: Shader = Shader {

@@ -3,6 +3,7 @@
 
 use crate::backend::{Conv2dParams, Tensor};
 use crate::cpu::pool;
+use crate::cpu::transpose::transpose;
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
 use crate::gpu::{grid_1d, GpuTensor};
@@ -232,35 +233,6 @@ fn to_nchw(
     for oy in 0..ho {
         let src = &y[row(oy) * co..];
         transpose(src, co, [wo, co], &mut out[oy * wo..], ho * wo, bias);
-    }
-}
-
-/// `dst[j·ds + i] = src[i·ss + j] (+ add[j])` for `i < rows`, `j < cols`: a strided transpose
-/// through 8×8 register blocks.
-fn transpose(
-    src: &[f32],
-    ss: usize,
-    [rows, cols]: [usize; 2],
-    dst: &mut [f32],
-    ds: usize,
-    add: Option<&[f32]>,
-) {
-    const B: usize = 8;
-    for i0 in (0..rows).step_by(B) {
-        for j0 in (0..cols).step_by(B) {
-            let (ib, jb) = (B.min(rows - i0), B.min(cols - j0));
-            let mut t = [[0f32; B]; B];
-            for (i, ti) in t.iter_mut().enumerate().take(ib) {
-                ti[..jb].copy_from_slice(&src[(i0 + i) * ss + j0..][..jb]);
-            }
-            for j in 0..jb {
-                let a = add.map_or(0.0, |a| a[j0 + j]);
-                let d = &mut dst[(j0 + j) * ds + i0..][..ib];
-                for (i, dv) in d.iter_mut().enumerate() {
-                    *dv = t[i][j] + a;
-                }
-            }
-        }
     }
 }
 

@@ -84,10 +84,12 @@ pub fn check_concat(a: &[usize], b: &[usize]) -> Result<[usize; 4]> {
     }
 }
 
+simd_fn! {
 pub fn silu_cpu(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = silu_f32(v);
     }
+}
 }
 
 pub fn add_cpu(a: &[f32], b: &[f32], scale: f32, out: &mut [f32]) {

@@ -42,6 +42,7 @@ fn sum_f64(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+simd_fn! {
 /// CPU reference: two-pass mean and variance in f64 (biased variance, as PyTorch), written into
 /// `out` (the shape of `x`).
 #[allow(clippy::too_many_arguments)]
@@ -87,6 +88,7 @@ pub fn cpu(
             }
         }
     }
+}
 }
 
 pub const SHADER: Shader = Shader {
