@@ -121,8 +121,32 @@ pub fn cpu(
     spec: &MatmulSpec,
     c: &mut [f32],
 ) {
-    c.fill(0.0);
-    let bi = spec.batch_inner;
+    let (m, n, bi) = (spec.m, spec.n, spec.batch_inner);
+    // A dense row-major output, batch after batch: bias and residual go in before the GEMM,
+    // which then accumulates onto them (no zero fill, no pass over the output afterwards).
+    let dense = spec.c.offset == 0
+        && spec.c.col == 1
+        && spec.c.row == n
+        && (bi == 1 && spec.c.outer == m * n
+            || spec.c.inner == m * n && spec.c.outer == bi * m * n)
+        && c.len() == spec.batch * m * n;
+    if dense {
+        match residual {
+            Some(r) => c.copy_from_slice(r),
+            None => c.fill(0.0),
+        }
+        if let Some(bias) = bias {
+            for (r, row) in c.chunks_exact_mut(n).enumerate() {
+                match spec.bias {
+                    BiasMode::PerRow => row.iter_mut().for_each(|v| *v += bias[r % m]),
+                    BiasMode::PerCol => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+                    BiasMode::None => {}
+                }
+            }
+        }
+    } else {
+        c.fill(0.0);
+    }
     for z in 0..spec.batch {
         let (o, i) = (z / bi, z % bi);
         let off = |s: &Strides| s.offset + o * s.outer + i * s.inner;
@@ -130,11 +154,11 @@ pub fn cpu(
         // SAFETY: `check` proved every addressed element lies inside the three slices.
         unsafe {
             sgemm(
-                [spec.m, spec.k, spec.n],
+                [m, spec.k, n],
                 spec.alpha,
                 (a.as_ptr().add(ao), spec.a.row as isize, spec.a.col as isize),
                 (b.as_ptr().add(bo), spec.b.row as isize, spec.b.col as isize),
-                false,
+                dense,
                 (
                     c.as_mut_ptr().add(co),
                     spec.c.row as isize,
@@ -142,8 +166,11 @@ pub fn cpu(
                 ),
             );
         }
-        for r in 0..spec.m {
-            for col in 0..spec.n {
+        if dense {
+            continue;
+        }
+        for r in 0..m {
+            for col in 0..n {
                 let idx = co + r * spec.c.row + col * spec.c.col;
                 let mut v = c[idx];
                 match spec.bias {
@@ -157,6 +184,9 @@ pub fn cpu(
                 c[idx] = v * spec.out_scale;
             }
         }
+    }
+    if dense && spec.out_scale != 1.0 {
+        c.iter_mut().for_each(|v| *v *= spec.out_scale);
     }
 }
 
@@ -242,4 +272,113 @@ pub fn gpu(
         ],
     )?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selftest::TestRng;
+
+    #[test]
+    fn cpu_matches_the_definition_dense_or_strided() {
+        let mut r = TestRng::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        );
+        for case in 0..12 {
+            let (m, n, k) = (r.range(1, 30), r.range(1, 30), r.range(1, 20));
+            let (outer, inner) = (r.range(1, 3), r.range(1, 3));
+            let batch = outer * inner;
+            let a = Strides::row_major(m, k);
+            let a = Strides {
+                outer: m * k * inner,
+                inner: m * k,
+                ..a
+            };
+            let b = Strides {
+                offset: 0,
+                row: 1,
+                col: k,
+                outer: 0,
+                inner: k * n,
+            };
+            // Even cases: dense row-major output; odd: each batch entry written transposed.
+            let c = if case % 2 == 0 {
+                Strides {
+                    offset: 0,
+                    row: n,
+                    col: 1,
+                    outer: m * n * inner,
+                    inner: m * n,
+                }
+            } else {
+                Strides {
+                    offset: 0,
+                    row: 1,
+                    col: m,
+                    outer: m * n * inner,
+                    inner: m * n,
+                }
+            };
+            let mode = [BiasMode::None, BiasMode::PerRow, BiasMode::PerCol][case % 3];
+            let spec = MatmulSpec {
+                m,
+                n,
+                k,
+                batch,
+                batch_inner: inner,
+                a,
+                b,
+                c,
+                alpha: 0.7,
+                out_scale: if case % 4 < 2 { 1.0 } else { 1.3 },
+                bias: mode,
+            };
+            let av = r.randn(m * k * batch);
+            let bv = r.randn(k * n * inner);
+            let bias = r.randn(if mode == BiasMode::PerRow { m } else { n });
+            let res = r.randn(m * n * batch);
+            let with_res = case % 3 != 2;
+            let mut got = vec![f32::NAN; m * n * batch];
+            cpu(
+                &av,
+                &bv,
+                (mode != BiasMode::None).then_some(&bias[..]),
+                with_res.then_some(&res[..]),
+                &spec,
+                &mut got,
+            );
+            for z in 0..batch {
+                let (o, i) = (z / inner, z % inner);
+                for row in 0..m {
+                    for col in 0..n {
+                        let mut acc = 0f64;
+                        for kk in 0..k {
+                            let x = av[o * a.outer + i * a.inner + row * k + kk];
+                            let y = bv[i * b.inner + kk + col * k];
+                            acc += x as f64 * y as f64;
+                        }
+                        let idx = o * c.outer + i * c.inner + row * c.row + col * c.col;
+                        let mut want = 0.7 * acc as f32;
+                        want += match mode {
+                            BiasMode::PerRow => bias[row],
+                            BiasMode::PerCol => bias[col],
+                            BiasMode::None => 0.0,
+                        };
+                        if with_res {
+                            want += res[idx];
+                        }
+                        want *= spec.out_scale;
+                        assert!(
+                            (got[idx] - want).abs() < 1e-4,
+                            "case {case} {spec:?}: [{z},{row},{col}] {} vs {want}",
+                            got[idx]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
