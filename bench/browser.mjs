@@ -130,6 +130,7 @@ async function oursRow(page, model, batch, runs, budgetMs) {
       r.runs = Math.min(runs, Math.max(3, Math.floor(budgetMs / r.checkMs)));
       const timed = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, r.runs);
       r.ms = timed.ms;
+      r.recordMs = timed.recordMs; // each run's part before the download (recording + submit)
     } catch (e) {
       r.error = String(e?.message ?? e).split('\n')[0].slice(0, 300);
     }
@@ -271,7 +272,8 @@ function table(res, models, batches, rows) {
         const x = r[k];
         if (!x) continue;
         if (x.error) { out.push(`  ${ROW_LABEL[k].padEnd(28)} ${'FAILED'.padStart(10)}  ${x.error}`); continue; }
-        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}`);
+        const rec = x.recordMs?.length ? `  (host part before the download: median ${fmt(stats(x.recordMs).median)} ms)` : '';
+        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}${rec}`);
       }
       const ratio = (a, c) => (r[a]?.stats && r[c]?.stats ? `${(r[a].stats.median / r[c].stats.median).toFixed(2)}×` : 'n/a');
       const parts = [];

@@ -1013,6 +1013,9 @@ pub struct BenchResult {
     pub output: Vec<f32>,
     /// Wall time of each timed forward after the warm-up, in ms.
     pub ms: Vec<f64>,
+    /// The part of each before the download: recording and submitting the commands on WebGPU
+    /// (the page's own overhead, which a faster GPU does not shrink), all of it on the CPU.
+    pub record_ms: Vec<f64>,
 }
 
 /// The issue 8 benchmark (`window.stepwiseBench`, only with `?debug=bench`): loads the model
@@ -1044,7 +1047,7 @@ pub async fn bench_forward(
         .with(|m| m.borrow().get(key).cloned())
         .ok_or_else(|| format!("model {model_url} is not loaded"))?;
     let labels = labels.as_deref();
-    let (output, ms) = match (&*compute, &*net) {
+    let (output, ms, record_ms) = match (&*compute, &*net) {
         (Compute::Gpu(b), Net::Gpu(l)) => {
             forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?
         }
@@ -1057,6 +1060,7 @@ pub async fn bench_forward(
         backend: DESCRIPTION.with(|d| d.borrow().clone()),
         output,
         ms,
+        record_ms,
     })
 }
 
@@ -1069,16 +1073,20 @@ async fn forward_timed<B: Backend>(
     timesteps: &[f32],
     labels: Option<&[i64]>,
     runs: usize,
-) -> Result<(Vec<f32>, Vec<f64>), String> {
+) -> Result<(Vec<f32>, Vec<f64>, Vec<f64>), String> {
     let err = |e: crate::Error| e.to_string();
+    let record = std::cell::RefCell::new(Vec::with_capacity(runs + 1));
     let once = || async {
+        let t0 = now_ms();
         let x = b.upload(shape, sample).map_err(err)?;
         let y = unet.forward(b, &x, timesteps, labels).map_err(err)?;
+        record.borrow_mut().push(now_ms() - t0);
         b.download(&y).await.map_err(err)
     };
     let output = once().await?;
     let ms = time_runs(runs, once).await?;
-    Ok((output, ms))
+    let record_ms = record.into_inner().split_off(1);
+    Ok((output, ms, record_ms))
 }
 
 /// What the schedule plot draws: ᾱ_t and SNR over the training timesteps, and the timesteps

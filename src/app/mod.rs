@@ -151,9 +151,11 @@ fn expose_bench() {
                         .map_err(|e| JsValue::from(js_sys::Error::new(&e)))?;
                 let o = Object::new();
                 let ms: Array = r.ms.iter().map(|&t| JsValue::from(t)).collect();
+                let record: Array = r.record_ms.iter().map(|&t| JsValue::from(t)).collect();
                 Reflect::set(&o, &"backend".into(), &r.backend.into())?;
                 Reflect::set(&o, &"output".into(), &Float32Array::from(&r.output[..]))?;
                 Reflect::set(&o, &"ms".into(), &ms)?;
+                Reflect::set(&o, &"recordMs".into(), &record)?;
                 Ok(o.into())
             })
         },
