@@ -111,16 +111,24 @@ fn a_step_reuses_pooled_buffers() {
     let x = g.upload(&[2, 3, 16, 16], &vec![0.1; 2 * 3 * 256]).unwrap();
     let first = unet.forward(&g, &x, &[5.0], None).unwrap();
     pollster::block_on(g.download(&first)).unwrap();
+    let want = pollster::block_on(g.download(&first)).unwrap();
     drop(first);
     let created = g.ctx.buffers_created();
+    let bind_groups = g.ctx.bind_groups_created();
     for _ in 0..3 {
         let y = unet.forward(&g, &x, &[5.0], None).unwrap();
-        pollster::block_on(g.download(&y)).unwrap();
+        // Cached bind groups with each op's parameters at its own dynamic offset: same result.
+        assert_eq!(pollster::block_on(g.download(&y)).unwrap(), want);
     }
     assert_eq!(
         g.ctx.buffers_created(),
         created,
         "a repeated forward pass allocated new storage buffers"
+    );
+    assert_eq!(
+        g.ctx.bind_groups_created(),
+        bind_groups,
+        "a repeated forward pass created bind groups"
     );
 }
 

@@ -1,7 +1,7 @@
 //! Device, queue, pipeline cache, buffer pool, uniform ring and readback.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,13 @@ pub struct Shader {
 /// `minUniformBufferOffsetAlignment`).
 const UNIFORM_SLOT: u64 = 256;
 const UNIFORM_RING: u64 = 1 << 18;
+/// Cached bind groups kept at most (a UNet step uses one to two hundred).
+const BIND_GROUP_CACHE: usize = 4096;
 
-type Pool = Rc<RefCell<HashMap<u64, Vec<wgpu::Buffer>>>>;
+/// Idle storage buffers by size. Ordered sets, taken smallest first: a step makes the same
+/// requests in the same order from the same idle set, so it gets the same buffers every time
+/// (a stack would hand them out permuted step after step) and its cached bind groups match.
+type Pool = Rc<RefCell<HashMap<u64, BTreeSet<wgpu::Buffer>>>>;
 
 /// A storage buffer that returns to the pool when its last tensor drops.
 pub struct PooledBuffer {
@@ -39,7 +44,11 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.borrow_mut().entry(b.size()).or_default().push(b);
+            self.pool
+                .borrow_mut()
+                .entry(b.size())
+                .or_default()
+                .insert(b);
         }
     }
 }
@@ -58,6 +67,15 @@ pub struct GpuContext {
     layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pool: Pool,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// The compute pass open on `encoder`: dispatches share it until a copy or the submit ends
+    /// it (one pass per step instead of one per op).
+    pass: RefCell<Option<wgpu::ComputePass<'static>>>,
+    /// Bind groups by (layout, buffers bound): pooled buffers come back every step, so a step's
+    /// bind groups are made once. The op's parameters are not part of it: the uniform window
+    /// is a dynamic offset. Cleared when buffers are released ([`Self::trim_pool`]) or it grows
+    /// past [`BIND_GROUP_CACHE`].
+    bind_groups: RefCell<HashMap<(u32, Vec<wgpu::Buffer>), wgpu::BindGroup>>,
+    bind_groups_made: Cell<u64>,
     uniforms: RefCell<Vec<u8>>,
     uniform_ring: wgpu::Buffer,
     /// Bound to optional inputs that an op does not use (bias, residual).
@@ -155,6 +173,9 @@ impl GpuContext {
             layouts: RefCell::default(),
             pool: Pool::default(),
             encoder: RefCell::new(None),
+            pass: RefCell::new(None),
+            bind_groups: RefCell::default(),
+            bind_groups_made: Cell::new(0),
             uniforms: RefCell::default(),
             uniform_ring,
             dummy,
@@ -228,7 +249,11 @@ impl GpuContext {
 
     /// Buffers waiting in the pool for reuse (storage and readback).
     pub fn pooled_buffers(&self) -> usize {
-        self.pool.borrow().values().map(Vec::len).sum::<usize>()
+        self.pool
+            .borrow()
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>()
             + self.readback.borrow().values().map(Vec::len).sum::<usize>()
     }
 
@@ -236,12 +261,10 @@ impl GpuContext {
     /// reports it when buffers are created after warm-up).
     pub fn pooled_sizes(&self) -> Vec<(u64, usize)> {
         let mut m: std::collections::BTreeMap<u64, usize> = Default::default();
-        for (k, v) in self
-            .pool
-            .borrow()
-            .iter()
-            .chain(self.readback.borrow().iter())
-        {
+        for (k, v) in self.pool.borrow().iter() {
+            *m.entry(*k).or_default() += v.len();
+        }
+        for (k, v) in self.readback.borrow().iter() {
             *m.entry(*k).or_default() += v.len();
         }
         m.into_iter().filter(|(_, n)| *n > 0).collect()
@@ -250,18 +273,25 @@ impl GpuContext {
     /// Releases every idle buffer in the pool to the driver (after a model is dropped, its
     /// weights' sizes may never be asked for again).
     pub fn trim_pool(&self) {
-        let freed: Vec<wgpu::Buffer> = self
+        let mut freed: Vec<wgpu::Buffer> = self
             .pool
             .borrow_mut()
             .drain()
-            .chain(self.readback.borrow_mut().drain())
             .flat_map(|(_, v)| v)
             .collect();
+        freed.extend(self.readback.borrow_mut().drain().flat_map(|(_, v)| v));
         let bytes: u64 = freed.iter().map(|b| b.size()).sum();
         self.held.set(self.held.get() - bytes);
+        // Bind groups may name the buffers about to be destroyed (and keep dropped ones alive).
+        self.bind_groups.borrow_mut().clear();
         for b in freed {
             b.destroy();
         }
+    }
+
+    /// Bind groups created so far (tests check that a repeated step makes none).
+    pub fn bind_groups_created(&self) -> u64 {
+        self.bind_groups_made.get()
     }
 
     /// Runs `f` (a model load) with fresh buffers: weights live as long as their model, and
@@ -300,7 +330,10 @@ impl GpuContext {
         let reused = if self.loading.get() {
             None
         } else {
-            self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop())
+            self.pool
+                .borrow_mut()
+                .get_mut(&size)
+                .and_then(BTreeSet::pop_first)
         };
         let buffer = reused.unwrap_or_else(|| {
             self.created.set(self.created.get() + 1);
@@ -352,8 +385,8 @@ impl GpuContext {
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(UNIFORM_SLOT),
                     },
                     count: None,
                 }];
@@ -446,45 +479,73 @@ impl GpuContext {
             u.resize((offset + UNIFORM_SLOT) as usize, 0);
             offset
         };
+        let bind_group = self.bind_group(shader.inputs, &bgl, inputs, output);
+        let mut pass = self.pass.borrow_mut();
+        let pass = pass.get_or_insert_with(|| {
+            let mut enc = self.encoder.borrow_mut();
+            let enc = enc.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") })
+            });
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("ops"),
+                timestamp_writes: None,
+            })
+            .forget_lifetime()
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.dispatches.set(self.dispatches.get() + 1);
+        Ok(())
+    }
+
+    /// The bind group of `inputs` (absent ones bound to the dummy) and `output`, from the cache.
+    fn bind_group(
+        &self,
+        n_inputs: u32,
+        bgl: &wgpu::BindGroupLayout,
+        inputs: &[Option<&wgpu::Buffer>],
+        output: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        let buffers: Vec<wgpu::Buffer> = inputs
+            .iter()
+            .map(|b| b.unwrap_or(&self.dummy).clone())
+            .chain([output.clone()])
+            .collect();
+        let key = (n_inputs, buffers);
+        if let Some(bg) = self.bind_groups.borrow().get(&key) {
+            return bg.clone();
+        }
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &self.uniform_ring,
-                offset,
+                offset: 0,
                 size: wgpu::BufferSize::new(UNIFORM_SLOT),
             }),
         }];
-        for (i, b) in inputs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.unwrap_or(&self.dummy).as_entire_binding(),
-            });
-        }
-        entries.push(wgpu::BindGroupEntry {
-            binding: shader.inputs + 1,
-            resource: output.as_entire_binding(),
-        });
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &bgl,
+        entries.extend(key.1.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32 + 1,
+            resource: b.as_entire_binding(),
+        }));
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("op"),
+            layout: bgl,
             entries: &entries,
         });
-        let mut enc = self.encoder.borrow_mut();
-        let enc = enc.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") })
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.bind_groups_made.set(self.bind_groups_made.get() + 1);
+        let mut cache = self.bind_groups.borrow_mut();
+        if cache.len() >= BIND_GROUP_CACHE {
+            cache.clear();
         }
-        self.dispatches.set(self.dispatches.get() + 1);
-        Ok(())
+        cache.insert(key, bg.clone());
+        bg
+    }
+
+    /// Ends the open compute pass, if any, so that the encoder can record something else.
+    fn end_pass(&self) {
+        self.pass.borrow_mut().take();
     }
 
     /// Records a buffer-to-buffer copy.
@@ -496,6 +557,7 @@ impl GpuContext {
         dst_off: u64,
         bytes: u64,
     ) {
+        self.end_pass();
         let mut enc = self.encoder.borrow_mut();
         let enc = enc.get_or_insert_with(|| {
             self.device
@@ -506,6 +568,7 @@ impl GpuContext {
 
     /// Writes the staged uniforms and submits the pending commands.
     pub fn flush(&self) {
+        self.end_pass();
         let enc = self.encoder.borrow_mut().take();
         let mut u = self.uniforms.borrow_mut();
         if !u.is_empty() {
