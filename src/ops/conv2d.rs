@@ -113,15 +113,28 @@ pub fn cpu(
         }
         return;
     }
-    // Stride 1 without unfolding computes the padded columns and the rows between images too:
-    // worth it unless that is over 30 % more rows (small images: 8×8 at batch 4, 4×4).
-    let (hp, wp) = (h + p.pad[0] + p.pad[2], wd + p.pad[1] + p.pad[3]);
-    let tall_rows = ((n - 1) * hp + ho - 1) * wp + wo;
-    if p.stride == 1 && tall_rows * 10 <= n * pix * 13 {
+    if uses_strided_taps(xs, ws, p) {
         strided_taps(x, [n, ci, h, wd], w, [co, kh, kw], p, bias, out);
     } else {
         unfolded(x, [n, ci, h, wd], w, [co, kh, kw], [ho, wo], p, bias, out);
     }
+}
+
+/// Rows the stride-1 GEMMs of [`strided_taps`] compute for `[N, Ci, H, W]` through a `kh × kw`
+/// kernel: every padded column of every output row, and the rows that straddle two images;
+/// output `(b, oy, ox)` is row `(b·Hp + oy)·Wp + ox`, so the last one needed ends the count.
+fn tall_rows(xs: &[usize], ws: &[usize], p: Conv2dParams) -> usize {
+    let (hp, wp) = (xs[2] + p.pad[0] + p.pad[2], xs[3] + p.pad[1] + p.pad[3]);
+    let (ho, wo) = (hp - ws[2] + 1, wp - ws[3] + 1);
+    ((xs[0] - 1) * hp + ho - 1) * wp + wo
+}
+
+/// Whether [`cpu`] takes [`strided_taps`]: stride 1, unless its padding rows are over 30 % more
+/// than the output's (small images: 8×8 at batch 4, 4×4), where [`unfolded`] is cheaper.
+fn uses_strided_taps(xs: &[usize], ws: &[usize], p: Conv2dParams) -> bool {
+    let (hp, wp) = (xs[2] + p.pad[0] + p.pad[2], xs[3] + p.pad[1] + p.pad[3]);
+    let pix = (hp - ws[2] + 1) * (wp - ws[3] + 1);
+    p.stride == 1 && tall_rows(xs, ws, p) * 10 <= xs[0] * pix * 13
 }
 
 /// Stride 1 without unfolding: the batch goes channels-last with its padding, one tall image
@@ -156,8 +169,7 @@ fn strided_taps(
             transpose(src, h * wd, [ci, wd], &mut row[p.pad[1] * ci..], ci, None);
         }
     }
-    // Output position of (b, oy, ox) is (b·Hp + oy)·Wp + ox; the last one read is in bounds.
-    let m = ((n - 1) * hp + ho - 1) * wp + wo;
+    let m = tall_rows(&[n, ci, h, wd], &[co, ci, kh, kw], p);
     let kdim = kh * kw * ci;
     let mut y = pool::take(m * co);
     for ky in 0..kh {
@@ -185,7 +197,7 @@ fn strided_taps(
 
 /// Strided convolutions (the downsamplers): each output pixel's receptive field unfolded into a
 /// row (`[kh, kw, Ci]`, "im2row") from the channels-last image, then one GEMM per group of
-/// images (at least 4096 rows where the batch allows).
+/// images (as many as fit in 4096 rows, at least one).
 #[allow(clippy::too_many_arguments)]
 fn unfolded(
     x: &[f32],
@@ -418,6 +430,7 @@ mod tests {
             ([1, 1, 1], 2, [0; 4], 1),
             ([3, 3, 3], 1, [0; 4], 12),
         ];
+        let mut stride1_paths = [false; 2]; // [unfolded, strided taps]
         for (i, &([nmax, kh, kw], stride, pad, min_size)) in cases.iter().enumerate() {
             let n = r.range(1, nmax + 1);
             let (ci, co) = (r.range(1, 40), r.range(1, 40));
@@ -429,6 +442,10 @@ mod tests {
             };
             let p = Conv2dParams { stride, pad };
             let (xs, ws) = ([n, ci, h, wd], [co, ci, kh, kw]);
+            let direct = (kh, kw, stride, pad) == (1, 1, 1, [0; 4]);
+            if stride == 1 && !direct {
+                stride1_paths[uses_strided_taps(&xs, &ws, p) as usize] = true;
+            }
             let x = r.randn(n * ci * h * wd);
             let w = r.randn(co * ci * kh * kw);
             let bias = r.randn(co);
@@ -459,5 +476,10 @@ mod tests {
                 "case {i} {xs:?} * {ws:?} {p:?}: max error {err} (seed {seed})"
             );
         }
+        assert_eq!(
+            stride1_paths,
+            [true, true],
+            "both stride-1 paths must be tested (seed {seed})"
+        );
     }
 }

@@ -281,12 +281,11 @@ mod tests {
 
     #[test]
     fn cpu_matches_the_definition_dense_or_strided() {
-        let mut r = TestRng::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64,
-        );
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let mut r = TestRng::new(seed);
         for case in 0..12 {
             let (m, n, k) = (r.range(1, 30), r.range(1, 30), r.range(1, 20));
             let (outer, inner) = (r.range(1, 3), r.range(1, 3));
@@ -373,7 +372,7 @@ mod tests {
                         want *= spec.out_scale;
                         assert!(
                             (got[idx] - want).abs() < 1e-4,
-                            "case {case} {spec:?}: [{z},{row},{col}] {} vs {want}",
+                            "case {case} {spec:?}: [{z},{row},{col}] {} vs {want} (seed {seed})",
                             got[idx]
                         );
                     }
