@@ -8,12 +8,5 @@
 # Usage: scripts/bench_cuda.sh [bench_native.py options, e.g. --out DIR --runs N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
-    if [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd; break; fi
-done
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl
-export PYTHONPATH=/tmp/site WGPU_BACKEND=vulkan PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+source scripts/cuda_env.sh
 python3 scripts/bench_native.py --device gpu --torch-device cuda --no-onnx "$@"

@@ -25,3 +25,38 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let inv = 1.0 / s;
     for (var j = 0u; j < p.cols; j++) { out[base + j] = out[base + j] * inv; }
 }
+
+// The same softmax for real GPUs: one 64-wide workgroup per row, strided over the columns, with
+// tree reductions in workgroup memory for the maximum and the sum (a row per invocation leaves
+// a large GPU mostly idle: 256 rows are 256 invocations).
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row = wg.x + wg.y * nwg.x;
+    // `row` is the same for the whole workgroup, so this return keeps the barriers uniform.
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var m = -3.4028235e38;
+    for (var j = lid; j < p.cols; j += WG) { m = max(m, x[base + j]); }
+    red[lid] = m;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    m = red[0];
+    workgroupBarrier();
+    var sum = 0.0;
+    for (var j = lid; j < p.cols; j += WG) { sum += exp(x[base + j] - m); }
+    red[lid] = sum;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let inv = 1.0 / red[0];
+    for (var j = lid; j < p.cols; j += WG) { out[base + j] = exp(x[base + j] - m) * inv; }
+}

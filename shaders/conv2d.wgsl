@@ -6,7 +6,8 @@ struct Params {
     n: u32, cin: u32, h: u32, w: u32,
     cout: u32, ho: u32, wo: u32, kh: u32,
     kw: u32, stride: u32, pad_top: u32, pad_left: u32,
-    has_bias: u32, co_tiles: u32, x_tiles: u32, _pad: u32,
+    has_bias: u32, co_tiles: u32, x_tiles: u32, splits: u32,
+    k_chunk: u32, _p0: u32, _p1: u32, _p2: u32,
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,20 +83,23 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// The same convolution as an implicit GEMM tiled through workgroup memory, for real GPUs:
+// The same convolution as an implicit GEMM through workgroup memory, for real GPUs:
 // C[co, pixel] = Σ_k W[co, k] · X̂[k, pixel] with k = (ci, ky, kx) and pixel = (n, oy, ox) across
-// the batch; X̂ (im2col) is never stored, each tile of it is gathered straight into shared
-// memory. A 16×16 workgroup computes a 64 (channels) × 64 (pixels) tile, 4×4 per invocation,
-// stepping through K 16 at a time: each loaded value is used 64 times. Opt-in
-// (STEPWISE_CONV=tiled): on the H200 it was not faster than the kernel above for these UNets,
-// whose 4×4..16×16 layers leave a 64×64 tile too few workgroups (BENCHMARKS.md).
-const TM: u32 = 64u;
-const TN: u32 = 64u;
+// the batch. X̂ (im2col) is never stored: each 16 × 32 tile of it is gathered straight into
+// workgroup memory. 64 invocations compute a 32 (channels) × 32 (pixels) tile, 4 × 4 each.
+//
+// Split-K: these UNets' low-resolution layers have few output tiles (an 8×8×256 layer has 16)
+// and long sums (K = 2304), which leaves most of a large GPU idle while a few invocations loop.
+// Workgroup z sums only K range [z·k_chunk, (z+1)·k_chunk) and, when there are several splits,
+// writes its partial sums to `out` laid out [split][co][pixel]; conv2d_split_sum then adds the
+// splits and the bias into the NCHW output. With one split the tile writes the output itself.
+const TM: u32 = 32u;
+const TN: u32 = 32u;
 const TK: u32 = 16u;
-var<workgroup> a_tile: array<f32, 1024>; // [TK][TM]
-var<workgroup> b_tile: array<f32, 1024>; // [TK][TN]
+var<workgroup> a_tile: array<vec4<f32>, 128>; // [TK][TM / 4]: weights
+var<workgroup> b_tile: array<vec4<f32>, 128>; // [TK][TN / 4]: gathered input
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let ksize = p.kh * p.kw;
     let kdim = p.cin * ksize;
@@ -103,50 +107,66 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let npix = p.n * hw_out;
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
-    let tm = tid / 16u; // this invocation's 4 channels: m0 + tm*4 ..
-    let tn = tid % 16u; // and 4 pixels: n0 + tn*4 ..
-    var acc0 = vec4<f32>(0.0);
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(kdim, k_begin + p.k_chunk);
+
+    // Weight loads: tile row a_m, 8 consecutive k from a_k0. Rows past `cout` read a clamped
+    // row; their sums are never stored.
+    let a_m = tid / 2u;
+    let a_k0 = (tid % 2u) * 8u;
+    let w_row = min(m0 + a_m, p.cout - 1u) * kdim;
+    // Input loads: tile row b_k, pixels b_n + 4j for j = 0..7 (so 4 neighbouring invocations
+    // read 4 neighbouring pixels). Each pixel's image offset and top-left input corner are
+    // computed once, outside the K loop.
+    let b_k = tid / 4u;
+    let b_n = tid % 4u;
+    let plane = p.h * p.w;
+    var img_base: array<u32, 8>;
+    var iy0: array<i32, 8>;
+    var ix0: array<i32, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        let gn = n0 + b_n + 4u * j;
+        let img = gn / hw_out;
+        let r = gn % hw_out;
+        img_base[j] = img * p.cin * plane;
+        iy0[j] = i32((r / p.wo) * p.stride) - i32(p.pad_top);
+        // Pixels past the batch get a column no tap can reach, so every load of theirs is padding.
+        ix0[j] = select(i32((r % p.wo) * p.stride) - i32(p.pad_left), -1000000, gn >= npix);
+    }
+
+    // This invocation's output: channels m0 + 4·t_m .., pixels n0 + 4·t_n ..
+    let t_m = tid / 8u;
+    let t_n = tid % 8u;
+    var acc0 = vec4<f32>(0.0); // channel +0, four pixels
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < kdim; k0 += TK) {
-        for (var e = 0u; e < 4u; e++) {
-            // Weights: consecutive invocations read consecutive k of one channel.
-            let ia = tid + e * 256u;
-            let ak = ia % TK;
-            let am = ia / TK;
-            let gm = m0 + am;
-            let gk = k0 + ak;
-            var av = 0.0;
-            if (gm < p.cout && gk < kdim) { av = wt[gm * kdim + gk]; }
-            a_tile[ak * TM + am] = av;
-            // Input patch: consecutive invocations read consecutive output pixels.
-            let bn = ia % TN;
-            let bk = ia / TN;
-            let gn = n0 + bn;
-            let kk = k0 + bk;
-            var bv = 0.0;
-            if (gn < npix && kk < kdim) {
-                let img = gn / hw_out;
-                let r = gn % hw_out;
-                let oy = r / p.wo;
-                let ox = r % p.wo;
-                let ci = kk / ksize;
-                let kr = kk % ksize;
-                let iy = i32(oy * p.stride + kr / p.kw) - i32(p.pad_top);
-                let ix = i32(ox * p.stride + kr % p.kw) - i32(p.pad_left);
-                if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                    bv = x[((img * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-                }
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
+        for (var j = 0u; j < 8u; j++) {
+            let k = k0 + a_k0 + j;
+            var v = 0.0;
+            if (k < k_end) { v = wt[w_row + k]; }
+            a_tile[(a_k0 + j) * 8u + a_m / 4u][a_m % 4u] = v;
+        }
+        let k = k0 + b_k;
+        let ci = k / ksize;
+        let kr = k % ksize;
+        let ky = i32(kr / p.kw);
+        let kx = i32(kr % p.kw);
+        let k_in = k < k_end;
+        for (var j = 0u; j < 8u; j++) {
+            let iy = iy0[j] + ky;
+            let ix = ix0[j] + kx;
+            var v = 0.0;
+            if (k_in && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                v = x[img_base[j] + ci * plane + u32(iy) * p.w + u32(ix)];
             }
-            b_tile[bk * TN + bn] = bv;
+            b_tile[b_k * 8u + j][b_n] = v;
         }
         workgroupBarrier();
-        for (var k = 0u; k < TK; k++) {
-            let a = vec4<f32>(a_tile[k * TM + tm * 4u], a_tile[k * TM + tm * 4u + 1u],
-                              a_tile[k * TM + tm * 4u + 2u], a_tile[k * TM + tm * 4u + 3u]);
-            let b = vec4<f32>(b_tile[k * TN + tn * 4u], b_tile[k * TN + tn * 4u + 1u],
-                              b_tile[k * TN + tn * 4u + 2u], b_tile[k * TN + tn * 4u + 3u]);
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = a_tile[kk * 8u + t_m];
+            let b = b_tile[kk * 8u + t_n];
             acc0 += a.x * b;
             acc1 += a.y * b;
             acc2 += a.z * b;
@@ -154,19 +174,37 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         }
         workgroupBarrier();
     }
-    var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
-        let co = m0 + tm * 4u + i;
+        let co = m0 + t_m * 4u + i;
         if (co >= p.cout) { break; }
         var b = 0.0;
-        if (p.has_bias != 0u) { b = bias[co]; }
-        let row = rows[i];
+        if (p.has_bias != 0u && p.splits == 1u) { b = bias[co]; }
         for (var j = 0u; j < 4u; j++) {
-            let gn = n0 + tn * 4u + j;
-            if (gn < npix) {
-                let img = gn / hw_out;
-                out[(img * p.cout + co) * hw_out + gn % hw_out] = row[j] + b;
+            let gn = n0 + t_n * 4u + j;
+            if (gn >= npix) { break; }
+            if (p.splits == 1u) {
+                out[((gn / hw_out) * p.cout + co) * hw_out + gn % hw_out] = rows[i][j] + b;
+            } else {
+                out[(wg.z * p.cout + co) * npix + gn] = rows[i][j];
             }
         }
     }
+}
+
+// The split-K epilogue: the NCHW output from the [split][co][pixel] partial sums (bound as `x`)
+// and the bias. One invocation per output element.
+@compute @workgroup_size(64)
+fn conv2d_split_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let hw_out = p.ho * p.wo;
+    let npix = p.n * hw_out;
+    if (id >= p.cout * npix) { return; }
+    let r = id % hw_out;
+    let co = (id / hw_out) % p.cout;
+    let gn = (id / (hw_out * p.cout)) * hw_out + r;
+    var s = 0.0;
+    for (var z = 0u; z < p.splits; z++) { s += x[(z * p.cout + co) * npix + gn]; }
+    if (p.has_bias != 0u) { s += bias[co]; }
+    out[id] = s;
 }

@@ -103,11 +103,14 @@ const TOL: f64 = 1e-5;
 
 pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for case in 0..10 {
+    for case in 0..12 {
         let k = if case % 3 == 0 { 1 } else { 3 };
         let stride = if case % 2 == 0 { 1 } else { 2 };
-        // The last two cases cross the tiled kernel's 64-channel and 16-deep K tiles.
-        let (n, ci, co) = if case >= 8 {
+        // Cases 8 and 9 cross the tiled kernel's 32-channel and 16-deep K tiles; 10 and 11 have
+        // K long enough (900-1260) for several K splits.
+        let (n, ci, co) = if case >= 10 {
+            (r.range(1, 3), r.range(100, 140), r.range(33, 70))
+        } else if case >= 8 {
             (r.range(1, 3), r.range(17, 40), r.range(65, 140))
         } else {
             (r.range(1, 3), r.range(1, 20), r.range(1, 23))
@@ -174,7 +177,12 @@ pub async fn group_norm(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
 pub async fn matmul(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     for case in 0..8 {
-        let (m, n, k) = (r.range(1, 70), r.range(1, 70), r.range(1, 50));
+        // The last two have few output rows and a long K: split-K on real GPUs (several splits).
+        let (m, n, k) = if case >= 6 {
+            (r.range(1, 9), r.range(1, 70), r.range(130, 600))
+        } else {
+            (r.range(1, 70), r.range(1, 70), r.range(1, 50))
+        };
         let (outer, inner) = (r.range(1, 3), r.range(1, 4));
         let batch = outer * inner;
         // A is read transposed in even cases, B in odd ones; offsets exercise the views.

@@ -28,15 +28,15 @@ fn assert_passed(checks: stepwise::Result<Vec<Check>>) {
 fn conv2d_matches_cpu() {
     // The register-tiled kernel (what CPU adapters such as lavapipe and SwiftShader run).
     let (g, mut r) = setup("conv2d");
-    g.ctx.conv_tiled.set(false);
+    g.ctx.tiled.set(false);
     assert_passed(pollster::block_on(selftest::conv2d(&g, &mut r)));
 }
 
 #[test]
 fn conv2d_tiled_matches_cpu() {
-    // The workgroup-memory implicit GEMM (what real GPUs run), forced on here.
+    // The workgroup-memory implicit GEMM with split-K (what real GPUs run), forced on here.
     let (g, mut r) = setup("conv2d_tiled");
-    g.ctx.conv_tiled.set(true);
+    g.ctx.tiled.set(true);
     assert_passed(pollster::block_on(selftest::conv2d(&g, &mut r)));
 }
 
@@ -49,12 +49,30 @@ fn group_norm_matches_cpu() {
 #[test]
 fn matmul_matches_cpu_with_strides_bias_and_residual() {
     let (g, mut r) = setup("matmul");
+    g.ctx.tiled.set(false);
+    assert_passed(pollster::block_on(selftest::matmul(&g, &mut r)));
+}
+
+#[test]
+fn matmul_split_k_matches_cpu() {
+    // Real GPUs' matmul: small outputs with a long K are summed in K splits, then added up.
+    let (g, mut r) = setup("matmul_split_k");
+    g.ctx.tiled.set(true);
     assert_passed(pollster::block_on(selftest::matmul(&g, &mut r)));
 }
 
 #[test]
 fn softmax_matches_cpu_and_is_safe_for_large_scores() {
     let (g, mut r) = setup("softmax");
+    g.ctx.tiled.set(false);
+    assert_passed(pollster::block_on(selftest::softmax(&g, &mut r)));
+}
+
+#[test]
+fn softmax_rows_matches_cpu_and_is_safe_for_large_scores() {
+    // Real GPUs' softmax: a workgroup per row.
+    let (g, mut r) = setup("softmax_rows");
+    g.ctx.tiled.set(true);
     assert_passed(pollster::block_on(selftest::softmax(&g, &mut r)));
 }
 

@@ -547,6 +547,33 @@ mod cli {
         Ok(t)
     }
 
+    /// With `STEPWISE_PROFILE=1`: GPU time per kernel per forward, from timestamp queries.
+    fn print_profile(gpu: &GpuBackend, forwards: usize) {
+        if std::env::var("STEPWISE_PROFILE").map_or(true, |v| v == "0") {
+            return;
+        }
+        let Some(p) = &gpu.ctx.profiler else {
+            println!("profile: this adapter has no timestamp queries inside passes");
+            return;
+        };
+        let kernels = p.report();
+        let total: f64 = kernels.iter().map(|k| k.ms).sum();
+        let f = forwards as f64;
+        println!(
+            "GPU time per forward, {forwards} forwards, each dispatch timed alone: {:.3} ms",
+            total / f
+        );
+        for k in kernels {
+            println!(
+                "  {:<22} {:>5} dispatches {:>9.3} ms {:>5.1} %",
+                k.entry,
+                k.dispatches / forwards as u64,
+                k.ms / f,
+                100.0 * k.ms / total
+            );
+        }
+    }
+
     /// CPU time this thread has used, in ms (Unix): a forward's host cost, whichever part of
     /// it (recording, encoding, submitting, mapping) does the work, and without the waits.
     fn thread_cpu_ms() -> Option<f64> {
@@ -634,7 +661,9 @@ mod cli {
             _ => {
                 let gpu = pollster::block_on(GpuBackend::new())?;
                 let t = time_forward(&gpu, &files, &input, args.runs)?;
-                Some(report("gpu", &gpu.name(), t))
+                let m = report("gpu", &gpu.name(), t);
+                print_profile(&gpu, args.runs + 1);
+                Some(m)
             }
         };
         let c = match args.device {

@@ -59,9 +59,11 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter_info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    /// Convolutions use the workgroup-memory implicit GEMM (`conv2d_tiled`) rather than the
-    /// barrier-free register-tiled kernel (see `conv_tiled`). Tests set it to check both.
-    pub conv_tiled: Cell<bool>,
+    /// Kernels for real GPUs: convolutions as the workgroup-memory implicit GEMM
+    /// (`conv2d_tiled`), and split-K for convolutions and matmuls whose outputs are too small to
+    /// fill the card. Off, everything runs the barrier-free register-tiled kernels that software
+    /// rasterisers need. Chosen by adapter ([`tiled_kernels`]); tests set it to check both.
+    pub tiled: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
     layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -90,18 +92,20 @@ pub struct GpuContext {
     /// Inside `loading`: allocations bypass the pool.
     loading: Cell<bool>,
     readback: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Per-kernel GPU time, when asked for (`STEPWISE_PROFILE=1`) and the adapter has timestamps.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub profiler: Option<super::profile::Profiler>,
 }
 
-/// Which convolution kernel runs: the barrier-free register-tiled one on every adapter, since on
-/// the H200 the workgroup-memory kernel was not faster (BENCHMARKS.md: these UNets' low-resolution
-/// layers give a 64×64 tile too few workgroups to fill the card). Natively
-/// `STEPWISE_CONV=tiled|register` picks one, for benchmarks.
-fn conv_tiled(_info: &wgpu::AdapterInfo) -> bool {
+/// Which kernels run: the tiled / split-K ones on real GPUs, the register-tiled ones on CPU
+/// adapters (lavapipe, SwiftShader), where workgroup barriers cost more than they save
+/// (BENCHMARKS.md). Natively `STEPWISE_KERNELS=tiled|register` overrides it, for benchmarks.
+fn tiled_kernels(info: &wgpu::AdapterInfo) -> bool {
     #[cfg(not(target_arch = "wasm32"))]
-    if let Ok(v) = std::env::var("STEPWISE_CONV") {
+    if let Ok(v) = std::env::var("STEPWISE_KERNELS") {
         return v == "tiled";
     }
-    false
+    info.device_type != wgpu::DeviceType::Cpu
 }
 
 impl GpuContext {
@@ -119,10 +123,22 @@ impl GpuContext {
             .await
             .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let limits = wgpu::Limits::default();
+        #[cfg(not(target_arch = "wasm32"))]
+        let profile = std::env::var("STEPWISE_PROFILE").is_ok_and(|v| v != "0")
+            && adapter
+                .features()
+                .contains(super::profile::Profiler::FEATURES);
+        #[cfg(target_arch = "wasm32")]
+        let profile = false;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("stepwise"),
                 required_limits: limits.clone(),
+                required_features: if profile {
+                    wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+                } else {
+                    wgpu::Features::empty()
+                },
                 ..Default::default()
             })
             .await
@@ -163,11 +179,9 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         Ok(Self {
-            conv_tiled: Cell::new(conv_tiled(&adapter.get_info())),
+            tiled: Cell::new(tiled_kernels(&adapter.get_info())),
             adapter_info: adapter.get_info(),
             limits,
-            device,
-            queue,
             modules: RefCell::default(),
             pipelines: RefCell::default(),
             layouts: RefCell::default(),
@@ -187,6 +201,10 @@ impl GpuContext {
             held: Cell::new(0),
             loading: Cell::new(false),
             readback: RefCell::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            profiler: profile.then(|| super::profile::Profiler::new(&device, &queue)),
+            device,
+            queue,
         })
     }
 
@@ -467,7 +485,8 @@ impl GpuContext {
         if workgroups.contains(&0) {
             return Ok(());
         }
-        if self.uniforms.borrow().len() as u64 + UNIFORM_SLOT > UNIFORM_RING {
+        if self.uniforms.borrow().len() as u64 + UNIFORM_SLOT > UNIFORM_RING || self.profiler_full()
+        {
             self.flush();
         }
         let pipeline = self.pipeline(shader, entry);
@@ -495,7 +514,17 @@ impl GpuContext {
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[offset as u32]);
-        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        let run = |pass: &mut wgpu::ComputePass<'_>| {
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2])
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(p) = &self.profiler {
+            p.bracket(pass, entry, run);
+        } else {
+            run(pass);
+        }
+        #[cfg(target_arch = "wasm32")]
+        run(pass);
         self.dispatches.set(self.dispatches.get() + 1);
         Ok(())
     }
@@ -569,15 +598,39 @@ impl GpuContext {
     /// Writes the staged uniforms and submits the pending commands.
     pub fn flush(&self) {
         self.end_pass();
-        let enc = self.encoder.borrow_mut().take();
-        let mut u = self.uniforms.borrow_mut();
-        if !u.is_empty() {
-            self.queue.write_buffer(&self.uniform_ring, 0, &u);
-            u.clear();
+        #[allow(unused_mut)]
+        let mut enc = self.encoder.borrow_mut().take();
+        #[cfg(not(target_arch = "wasm32"))]
+        if let (Some(p), Some(enc)) = (&self.profiler, enc.as_mut()) {
+            p.resolve(enc);
+        }
+        {
+            let mut u = self.uniforms.borrow_mut();
+            if !u.is_empty() {
+                self.queue.write_buffer(&self.uniform_ring, 0, &u);
+                u.clear();
+            }
         }
         if let Some(enc) = enc {
             self.queue.submit([enc.finish()]);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(p) = &self.profiler {
+            if let Err(e) = p.collect(&self.device) {
+                if let Ok(mut v) = self.errors.lock() {
+                    v.push(format!("profiler: {e}"));
+                }
+            }
+        }
+    }
+
+    /// The profiler has no room for another dispatch before a submit.
+    fn profiler_full(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(p) = &self.profiler {
+            return p.full();
+        }
+        false
     }
 
     /// Reads `bytes` from the start of `buffer`. On wasm this awaits the browser; natively it

@@ -17,6 +17,8 @@
 
 pub mod backend;
 pub mod context;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod profile;
 
 pub use backend::{grid_1d, GpuBackend, GpuTensor};
 pub use context::GpuContext;

@@ -45,7 +45,8 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// GPU wrapper: one invocation per row.
+/// GPU wrapper: one invocation per row on CPU adapters, one workgroup per row on real GPUs
+/// ([`GpuContext::tiled`]).
 pub fn softmax_gpu(ctx: &GpuContext, x: &GpuTensor, cols: usize) -> Result<GpuTensor> {
     check_softmax(x.shape(), cols)?;
     let out = GpuTensor::empty(ctx, x.shape())?;
@@ -55,13 +56,25 @@ pub fn softmax_gpu(ctx: &GpuContext, x: &GpuTensor, cols: usize) -> Result<GpuTe
         cols: cols as u32,
         _pad: [0; 2],
     };
+    let (entry, grid) = if ctx.tiled.get() {
+        // Workgroups = rows, folded into y past the per-dimension limit.
+        let x = rows.clamp(1, 65535);
+        ("softmax_rows", [x as u32, rows.div_ceil(x) as u32, 1])
+    } else {
+        ("softmax", grid_1d(rows)?)
+    };
+    if grid[1] > 65535 {
+        return Err(Error::Gpu(format!(
+            "softmax: {rows} rows exceed one dispatch"
+        )));
+    }
     ctx.dispatch(
         SHADER,
-        "softmax",
+        entry,
         &params,
         &[Some(x.buffer())],
         out.buffer(),
-        grid_1d(rows)?,
+        grid,
     )?;
     Ok(out)
 }

@@ -319,10 +319,32 @@ struct Params {
     has_bias: u32,
     co_tiles: u32,
     x_tiles: u32,
-    _pad: u32,
+    splits: u32,
+    k_chunk: u32,
+    _pad: [u32; 3],
 }
 
-/// GPU wrapper: one invocation per 4 channels × 4 columns of output.
+/// `conv2d_tiled`'s output tile (channels × pixels) and K step: shaders/conv2d.wgsl's TM, TN, TK.
+const TILE: usize = 32;
+const TILE_K: usize = 16;
+/// Split-K aims for about this many workgroups (64 invocations each): enough to fill a large GPU
+/// (an H100 holds 132 × 32 such workgroups at once), few enough that the partial sums stay small
+/// (at most about `SPLIT_TARGET` × 32 × 32 floats).
+const SPLIT_TARGET: usize = 1024;
+/// Each split sums at least this many K steps, so that a split is more than its loads' latency.
+const MIN_STEPS_PER_SPLIT: usize = 4;
+
+/// How `conv2d_tiled` divides K: (splits, K range per split), for `tiles` output tiles.
+fn split_k(tiles: usize, kdim: usize) -> (usize, usize) {
+    let steps = kdim.div_ceil(TILE_K);
+    let splits = (SPLIT_TARGET / tiles.max(1)).clamp(1, (steps / MIN_STEPS_PER_SPLIT).max(1));
+    let chunk = steps.div_ceil(splits) * TILE_K;
+    (kdim.div_ceil(chunk), chunk)
+}
+
+/// GPU wrapper. CPU adapters run `conv2d`, one invocation per 4 channels × 4 columns of output
+/// with no barriers; real GPUs run `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where
+/// the output has few tiles), see [`GpuContext::tiled`].
 pub fn gpu(
     ctx: &GpuContext,
     x: &GpuTensor,
@@ -333,6 +355,10 @@ pub fn gpu(
     let o = out_shape(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
     let (xs, ws) = (x.shape(), w.shape());
     let out = GpuTensor::empty(ctx, &o)?;
+    let kdim = ws[1] * ws[2] * ws[3];
+    let pixels = o[0] * o[2] * o[3];
+    let tiles = [pixels.div_ceil(TILE), o[1].div_ceil(TILE)];
+    let (splits, k_chunk) = split_k(tiles[0] * tiles[1], kdim);
     let params = Params {
         n: o[0] as u32,
         cin: xs[1] as u32,
@@ -349,14 +375,36 @@ pub fn gpu(
         has_bias: bias.is_some() as u32,
         co_tiles: o[1].div_ceil(4) as u32,
         x_tiles: o[3].div_ceil(4) as u32,
-        _pad: 0,
+        splits: splits as u32,
+        k_chunk: k_chunk as u32,
+        _pad: [0; 3],
     };
     let inputs = [Some(x.buffer()), Some(w.buffer()), bias.map(|b| b.buffer())];
-    if ctx.conv_tiled.get() {
-        // 64 output channels × 64 output pixels (across the batch) per workgroup.
-        let pixels = o[0] * o[2] * o[3];
-        let grid = [pixels.div_ceil(64) as u32, o[1].div_ceil(64) as u32, 1];
-        ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
+    if ctx.tiled.get() {
+        let grid = [tiles[0] as u32, tiles[1] as u32, splits as u32];
+        if splits == 1 {
+            ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
+            return Ok(out);
+        }
+        let partial = GpuTensor::empty(ctx, &[splits, o[1], pixels])?;
+        ctx.dispatch(
+            SHADER,
+            "conv2d_tiled",
+            &params,
+            &inputs,
+            partial.buffer(),
+            grid,
+        )?;
+        let sum_inputs = [Some(partial.buffer()), None, bias.map(|b| b.buffer())];
+        let grid = grid_1d(o.iter().product())?;
+        ctx.dispatch(
+            SHADER,
+            "conv2d_split_sum",
+            &params,
+            &sum_inputs,
+            out.buffer(),
+            grid,
+        )?;
         return Ok(out);
     }
     let invocations = o[0] * o[1].div_ceil(4) * o[2] * o[3].div_ceil(4);

@@ -6,7 +6,7 @@ use crate::backend::Tensor;
 use crate::backend::{BiasMode, MatmulSpec, Strides};
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::GpuTensor;
+use crate::gpu::{grid_1d, GpuTensor};
 
 fn max_index(s: &Strides, rows: usize, cols: usize, spec: &MatmulSpec) -> usize {
     let outer = (spec.batch - 1) / spec.batch_inner.max(1);
@@ -210,14 +210,30 @@ struct Params {
     has_residual: u32,
     alpha: f32,
     out_scale: f32,
-    _pad: u32,
+    splits: u32,
+    k_chunk: u32,
+    batches: u32,
+    _pad: [u32; 2],
 }
 
 fn strides(s: &Strides) -> [u32; 5] {
     [s.offset, s.row, s.col, s.outer, s.inner].map(|v| v as u32)
 }
 
-/// GPU wrapper: 8×8 invocations per workgroup, each a 4×4 tile; z indexes the batch.
+/// Split-K aims for about this many invocations on real GPUs (see `conv2d`'s `SPLIT_TARGET`).
+const SPLIT_INVOCATIONS: usize = 32 * 1024;
+/// Each split sums at least this much of K.
+const MIN_K_PER_SPLIT: usize = 64;
+
+/// (splits, K range per split) for `invocations` 4×4 output tiles and a sum of length `k`.
+fn split_k(invocations: usize, k: usize) -> (usize, usize) {
+    let splits = (SPLIT_INVOCATIONS / invocations.max(1)).clamp(1, (k / MIN_K_PER_SPLIT).max(1));
+    let chunk = k.div_ceil(splits);
+    (k.div_ceil(chunk.max(1)).max(1), chunk.max(1))
+}
+
+/// GPU wrapper: 8×8 invocations per workgroup, each a 4×4 tile; z indexes the batch (and, on
+/// real GPUs when the output is small, the K split, see [`GpuContext::tiled`]).
 pub fn gpu(
     ctx: &GpuContext,
     a: &GpuTensor,
@@ -228,6 +244,12 @@ pub fn gpu(
     spec: &MatmulSpec,
 ) -> Result<GpuTensor> {
     let out = GpuTensor::empty(ctx, out_shape)?;
+    let tiles = spec.m.div_ceil(4) * spec.n.div_ceil(4) * spec.batch;
+    let (splits, k_chunk) = if ctx.tiled.get() {
+        split_k(tiles, spec.k)
+    } else {
+        (1, spec.k.max(1))
+    };
     check(
         a.numel(),
         b.numel(),
@@ -252,24 +274,34 @@ pub fn gpu(
         has_residual: residual.is_some() as u32,
         alpha: spec.alpha,
         out_scale: spec.out_scale,
-        _pad: 0,
+        splits: splits as u32,
+        k_chunk: k_chunk as u32,
+        batches: spec.batch as u32,
+        _pad: [0; 2],
     };
+    let bias = bias.map(|t| t.buffer());
+    let residual = residual.map(|t| t.buffer());
+    let grid = [
+        spec.n.div_ceil(32) as u32,
+        spec.m.div_ceil(32) as u32,
+        (spec.batch * splits) as u32,
+    ];
+    let inputs = [Some(a.buffer()), Some(b.buffer()), bias, residual];
+    if splits == 1 {
+        ctx.dispatch(SHADER, "matmul", &params, &inputs, out.buffer(), grid)?;
+        return Ok(out);
+    }
+    let partial = GpuTensor::empty(ctx, &[splits, spec.batch, spec.m, spec.n])?;
+    ctx.dispatch(SHADER, "matmul", &params, &inputs, partial.buffer(), grid)?;
+    let sum_inputs = [Some(partial.buffer()), None, bias, residual];
+    let grid = grid_1d(spec.batch * spec.m * spec.n)?;
     ctx.dispatch(
         SHADER,
-        "matmul",
+        "matmul_split_sum",
         &params,
-        &[
-            Some(a.buffer()),
-            Some(b.buffer()),
-            bias.map(|t| t.buffer()),
-            residual.map(|t| t.buffer()),
-        ],
+        &sum_inputs,
         out.buffer(),
-        [
-            spec.n.div_ceil(32) as u32,
-            spec.m.div_ceil(32) as u32,
-            spec.batch as u32,
-        ],
+        grid,
     )?;
     Ok(out)
 }
