@@ -12,7 +12,7 @@
 // against PyTorch's (relative L2 <= 1e-3) before anything is timed. Then the page figures: time to
 // the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
 //
-//   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr] [--batches 1,4]
+//   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
 //                          [--rows ours-webgpu,ours-cpu,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
 //                          [--row-budget-s S] [--no-page] [--out FILE]
 //
@@ -20,7 +20,10 @@
 // take over --row-budget-s (default 60) at the warm-up's pace. Needs the release build in dist/
 // (trunk build --release) and tools/node_modules (scripts/setup.sh test); creates the ONNX exports
 // in target/onnx/<model>/ with training/export_onnx.py when missing. Writes everything it prints
-// as JSON to target/bench/browser-<date>.json.
+// as JSON to target/bench/browser-<date>.json. `cifar10` (google/ddpm-cifar10-32's architecture
+// with random weights, 12.4 GFLOP per forward: minutes per row on SwiftShader) is opt-in; its
+// folder is made by tests/fixtures/unet/make_cifar10_like.py into target/fixtures/cifar10_like and
+// served at /models/cifar10/.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, mkdirSync, writeFileSync, statSync } from 'node:fs';
 import { gzipSync, constants as zc } from 'node:zlib';
@@ -31,7 +34,11 @@ import { startServer, launch, BENCH_MOUNTS } from '../tests/e2e/harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PYTHON = process.env.STEPWISE_PYTHON ?? join(process.env.STEPWISE_VENV ?? join(process.env.HOME, '.cache/stepwise/venv'), 'bin/python');
-const ALL_MODELS = ['fashion', 'emoji', 'emoji-latent', 'emoji-sr'];
+const SHIPPED_MODELS = ['fashion', 'emoji', 'emoji-latent', 'emoji-sr'];
+const ALL_MODELS = [...SHIPPED_MODELS, 'cifar10'];
+const CIFAR10_DIR = join(ROOT, 'target/fixtures/cifar10_like');
+/// A model's folder, relative to the root.
+const modelDir = (m) => (m === 'cifar10' ? 'target/fixtures/cifar10_like' : `assets/models/${m}`);
 const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
 // ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
 // SwiftShader it takes 1.4-1.7x the /webgpu bundle's C++ EP's time at batch 1, 0.9-1.9x at
@@ -40,7 +47,7 @@ const DEFAULT_ROWS = ALL_ROWS.slice(0, 5);
 const TOLERANCE = 1e-3;
 
 function parseArgs(argv) {
-  const a = { runs: 5, rowBudgetS: 60, models: ALL_MODELS, batches: [1, 4], rows: DEFAULT_ROWS, page: true, out: null };
+  const a = { runs: 5, rowBudgetS: 60, models: SHIPPED_MODELS, batches: [1, 4], rows: DEFAULT_ROWS, page: true, out: null };
   for (let i = 0; i < argv.length; i++) {
     const next = () => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[++i]; };
     switch (argv[i]) {
@@ -67,12 +74,16 @@ const log = (...m) => console.error(`[bench ${new Date().toISOString().slice(11,
 
 /// The ONNX file and reference input of every (model, batch), exported when missing.
 function ensureExports(models, batches) {
+  if (models.includes('cifar10') && !existsSync(join(CIFAR10_DIR, 'config.json'))) {
+    log('making the cifar10 architecture (tests/fixtures/unet/make_cifar10_like.py)');
+    execFileSync(PYTHON, ['tests/fixtures/unet/make_cifar10_like.py', CIFAR10_DIR], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  }
   for (const m of models) {
     const dir = join(ROOT, 'target/onnx', m);
     const missing = batches.filter((n) => !existsSync(join(dir, `unet_b${n}.onnx`)) || !existsSync(join(dir, `bench_input_b${n}.json`)));
     if (missing.length === 0) continue;
     log(`exporting ${m} at batch ${missing.join(', ')} to ONNX (training/export_onnx.py)`);
-    execFileSync(PYTHON, ['training/export_onnx.py', `assets/models/${m}`, `target/onnx/${m}`, '--batch', ...missing.map(String)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync(PYTHON, ['training/export_onnx.py', modelDir(m), `target/onnx/${m}`, '--batch', ...missing.map(String)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   }
 }
 
@@ -294,7 +305,7 @@ async function main() {
   ensureExports(args.models, args.batches);
 
   const started = new Date();
-  const srv = await startServer(BENCH_MOUNTS);
+  const srv = await startServer([...BENCH_MOUNTS, ['/models/cifar10/', CIFAR10_DIR]]);
   const browser = await launch();
   const res = { loadavgStart: loadavg(), cpus: cpus().length, date: started.toISOString(), command: `node bench/browser.mjs ${process.argv.slice(2).join(' ')}`.trim(), runs: args.runs, tolerance: TOLERANCE, results: {}, shapes: {}, params: {} };
   try {

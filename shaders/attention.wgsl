@@ -39,7 +39,7 @@ fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     // `row` is the same for the whole workgroup, so this return keeps the barriers uniform.
     if (row >= p.rows) { return; }
     let base = row * p.cols;
-    var m = -3.4028235e38;
+    var m = -0x1.fffffep+127f; // the lowest f32 (a decimal literal may round past it)
     for (var j = lid; j < p.cols; j += WG) { m = max(m, x[base + j]); }
     red[lid] = m;
     workgroupBarrier();

@@ -390,11 +390,32 @@ pub async fn embedding(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
 pub async fn run_all(g: &GpuBackend, seed: u64) -> Result<Vec<Check>> {
     let mut r = TestRng::new(seed);
     let mut all = Vec::new();
-    all.extend(conv2d(g, &mut r).await?);
     all.extend(group_norm(g, &mut r).await?);
-    all.extend(matmul(g, &mut r).await?);
-    all.extend(softmax(g, &mut r).await?);
     all.extend(elementwise(g, &mut r).await?);
     all.extend(embedding(g, &mut r).await?);
+    // Both kernel sets, whichever this adapter runs by default: the register-tiled one (CPU
+    // adapters) and the tiled / split-K one (real GPUs), so that each is compiled and checked by
+    // this browser's WGSL compiler too. Names of the second set end in "(tiled)".
+    let default = g.ctx.tiled.get();
+    let mut sets = Vec::new();
+    for tiled in [false, true] {
+        g.ctx.tiled.set(tiled);
+        sets.push(kernel_set(g, &mut r).await);
+    }
+    g.ctx.tiled.set(default);
+    for (set, suffix) in sets.into_iter().zip(["", " (tiled)"]) {
+        all.extend(set?.into_iter().map(|mut c| {
+            c.name.push_str(suffix);
+            c
+        }));
+    }
     Ok(all)
+}
+
+/// The checks of the kernels that have a register-tiled and a tiled / split-K form.
+async fn kernel_set(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
+    let mut out = conv2d(g, r).await?;
+    out.extend(matmul(g, r).await?);
+    out.extend(softmax(g, r).await?);
+    Ok(out)
 }
