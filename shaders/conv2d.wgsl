@@ -7,14 +7,27 @@ struct Params {
     cout: u32, ho: u32, wo: u32, kh: u32,
     kw: u32, stride: u32, pad_top: u32, pad_left: u32,
     has_bias: u32, co_tiles: u32, x_tiles: u32, splits: u32,
-    k_chunk: u32, _p0: u32, _p1: u32, _p2: u32,
+    k_chunk: u32, has_add: u32, has_residual: u32, out_scale: f32,
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> chan_add: array<f32>; // [N, Co]
+@group(0) @binding(5) var<storage, read> residual: array<f32>; // like `out`
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+// The epilogue of output element `idx` (image `img`, channel `co`) from its sum `v`:
+// (residual + (v + bias + chan_add)) · out_scale, the steps of a ResnetBlock2D around its
+// convolutions (see ConvEpilogue).
+fn epilogue(img: u32, co: u32, idx: u32, v: f32) -> f32 {
+    var o = v;
+    if (p.has_bias != 0u) { o += bias[co]; }
+    if (p.has_add != 0u) { o += chan_add[img * p.cout + co]; }
+    if (p.has_residual != 0u) { o = residual[idx] + o; }
+    return o * p.out_scale;
+}
 
 @compute @workgroup_size(64)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -72,13 +85,11 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     for (var c = 0u; c < 4u; c++) {
         let co = co0 + c;
         if (co >= p.cout) { break; }
-        var b = 0.0;
-        if (p.has_bias != 0u) { b = bias[co]; }
         let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
         let row = rows[c];
         for (var j = 0u; j < 4u; j++) {
             let ox = ox0 + j;
-            if (ox < p.wo) { out[obase + ox] = row[j] + b; }
+            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, row[j]); }
         }
     }
 }
@@ -92,7 +103,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // and long sums (K = 2304), which leaves most of a large GPU idle while a few invocations loop.
 // Workgroup z sums only K range [z·k_chunk, (z+1)·k_chunk) and, when there are several splits,
 // writes its partial sums to `out` laid out [split][co][pixel]; conv2d_split_sum then adds the
-// splits and the bias into the NCHW output. With one split the tile writes the output itself.
+// splits and applies the epilogue into the NCHW output. With one split the tile writes the
+// output itself.
 const TM: u32 = 32u;
 const TN: u32 = 32u;
 const TK: u32 = 16u;
@@ -178,13 +190,13 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     for (var i = 0u; i < 4u; i++) {
         let co = m0 + t_m * 4u + i;
         if (co >= p.cout) { break; }
-        var b = 0.0;
-        if (p.has_bias != 0u && p.splits == 1u) { b = bias[co]; }
         for (var j = 0u; j < 4u; j++) {
             let gn = n0 + t_n * 4u + j;
             if (gn >= npix) { break; }
             if (p.splits == 1u) {
-                out[((gn / hw_out) * p.cout + co) * hw_out + gn % hw_out] = rows[i][j] + b;
+                let img = gn / hw_out;
+                let idx = (img * p.cout + co) * hw_out + gn % hw_out;
+                out[idx] = epilogue(img, co, idx, rows[i][j]);
             } else {
                 out[(wg.z * p.cout + co) * npix + gn] = rows[i][j];
             }
@@ -192,8 +204,8 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-// The split-K epilogue: the NCHW output from the [split][co][pixel] partial sums (bound as `x`)
-// and the bias. One invocation per output element.
+// The split-K sum: the NCHW output from the [split][co][pixel] partial sums (bound as `x`),
+// through the epilogue. One invocation per output element.
 @compute @workgroup_size(64)
 fn conv2d_split_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let id = gid.x + gid.y * nwg.x * 64u;
@@ -202,9 +214,9 @@ fn conv2d_split_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (id >= p.cout * npix) { return; }
     let r = id % hw_out;
     let co = (id / hw_out) % p.cout;
-    let gn = (id / (hw_out * p.cout)) * hw_out + r;
+    let img = id / (hw_out * p.cout);
+    let gn = img * hw_out + r;
     var s = 0.0;
     for (var z = 0u; z < p.splits; z++) { s += x[(z * p.cout + co) * npix + gn]; }
-    if (p.has_bias != 0u) { s += bias[co]; }
-    out[id] = s;
+    out[id] = epilogue(img, co, id, s);
 }

@@ -15,6 +15,29 @@ pub trait Tensor: Clone {
     }
 }
 
+/// What a convolution adds to its output before it is stored: `(residual + (conv + bias +
+/// channel_add[n, c])) · scale`, the steps a ResnetBlock2D takes around its two convolutions (the
+/// `default` time embedding after the first; the shortcut and `output_scale_factor` after the
+/// second), fused so that they cost no pass of their own.
+pub struct ConvEpilogue<'a, T> {
+    /// `[N, Co]`, added to every pixel of channel `c` of image `n`.
+    pub channel_add: Option<&'a T>,
+    /// The output's shape; added after the channel term, before the scale.
+    pub residual: Option<&'a T>,
+    pub scale: f32,
+}
+
+impl<T> ConvEpilogue<'_, T> {
+    /// Adds nothing, scales by 1.
+    pub fn none() -> Self {
+        Self {
+            channel_add: None,
+            residual: None,
+            scale: 1.0,
+        }
+    }
+}
+
 /// 2-D convolution settings: `pad` is `[top, left, bottom, right]` (diffusers' `downsample_padding=0`
 /// pads only bottom and right).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +128,27 @@ pub trait Backend {
         bias: Option<&Self::Tensor>,
         p: Conv2dParams,
     ) -> Result<Self::Tensor>;
+
+    /// [`Self::conv2d`] followed by `epilogue` ([`ConvEpilogue`]). This default runs it as
+    /// separate ops; backends fuse it into the convolution's store.
+    fn conv2d_epilogue(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        p: Conv2dParams,
+        epilogue: ConvEpilogue<'_, Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        let mut y = self.conv2d(x, w, bias, p)?;
+        if let Some(t) = epilogue.channel_add {
+            y = self.channel_modulate(&y, t, 0, None)?;
+        }
+        match epilogue.residual {
+            Some(r) => self.add(r, &y, epilogue.scale),
+            None if epilogue.scale != 1.0 => self.affine(&y, epilogue.scale, 0.0),
+            None => Ok(y),
+        }
+    }
 
     /// Group normalisation over `[N,C,...]` with per-channel affine, optionally followed by SiLU.
     fn group_norm(

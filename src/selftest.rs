@@ -3,7 +3,7 @@
 //! workgroups, 256-wide reductions). Native tests (`tests/kernels.rs`, on lavapipe) and the
 //! browser test page (`?selftest`, on the browser's WebGPU) run the same checks.
 
-use crate::backend::{Backend, BiasMode, Conv2dParams, MatmulSpec, Strides};
+use crate::backend::{Backend, BiasMode, Conv2dParams, ConvEpilogue, MatmulSpec, Strides};
 use crate::cpu::{CpuBackend, CpuTensor};
 use crate::error::Result;
 use crate::gpu::{GpuBackend, GpuTensor};
@@ -127,12 +127,33 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         let wt = pair(g, &[co, ci, k, k], &r.randn(co * ci * k * k))?;
         let b = pair(g, &[co], &r.randn(co))?;
         let bias = case % 5 != 4;
-        let want = CpuBackend.conv2d(&x.cpu, &wt.cpu, bias.then_some(&b.cpu), p)?;
-        let got = g.conv2d(&x.gpu, &wt.gpu, bias.then_some(&b.gpu), p)?;
+        // The fused epilogue (ConvEpilogue) in some cases, against the CPU's separate ops.
+        let (with_add, with_res) = (case % 3 == 1, case % 2 == 0);
+        let o = crate::ops::conv2d::out_shape(&[n, ci, h, w], &[co, ci, k, k], None, p)?;
+        let add = pair(g, &[n, co], &r.randn(n * co))?;
+        let res = pair(g, &o, &r.randn(o.iter().product()))?;
+        let scale = if with_res { 0.7 } else { 1.0 };
+        let mut want = CpuBackend.conv2d(&x.cpu, &wt.cpu, bias.then_some(&b.cpu), p)?;
+        if with_add {
+            want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
+        }
+        if with_res {
+            want = CpuBackend.add(&res.cpu, &want, scale)?;
+        }
+        let epilogue = ConvEpilogue {
+            channel_add: with_add.then_some(&add.gpu),
+            residual: with_res.then_some(&res.gpu),
+            scale,
+        };
+        let got = g.conv2d_epilogue(&x.gpu, &wt.gpu, bias.then_some(&b.gpu), p, epilogue)?;
         out.push(
             compare(
                 g,
-                format!("conv2d {n}x{ci}x{h}x{w}->{co} k{k} s{stride} pad{pad:?}"),
+                format!(
+                    "conv2d {n}x{ci}x{h}x{w}->{co} k{k} s{stride} pad{pad:?}{}{}",
+                    if with_add { " +channel" } else { "" },
+                    if with_res { " +residual" } else { "" }
+                ),
                 &want,
                 &got,
                 TOL,

@@ -82,14 +82,26 @@ fn cpu_matches_diffusers() {
 
 #[test]
 fn gpu_matches_diffusers() {
+    gpu_case(false);
+}
+
+#[test]
+fn gpu_tiled_kernels_match_diffusers() {
+    // The kernel set real GPUs run (tiled / split-K convolutions and matmuls, fused epilogues in
+    // the split-K sums), forced on here since lavapipe is a CPU adapter.
+    gpu_case(true);
+}
+
+fn gpu_case(tiled: bool) {
     let g = common::gpu();
+    g.ctx.tiled.set(tiled);
     for dir in cases() {
         let (shape, got) = run(&g, &dir);
         let (want_shape, want) = expected(&dir);
         assert_eq!(shape, want_shape, "{}", dir.display());
         let err = rel_l2(&got, &want);
         eprintln!(
-            "gpu {}: rel L2 {err:e}",
+            "gpu (tiled {tiled}) {}: rel L2 {err:e}",
             dir.file_name().unwrap().to_string_lossy()
         );
         assert!(

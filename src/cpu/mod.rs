@@ -6,7 +6,7 @@ pub mod transpose;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::backend::{Backend, Conv2dParams, MatmulSpec, Tensor};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
 
@@ -129,6 +129,44 @@ impl Backend for CpuBackend {
                 p,
                 out,
             )
+        }))
+    }
+
+    fn conv2d_epilogue(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        p: Conv2dParams,
+        e: ConvEpilogue<'_, CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
+        conv2d::check_epilogue(
+            &shape,
+            e.channel_add.map(|t| &t.shape[..]),
+            e.residual.map(|t| &t.shape[..]),
+        )?;
+        let w_rows = w
+            .data
+            .conv_rows
+            .get_or_init(|| conv2d::weight_rows(&w.data, &w.shape));
+        Ok(CpuTensor::compute(&shape, |out| {
+            conv2d::cpu(
+                &x.data,
+                &x.shape,
+                w_rows,
+                &w.shape,
+                bias.map(|b| &b.data[..]),
+                p,
+                out,
+            );
+            conv2d::epilogue_cpu(
+                out,
+                &shape,
+                e.channel_add.map(|t| &t.data[..]),
+                e.residual.map(|t| &t.data[..]),
+                e.scale,
+            );
         }))
     }
 

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::backend::{Backend, Conv2dParams, MatmulSpec, Tensor};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, PooledBuffer};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
@@ -109,7 +109,18 @@ impl Backend for GpuBackend {
         bias: Option<&GpuTensor>,
         p: Conv2dParams,
     ) -> Result<GpuTensor> {
-        conv2d::gpu(&self.ctx, x, w, bias, p)
+        conv2d::gpu(&self.ctx, x, w, bias, p, ConvEpilogue::none())
+    }
+
+    fn conv2d_epilogue(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        p: Conv2dParams,
+        e: ConvEpilogue<'_, GpuTensor>,
+    ) -> Result<GpuTensor> {
+        conv2d::gpu(&self.ctx, x, w, bias, p, e)
     }
 
     fn group_norm(

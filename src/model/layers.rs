@@ -1,7 +1,7 @@
 //! The torch.nn layers diffusers builds its blocks from (`Conv2d`, `GroupNorm`, `Linear`),
 //! holding backend tensors and loaded through a [`WeightView`].
 
-use crate::backend::{Backend, BiasMode, Conv2dParams, MatmulSpec, Strides, Tensor};
+use crate::backend::{Backend, BiasMode, Conv2dParams, ConvEpilogue, MatmulSpec, Strides, Tensor};
 use crate::error::Result;
 use crate::model::weights::WeightView;
 
@@ -31,6 +31,16 @@ impl<B: Backend> Conv2d<B> {
 
     pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
         b.conv2d(x, &self.weight, Some(&self.bias), self.params)
+    }
+
+    /// The convolution with `epilogue` fused into its store ([`ConvEpilogue`]).
+    pub fn forward_epilogue(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        epilogue: ConvEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        b.conv2d_epilogue(x, &self.weight, Some(&self.bias), self.params, epilogue)
     }
 }
 

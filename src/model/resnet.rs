@@ -1,7 +1,7 @@
 //! diffusers `ResnetBlock2D` (pre-norm, SiLU, time embedding added (`default`) or as
 //! scale-and-shift after the second norm (`scale_shift`), 1×1 `conv_shortcut` when channels change).
 
-use crate::backend::{Backend, Conv2dParams};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue};
 use crate::error::Result;
 use crate::model::config::TimeScaleShift;
 use crate::model::layers::{Conv2d, GroupNorm, Linear};
@@ -80,7 +80,6 @@ impl<B: Backend> ResnetBlock2D<B> {
         temb_act: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
         let h = self.norm1.forward(b, input, true)?;
-        let h = self.conv1.forward(b, &h)?;
         let temb = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(t)) => Some(proj.forward(b, t)?),
             (None, _) => None,
@@ -91,23 +90,37 @@ impl<B: Backend> ResnetBlock2D<B> {
             }
         };
         let h = match (self.time_embedding_norm, temb) {
-            (_, None) => self.norm2.forward(b, &h, true)?,
+            (_, None) => {
+                let h = self.conv1.forward(b, &h)?;
+                self.norm2.forward(b, &h, true)?
+            }
             (TimeScaleShift::Default, Some(temb)) => {
-                let h = b.channel_modulate(&h, &temb, 0, None)?;
+                // `h = conv1(h) + temb[:, :, None, None]`, added as the convolution stores.
+                let add = ConvEpilogue {
+                    channel_add: Some(&temb),
+                    ..ConvEpilogue::none()
+                };
+                let h = self.conv1.forward_epilogue(b, &h, add)?;
                 self.norm2.forward(b, &h, true)?
             }
             (TimeScaleShift::ScaleShift, Some(temb)) => {
                 // `scale, shift = temb.chunk(2, dim=1)`; `h = norm2(h) * (1 + scale) + shift`
+                let h = self.conv1.forward(b, &h)?;
                 let h = self.norm2.forward(b, &h, false)?;
                 let h = b.channel_modulate(&h, &temb, self.out_channels, Some(0))?;
                 b.silu(&h)?
             }
         };
-        let h = self.conv2.forward(b, &h)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(b, input)?,
             None => input.clone(),
         };
-        b.add(&shortcut, &h, 1.0 / self.output_scale_factor)
+        // `(shortcut + conv2(h)) / output_scale_factor`, as the convolution stores.
+        let out = ConvEpilogue {
+            channel_add: None,
+            residual: Some(&shortcut),
+            scale: 1.0 / self.output_scale_factor,
+        };
+        self.conv2.forward_epilogue(b, &h, out)
     }
 }

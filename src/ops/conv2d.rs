@@ -1,7 +1,7 @@
 //! 2-D convolution (3×3 and 1×1, stride 1 and 2, asymmetric padding): `shaders/conv2d.wgsl` and
 //! its CPU reference (im2row + sgemm).
 
-use crate::backend::{Conv2dParams, Tensor};
+use crate::backend::{Conv2dParams, ConvEpilogue, Tensor};
 use crate::cpu::pool;
 use crate::cpu::transpose::transpose;
 use crate::error::{Error, Result};
@@ -117,6 +117,61 @@ pub fn cpu(
         strided_taps(x, [n, ci, h, wd], w, [co, kh, kw], p, bias, out);
     } else {
         unfolded(x, [n, ci, h, wd], w, [co, kh, kw], [ho, wo], p, bias, out);
+    }
+}
+
+/// Checks a [`ConvEpilogue`](crate::backend::ConvEpilogue)'s operands against the convolution's
+/// output shape `o`: the channel term is `[N, Co]`, the residual has the output's shape.
+pub fn check_epilogue(
+    o: &[usize],
+    channel_add: Option<&[usize]>,
+    residual: Option<&[usize]>,
+) -> Result<()> {
+    if let Some(a) = channel_add {
+        if a != [o[0], o[1]] {
+            return Err(Error::shape(
+                "conv2d epilogue",
+                format!(
+                    "channel term {a:?} is not [N, Co] = {:?} of the output {o:?}",
+                    [o[0], o[1]]
+                ),
+            ));
+        }
+    }
+    if let Some(r) = residual {
+        if r != o {
+            return Err(Error::shape(
+                "conv2d epilogue",
+                format!("residual {r:?} does not have the output's shape {o:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The epilogue on the CPU, in place over the NCHW output `out` of shape `o`:
+/// `out = (residual + (out + channel_add[n, c])) · scale`.
+pub fn epilogue_cpu(
+    out: &mut [f32],
+    o: &[usize],
+    channel_add: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    scale: f32,
+) {
+    if channel_add.is_none() && residual.is_none() && scale == 1.0 {
+        return;
+    }
+    let pix = o[2] * o[3];
+    for (plane, ob) in out.chunks_exact_mut(pix).enumerate() {
+        let a = channel_add.map_or(0.0, |t| t[plane]);
+        match residual {
+            Some(r) => {
+                for (v, &r) in ob.iter_mut().zip(&r[plane * pix..(plane + 1) * pix]) {
+                    *v = (r + (*v + a)) * scale;
+                }
+            }
+            None => ob.iter_mut().for_each(|v| *v = (*v + a) * scale),
+        }
     }
 }
 
@@ -298,7 +353,7 @@ fn im2row(
 pub const SHADER: Shader = Shader {
     name: "conv2d",
     source: include_str!("../../shaders/conv2d.wgsl"),
-    inputs: 3,
+    inputs: 5,
 };
 
 #[repr(C)]
@@ -321,7 +376,9 @@ struct Params {
     x_tiles: u32,
     splits: u32,
     k_chunk: u32,
-    _pad: [u32; 3],
+    has_add: u32,
+    has_residual: u32,
+    out_scale: f32,
 }
 
 /// `conv2d_tiled`'s output tile (channels × pixels) and K step: shaders/conv2d.wgsl's TM, TN, TK.
@@ -344,15 +401,21 @@ fn split_k(tiles: usize, kdim: usize) -> (usize, usize) {
 
 /// GPU wrapper. CPU adapters run `conv2d`, one invocation per 4 channels × 4 columns of output
 /// with no barriers; real GPUs run `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where
-/// the output has few tiles), see [`GpuContext::tiled`].
+/// the output has few tiles), see [`GpuContext::tiled`]. Both apply `e` as they store.
 pub fn gpu(
     ctx: &GpuContext,
     x: &GpuTensor,
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
     p: Conv2dParams,
+    e: ConvEpilogue<'_, GpuTensor>,
 ) -> Result<GpuTensor> {
     let o = out_shape(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+    check_epilogue(
+        &o,
+        e.channel_add.map(|t| t.shape()),
+        e.residual.map(|t| t.shape()),
+    )?;
     let (xs, ws) = (x.shape(), w.shape());
     let out = GpuTensor::empty(ctx, &o)?;
     let kdim = ws[1] * ws[2] * ws[3];
@@ -377,25 +440,24 @@ pub fn gpu(
         x_tiles: o[3].div_ceil(4) as u32,
         splits: splits as u32,
         k_chunk: k_chunk as u32,
-        _pad: [0; 3],
+        has_add: e.channel_add.is_some() as u32,
+        has_residual: e.residual.is_some() as u32,
+        out_scale: e.scale,
     };
-    let inputs = [Some(x.buffer()), Some(w.buffer()), bias.map(|b| b.buffer())];
+    let bias = bias.map(|b| b.buffer());
+    let add = e.channel_add.map(|t| t.buffer());
+    let residual = e.residual.map(|t| t.buffer());
+    let inputs = [Some(x.buffer()), Some(w.buffer()), bias, add, residual];
     if ctx.tiled.get() {
         let grid = [tiles[0] as u32, tiles[1] as u32, splits as u32];
+        let entry = "conv2d_tiled";
         if splits == 1 {
-            ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
+            ctx.dispatch(SHADER, entry, &params, &inputs, out.buffer(), grid)?;
             return Ok(out);
         }
         let partial = GpuTensor::empty(ctx, &[splits, o[1], pixels])?;
-        ctx.dispatch(
-            SHADER,
-            "conv2d_tiled",
-            &params,
-            &inputs,
-            partial.buffer(),
-            grid,
-        )?;
-        let sum_inputs = [Some(partial.buffer()), None, bias.map(|b| b.buffer())];
+        ctx.dispatch(SHADER, entry, &params, &inputs, partial.buffer(), grid)?;
+        let sum_inputs = [Some(partial.buffer()), None, bias, add, residual];
         let grid = grid_1d(o.iter().product())?;
         ctx.dispatch(
             SHADER,
@@ -529,5 +591,70 @@ mod tests {
             [true, true],
             "both stride-1 paths must be tested (seed {seed})"
         );
+    }
+
+    /// The CPU backend's fused epilogue equals the separate ops it replaces (the trait's default).
+    #[test]
+    fn cpu_epilogue_matches_the_separate_ops() {
+        use crate::backend::Backend;
+        use crate::cpu::CpuBackend;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let mut r = TestRng::new(seed);
+        let cpu = CpuBackend;
+        let (n, ci, co) = (2, r.range(1, 9), r.range(1, 9));
+        let (h, w) = (r.range(3, 12), r.range(3, 12));
+        let p = Conv2dParams::same(3);
+        let x = cpu
+            .upload(&[n, ci, h, w], &r.randn(n * ci * h * w))
+            .unwrap();
+        let wt = cpu.upload(&[co, ci, 3, 3], &r.randn(co * ci * 9)).unwrap();
+        let b = cpu.upload(&[co], &r.randn(co)).unwrap();
+        let add = cpu.upload(&[n, co], &r.randn(n * co)).unwrap();
+        let res = cpu
+            .upload(&[n, co, h, w], &r.randn(n * co * h * w))
+            .unwrap();
+        for (with_add, with_res, scale) in
+            [(true, false, 1.0), (false, true, 0.5), (true, true, 2.0)]
+        {
+            let e = ConvEpilogue {
+                channel_add: with_add.then_some(&add),
+                residual: with_res.then_some(&res),
+                scale,
+            };
+            let got = cpu.conv2d_epilogue(&x, &wt, Some(&b), p, e).unwrap();
+            let mut want = cpu.conv2d(&x, &wt, Some(&b), p).unwrap();
+            if with_add {
+                want = cpu.channel_modulate(&want, &add, 0, None).unwrap();
+            }
+            if with_res {
+                want = cpu.add(&res, &want, scale).unwrap();
+            } else {
+                want = cpu.affine(&want, scale, 0.0).unwrap();
+            }
+            let err = want
+                .data()
+                .iter()
+                .zip(got.data())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, |m, e| if e.is_nan() || e > m { e } else { m });
+            assert!(
+                err < 1e-5,
+                "{with_add} {with_res} {scale}: max error {err} (seed {seed})"
+            );
+        }
+        // A channel term or residual of the wrong shape is an error, not a panic.
+        let bad = ConvEpilogue {
+            channel_add: Some(&b),
+            ..ConvEpilogue::none()
+        };
+        assert!(cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
+        let bad = ConvEpilogue {
+            residual: Some(&x),
+            ..ConvEpilogue::none()
+        };
+        assert!(ci == co || cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
     }
 }
