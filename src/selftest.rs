@@ -40,6 +40,25 @@ impl TestRng {
         }
     }
 
+    /// For unit tests: seeded from `TEST_SEED` when set (to replay a failure), else the clock.
+    #[cfg(test)]
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        Self::new(seed)
+    }
+
+    /// The seed this generator started from (print it with a failure).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

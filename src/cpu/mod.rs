@@ -114,22 +114,7 @@ impl Backend for CpuBackend {
         bias: Option<&CpuTensor>,
         p: Conv2dParams,
     ) -> Result<CpuTensor> {
-        let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
-        let w_rows = w
-            .data
-            .conv_rows
-            .get_or_init(|| conv2d::weight_rows(&w.data, &w.shape));
-        Ok(CpuTensor::compute(&shape, |out| {
-            conv2d::cpu(
-                &x.data,
-                &x.shape,
-                w_rows,
-                &w.shape,
-                bias.map(|b| &b.data[..]),
-                p,
-                out,
-            )
-        }))
+        self.conv2d_epilogue(x, w, bias, p, ConvEpilogue::none())
     }
 
     fn conv2d_epilogue(

@@ -521,11 +521,8 @@ mod tests {
 
     #[test]
     fn cpu_paths_match_the_definition() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let mut r = TestRng::new(seed);
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
         // 1×1 direct; stride 1 with taps (3×3, 1×3, padded 1×1: large images) and unfolded
         // (small ones); stride 2 unfolded; batches that share one GEMM; channel counts past the
         // 4×4 transpose blocks.
@@ -598,11 +595,8 @@ mod tests {
     fn cpu_epilogue_matches_the_separate_ops() {
         use crate::backend::Backend;
         use crate::cpu::CpuBackend;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let mut r = TestRng::new(seed);
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
         let cpu = CpuBackend;
         let (n, ci, co) = (2, r.range(1, 9), r.range(1, 9));
         let (h, w) = (r.range(3, 12), r.range(3, 12));

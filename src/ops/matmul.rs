@@ -313,11 +313,8 @@ mod tests {
 
     #[test]
     fn cpu_matches_the_definition_dense_or_strided() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let mut r = TestRng::new(seed);
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
         for case in 0..12 {
             let (m, n, k) = (r.range(1, 30), r.range(1, 30), r.range(1, 20));
             let (outer, inner) = (r.range(1, 3), r.range(1, 3));
