@@ -123,22 +123,25 @@ impl GpuContext {
             .await
             .map_err(|e| Error::NoAdapter(e.to_string()))?;
         let limits = wgpu::Limits::default();
+        // Timestamp queries only when profiling: a device asks for no more than it uses.
         #[cfg(not(target_arch = "wasm32"))]
         let profile = std::env::var("STEPWISE_PROFILE").is_ok_and(|v| v != "0")
             && adapter
                 .features()
                 .contains(super::profile::Profiler::FEATURES);
+        #[cfg(not(target_arch = "wasm32"))]
+        let features = if profile {
+            super::profile::Profiler::FEATURES
+        } else {
+            wgpu::Features::empty()
+        };
         #[cfg(target_arch = "wasm32")]
-        let profile = false;
+        let features = wgpu::Features::empty();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("stepwise"),
                 required_limits: limits.clone(),
-                required_features: if profile {
-                    wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-                } else {
-                    wgpu::Features::empty()
-                },
+                required_features: features,
                 ..Default::default()
             })
             .await
