@@ -165,6 +165,12 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
             scale,
         };
         let got = g.conv2d_epilogue(&x.gpu, &wt.gpu, bias.then_some(&b.gpu), p, epilogue)?;
+        if case >= 10 && crate::ops::conv2d::split_k(&o, ci * k * k).0 < 2 {
+            return Err(crate::error::Error::Other(format!(
+                "conv2d self-test: case {case} ({o:?}, K {}) should split K",
+                ci * k * k
+            )));
+        }
         out.push(
             compare(
                 g,
@@ -216,8 +222,9 @@ pub async fn group_norm(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
 
 pub async fn matmul(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for case in 0..8 {
-        // The last two have few output rows and a long K: split-K on real GPUs (several splits).
+    for case in 0..10 {
+        // Cases 6-9 have few output rows and a long K: split-K on real GPUs (asserted below), with
+        // every bias mode and with and without a residual in the split sum.
         let (m, n, k) = if case >= 6 {
             (r.range(1, 9), r.range(1, 70), r.range(130, 600))
         } else {
@@ -305,6 +312,11 @@ pub async fn matmul(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
             &shape,
             &spec,
         )?;
+        if case >= 6 && crate::ops::matmul::split_k(&spec).0 < 2 {
+            return Err(crate::error::Error::Other(format!(
+                "matmul self-test: case {case} ({spec:?}) should split K"
+            )));
+        }
         out.push(compare(g, format!("matmul m{m} n{n} k{k} batch {outer}x{inner} bias {bias_mode:?} residual {use_res}"), &want, &got, TOL).await?);
     }
     Ok(out)

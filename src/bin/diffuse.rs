@@ -549,7 +549,7 @@ mod cli {
 
     /// With `STEPWISE_PROFILE=1`: GPU time per kernel per forward, from timestamp queries.
     fn print_profile(gpu: &GpuBackend, forwards: usize) {
-        if std::env::var("STEPWISE_PROFILE").map_or(true, |v| v == "0") {
+        if !stepwise::gpu::profile::requested() {
             return;
         }
         let Some(p) = &gpu.ctx.profiler else {

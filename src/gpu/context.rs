@@ -60,8 +60,8 @@ pub struct GpuContext {
     pub adapter_info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     /// Kernels for real GPUs: convolutions as the workgroup-memory implicit GEMM
-    /// (`conv2d_tiled`), and split-K for convolutions and matmuls whose outputs are too small to
-    /// fill the card. Off, everything runs the barrier-free register-tiled kernels that software
+    /// (`conv2d_tiled`), split-K for convolutions and matmuls whose outputs are too small to
+    /// fill the card, and a workgroup per softmax row. Off, everything runs the barrier-free register-tiled kernels that software
     /// rasterisers need. Chosen by adapter ([`tiled_kernels`]); tests set it to check both.
     pub tiled: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -125,7 +125,7 @@ impl GpuContext {
         let limits = wgpu::Limits::default();
         // Timestamp queries only when profiling: a device asks for no more than it uses.
         #[cfg(not(target_arch = "wasm32"))]
-        let profile = std::env::var("STEPWISE_PROFILE").is_ok_and(|v| v != "0")
+        let profile = super::profile::requested()
             && adapter
                 .features()
                 .contains(super::profile::Profiler::FEATURES);

@@ -8,6 +8,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
+/// Whether profiling is asked for: `STEPWISE_PROFILE` set to anything but `0`.
+pub fn requested() -> bool {
+    std::env::var("STEPWISE_PROFILE").is_ok_and(|v| v != "0")
+}
+
 /// Timestamps per query set (wgpu's maximum): 2048 dispatches between submits.
 const QUERIES: u32 = 4096;
 

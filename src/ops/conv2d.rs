@@ -391,8 +391,10 @@ const SPLIT_TARGET: usize = 1024;
 /// Each split sums at least this many K steps, so that a split is more than its loads' latency.
 const MIN_STEPS_PER_SPLIT: usize = 4;
 
-/// How `conv2d_tiled` divides K: (splits, K range per split), for `tiles` output tiles.
-fn split_k(tiles: usize, kdim: usize) -> (usize, usize) {
+/// How `conv2d_tiled` divides K for an NCHW output of shape `o` and a sum of length `kdim`
+/// (`Ci·kh·kw`): (splits, K range per split).
+pub(crate) fn split_k(o: &[usize], kdim: usize) -> (usize, usize) {
+    let tiles = (o[0] * o[2] * o[3]).div_ceil(TILE) * o[1].div_ceil(TILE);
     let steps = kdim.div_ceil(TILE_K);
     let splits = (SPLIT_TARGET / tiles.max(1)).clamp(1, (steps / MIN_STEPS_PER_SPLIT).max(1));
     let chunk = steps.div_ceil(splits) * TILE_K;
@@ -421,7 +423,7 @@ pub fn gpu(
     let kdim = ws[1] * ws[2] * ws[3];
     let pixels = o[0] * o[2] * o[3];
     let tiles = [pixels.div_ceil(TILE), o[1].div_ceil(TILE)];
-    let (splits, k_chunk) = split_k(tiles[0] * tiles[1], kdim);
+    let (splits, k_chunk) = split_k(&o, kdim);
     let params = Params {
         n: o[0] as u32,
         cin: xs[1] as u32,
@@ -450,13 +452,19 @@ pub fn gpu(
     let inputs = [Some(x.buffer()), Some(w.buffer()), bias, add, residual];
     if ctx.tiled.get() {
         let grid = [tiles[0] as u32, tiles[1] as u32, splits as u32];
-        let entry = "conv2d_tiled";
         if splits == 1 {
-            ctx.dispatch(SHADER, entry, &params, &inputs, out.buffer(), grid)?;
+            ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
             return Ok(out);
         }
         let partial = GpuTensor::empty(ctx, &[splits, o[1], pixels])?;
-        ctx.dispatch(SHADER, entry, &params, &inputs, partial.buffer(), grid)?;
+        ctx.dispatch(
+            SHADER,
+            "conv2d_tiled",
+            &params,
+            &inputs,
+            partial.buffer(),
+            grid,
+        )?;
         let sum_inputs = [Some(partial.buffer()), None, bias, add, residual];
         let grid = grid_1d(o.iter().product())?;
         ctx.dispatch(

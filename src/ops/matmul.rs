@@ -225,8 +225,10 @@ const SPLIT_INVOCATIONS: usize = 32 * 1024;
 /// Each split sums at least this much of K.
 const MIN_K_PER_SPLIT: usize = 64;
 
-/// (splits, K range per split) for `invocations` 4×4 output tiles and a sum of length `k`.
-fn split_k(invocations: usize, k: usize) -> (usize, usize) {
+/// How the matmul divides K on real GPUs: (splits, K range per split).
+pub(crate) fn split_k(spec: &MatmulSpec) -> (usize, usize) {
+    let invocations = spec.m.div_ceil(4) * spec.n.div_ceil(4) * spec.batch;
+    let k = spec.k;
     let splits = (SPLIT_INVOCATIONS / invocations.max(1)).clamp(1, (k / MIN_K_PER_SPLIT).max(1));
     let chunk = k.div_ceil(splits);
     (k.div_ceil(chunk.max(1)).max(1), chunk.max(1))
@@ -244,9 +246,8 @@ pub fn gpu(
     spec: &MatmulSpec,
 ) -> Result<GpuTensor> {
     let out = GpuTensor::empty(ctx, out_shape)?;
-    let tiles = spec.m.div_ceil(4) * spec.n.div_ceil(4) * spec.batch;
     let (splits, k_chunk) = if ctx.tiled.get() {
-        split_k(tiles, spec.k)
+        split_k(spec)
     } else {
         (1, spec.k.max(1))
     };
