@@ -26,6 +26,8 @@ struct Storage {
     /// For a convolution weight: its values in the order the CPU convolution reads them
     /// (`[Co, kh, kw, Ci]`), made on first use and kept with the weight.
     conv_rows: OnceLock<Vec<f32>>,
+    /// The same for the direct convolution ([`conv2d::direct::pack_weight`]).
+    conv_packed: OnceLock<Vec<f32>>,
 }
 
 impl std::ops::Deref for Storage {
@@ -58,6 +60,7 @@ impl CpuTensor {
                 values: data,
                 pooled: false,
                 conv_rows: OnceLock::new(),
+                conv_packed: OnceLock::new(),
             }),
         })
     }
@@ -77,6 +80,7 @@ impl CpuTensor {
                 values,
                 pooled: true,
                 conv_rows: OnceLock::new(),
+                conv_packed: OnceLock::new(),
             }),
         }
     }
@@ -131,6 +135,28 @@ impl Backend for CpuBackend {
             e.channel_add.map(|t| &t.shape[..]),
             e.residual.map(|t| &t.shape[..]),
         )?;
+        if let Some(width) = conv2d::direct_width(&x.shape, &w.shape, p) {
+            let packed = w
+                .data
+                .conv_packed
+                .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
+            let g = conv2d::direct::Geometry {
+                x: [x.shape[0], x.shape[1], x.shape[2], x.shape[3]],
+                co: w.shape[0],
+                k: [w.shape[2], w.shape[3]],
+                stride: p.stride,
+                pad: p.pad,
+            };
+            let e = conv2d::direct::Epilogue {
+                bias: bias.map(|b| &b.data[..]),
+                channel_add: e.channel_add.map(|t| &t.data[..]),
+                residual: e.residual.map(|t| &t.data[..]),
+                scale: e.scale,
+            };
+            return Ok(CpuTensor::compute(&shape, |out| {
+                conv2d::direct::conv(&x.data, &g, packed, e, width, out)
+            }));
+        }
         let w_rows = w
             .data
             .conv_rows

@@ -1,5 +1,8 @@
 //! 2-D convolution (3×3 and 1×1, stride 1 and 2, asymmetric padding): `shaders/conv2d.wgsl` and
-//! its CPU reference (im2row + sgemm).
+//! its CPU reference: a direct convolution where this CPU has the SIMD for it ([`direct`]),
+//! else im2row + sgemm.
+
+pub mod direct;
 
 use crate::backend::{Conv2dParams, ConvEpilogue, Tensor};
 use crate::cpu::pool;
@@ -118,6 +121,19 @@ pub fn cpu(
     } else {
         unfolded(x, [n, ci, h, wd], w, [co, kh, kw], [ho, wo], p, bias, out);
     }
+}
+
+/// How the CPU runs this convolution directly ([`direct`]), if it does: every kernel but the
+/// 1×1 stride-1 unpadded one (one GEMM on the input as it lies), where this CPU has the SIMD for
+/// the output's rows. Call after [`out_shape`] has accepted the operands.
+pub fn direct_width(xs: &[usize], ws: &[usize], p: Conv2dParams) -> Option<direct::Width> {
+    let pointwise = ws[2] == 1 && ws[3] == 1 && p.stride == 1 && p.pad == [0; 4];
+    let ho = (xs[2] + p.pad[0] + p.pad[2]).checked_sub(ws[2])? / p.stride + 1;
+    let wo = (xs[3] + p.pad[1] + p.pad[3]).checked_sub(ws[3])? / p.stride + 1;
+    if pointwise || ws[2] * ws[3] > direct::MAX_TAPS || p.stride > direct::MAX_STRIDE {
+        return None;
+    }
+    direct::width(ho, wo)
 }
 
 /// Checks a [`ConvEpilogue`](crate::backend::ConvEpilogue)'s operands against the convolution's
@@ -352,7 +368,7 @@ fn im2row(
 
 pub const SHADER: Shader = Shader {
     name: "conv2d",
-    source: include_str!("../../shaders/conv2d.wgsl"),
+    source: include_str!("../../../shaders/conv2d.wgsl"),
     inputs: 5,
 };
 
@@ -527,34 +543,53 @@ mod tests {
         out
     }
 
+    /// Max |a − b|, NaN-propagating: an unwritten (NaN) element must fail, and `f32::max`
+    /// skips NaN.
+    fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, |m, e| if e.is_nan() || e > m { e } else { m })
+    }
+
     #[test]
     fn cpu_paths_match_the_definition() {
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
         // 1×1 direct; stride 1 with taps (3×3, 1×3, padded 1×1: large images) and unfolded
         // (small ones); stride 2 unfolded; batches that share one GEMM; channel counts past the
-        // 4×4 transpose blocks.
+        // 4×4 transpose blocks. The last column makes the output width a multiple of 8 or 4
+        // (1: any), so that the direct kernel runs too (see also the next test).
         let cases = [
-            ([1, 1, 1], 1, [0; 4], 1),
-            ([3, 3, 3], 1, [1; 4], 12),
-            ([3, 3, 3], 1, [1; 4], 1),
-            ([3, 3, 3], 2, [1; 4], 1),
-            ([3, 3, 3], 2, [0, 0, 1, 1], 1),
-            ([3, 1, 3], 1, [0, 1, 0, 1], 12),
-            ([1, 1, 1], 1, [1, 0, 2, 1], 12),
-            ([1, 1, 1], 2, [0; 4], 1),
-            ([3, 3, 3], 1, [0; 4], 12),
+            ([1, 1, 1], 1, [0; 4], 1, 1),
+            ([3, 3, 3], 1, [1; 4], 12, 1),
+            ([3, 3, 3], 1, [1; 4], 1, 1),
+            ([3, 3, 3], 2, [1; 4], 1, 1),
+            ([3, 3, 3], 2, [0, 0, 1, 1], 1, 1),
+            ([3, 1, 3], 1, [0, 1, 0, 1], 12, 1),
+            ([1, 1, 1], 1, [1, 0, 2, 1], 12, 1),
+            ([1, 1, 1], 2, [0; 4], 1, 1),
+            ([3, 3, 3], 1, [0; 4], 12, 1),
+            ([3, 3, 3], 1, [1; 4], 1, 8),
+            ([3, 3, 3], 2, [0, 0, 1, 1], 1, 4),
+            ([2, 1, 3], 1, [0, 1, 0, 1], 1, 8),
+            ([2, 1, 1], 1, [1; 4], 1, 4),
         ];
         let mut stride1_paths = [false; 2]; // [unfolded, strided taps]
-        for (i, &([nmax, kh, kw], stride, pad, min_size)) in cases.iter().enumerate() {
+        for (i, &([nmax, kh, kw], stride, pad, min_size, width_of)) in cases.iter().enumerate() {
             let n = r.range(1, nmax + 1);
-            let (ci, co) = (r.range(1, 40), r.range(1, 40));
+            let (ci, co) = (r.range(1, 70), r.range(1, 40));
             let (lo_h, lo_w) = (kh.max(min_size), kw.max(min_size));
-            let (h, wd) = if min_size > 1 {
+            let (h, mut wd) = if min_size > 1 {
                 (r.range(lo_h, 19), r.range(lo_w, 21))
             } else {
                 (r.range(lo_h, 5), r.range(lo_w, 5))
             };
+            if width_of > 1 {
+                // Output width a multiple of `width_of` (1 to 3 vectors).
+                let wo = width_of * r.range(1, 4);
+                wd = (wo - 1) * stride + kw - pad[1] - pad[3];
+            }
             let p = Conv2dParams { stride, pad };
             let (xs, ws) = ([n, ci, h, wd], [co, ci, kh, kw]);
             let direct = (kh, kw, stride, pad) == (1, 1, 1, [0; 4]);
@@ -580,22 +615,125 @@ mod tests {
                 p,
                 &mut got,
             );
-            let err = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                // NaN-propagating: an unwritten (NaN) element must fail, and `f32::max` skips NaN.
-                .fold(0f32, |m, e| if e.is_nan() || e > m { e } else { m });
+            let err = max_err(&want, &got);
             assert!(
                 err < 1e-4, // false for NaN
                 "case {i} {xs:?} * {ws:?} {p:?}: max error {err} (seed {seed})"
             );
+            if let Some(width) = direct_width(&xs, &ws, p) {
+                let g = direct::Geometry {
+                    x: xs,
+                    co,
+                    k: [kh, kw],
+                    stride,
+                    pad,
+                };
+                let e = direct::Epilogue {
+                    bias: Some(&bias),
+                    ..direct::Epilogue::NONE
+                };
+                let mut got = vec![f32::NAN; o.iter().product()];
+                direct::conv(&x, &g, &direct::pack_weight(&w, &ws), e, width, &mut got);
+                let err = max_err(&want, &got);
+                assert!(
+                    err < 1e-4,
+                    "case {i} {xs:?} * {ws:?} {p:?}, direct {width:?}: max error {err} \
+                     (seed {seed})"
+                );
+            }
         }
         assert_eq!(
             stride1_paths,
             [true, true],
             "both stride-1 paths must be tested (seed {seed})"
         );
+    }
+
+    /// The direct kernel with its whole epilogue against the definition, at every SIMD width this
+    /// CPU has, both strides, one pass over the input channels and several, and channel counts
+    /// that leave a partial block of direct::RC.
+    #[test]
+    fn direct_kernel_matches_the_definition() {
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        use direct::Width;
+        // An output size (ho, wo) that runs at each width, where this CPU has it.
+        let size = |r: &mut TestRng, width: Width| match width {
+            Width::Avx => (r.range(1, 9), 8 * r.range(1, 4)),
+            Width::AvxRowPairs => (2 * r.range(1, 4), 4),
+            // Natively only where 8 lanes and row pairs do not run: an odd number of vectors
+            // of 4, odd rows for a width of 4.
+            Width::Four => {
+                let ho = 2 * r.range(0, 4) + 1;
+                (ho, 4 * (2 * r.range(0, 3) + 1))
+            }
+        };
+        let mut widths: Vec<Width> = [Width::Avx, Width::AvxRowPairs, Width::Four]
+            .into_iter()
+            .filter(|&wd| {
+                let (ho, wo) = size(&mut r, wd);
+                direct::width(ho, wo) == Some(wd)
+            })
+            .collect();
+        widths.dedup();
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            assert_eq!(widths.len(), 3, "this CPU has AVX2: every width must run");
+        }
+        for &width in &widths {
+            for (stride, pad) in [(1, [1; 4]), (2, [1; 4]), (2, [0, 0, 1, 1])] {
+                for many in [false, true] {
+                    let n = r.range(1, 3);
+                    let ci = if many {
+                        r.range(direct::KC + 1, 3 * direct::KC)
+                    } else {
+                        r.range(1, direct::KC + 1)
+                    };
+                    let co = r.range(1, 4 * direct::RC);
+                    let (ho, wo) = size(&mut r, width);
+                    let h = (ho - 1) * stride + 3 - pad[0] - pad[2];
+                    let wd = (wo - 1) * stride + 3 - pad[1] - pad[3];
+                    let p = Conv2dParams { stride, pad };
+                    let (xs, ws) = ([n, ci, h, wd], [co, ci, 3, 3]);
+                    assert_eq!(direct_width(&xs, &ws, p), Some(width));
+                    let x = r.randn(n * ci * h * wd);
+                    let w = r.randn(co * ci * 9);
+                    let (bias, add) = (r.randn(co), r.randn(n * co));
+                    let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
+                    let res = r.randn(o.iter().product());
+                    let scale = 0.5 + r.range(0, 3) as f32;
+                    let plane = o[2] * o[3];
+                    let want: Vec<f32> = naive(&x, xs, &w, ws, p)
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| {
+                            (res[j] + (v + bias[j / plane % co] + add[j / plane])) * scale
+                        })
+                        .collect();
+                    let g = direct::Geometry {
+                        x: xs,
+                        co,
+                        k: [3, 3],
+                        stride,
+                        pad,
+                    };
+                    let e = direct::Epilogue {
+                        bias: Some(&bias),
+                        channel_add: Some(&add),
+                        residual: Some(&res),
+                        scale,
+                    };
+                    let mut got = vec![f32::NAN; o.iter().product()];
+                    direct::conv(&x, &g, &direct::pack_weight(&w, &ws), e, width, &mut got);
+                    let err = max_err(&want, &got);
+                    assert!(
+                        err < 1e-3,
+                        "{xs:?} * {ws:?} {p:?} at {width:?}: max error {err} (seed {seed})"
+                    );
+                }
+            }
+        }
     }
 
     /// The CPU backend's fused epilogue equals the separate ops it replaces (the trait's default).

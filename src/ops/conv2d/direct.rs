@@ -1,0 +1,625 @@
+//! Direct convolution for the CPU backend: no unfolding, no transposes and no GEMM packing.
+//!
+//! The input is copied once into a zero-padded planar buffer, its columns split by phase for
+//! stride 2 (`q[c][phase][y][i] = x_padded[c][y][stride·i + phase]`) so that the taps of
+//! `LANES` consecutive output pixels are always `LANES` consecutive values. A microkernel call
+//! then computes [`RC`] output channels × `NV` vectors of output pixels with every accumulator in
+//! a register over all of `K = Ci·kh·kw` (one broadcast weight and `NV` unaligned loads per
+//! tap), and stores NCHW with the bias, channel term, residual and scale applied. It is MLAS's
+//! and oneDNN's direct convolution, with pixels rather than channels in the vector lanes, so
+//! that input and output stay in the NCHW layout the rest of the backend uses.
+//!
+//! SIMD: AVX2 + FMA natively (8 lanes; two rows of 4 for 4×4 layers; 4 lanes for other rows of
+//! 4k), 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the
+//! GEMM paths of the parent module run.
+
+use crate::cpu::pool;
+
+/// Input channels per pass over the output: 16 channels' rows of a 34-pixel-wide image and their
+/// weights stay in a 32 KiB L1 data cache.
+pub const KC: usize = 32;
+/// Output channels per microkernel call: 6 channels × 2 pixel vectors = 12 accumulators, which
+/// with 2 loaded vectors and a broadcast weight fit AVX2's 16 registers.
+pub const RC: usize = 6;
+/// The largest kernel (taps) and stride it runs.
+pub const MAX_TAPS: usize = 49;
+pub const MAX_STRIDE: usize = 4;
+
+/// The epilogue's operands, as in [`crate::backend::ConvEpilogue`]: `out = (residual + (conv +
+/// bias + channel_add[n, c])) · scale`.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub channel_add: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub scale: f32,
+}
+
+impl Epilogue<'_> {
+    /// Bias 0, no channel term or residual, scale 1.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        channel_add: None,
+        residual: None,
+        scale: 1.0,
+    };
+}
+
+/// The weight `[Co, Ci, kh, kw]` in the order the microkernel reads it: blocks of [`RC`] output
+/// channels, `[Co/RC][Ci][kh·kw][RC]`, the last block padded with zero channels.
+pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
+    let (co, ci, taps) = (ws[0], ws[1], ws[2] * ws[3]);
+    let blocks = co.div_ceil(RC);
+    let mut packed = vec![0f32; blocks * ci * taps * RC];
+    for o in 0..co {
+        let (blk, r) = (o / RC, o % RC);
+        for c in 0..ci {
+            for t in 0..taps {
+                packed[((blk * ci + c) * taps + t) * RC + r] = w[(o * ci + c) * taps + t];
+            }
+        }
+    }
+    packed
+}
+
+/// How the kernel puts output pixels in vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Width {
+    /// 8 consecutive pixels of a row (AVX2 + FMA).
+    Avx,
+    /// Two rows of 4 pixels in one 8-lane vector (AVX2 + FMA), for 4×4-pixel layers.
+    AvxRowPairs,
+    /// 4 consecutive pixels of a row: SSE with FMA natively, wasm's 128-bit SIMD in a browser.
+    Four,
+}
+
+/// The vectorisation this CPU runs an `ho × wo` output at, if any: its rows must be a whole
+/// number of vectors.
+pub fn width(ho: usize, wo: usize) -> Option<Width> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return if wo.is_multiple_of(8) {
+                Some(Width::Avx)
+            } else if wo == 4 && ho.is_multiple_of(2) {
+                Some(Width::AvxRowPairs)
+            } else {
+                wo.is_multiple_of(4).then_some(Width::Four)
+            };
+        }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        if wo.is_multiple_of(4) {
+            return Some(Width::Four);
+        }
+    }
+    let _ = (ho, wo);
+    None
+}
+
+/// The convolution's geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    /// Input `[N, Ci, H, W]`.
+    pub x: [usize; 4],
+    /// Output channels and kernel size.
+    pub co: usize,
+    pub k: [usize; 2],
+    pub stride: usize,
+    /// Top, left, bottom, right.
+    pub pad: [usize; 4],
+}
+
+impl Geometry {
+    fn out(&self) -> [usize; 2] {
+        let (hp, wp) = self.padded();
+        [
+            (hp - self.k[0]) / self.stride + 1,
+            (wp - self.k[1]) / self.stride + 1,
+        ]
+    }
+
+    fn padded(&self) -> (usize, usize) {
+        (
+            self.x[2] + self.pad[0] + self.pad[2],
+            self.x[3] + self.pad[1] + self.pad[3],
+        )
+    }
+
+    /// Columns per phase plane.
+    fn wq(&self) -> usize {
+        self.padded().1.div_ceil(self.stride)
+    }
+}
+
+/// Copies one image `x` (`[Ci, H, W]`) into `q`, `[Hp, Ci, stride, Wq]`: each padded row of every
+/// channel and phase, channels side by side, so that a tile's walk over the input channels of one
+/// kernel row reads consecutive memory. Zero where the padding is.
+fn prepare(x: &[f32], g: &Geometry, q: &mut [f32]) {
+    let [_, ci, h, w] = g.x;
+    let (s, wq) = (g.stride, g.wq());
+    // One channel's phases of one row.
+    let seg = s * wq;
+    // Per phase: the first image column in it, where that column lands, and how many follow
+    // (padded column `col` of phase `ph` is `s·i + ph`, at i = col / s).
+    let mut phases = [[0usize; 3]; MAX_STRIDE];
+    for (ph, p) in phases.iter_mut().enumerate().take(s) {
+        let first = (ph + s - g.pad[1] % s) % s;
+        let len = if first < w {
+            (w - first).div_ceil(s)
+        } else {
+            0
+        };
+        *p = [first, (first + g.pad[1]) / s, len];
+    }
+    for (y, qrow) in q.chunks_exact_mut(ci * seg).enumerate() {
+        let iy = y.wrapping_sub(g.pad[0]);
+        if iy >= h {
+            qrow.fill(0.0);
+            continue;
+        }
+        for (c, qseg) in qrow.chunks_exact_mut(seg).enumerate() {
+            let src = &x[(c * h + iy) * w..][..w];
+            for (&[first, at, len], row) in phases[..s].iter().zip(qseg.chunks_exact_mut(wq)) {
+                row[..at].fill(0.0);
+                row[at + len..].fill(0.0);
+                let row = &mut row[at..at + len];
+                match s {
+                    1 => row.copy_from_slice(src),
+                    2 => {
+                        for (v, pair) in row.iter_mut().zip(src[first..].chunks(2)) {
+                            *v = pair[0];
+                        }
+                    }
+                    _ => {
+                        for (v, &x) in row.iter_mut().zip(src[first..].iter().step_by(s)) {
+                            *v = x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the convolution into `out` (`[N, Co, Ho, Wo]`, every element written) at `width` (from
+/// [`width`]), with `packed` from [`pack_weight`].
+///
+/// # Panics
+/// When `width` is not the one [`width`] returns for this output on this CPU, or an operand's
+/// length does not match `g`.
+pub fn conv(
+    x: &[f32],
+    g: &Geometry,
+    packed: &[f32],
+    e: Epilogue<'_>,
+    width: Width,
+    out: &mut [f32],
+) {
+    let [n, ci, _, _] = g.x;
+    let (hp, _) = g.padded();
+    let [ho, wo] = g.out();
+    assert_eq!(x.len(), g.x.iter().product::<usize>(), "direct conv input");
+    assert_eq!(out.len(), n * g.co * ho * wo, "direct conv output");
+    assert_eq!(
+        packed.len(),
+        g.co.div_ceil(RC) * ci * g.k[0] * g.k[1] * RC,
+        "direct conv weight"
+    );
+    assert!(e.bias.is_none_or(|b| b.len() == g.co));
+    assert!(e.channel_add.is_none_or(|a| a.len() == n * g.co));
+    assert!(e.residual.is_none_or(|r| r.len() == out.len()));
+    assert_eq!(self::width(ho, wo), Some(width), "direct conv width");
+    assert!(g.k[0] * g.k[1] <= MAX_TAPS, "direct conv kernel size");
+    assert!((1..=MAX_STRIDE).contains(&g.stride), "direct conv stride");
+    // One image at a time, so that its copy is still in L2 when the kernel reads it.
+    let mut q = pool::take(ci * g.stride * hp * g.wq());
+    // SAFETY: `width` (checked above) exists only where this CPU has its features; the
+    // operands' lengths were checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match width {
+            Width::Avx => x86::conv_avx(x, &mut q, g, packed, e, out),
+            Width::AvxRowPairs => x86::conv_avx_pairs(x, &mut q, g, packed, e, out),
+            Width::Four => x86::conv_sse(x, &mut q, g, packed, e, out),
+        }
+    }
+    // SAFETY: as above.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    unsafe {
+        run::<wasm::Simd128>(x, &mut q, g, packed, e, out)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = (packed, e, out);
+        panic!("direct conv: no SIMD on this target");
+    }
+    pool::give(q);
+}
+
+/// The vector operations the microkernel needs.
+trait Simd {
+    const LANES: usize;
+    /// Output rows per vector: 1, or 2 for [`Width::AvxRowPairs`].
+    const ROWS: usize = 1;
+    type V: Copy;
+    unsafe fn splat(v: f32) -> Self::V;
+    /// `LANES` values from `p`, unaligned.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// A vector's taps: `LANES / ROWS` values from each of `ROWS` rows `row` apart.
+    #[inline(always)]
+    unsafe fn load_rows(p: *const f32, row: usize) -> Self::V {
+        let _ = row;
+        Self::load(p)
+    }
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a · b + c`.
+    unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// Where a pixel vector reads its taps (in `q`) and writes its outputs (in the output plane).
+#[derive(Clone, Copy)]
+struct Vector {
+    src: usize,
+    dst: usize,
+}
+
+/// The whole convolution at one SIMD flavour; `q` is the buffer for one image's [`prepare`].
+#[inline(always)]
+unsafe fn run<S: Simd>(
+    x: &[f32],
+    q: &mut [f32],
+    g: &Geometry,
+    packed: &[f32],
+    e: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    let [n, ci, _, _] = g.x;
+    let [ho, wo] = g.out();
+    let (s, wq) = (g.stride, g.wq());
+    let [kh, kw] = g.k;
+    // Tap (ky, kx) of an output pixel whose first tap is at q[i] is at q[i + taps[ky·kw + kx]].
+    let rs = ci * s * wq; // one padded input row of every channel
+    let mut taps = [0usize; MAX_TAPS];
+    let ntaps = kh * kw;
+    let taps = &mut taps[..ntaps];
+    for ky in 0..kh {
+        for kx in 0..kw {
+            taps[ky * kw + kx] = ky * rs + (kx % s) * wq + kx / s;
+        }
+    }
+    let cs = s * wq; // from one input channel to the next
+                     // One output channel.
+    let plane = ho * wo;
+    // A vector is ROWS output rows × `cols` pixels; with two rows, they are whole rows, so that
+    // the vector is consecutive in the output too.
+    let cols = S::LANES / S::ROWS;
+    let per_row = wo / cols;
+    let vectors = ho / S::ROWS * per_row;
+    let vector = |i: usize| {
+        let (oy, ox) = (i / per_row * S::ROWS, (i % per_row) * cols);
+        Vector {
+            src: s * oy * rs + ox,
+            dst: oy * wo + ox,
+        }
+    };
+    let row = s * rs; // from one output row's taps to the next's
+    let block_len = ci * ntaps * RC;
+    let image = ci * g.x[2] * g.x[3];
+    for b in 0..n {
+        prepare(&x[b * image..(b + 1) * image], g, q);
+        let xb = q.as_ptr();
+        // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the
+        // passes after the first add to the output, the last applies the epilogue.
+        for c0 in (0..ci).step_by(KC) {
+            let kc = KC.min(ci - c0);
+            let (first, last) = (c0 == 0, c0 + kc == ci);
+            let xc = xb.add(c0 * cs);
+            for (blk, w) in packed.chunks_exact(block_len).enumerate() {
+                let co0 = blk * RC;
+                let valid = RC.min(g.co - co0);
+                let mut init = [0f32; RC];
+                for (r, v) in init.iter_mut().enumerate().take(valid) {
+                    *v = e.bias.map_or(0.0, |t| t[co0 + r])
+                        + e.channel_add.map_or(0.0, |t| t[b * g.co + co0 + r]);
+                }
+                let ob = b * g.co * plane + co0 * plane;
+                let w = w.as_ptr().add(c0 * ntaps * RC);
+                let mut i = 0;
+                while i < vectors {
+                    macro_rules! tile {
+                        ($v:literal) => {{
+                            let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
+                            let dst = vs.map(|v| ob + v.dst);
+                            let acc = if first {
+                                splat::<S, $v>(&init)
+                            } else {
+                                load::<S, $v>(out, dst, plane, valid)
+                            };
+                            let src = vs.map(|v| v.src);
+                            let acc = tile::<S, $v>(acc, xc, src, row, cs, kc, taps, w);
+                            let e = if last { e } else { Epilogue::NONE };
+                            store::<S, $v>(&acc, dst, plane, valid, e, out);
+                            i += $v;
+                        }};
+                    }
+                    match vectors - i {
+                        1 => tile!(1),
+                        _ => tile!(2),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `kc` input channels' taps to `acc` ([`RC`] channels × `V` pixel vectors).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<S: Simd, const V: usize>(
+    mut acc: [[S::V; V]; RC],
+    x: *const f32,
+    src: [usize; V],
+    row: usize,
+    cs: usize,
+    kc: usize,
+    taps: &[usize],
+    w: *const f32,
+) -> [[S::V; V]; RC] {
+    let mut wp = w;
+    for c in 0..kc {
+        let xc = x.add(c * cs);
+        for &t in taps {
+            let mut xv = [S::splat(0.0); V];
+            for (xv, &o) in xv.iter_mut().zip(&src) {
+                *xv = S::load_rows(xc.add(o + t), row);
+            }
+            for a in acc.iter_mut() {
+                let wv = S::splat(*wp);
+                wp = wp.add(1);
+                for (a, &xv) in a.iter_mut().zip(&xv) {
+                    *a = S::mul_add(wv, xv, *a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// A tile's starting sums: `init[r]` in every lane of channel `r`.
+#[inline(always)]
+unsafe fn splat<S: Simd, const V: usize>(init: &[f32; RC]) -> [[S::V; V]; RC] {
+    let mut acc = [[S::splat(0.0); V]; RC];
+    for (a, &v) in acc.iter_mut().zip(init) {
+        *a = [S::splat(v); V];
+    }
+    acc
+}
+
+/// A tile's partial sums back from the output: its first `valid` channels (the rest are zero
+/// and never stored).
+#[inline(always)]
+unsafe fn load<S: Simd, const V: usize>(
+    out: &[f32],
+    dst: [usize; V],
+    plane: usize,
+    valid: usize,
+) -> [[S::V; V]; RC] {
+    let mut acc = [[S::splat(0.0); V]; RC];
+    for (r, a) in acc.iter_mut().enumerate().take(valid) {
+        for (a, &d) in a.iter_mut().zip(&dst) {
+            *a = S::load(out.as_ptr().add(d + r * plane));
+        }
+    }
+    acc
+}
+
+/// Writes the first `valid` channels of a tile at `dst` (channel stride `plane`), adding the
+/// residual and scaling.
+#[inline(always)]
+unsafe fn store<S: Simd, const V: usize>(
+    acc: &[[S::V; V]; RC],
+    dst: [usize; V],
+    plane: usize,
+    valid: usize,
+    e: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    let scale = S::splat(e.scale);
+    for (r, a) in acc.iter().enumerate().take(valid) {
+        for (&v, &d) in a.iter().zip(&dst) {
+            let at = d + r * plane;
+            let mut v = v;
+            if let Some(res) = e.residual {
+                v = S::add(S::load(res.as_ptr().add(at)), v);
+            }
+            if e.scale != 1.0 {
+                v = S::mul(v, scale);
+            }
+            S::store(out.as_mut_ptr().add(at), v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{run, Epilogue, Geometry, Simd};
+    use std::arch::x86_64::*;
+
+    pub struct Avx;
+    impl Simd for Avx {
+        const LANES: usize = 8;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            _mm256_mul_ps(a, b)
+        }
+    }
+
+    /// 4 lanes with FMA, for rows of 4 pixels.
+    pub struct Sse;
+    impl Simd for Sse {
+        const LANES: usize = 4;
+        type V = __m128;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m128 {
+            _mm_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m128 {
+            _mm_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m128) {
+            _mm_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m128, b: __m128, c: __m128) -> __m128 {
+            _mm_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m128, b: __m128) -> __m128 {
+            _mm_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m128, b: __m128) -> __m128 {
+            _mm_mul_ps(a, b)
+        }
+    }
+
+    /// [`Avx`] whose vectors take their taps from two rows.
+    pub struct AvxRowPairs;
+    impl Simd for AvxRowPairs {
+        const LANES: usize = 8;
+        const ROWS: usize = 2;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            Avx::splat(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            Avx::load(p)
+        }
+        #[inline(always)]
+        unsafe fn load_rows(p: *const f32, row: usize) -> __m256 {
+            _mm256_loadu2_m128(p.add(row), p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            Avx::store(p, v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            Avx::mul_add(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            Avx::add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            Avx::mul(a, b)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv_avx_pairs(
+        x: &[f32],
+        q: &mut [f32],
+        g: &Geometry,
+        w: &[f32],
+        e: Epilogue<'_>,
+        out: &mut [f32],
+    ) {
+        run::<AvxRowPairs>(x, q, g, w, e, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv_avx(
+        x: &[f32],
+        q: &mut [f32],
+        g: &Geometry,
+        w: &[f32],
+        e: Epilogue<'_>,
+        out: &mut [f32],
+    ) {
+        run::<Avx>(x, q, g, w, e, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn conv_sse(
+        x: &[f32],
+        q: &mut [f32],
+        g: &Geometry,
+        w: &[f32],
+        e: Epilogue<'_>,
+        out: &mut [f32],
+    ) {
+        run::<Sse>(x, q, g, w, e, out)
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::Simd;
+    use std::arch::wasm32::*;
+
+    /// wasm's 128-bit SIMD (no fused multiply-add without relaxed SIMD: a multiply and an add).
+    pub struct Simd128;
+    impl Simd for Simd128 {
+        const LANES: usize = 4;
+        type V = v128;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> v128 {
+            f32x4_splat(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> v128 {
+            v128_load(p.cast())
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: v128) {
+            v128_store(p.cast(), v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: v128, b: v128, c: v128) -> v128 {
+            f32x4_add(f32x4_mul(a, b), c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: v128, b: v128) -> v128 {
+            f32x4_add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: v128, b: v128) -> v128 {
+            f32x4_mul(a, b)
+        }
+    }
+}
