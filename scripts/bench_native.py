@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,10 @@ def main() -> None:
     ap.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="peers' intra-op threads (ours: 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (PyTorch only)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch (onnxruntime only)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure each model and batch this many times, ours and the peers in "
+                         "turn, and report the median of the rounds' medians (a noisy machine)")
     ap.add_argument("--diffuse", default=str(ROOT / "target/release/diffuse"))
     ap.add_argument("--out", type=Path, default=ROOT / "target/bench")
     a = ap.parse_args()
@@ -89,17 +94,28 @@ def main() -> None:
                 cwd=ROOT / "training")
         for b in a.batch:
             check = onnx / f"bench_input_b{b}.json"
-            got = []
+            rounds: dict[str, list[dict]] = {}
             devices = ["gpu", "cpu"] if a.device == "both" else [a.device]
-            for d in devices:
-                got += results(run([a.diffuse, "bench", "--model", str(model), "--batch", str(b),
-                                    "--runs", str(a.runs), "--device", d, "--check", str(check),
-                                    "--json"], env=env))
-            got += results(run([PY, "bench_peers.py", str(model), str(onnx), "--batch", str(b),
-                                "--runs", str(a.runs), "--threads", str(a.threads),
-                                "--device", a.torch_device]
-                               + (["--skip-onnx"] if a.no_onnx else []),
-                               cwd=ROOT / "training", env=env))
+            for _ in range(a.rounds):
+                got = []
+                for d in devices:
+                    got += results(run([a.diffuse, "bench", "--model", str(model), "--batch",
+                                        str(b), "--runs", str(a.runs), "--device", d, "--check",
+                                        str(check), "--json"], env=env))
+                got += results(run([PY, "bench_peers.py", str(model), str(onnx), "--batch",
+                                    str(b), "--runs", str(a.runs), "--threads", str(a.threads),
+                                    "--device", a.torch_device]
+                                   + (["--skip-onnx"] if a.no_onnx else [])
+                                   + (["--skip-torch"] if a.no_torch else []),
+                                   cwd=ROOT / "training", env=env))
+                for r in got:
+                    rounds.setdefault(r["backend"], []).append(r)
+            got = []
+            for backend, rs in rounds.items():
+                r = dict(rs[0])
+                r["round_medians_ms"] = [x["median_ms"] for x in rs]
+                r["median_ms"] = statistics.median(r["round_medians_ms"])
+                got.append(r)
             flops = json.loads(check.read_text()).get("flops")
             for r in got:
                 r["model"] = name
@@ -120,7 +136,7 @@ def main() -> None:
             keys.append(r["backend"])
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; date {dt.date.today()}; "
-          f"median of {a.runs} runs; peers at {a.threads} thread(s), ours at 1 (CPU)")
+          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + "; peers at {a.threads} thread(s), ours at 1 (CPU)")
     for r in rows:
         if r["backend"] in ("gpu",):
             print(f"GPU adapter: {r['adapter']}")
@@ -142,7 +158,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"native-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps({"machine": cpu_name(), "cpus": os.cpu_count(),
-                                "date": str(dt.date.today()), "runs": a.runs,
+                                "date": str(dt.date.today()), "runs": a.runs, "rounds": a.rounds,
                                 "threads": a.threads, "rows": rows}, indent=1))
     print(f"\nwritten to {path}")
 

@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--skip-onnx", action="store_true", help="PyTorch only")
+    ap.add_argument("--skip-torch", action="store_true", help="onnxruntime only")
     a = ap.parse_args()
 
     rec = json.loads((a.onnx_dir / f"bench_input_b{a.batch}.json").read_text())
@@ -72,36 +73,37 @@ def main() -> None:
     want = np.asarray(rec["expected"]["data"], np.float32)
     tol = 1e-3
 
-    torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
-    unet = load(a.model_dir).to(dev)
-    targs = {k: torch.from_numpy(v).to(dev) for k, v in feeds.items()}
+    if not a.skip_torch:
+        torch.set_num_threads(a.threads)
+        dev = torch.device(a.device)
+        unet = load(a.model_dir).to(dev)
+        targs = {k: torch.from_numpy(v).to(dev) for k, v in feeds.items()}
 
-    def torch_pass():
-        with torch.inference_mode():
-            y = unet(targs["sample"], targs["timestep"], class_labels=targs.get("class_labels"),
-                     return_dict=False)[0]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return y
-
-    err = rel_l2(torch_pass().float().cpu().numpy(), want)
-    assert err <= tol, f"PyTorch output differs from the exported reference: {err:e}"
-    adapter = (torch.cuda.get_device_name(0) if dev.type == "cuda"
-               else f"torch {torch.__version__} CPU, {a.threads} thread(s)")
-    report(f"torch-{a.device}", adapter, a.batch, timed(torch_pass, a.runs), err)
-
-    if dev.type == "cuda":
-        # The card's own best: bf16 autocast and CUDA graphs are what a tuned PyTorch user runs.
-        def torch_bf16():
-            with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16):
-                y = unet(targs["sample"], targs["timestep"],
-                         class_labels=targs.get("class_labels"), return_dict=False)[0]
-            torch.cuda.synchronize()
+        def torch_pass():
+            with torch.inference_mode():
+                y = unet(targs["sample"], targs["timestep"], class_labels=targs.get("class_labels"),
+                         return_dict=False)[0]
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             return y
 
-        err16 = rel_l2(torch_bf16().float().cpu().numpy(), want)
-        report("torch-cuda-bf16", adapter, a.batch, timed(torch_bf16, a.runs), err16)
+        err = rel_l2(torch_pass().float().cpu().numpy(), want)
+        assert err <= tol, f"PyTorch output differs from the exported reference: {err:e}"
+        adapter = (torch.cuda.get_device_name(0) if dev.type == "cuda"
+                   else f"torch {torch.__version__} CPU, {a.threads} thread(s)")
+        report(f"torch-{a.device}", adapter, a.batch, timed(torch_pass, a.runs), err)
+
+        if dev.type == "cuda":
+            # The card's own best: bf16 autocast and CUDA graphs are what a tuned PyTorch user runs.
+            def torch_bf16():
+                with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16):
+                    y = unet(targs["sample"], targs["timestep"],
+                             class_labels=targs.get("class_labels"), return_dict=False)[0]
+                torch.cuda.synchronize()
+                return y
+
+            err16 = rel_l2(torch_bf16().float().cpu().numpy(), want)
+            report("torch-cuda-bf16", adapter, a.batch, timed(torch_bf16, a.runs), err16)
 
     if a.skip_onnx:
         return
