@@ -136,7 +136,7 @@ def main() -> None:
             keys.append(r["backend"])
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; date {dt.date.today()}; "
-          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + "; peers at {a.threads} thread(s), ours at 1 (CPU)")
+          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + f"; peers at {a.threads} thread(s), ours at 1 (CPU)")
     for r in rows:
         if r["backend"] in ("gpu",):
             print(f"GPU adapter: {r['adapter']}")

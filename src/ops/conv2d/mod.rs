@@ -126,7 +126,18 @@ pub fn cpu(
 /// How the CPU runs this convolution directly ([`direct`]), if it does: every kernel but the
 /// 1×1 stride-1 unpadded one (one GEMM on the input as it lies), where this CPU has the SIMD for
 /// the output's rows. Call after [`out_shape`] has accepted the operands.
+///
+/// `STEPWISE_CPU_CONV=gemm` (natively) turns the direct kernel off, to compare the two in one
+/// build.
 pub fn direct_width(xs: &[usize], ws: &[usize], p: Conv2dParams) -> Option<direct::Width> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static GEMM_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *GEMM_ONLY.get_or_init(|| std::env::var("STEPWISE_CPU_CONV").is_ok_and(|v| v == "gemm"))
+        {
+            return None;
+        }
+    }
     let pointwise = ws[2] == 1 && ws[3] == 1 && p.stride == 1 && p.pad == [0; 4];
     let ho = (xs[2] + p.pad[0] + p.pad[2]).checked_sub(ws[2])? / p.stride + 1;
     let wo = (xs[3] + p.pad[1] + p.pad[3]).checked_sub(ws[3])? / p.stride + 1;
