@@ -457,9 +457,11 @@ mod x86 {
     use super::{run, Epilogue, Geometry, Simd};
     use std::arch::x86_64::*;
 
-    pub struct Avx;
-    impl Simd for Avx {
+    /// 8 lanes: 8 pixels of one row, or (`ROWS` = 2) 4 pixels of each of two rows.
+    pub struct Avx<const ROWS: usize>;
+    impl<const R: usize> Simd for Avx<R> {
         const LANES: usize = 8;
+        const ROWS: usize = R;
         type V = __m256;
         #[inline(always)]
         unsafe fn splat(v: f32) -> __m256 {
@@ -468,6 +470,14 @@ mod x86 {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
             _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn load_rows(p: *const f32, row: usize) -> __m256 {
+            if R == 2 {
+                _mm256_loadu2_m128(p.add(row), p)
+            } else {
+                _mm256_loadu_ps(p)
+            }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
@@ -518,42 +528,6 @@ mod x86 {
         }
     }
 
-    /// [`Avx`] whose vectors take their taps from two rows.
-    pub struct AvxRowPairs;
-    impl Simd for AvxRowPairs {
-        const LANES: usize = 8;
-        const ROWS: usize = 2;
-        type V = __m256;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> __m256 {
-            Avx::splat(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            Avx::load(p)
-        }
-        #[inline(always)]
-        unsafe fn load_rows(p: *const f32, row: usize) -> __m256 {
-            _mm256_loadu2_m128(p.add(row), p)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            Avx::store(p, v)
-        }
-        #[inline(always)]
-        unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
-            Avx::mul_add(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            Avx::add(a, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            Avx::mul(a, b)
-        }
-    }
-
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn conv_avx_pairs(
         x: &[f32],
@@ -563,7 +537,7 @@ mod x86 {
         e: Epilogue<'_>,
         out: &mut [f32],
     ) {
-        run::<AvxRowPairs>(x, q, g, w, e, out)
+        run::<Avx<2>>(x, q, g, w, e, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -575,7 +549,7 @@ mod x86 {
         e: Epilogue<'_>,
         out: &mut [f32],
     ) {
-        run::<Avx>(x, q, g, w, e, out)
+        run::<Avx<1>>(x, q, g, w, e, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
