@@ -225,9 +225,9 @@ pub fn conv(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         match width {
-            Width::Avx => x86::conv_avx(x, &mut q, g, packed, e, out),
-            Width::AvxRowPairs => x86::conv_avx_pairs(x, &mut q, g, packed, e, out),
-            Width::Four => x86::conv_sse(x, &mut q, g, packed, e, out),
+            Width::Avx => x86::conv::<x86::Avx<1>>(x, &mut q, g, packed, e, out),
+            Width::AvxRowPairs => x86::conv::<x86::Avx<2>>(x, &mut q, g, packed, e, out),
+            Width::Four => x86::conv::<x86::Sse>(x, &mut q, g, packed, e, out),
         }
     }
     // SAFETY: as above.
@@ -528,8 +528,9 @@ mod x86 {
         }
     }
 
+    /// [`run`] compiled for AVX2 + FMA, whichever vector type `S` it uses.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn conv_avx_pairs(
+    pub unsafe fn conv<S: Simd>(
         x: &[f32],
         q: &mut [f32],
         g: &Geometry,
@@ -537,31 +538,7 @@ mod x86 {
         e: Epilogue<'_>,
         out: &mut [f32],
     ) {
-        run::<Avx<2>>(x, q, g, w, e, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn conv_avx(
-        x: &[f32],
-        q: &mut [f32],
-        g: &Geometry,
-        w: &[f32],
-        e: Epilogue<'_>,
-        out: &mut [f32],
-    ) {
-        run::<Avx<1>>(x, q, g, w, e, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn conv_sse(
-        x: &[f32],
-        q: &mut [f32],
-        g: &Geometry,
-        w: &[f32],
-        e: Epilogue<'_>,
-        out: &mut [f32],
-    ) {
-        run::<Sse>(x, q, g, w, e, out)
+        run::<S>(x, q, g, w, e, out)
     }
 }
 
