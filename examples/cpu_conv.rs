@@ -67,21 +67,13 @@ fn main() {
         let gemm = time_ms(runs, || {
             conv2d::cpu(&x, &xs, &rows, &ws, Some(&bias), p, &mut out)
         });
-        let direct = match conv2d::direct_width(&xs, &ws, p) {
+        let direct = match conv2d::direct_width(&ws, &o, p) {
             Some(width) => {
                 let packed = direct::pack_weight(&w, &ws);
-                let g = direct::Geometry {
-                    x: xs,
-                    co,
-                    k: [3, 3],
-                    stride,
-                    pad: p.pad,
-                };
+                let g = direct::Geometry::new(&xs, &ws, p);
                 let e = direct::Epilogue {
                     bias: Some(&bias),
-                    channel_add: None,
-                    residual: None,
-                    scale: 1.0,
+                    ..direct::Epilogue::NONE
                 };
                 time_ms(runs, || direct::conv(&x, &g, &packed, e, width, &mut out))
             }

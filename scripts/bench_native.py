@@ -115,6 +115,8 @@ def main() -> None:
                 r = dict(rs[0])
                 r["round_medians_ms"] = [x["median_ms"] for x in rs]
                 r["median_ms"] = statistics.median(r["round_medians_ms"])
+                r["min_ms"] = min(x["min_ms"] for x in rs)
+                r["max_ms"] = max(x["max_ms"] for x in rs)
                 got.append(r)
             flops = json.loads(check.read_text()).get("flops")
             for r in got:

@@ -135,18 +135,12 @@ impl Backend for CpuBackend {
             e.channel_add.map(|t| &t.shape[..]),
             e.residual.map(|t| &t.shape[..]),
         )?;
-        if let Some(width) = conv2d::direct_width(&x.shape, &w.shape, p) {
+        if let Some(width) = conv2d::direct_width(&w.shape, &shape, p) {
             let packed = w
                 .data
                 .conv_packed
                 .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
-            let g = conv2d::direct::Geometry {
-                x: [x.shape[0], x.shape[1], x.shape[2], x.shape[3]],
-                co: w.shape[0],
-                k: [w.shape[2], w.shape[3]],
-                stride: p.stride,
-                pad: p.pad,
-            };
+            let g = conv2d::direct::Geometry::new(&x.shape, &w.shape, p);
             let e = conv2d::direct::Epilogue {
                 bias: bias.map(|b| &b.data[..]),
                 channel_add: e.channel_add.map(|t| &t.data[..]),

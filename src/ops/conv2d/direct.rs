@@ -1,8 +1,9 @@
 //! Direct convolution for the CPU backend: no unfolding, no transposes and no GEMM packing.
 //!
-//! The input is copied once into a zero-padded planar buffer, its columns split by phase for
-//! stride 2 (`q[c][phase][y][i] = x_padded[c][y][stride·i + phase]`) so that the taps of
-//! `LANES` consecutive output pixels are always `LANES` consecutive values. A microkernel call
+//! Each image is copied into a zero-padded buffer whose rows interleave the channels, each row
+//! split by phase for stride 2 (`q[y][c][phase][i] = x_padded[c][y][stride·i + phase]`), so that
+//! the taps of `LANES` consecutive output pixels are always `LANES` consecutive values and a walk
+//! over the input channels of one kernel row reads consecutive memory. A microkernel call
 //! then computes [`RC`] output channels × `NV` vectors of output pixels with every accumulator in
 //! a register over all of `K = Ci·kh·kw` (one broadcast weight and `NV` unaligned loads per
 //! tap), and stores NCHW with the bias, channel term, residual and scale applied. It is MLAS's
@@ -15,8 +16,8 @@
 
 use crate::cpu::pool;
 
-/// Input channels per pass over the output: 16 channels' rows of a 34-pixel-wide image and their
-/// weights stay in a 32 KiB L1 data cache.
+/// Input channels per pass over the output: a pass's three rows of a 34-pixel-wide image (13 KiB)
+/// and its weights (7 KiB) stay in a 32 KiB L1 data cache.
 pub const KC: usize = 32;
 /// Output channels per microkernel call: 6 channels × 2 pixel vectors = 12 accumulators, which
 /// with 2 loaded vectors and a broadcast weight fit AVX2's 16 registers.
@@ -63,7 +64,7 @@ pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
 }
 
 /// How the kernel puts output pixels in vectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Width {
     /// 8 consecutive pixels of a row (AVX2 + FMA).
     Avx,
@@ -113,6 +114,18 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// From an input `[N, Ci, H, W]`, a weight `[Co, Ci, kh, kw]` and the parameters, as
+    /// [`super::out_shape`] accepted them.
+    pub fn new(xs: &[usize], ws: &[usize], p: crate::backend::Conv2dParams) -> Self {
+        Self {
+            x: [xs[0], xs[1], xs[2], xs[3]],
+            co: ws[0],
+            k: [ws[2], ws[3]],
+            stride: p.stride,
+            pad: p.pad,
+        }
+    }
+
     fn out(&self) -> [usize; 2] {
         let (hp, wp) = self.padded();
         [
@@ -168,6 +181,9 @@ fn prepare(x: &[f32], g: &Geometry, q: &mut [f32]) {
                 for (&[first, at, len], row) in phases[..s].iter().zip(qseg.chunks_exact_mut(wq)) {
                     row[..at].fill(0.0);
                     row[at + len..].fill(0.0);
+                    if len == 0 {
+                        continue;
+                    }
                     let row = &mut row[at..at + len];
                     match s {
                         1 => row.copy_from_slice(src),
@@ -299,8 +315,8 @@ unsafe fn run<S: Simd>(
             taps[ky * kw + kx] = ky * rs + (kx % s) * wq + kx / s;
         }
     }
-    let cs = s * wq; // from one input channel to the next
-                     // One output channel.
+    // From one input channel to the next, and one output channel.
+    let cs = s * wq;
     let plane = ho * wo;
     // A vector is ROWS output rows × `cols` pixels; with two rows, they are whole rows, so that
     // the vector is consecutive in the output too.

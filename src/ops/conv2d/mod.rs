@@ -125,11 +125,11 @@ pub fn cpu(
 
 /// How the CPU runs this convolution directly ([`direct`]), if it does: every kernel but the
 /// 1×1 stride-1 unpadded one (one GEMM on the input as it lies), where this CPU has the SIMD for
-/// the output's rows. Call after [`out_shape`] has accepted the operands.
+/// the output's rows. `ws` is the weight's shape and `o` the output's, from [`out_shape`].
 ///
 /// `STEPWISE_CPU_CONV=gemm` (natively) turns the direct kernel off, to compare the two in one
 /// build.
-pub fn direct_width(xs: &[usize], ws: &[usize], p: Conv2dParams) -> Option<direct::Width> {
+pub fn direct_width(ws: &[usize], o: &[usize], p: Conv2dParams) -> Option<direct::Width> {
     #[cfg(not(target_arch = "wasm32"))]
     {
         static GEMM_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -139,12 +139,10 @@ pub fn direct_width(xs: &[usize], ws: &[usize], p: Conv2dParams) -> Option<direc
         }
     }
     let pointwise = ws[2] == 1 && ws[3] == 1 && p.stride == 1 && p.pad == [0; 4];
-    let ho = (xs[2] + p.pad[0] + p.pad[2]).checked_sub(ws[2])? / p.stride + 1;
-    let wo = (xs[3] + p.pad[1] + p.pad[3]).checked_sub(ws[3])? / p.stride + 1;
     if pointwise || ws[2] * ws[3] > direct::MAX_TAPS || p.stride > direct::MAX_STRIDE {
         return None;
     }
-    direct::width(ho, wo)
+    direct::width(o[2], o[3])
 }
 
 /// Checks a [`ConvEpilogue`](crate::backend::ConvEpilogue)'s operands against the convolution's
@@ -637,14 +635,8 @@ mod tests {
                 err < tol, // false for NaN
                 "case {i} {xs:?} * {ws:?} {p:?}: max error {err} (seed {seed})"
             );
-            if let Some(width) = direct_width(&xs, &ws, p) {
-                let g = direct::Geometry {
-                    x: xs,
-                    co,
-                    k: [kh, kw],
-                    stride,
-                    pad,
-                };
+            if let Some(width) = direct_width(&ws, &o, p) {
+                let g = direct::Geometry::new(&xs, &ws, p);
                 let e = direct::Epilogue {
                     bias: Some(&bias),
                     ..direct::Epilogue::NONE
@@ -667,8 +659,8 @@ mod tests {
     }
 
     /// The direct kernel with its whole epilogue against the definition, at every SIMD width this
-    /// CPU has, both strides, one pass over the input channels and several, and channel counts
-    /// that leave a partial block of direct::RC.
+    /// CPU has, strides 1, 2 and 3, one pass over the input channels and several, and channel
+    /// counts that leave a partial block of direct::RC.
     #[test]
     fn direct_kernel_matches_the_definition() {
         let mut r = TestRng::from_env_or_clock();
@@ -685,21 +677,26 @@ mod tests {
                 (ho, 4 * (2 * r.range(0, 3) + 1))
             }
         };
-        let mut widths: Vec<Width> = [Width::Avx, Width::AvxRowPairs, Width::Four]
+        let widths: Vec<Width> = [Width::Avx, Width::AvxRowPairs, Width::Four]
             .into_iter()
             .filter(|&wd| {
                 let (ho, wo) = size(&mut r, wd);
                 direct::width(ho, wo) == Some(wd)
             })
             .collect();
-        widths.dedup();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             assert_eq!(widths.len(), 3, "this CPU has AVX2: every width must run");
         }
         for &width in &widths {
-            for (stride, pad) in [(1, [1; 4]), (2, [1; 4]), (2, [0, 0, 1, 1])] {
+            // Stride 3 takes the prepare's general phase split (2 has its own loop).
+            for (stride, pad) in [
+                (1, [1; 4]),
+                (2, [1; 4]),
+                (2, [0, 0, 1, 1]),
+                (3, [1, 2, 0, 1]),
+            ] {
                 for many in [false, true] {
                     let n = r.range(1, 3);
                     let ci = if many {
@@ -713,11 +710,11 @@ mod tests {
                     let wd = (wo - 1) * stride + 3 - pad[1] - pad[3];
                     let p = Conv2dParams { stride, pad };
                     let (xs, ws) = ([n, ci, h, wd], [co, ci, 3, 3]);
-                    assert_eq!(direct_width(&xs, &ws, p), Some(width));
+                    let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
+                    assert_eq!(direct_width(&ws, &o, p), Some(width));
                     let x = r.randn(n * ci * h * wd);
                     let w = r.randn(co * ci * 9);
                     let (bias, add) = (r.randn(co), r.randn(n * co));
-                    let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
                     let res = r.randn(o.iter().product());
                     let scale = 0.5 + r.range(0, 3) as f32;
                     let plane = o[2] * o[3];
@@ -728,13 +725,7 @@ mod tests {
                             (res[j] + (v + bias[j / plane % co] + add[j / plane])) * scale
                         })
                         .collect();
-                    let g = direct::Geometry {
-                        x: xs,
-                        co,
-                        k: [3, 3],
-                        stride,
-                        pad,
-                    };
+                    let g = direct::Geometry::new(&xs, &ws, p);
                     let e = direct::Epilogue {
                         bias: Some(&bias),
                         channel_add: Some(&add),
