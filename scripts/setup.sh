@@ -4,7 +4,7 @@
 #   app    : wasm target, trunk, wasm-bindgen-cli (the version in Cargo.lock), wasm-opt (binaryen 132)
 #   test   : lavapipe (Vulkan on the CPU), Chromium + chromedriver, playwright-core,
 #            onnxruntime-web (the peer in bench/browser.mjs)
-#   python : the Python venv for fixtures and training (torch, diffusers, ...)
+#   python : the Python venv for fixtures and training (torch, diffusers, ...) and Fashion-MNIST
 #   bench  : onnx and onnxruntime in that venv (the benchmarks' peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,9 @@ setup_test() {
 }
 
 setup_python() {
+    # Training and its end-to-end test (tests/quick_train.rs) read Fashion-MNIST from Debian's
+    # package unless STEPWISE_FASHION_DIR points elsewhere.
+    [ -n "${STEPWISE_FASHION_DIR:-}" ] || apt_install dataset-fashion-mnist
     if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, diffusers, safetensors" 2>/dev/null; then
         log "python venv at $VENV (torch, diffusers; ~1 minute)"
         python3 -m venv "$VENV"
