@@ -75,7 +75,9 @@ fn main() {
                     bias: Some(&bias),
                     ..direct::Epilogue::NONE
                 };
-                time_ms(runs, || direct::conv(&x, &g, &packed, e, width, &mut out))
+                time_ms(runs, || {
+                    direct::conv(&x, &g, &packed, None, e, width, &mut out)
+                })
             }
             None => [f64::NAN; 2],
         };

@@ -38,6 +38,16 @@ impl<T> ConvEpilogue<'_, T> {
     }
 }
 
+/// The group normalisation (optionally followed by SiLU) that precedes a convolution, for
+/// [`Backend::group_norm_conv2d`]: `gamma`, `beta` are `[Ci]`.
+pub struct InputNorm<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub groups: usize,
+    pub eps: f32,
+    pub silu: bool,
+}
+
 /// 2-D convolution settings: `pad` is `[top, left, bottom, right]` (diffusers' `downsample_padding=0`
 /// pads only bottom and right).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +158,22 @@ pub trait Backend {
             None if epilogue.scale != 1.0 => self.affine(&y, epilogue.scale, 0.0),
             None => Ok(y),
         }
+    }
+
+    /// `conv2d_epilogue(group_norm(x))`: a ResnetBlock2D's norm → SiLU → convolution. This
+    /// default runs it as two ops; the CPU backend normalises the input as its convolution copies
+    /// it, so that the normalised tensor is never written.
+    fn group_norm_conv2d(
+        &self,
+        x: &Self::Tensor,
+        norm: InputNorm<'_, Self::Tensor>,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        p: Conv2dParams,
+        epilogue: ConvEpilogue<'_, Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        let h = self.group_norm(x, norm.gamma, norm.beta, norm.groups, norm.eps, norm.silu)?;
+        self.conv2d_epilogue(&h, w, bias, p, epilogue)
     }
 
     /// Group normalisation over `[N,C,...]` with per-channel affine, optionally followed by SiLU.

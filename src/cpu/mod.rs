@@ -6,7 +6,7 @@ pub mod transpose;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::backend::{Backend, Conv2dParams, ConvEpilogue, MatmulSpec, Tensor};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue, InputNorm, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
 
@@ -92,6 +92,35 @@ impl Tensor for CpuTensor {
     }
 }
 
+/// The direct convolution ([`conv2d::direct`]) of `x`, its input normalised as it is copied where
+/// `norm` is given, into a new tensor of `shape`; the caller checked the shapes and `width`.
+#[allow(clippy::too_many_arguments)]
+fn direct_conv(
+    x: &CpuTensor,
+    norm: Option<conv2d::direct::Prologue<'_>>,
+    w: &CpuTensor,
+    bias: Option<&CpuTensor>,
+    p: Conv2dParams,
+    e: ConvEpilogue<'_, CpuTensor>,
+    shape: &[usize],
+    width: conv2d::direct::Width,
+) -> CpuTensor {
+    let packed = w
+        .data
+        .conv_packed
+        .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
+    let g = conv2d::direct::Geometry::new(&x.shape, &w.shape, p);
+    let e = conv2d::direct::Epilogue {
+        bias: bias.map(|b| &b.data[..]),
+        channel_add: e.channel_add.map(|t| &t.data[..]),
+        residual: e.residual.map(|t| &t.data[..]),
+        scale: e.scale,
+    };
+    CpuTensor::compute(shape, |out| {
+        conv2d::direct::conv(&x.data, &g, packed, norm, e, width, out)
+    })
+}
+
 /// The CPU backend. Stateless.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -136,20 +165,7 @@ impl Backend for CpuBackend {
             e.residual.map(|t| &t.shape[..]),
         )?;
         if let Some(width) = conv2d::direct_width(&w.shape, &shape, p) {
-            let packed = w
-                .data
-                .conv_packed
-                .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
-            let g = conv2d::direct::Geometry::new(&x.shape, &w.shape, p);
-            let e = conv2d::direct::Epilogue {
-                bias: bias.map(|b| &b.data[..]),
-                channel_add: e.channel_add.map(|t| &t.data[..]),
-                residual: e.residual.map(|t| &t.data[..]),
-                scale: e.scale,
-            };
-            return Ok(CpuTensor::compute(&shape, |out| {
-                conv2d::direct::conv(&x.data, &g, packed, e, width, out)
-            }));
+            return Ok(direct_conv(x, None, w, bias, p, e, &shape, width));
         }
         let w_rows = w
             .data
@@ -173,6 +189,55 @@ impl Backend for CpuBackend {
                 e.scale,
             );
         }))
+    }
+
+    fn group_norm_conv2d(
+        &self,
+        x: &CpuTensor,
+        norm: InputNorm<'_, CpuTensor>,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        p: Conv2dParams,
+        e: ConvEpilogue<'_, CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let InputNorm {
+            gamma,
+            beta,
+            groups,
+            eps,
+            silu,
+        } = norm;
+        groupnorm::check(&x.shape, &gamma.shape, &beta.shape, groups)?;
+        let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
+        conv2d::check_epilogue(
+            &shape,
+            e.channel_add.map(|t| &t.shape[..]),
+            e.residual.map(|t| &t.shape[..]),
+        )?;
+        let Some(width) = conv2d::direct_width(&w.shape, &shape, p) else {
+            // The GEMM paths read the input in place: normalise it first.
+            let h = self.group_norm(x, gamma, beta, groups, eps, silu)?;
+            return self.conv2d_epilogue(&h, w, bias, p, e);
+        };
+        let (n, c) = (x.shape[0], x.shape[1]);
+        let mut affine = pool::take(2 * n * c);
+        let pairs: &mut [[f32; 2]] = bytemuck::cast_slice_mut(&mut affine);
+        groupnorm::channel_affine(
+            &x.data,
+            &x.shape,
+            &gamma.data,
+            &beta.data,
+            groups,
+            eps,
+            pairs,
+        );
+        let norm = conv2d::direct::Prologue {
+            affine: pairs,
+            silu,
+        };
+        let y = direct_conv(x, Some(norm), w, bias, p, e, &shape, width);
+        pool::give(affine);
+        Ok(y)
     }
 
     fn group_norm(

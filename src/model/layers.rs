@@ -1,7 +1,9 @@
 //! The torch.nn layers diffusers builds its blocks from (`Conv2d`, `GroupNorm`, `Linear`),
 //! holding backend tensors and loaded through a [`WeightView`].
 
-use crate::backend::{Backend, BiasMode, Conv2dParams, ConvEpilogue, MatmulSpec, Strides, Tensor};
+use crate::backend::{
+    Backend, BiasMode, Conv2dParams, ConvEpilogue, InputNorm, MatmulSpec, Strides, Tensor,
+};
 use crate::error::Result;
 use crate::model::weights::WeightView;
 
@@ -41,6 +43,33 @@ impl<B: Backend> Conv2d<B> {
         epilogue: ConvEpilogue<'_, B::Tensor>,
     ) -> Result<B::Tensor> {
         b.conv2d_epilogue(x, &self.weight, Some(&self.bias), self.params, epilogue)
+    }
+
+    /// `norm` (then SiLU if `silu`) followed by the convolution with `epilogue`, fused where the
+    /// backend can ([`Backend::group_norm_conv2d`]).
+    pub fn forward_normed(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        norm: &GroupNorm<B>,
+        silu: bool,
+        epilogue: ConvEpilogue<'_, B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let norm = InputNorm {
+            gamma: &norm.weight,
+            beta: &norm.bias,
+            groups: norm.groups,
+            eps: norm.eps,
+            silu,
+        };
+        b.group_norm_conv2d(
+            x,
+            norm,
+            &self.weight,
+            Some(&self.bias),
+            self.params,
+            epilogue,
+        )
     }
 }
 

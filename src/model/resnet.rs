@@ -79,7 +79,6 @@ impl<B: Backend> ResnetBlock2D<B> {
         input: &B::Tensor,
         temb_act: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
-        let h = self.norm1.forward(b, input, true)?;
         let temb = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(t)) => Some(proj.forward(b, t)?),
             (None, _) => None,
@@ -89,28 +88,20 @@ impl<B: Backend> ResnetBlock2D<B> {
                 ))
             }
         };
-        let h = match (self.time_embedding_norm, temb) {
-            (_, None) => {
-                let h = self.conv1.forward(b, &h)?;
-                self.norm2.forward(b, &h, true)?
-            }
-            (TimeScaleShift::Default, Some(temb)) => {
-                // `h = conv1(h) + temb[:, :, None, None]`, added as the convolution stores.
-                let add = ConvEpilogue {
-                    channel_add: Some(&temb),
-                    ..ConvEpilogue::none()
-                };
-                let h = self.conv1.forward_epilogue(b, &h, add)?;
-                self.norm2.forward(b, &h, true)?
-            }
-            (TimeScaleShift::ScaleShift, Some(temb)) => {
-                // `scale, shift = temb.chunk(2, dim=1)`; `h = norm2(h) * (1 + scale) + shift`
-                let h = self.conv1.forward(b, &h)?;
-                let h = self.norm2.forward(b, &h, false)?;
-                let h = b.channel_modulate(&h, &temb, self.out_channels, Some(0))?;
-                b.silu(&h)?
-            }
+        // Each norm → SiLU → conv runs as one op, fused where the backend can
+        // ([`Conv2d::forward_normed`]). `h = conv1(silu(norm1(x)))`, with the `default` time
+        // embedding `temb[:, :, None, None]` added as the convolution stores.
+        let channel_add = match (self.time_embedding_norm, &temb) {
+            (TimeScaleShift::Default, Some(temb)) => Some(temb),
+            _ => None,
         };
+        let add = ConvEpilogue {
+            channel_add,
+            ..ConvEpilogue::none()
+        };
+        let h = self
+            .conv1
+            .forward_normed(b, input, &self.norm1, true, add)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(b, input)?,
             None => input.clone(),
@@ -121,6 +112,14 @@ impl<B: Backend> ResnetBlock2D<B> {
             residual: Some(&shortcut),
             scale: 1.0 / self.output_scale_factor,
         };
-        self.conv2.forward_epilogue(b, &h, out)
+        match (self.time_embedding_norm, &temb) {
+            (TimeScaleShift::ScaleShift, Some(temb)) => {
+                // `scale, shift = temb.chunk(2, dim=1)`; `h = norm2(h) * (1 + scale) + shift`
+                let h = self.norm2.forward(b, &h, false)?;
+                let h = b.channel_modulate(&h, temb, self.out_channels, Some(0))?;
+                self.conv2.forward_epilogue(b, &b.silu(&h)?, out)
+            }
+            _ => self.conv2.forward_normed(b, &h, &self.norm2, true, out),
+        }
     }
 }

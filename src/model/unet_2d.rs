@@ -1,7 +1,7 @@
 //! diffusers `UNet2DModel`, config-driven: time (and class) embedding, `conv_in`, down blocks,
 //! mid block, up blocks with skip connections, `conv_norm_out` → SiLU → `conv_out`.
 
-use crate::backend::{Backend, Conv2dParams, Tensor};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue, Tensor};
 use crate::error::{Error, Result};
 use crate::model::blocks::{AttnConfig, DownBlock2D, UNetMidBlock2D, UpBlock2D};
 use crate::model::config::UNet2DConfig;
@@ -404,9 +404,10 @@ impl<B: Backend> UNet2DModel<B> {
         }
 
         // 6. post-process
-        let h = self.conv_norm_out.forward(b, &h, true)?;
-        probe("conv_norm_out", &h);
-        let out = self.conv_out.forward(b, &h)?;
+        // `conv_out(silu(conv_norm_out(h)))`, the norm fused into the convolution's input.
+        let out =
+            self.conv_out
+                .forward_normed(b, &h, &self.conv_norm_out, true, ConvEpilogue::none())?;
         probe("conv_out", &out);
         Ok(out)
     }

@@ -3,7 +3,7 @@
 //! `UpDecoderBlock2D`s → norm, SiLU, conv_out), and `DiagonalGaussianDistribution`.
 //! Neither takes a time embedding; every norm uses eps 1e-6 and the mid attention has one head.
 
-use crate::backend::{Backend, Conv2dParams};
+use crate::backend::{Backend, Conv2dParams, ConvEpilogue};
 use crate::error::Result;
 use crate::model::blocks::{AttnConfig, DownBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 use crate::model::config::TimeScaleShift;
@@ -114,8 +114,8 @@ impl<B: Backend> Encoder<B> {
             h = block.forward(b, &h, None)?.0;
         }
         h = self.mid_block.forward(b, &h, None)?;
-        h = self.conv_norm_out.forward(b, &h, true)?;
-        self.conv_out.forward(b, &h)
+        self.conv_out
+            .forward_normed(b, &h, &self.conv_norm_out, true, ConvEpilogue::none())
     }
 }
 
@@ -178,8 +178,8 @@ impl<B: Backend> Decoder<B> {
         for block in &self.up_blocks {
             h = block.forward(b, &h)?;
         }
-        h = self.conv_norm_out.forward(b, &h, true)?;
-        self.conv_out.forward(b, &h)
+        self.conv_out
+            .forward_normed(b, &h, &self.conv_norm_out, true, ConvEpilogue::none())
     }
 }
 

@@ -2,6 +2,7 @@
 //! and its CPU reference.
 
 use crate::backend::Tensor;
+use crate::cpu::pool;
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
 use crate::gpu::GpuTensor;
@@ -43,8 +44,69 @@ fn sum_f64(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 simd_fn! {
-/// CPU reference: two-pass mean and variance in f64 (biased variance, as PyTorch), written into
-/// `out` (the shape of `x`).
+/// The group statistics of `x` (`[N, C, ...]`) as a per-channel affine: `affine[n·C + c] = [a, b]`
+/// such that `group_norm(x)[n, c, …] = x[n, c, …]·a + b`. Two-pass mean and variance in f64
+/// (biased variance, as PyTorch).
+#[allow(clippy::too_many_arguments)]
+pub fn channel_affine(
+    x: &[f32],
+    xs: &[usize],
+    gamma: &[f32],
+    beta: &[f32],
+    groups: usize,
+    eps: f32,
+    affine: &mut [[f32; 2]],
+) {
+    let (n, c) = (xs[0], xs[1]);
+    let spatial: usize = xs[2..].iter().product();
+    let cpg = c / groups;
+    let len = cpg * spatial;
+    assert_eq!(affine.len(), n * c, "group_norm affine size");
+    for b in 0..n {
+        for g in 0..groups {
+            let start = (b * c + g * cpg) * spatial;
+            let xs = &x[start..start + len];
+            let mean = sum_f64(xs, |v| v) / len as f64;
+            let var = sum_f64(xs, |v| (v - mean) * (v - mean)) / len as f64;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            for ch in g * cpg..(g + 1) * cpg {
+                // (x − mean)·inv·γ + β as one multiply-add per element.
+                let a = inv * gamma[ch] as f64;
+                affine[b * c + ch] = [a as f32, (beta[ch] as f64 - mean * a) as f32];
+            }
+        }
+    }
+}
+}
+
+/// `x·a + b`, then SiLU if `silu`: one element of a normalised channel.
+#[inline(always)]
+pub fn apply(v: f32, [a, b]: [f32; 2], silu: bool) -> f32 {
+    let y = v * a + b;
+    if silu {
+        super::elementwise::silu_f32(y)
+    } else {
+        y
+    }
+}
+
+simd_fn! {
+/// Writes `[a, b]`'s affine (and SiLU) of each of `src`'s values into `dst`: one channel's row.
+pub fn apply_row(src: &[f32], dst: &mut [f32], affine: [f32; 2], silu: bool) {
+    // Two loops, not a branch per element, so that each vectorises.
+    if silu {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = apply(v, affine, true);
+        }
+    } else {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = apply(v, affine, false);
+        }
+    }
+}
+}
+
+/// CPU reference, written into `out` (the shape of `x`): [`channel_affine`], then [`apply`].
 #[allow(clippy::too_many_arguments)]
 pub fn cpu(
     x: &[f32],
@@ -56,39 +118,17 @@ pub fn cpu(
     silu: bool,
     out: &mut [f32],
 ) {
+    assert_eq!(out.len(), x.len(), "group_norm output size");
     let (n, c) = (xs[0], xs[1]);
     let spatial: usize = xs[2..].iter().product();
-    let cpg = c / groups;
-    let len = cpg * spatial;
-    assert_eq!(out.len(), x.len(), "group_norm output size");
-    for b in 0..n {
-        for g in 0..groups {
-            let start = (b * c + g * cpg) * spatial;
-            let xs = &x[start..start + len];
-            let mean = sum_f64(xs, |v| v) / len as f64;
-            let var = sum_f64(xs, |v| (v - mean) * (v - mean)) / len as f64;
-            let inv = 1.0 / (var + eps as f64).sqrt();
-            for ci in 0..cpg {
-                let ch = g * cpg + ci;
-                // (x − mean)·inv·γ + β as one multiply-add per element.
-                let a = (inv * gamma[ch] as f64) as f32;
-                let sh = (beta[ch] as f64 - mean * inv * gamma[ch] as f64) as f32;
-                let row = start + ci * spatial;
-                let (src, dst) = (&x[row..row + spatial], &mut out[row..row + spatial]);
-                // Two loops, not a branch per element, so that each vectorises.
-                if silu {
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o = super::elementwise::silu_f32(v * a + sh);
-                    }
-                } else {
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o = v * a + sh;
-                    }
-                }
-            }
-        }
+    let mut affine = pool::take(2 * n * c);
+    let pairs: &mut [[f32; 2]] = bytemuck::cast_slice_mut(&mut affine);
+    channel_affine(x, xs, gamma, beta, groups, eps, pairs);
+    for (i, &ab) in pairs.iter().enumerate() {
+        let row = i * spatial..(i + 1) * spatial;
+        apply_row(&x[row.clone()], &mut out[row], ab, silu);
     }
-}
+    pool::give(affine);
 }
 
 pub const SHADER: Shader = Shader {

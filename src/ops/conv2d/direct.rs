@@ -3,10 +3,12 @@
 //! Each image is copied into a zero-padded buffer whose rows interleave the channels, each row
 //! split by phase for stride 2 (`q[y][c][phase][i] = x_padded[c][y][stride·i + phase]`), so that
 //! the taps of `LANES` consecutive output pixels are always `LANES` consecutive values and a walk
-//! over the input channels of one kernel row reads consecutive memory. A microkernel call
-//! then computes [`RC`] output channels × `NV` vectors of output pixels with every accumulator in
-//! a register over all of `K = Ci·kh·kw` (one broadcast weight and `NV` unaligned loads per
-//! tap), and stores NCHW with the bias, channel term, residual and scale applied. It is MLAS's
+//! over the input channels of one kernel row reads consecutive memory; a group norm (and SiLU)
+//! that precedes the convolution is applied in that copy ([`Prologue`]). A microkernel call
+//! then computes [`RC`] (or, to end a channel count, [`RC_SMALL`]) output channels × 2 vectors
+//! of output pixels with every accumulator in a register over all of `K = Ci·kh·kw` (one
+//! broadcast weight per channel and 2 unaligned loads per tap), and stores NCHW with the bias,
+//! channel term, residual and scale applied. It is MLAS's
 //! and oneDNN's direct convolution, with pixels rather than channels in the vector lanes, so
 //! that input and output stay in the NCHW layout the rest of the backend uses.
 //!
@@ -15,6 +17,7 @@
 //! GEMM paths of the parent module run.
 
 use crate::cpu::pool;
+use crate::ops::groupnorm;
 
 /// Input channels per pass over the output: a pass's three rows of a 34-pixel-wide image (13 KiB)
 /// and its weights (7 KiB) stay in a 32 KiB L1 data cache.
@@ -22,6 +25,41 @@ pub const KC: usize = 32;
 /// Output channels per microkernel call: 6 channels × 2 pixel vectors = 12 accumulators, which
 /// with 2 loaded vectors and a broadcast weight fit AVX2's 16 registers.
 pub const RC: usize = 6;
+/// The smaller block that [`blocks`] ends a channel count with, so that 16, 32, 64 and 128
+/// channels compute no padding channel (blocks of 6 alone would waste 11 % at 16 and 32).
+pub const RC_SMALL: usize = 4;
+
+/// How `co` output channels split into microkernel blocks: `(first channel, block size)`, blocks
+/// of [`RC`] then at most two of [`RC_SMALL`]; only the last block may run past `co`.
+pub fn blocks(co: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut six = match co % RC {
+        // One block of 6 more, its last channel padding.
+        5 => co / RC + 1,
+        // Two blocks of 4 in place of one of 6 and one of 2.
+        2 if co > RC => co / RC - 1,
+        // Exact, or one block of 4 at the end.
+        _ => co / RC,
+    };
+    let mut c = 0;
+    std::iter::from_fn(move || {
+        if c >= co {
+            return None;
+        }
+        let r = if six > 0 {
+            six -= 1;
+            RC
+        } else {
+            RC_SMALL
+        };
+        c += r;
+        Some((c - r, r))
+    })
+}
+
+/// The length of [`pack_weight`]'s output.
+pub fn packed_len(co: usize, ci: usize, taps: usize) -> usize {
+    blocks(co).map(|(_, r)| r).sum::<usize>() * ci * taps
+}
 /// The largest kernel (taps) and stride it runs.
 pub const MAX_TAPS: usize = 49;
 pub const MAX_STRIDE: usize = 4;
@@ -46,19 +84,33 @@ impl Epilogue<'_> {
     };
 }
 
-/// The weight `[Co, Ci, kh, kw]` in the order the microkernel reads it: blocks of [`RC`] output
-/// channels, `[Co/RC][Ci][kh·kw][RC]`, the last block padded with zero channels.
+/// A per-channel affine (and SiLU) applied to the input as it is copied: the group
+/// normalisation that precedes a ResnetBlock2D's convolutions, fused so that it costs no pass of
+/// its own (the padding stays zero, as it is around the normalised tensor).
+#[derive(Clone, Copy)]
+pub struct Prologue<'a> {
+    /// `[N·Ci]` pairs `[a, b]`: image `n`'s channel `c` reads as `x·a + b`
+    /// ([`crate::ops::groupnorm::channel_affine`]).
+    pub affine: &'a [[f32; 2]],
+    pub silu: bool,
+}
+
+/// The weight `[Co, Ci, kh, kw]` in the order the microkernel reads it: for each of
+/// [`blocks`]`(Co)` in turn, `[Ci][kh·kw][block size]`, the last block padded with zero channels.
 pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
     let (co, ci, taps) = (ws[0], ws[1], ws[2] * ws[3]);
-    let blocks = co.div_ceil(RC);
-    let mut packed = vec![0f32; blocks * ci * taps * RC];
-    for o in 0..co {
-        let (blk, r) = (o / RC, o % RC);
-        for c in 0..ci {
-            for t in 0..taps {
-                packed[((blk * ci + c) * taps + t) * RC + r] = w[(o * ci + c) * taps + t];
+    let mut packed = vec![0f32; packed_len(co, ci, taps)];
+    let mut at = 0;
+    for (co0, rc) in blocks(co) {
+        let block = &mut packed[at..at + ci * taps * rc];
+        for (r, o) in (co0..co.min(co0 + rc)).enumerate() {
+            for c in 0..ci {
+                for t in 0..taps {
+                    block[(c * taps + t) * rc + r] = w[(o * ci + c) * taps + t];
+                }
             }
         }
+        at += block.len();
     }
     packed
 }
@@ -149,8 +201,10 @@ impl Geometry {
 
 /// Copies one image `x` (`[Ci, H, W]`) into `q`, `[Hp, Ci, stride, Wq]`: each padded row of every
 /// channel and phase, channels side by side, so that a tile's walk over the input channels of one
-/// kernel row reads consecutive memory. Zero where the padding is.
-fn prepare(x: &[f32], g: &Geometry, q: &mut [f32]) {
+/// kernel row reads consecutive memory. Zero where the padding is. With `norm` (this image's
+/// `[Ci]` pairs of a [`Prologue`]), each value is normalised as it is copied.
+#[inline(always)]
+fn prepare(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, q: &mut [f32]) {
     let [_, ci, h, w] = g.x;
     let (s, wq) = (g.stride, g.wq());
     // One channel's phases of one row.
@@ -185,16 +239,28 @@ fn prepare(x: &[f32], g: &Geometry, q: &mut [f32]) {
                         continue;
                     }
                     let row = &mut row[at..at + len];
-                    match s {
-                        1 => row.copy_from_slice(src),
-                        2 => {
-                            for (v, pair) in row.iter_mut().zip(src[first..].chunks(2)) {
-                                *v = pair[0];
+                    match (s, norm) {
+                        (1, None) => row.copy_from_slice(src),
+                        // Two loops, not a branch per element, so that each vectorises.
+                        (1, Some((ab, true))) => {
+                            for (v, &x) in row.iter_mut().zip(src) {
+                                *v = groupnorm::apply(x, ab[c], true);
                             }
                         }
+                        (1, Some((ab, false))) => {
+                            for (v, &x) in row.iter_mut().zip(src) {
+                                *v = groupnorm::apply(x, ab[c], false);
+                            }
+                        }
+                        // Strided convolutions (the downsamplers) follow no norm in a UNet:
+                        // these loops only need to be right.
                         _ => {
-                            for (v, &x) in row.iter_mut().zip(src[first..].iter().step_by(s)) {
-                                *v = x;
+                            let src = src[first..].iter().step_by(s);
+                            for (v, &x) in row.iter_mut().zip(src) {
+                                *v = match norm {
+                                    Some((ab, silu)) => groupnorm::apply(x, ab[c], silu),
+                                    None => x,
+                                };
                             }
                         }
                     }
@@ -214,6 +280,7 @@ pub fn conv(
     x: &[f32],
     g: &Geometry,
     packed: &[f32],
+    norm: Option<Prologue<'_>>,
     e: Epilogue<'_>,
     width: Width,
     out: &mut [f32],
@@ -225,8 +292,12 @@ pub fn conv(
     assert_eq!(out.len(), n * g.co * ho * wo, "direct conv output");
     assert_eq!(
         packed.len(),
-        g.co.div_ceil(RC) * ci * g.k[0] * g.k[1] * RC,
+        packed_len(g.co, ci, g.k[0] * g.k[1]),
         "direct conv weight"
+    );
+    assert!(
+        norm.is_none_or(|p| p.affine.len() == n * ci),
+        "direct conv prologue"
     );
     assert!(e.bias.is_none_or(|b| b.len() == g.co));
     assert!(e.channel_add.is_none_or(|a| a.len() == n * g.co));
@@ -241,22 +312,22 @@ pub fn conv(
     #[cfg(target_arch = "x86_64")]
     unsafe {
         match width {
-            Width::Avx => x86::conv::<x86::Avx<1>>(x, &mut q, g, packed, e, out),
-            Width::AvxRowPairs => x86::conv::<x86::Avx<2>>(x, &mut q, g, packed, e, out),
-            Width::Four => x86::conv::<x86::Sse>(x, &mut q, g, packed, e, out),
+            Width::Avx => x86::conv::<x86::Avx<1>>(x, &mut q, g, packed, norm, e, out),
+            Width::AvxRowPairs => x86::conv::<x86::Avx<2>>(x, &mut q, g, packed, norm, e, out),
+            Width::Four => x86::conv::<x86::Sse>(x, &mut q, g, packed, norm, e, out),
         }
     }
     // SAFETY: as above.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     unsafe {
-        run::<wasm::Simd128>(x, &mut q, g, packed, e, out)
+        run::<wasm::Simd128>(x, &mut q, g, packed, norm, e, out)
     }
     #[cfg(not(any(
         target_arch = "x86_64",
         all(target_arch = "wasm32", target_feature = "simd128")
     )))]
     {
-        let _ = (packed, e, out);
+        let _ = (packed, norm, e, out);
         panic!("direct conv: no SIMD on this target");
     }
     pool::give(q);
@@ -298,6 +369,7 @@ unsafe fn run<S: Simd>(
     q: &mut [f32],
     g: &Geometry,
     packed: &[f32],
+    norm: Option<Prologue<'_>>,
     e: Epilogue<'_>,
     out: &mut [f32],
 ) {
@@ -331,10 +403,10 @@ unsafe fn run<S: Simd>(
         }
     };
     let row = s * rs; // from one output row's taps to the next's
-    let block_len = ci * ntaps * RC;
     let image = ci * g.x[2] * g.x[3];
     for b in 0..n {
-        prepare(&x[b * image..(b + 1) * image], g, q);
+        let norm = norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
+        prepare(&x[b * image..(b + 1) * image], g, norm, q);
         let xb = q.as_ptr();
         // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the
         // passes after the first add to the output, the last applies the epilogue.
@@ -342,37 +414,40 @@ unsafe fn run<S: Simd>(
             let kc = KC.min(ci - c0);
             let (first, last) = (c0 == 0, c0 + kc == ci);
             let xc = xb.add(c0 * cs);
-            for (blk, w) in packed.chunks_exact(block_len).enumerate() {
-                let co0 = blk * RC;
-                let valid = RC.min(g.co - co0);
+            let mut w = packed.as_ptr();
+            for (co0, rc) in blocks(g.co) {
+                let valid = rc.min(g.co - co0);
                 let mut init = [0f32; RC];
                 for (r, v) in init.iter_mut().enumerate().take(valid) {
                     *v = e.bias.map_or(0.0, |t| t[co0 + r])
                         + e.channel_add.map_or(0.0, |t| t[b * g.co + co0 + r]);
                 }
                 let ob = b * g.co * plane + co0 * plane;
-                let w = w.as_ptr().add(c0 * ntaps * RC);
+                let wc = w.add(c0 * ntaps * rc);
+                w = w.add(ci * ntaps * rc);
                 let mut i = 0;
                 while i < vectors {
                     macro_rules! tile {
-                        ($v:literal) => {{
+                        ($r:expr, $v:literal) => {{
                             let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
                             let dst = vs.map(|v| ob + v.dst);
                             let acc = if first {
-                                splat::<S, $v>(&init)
+                                splat::<S, $v, { $r }>(&init)
                             } else {
-                                load::<S, $v>(out, dst, plane, valid)
+                                load::<S, $v, { $r }>(out, dst, plane, valid)
                             };
                             let src = vs.map(|v| v.src);
-                            let acc = tile::<S, $v>(acc, xc, src, row, cs, kc, taps, w);
+                            let acc = tile::<S, $v, { $r }>(acc, xc, src, row, cs, kc, taps, wc);
                             let e = if last { e } else { Epilogue::NONE };
-                            store::<S, $v>(&acc, dst, plane, valid, e, out);
+                            store::<S, $v, { $r }>(&acc, dst, plane, valid, e, out);
                             i += $v;
                         }};
                     }
-                    match vectors - i {
-                        1 => tile!(1),
-                        _ => tile!(2),
+                    match (rc, vectors - i) {
+                        (RC, 1) => tile!(RC, 1),
+                        (RC, _) => tile!(RC, 2),
+                        (_, 1) => tile!(RC_SMALL, 1),
+                        _ => tile!(RC_SMALL, 2),
                     }
                 }
             }
@@ -380,11 +455,11 @@ unsafe fn run<S: Simd>(
     }
 }
 
-/// Adds `kc` input channels' taps to `acc` ([`RC`] channels × `V` pixel vectors).
+/// Adds `kc` input channels' taps to `acc` (`R` channels × `V` pixel vectors).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<S: Simd, const V: usize>(
-    mut acc: [[S::V; V]; RC],
+unsafe fn tile<S: Simd, const V: usize, const R: usize>(
+    mut acc: [[S::V; V]; R],
     x: *const f32,
     src: [usize; V],
     row: usize,
@@ -392,7 +467,7 @@ unsafe fn tile<S: Simd, const V: usize>(
     kc: usize,
     taps: &[usize],
     w: *const f32,
-) -> [[S::V; V]; RC] {
+) -> [[S::V; V]; R] {
     let mut wp = w;
     for c in 0..kc {
         let xc = x.add(c * cs);
@@ -415,8 +490,8 @@ unsafe fn tile<S: Simd, const V: usize>(
 
 /// A tile's starting sums: `init[r]` in every lane of channel `r`.
 #[inline(always)]
-unsafe fn splat<S: Simd, const V: usize>(init: &[f32; RC]) -> [[S::V; V]; RC] {
-    let mut acc = [[S::splat(0.0); V]; RC];
+unsafe fn splat<S: Simd, const V: usize, const R: usize>(init: &[f32; RC]) -> [[S::V; V]; R] {
+    let mut acc = [[S::splat(0.0); V]; R];
     for (a, &v) in acc.iter_mut().zip(init) {
         *a = [S::splat(v); V];
     }
@@ -426,13 +501,13 @@ unsafe fn splat<S: Simd, const V: usize>(init: &[f32; RC]) -> [[S::V; V]; RC] {
 /// A tile's partial sums back from the output: its first `valid` channels (the rest are zero
 /// and never stored).
 #[inline(always)]
-unsafe fn load<S: Simd, const V: usize>(
+unsafe fn load<S: Simd, const V: usize, const R: usize>(
     out: &[f32],
     dst: [usize; V],
     plane: usize,
     valid: usize,
-) -> [[S::V; V]; RC] {
-    let mut acc = [[S::splat(0.0); V]; RC];
+) -> [[S::V; V]; R] {
+    let mut acc = [[S::splat(0.0); V]; R];
     for (r, a) in acc.iter_mut().enumerate().take(valid) {
         for (a, &d) in a.iter_mut().zip(&dst) {
             *a = S::load(out.as_ptr().add(d + r * plane));
@@ -444,8 +519,8 @@ unsafe fn load<S: Simd, const V: usize>(
 /// Writes the first `valid` channels of a tile at `dst` (channel stride `plane`), adding the
 /// residual and scaling.
 #[inline(always)]
-unsafe fn store<S: Simd, const V: usize>(
-    acc: &[[S::V; V]; RC],
+unsafe fn store<S: Simd, const V: usize, const R: usize>(
+    acc: &[[S::V; V]; R],
     dst: [usize; V],
     plane: usize,
     valid: usize,
@@ -470,7 +545,7 @@ unsafe fn store<S: Simd, const V: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{run, Epilogue, Geometry, Simd};
+    use super::{run, Epilogue, Geometry, Prologue, Simd};
     use std::arch::x86_64::*;
 
     /// 8 lanes: 8 pixels of one row, or (`ROWS` = 2) 4 pixels of each of two rows.
@@ -551,10 +626,11 @@ mod x86 {
         q: &mut [f32],
         g: &Geometry,
         w: &[f32],
+        norm: Option<Prologue<'_>>,
         e: Epilogue<'_>,
         out: &mut [f32],
     ) {
-        run::<S>(x, q, g, w, e, out)
+        run::<S>(x, q, g, w, norm, e, out)
     }
 }
 

@@ -642,7 +642,15 @@ mod tests {
                     ..direct::Epilogue::NONE
                 };
                 let mut got = vec![f32::NAN; o.iter().product()];
-                direct::conv(&x, &g, &direct::pack_weight(&w, &ws), e, width, &mut got);
+                direct::conv(
+                    &x,
+                    &g,
+                    &direct::pack_weight(&w, &ws),
+                    None,
+                    e,
+                    width,
+                    &mut got,
+                );
                 let err = max_err(&want, &got);
                 assert!(
                     err < tol,
@@ -656,6 +664,33 @@ mod tests {
             [true, true],
             "both stride-1 paths must be tested (seed {seed})"
         );
+    }
+
+    /// The direct kernel's output-channel blocks cover every channel once, in blocks of 6 and 4,
+    /// with padding channels only in the last block, and none at the UNets' usual widths.
+    #[test]
+    fn direct_blocks_cover_the_channels() {
+        for co in 1..200 {
+            let blocks: Vec<_> = direct::blocks(co).collect();
+            let mut next = 0;
+            for &(c0, r) in &blocks {
+                assert_eq!(c0, next, "{co}: {blocks:?}");
+                assert!(r == direct::RC || r == direct::RC_SMALL, "{co}: {blocks:?}");
+                next += r;
+            }
+            assert!(
+                next >= co && next - co < blocks.last().unwrap().1,
+                "{co}: {blocks:?}"
+            );
+            assert!(
+                next - co <= 3,
+                "{co}: {blocks:?} pads {} channels",
+                next - co
+            );
+            if co % 2 == 0 && co >= 4 {
+                assert_eq!(next, co, "{co}: {blocks:?}");
+            }
+        }
     }
 
     /// The direct kernel with its whole epilogue against the definition, at every SIMD width this
@@ -733,7 +768,15 @@ mod tests {
                         scale,
                     };
                     let mut got = vec![f32::NAN; o.iter().product()];
-                    direct::conv(&x, &g, &direct::pack_weight(&w, &ws), e, width, &mut got);
+                    direct::conv(
+                        &x,
+                        &g,
+                        &direct::pack_weight(&w, &ws),
+                        None,
+                        e,
+                        width,
+                        &mut got,
+                    );
                     let (err, tol) = (max_err(&want, &got), tolerance(&want));
                     assert!(
                         err < tol,
@@ -800,5 +843,109 @@ mod tests {
             ..ConvEpilogue::none()
         };
         assert!(ci == co || cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
+    }
+
+    /// The CPU backend's group norm fused into the convolution's input copy equals the group norm
+    /// followed by the convolution (the trait's default), on the direct kernel (8 lanes, row
+    /// pairs, 4 lanes; several channel passes) and on the GEMM fallback (odd widths).
+    #[test]
+    fn cpu_input_norm_matches_the_separate_ops() {
+        use crate::backend::{Backend, InputNorm};
+        use crate::cpu::CpuBackend;
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        let cpu = CpuBackend;
+        let n = 2;
+        let groups = r.range(1, 5);
+        // Up to 48 channels: more than one of the direct kernel's 32-channel passes.
+        let ci = groups * r.range(1, 13);
+        let co = r.range(1, 14);
+        let gamma = cpu.upload(&[ci], &r.randn(ci)).unwrap();
+        let beta = cpu.upload(&[ci], &r.randn(ci)).unwrap();
+        let wt = cpu.upload(&[co, ci, 3, 3], &r.randn(co * ci * 9)).unwrap();
+        let bias = cpu.upload(&[co], &r.randn(co)).unwrap();
+        let add = cpu.upload(&[n, co], &r.randn(n * co)).unwrap();
+        let down = Conv2dParams {
+            stride: 2,
+            pad: [0, 0, 1, 1],
+        };
+        // Widths for each SIMD flavour and one that none takes.
+        for (h, w) in [
+            (r.range(3, 11), 16),
+            (2 * r.range(1, 5), 4),
+            (r.range(3, 9), 12),
+            (5, 7),
+        ] {
+            // Every image and channel has its own mean and spread, so that statistics taken from
+            // the wrong image, group or channel change the result.
+            let mut xv = r.randn(n * ci * h * w);
+            for (i, v) in xv.iter_mut().enumerate() {
+                let (b, c) = (i / (ci * h * w), i / (h * w) % ci);
+                *v = *v * (1.0 + (c % 3) as f32) + 3.0 * b as f32 - 0.5 * c as f32;
+            }
+            let x = cpu.upload(&[n, ci, h, w], &xv).unwrap();
+            let res = cpu
+                .upload(&[n, co, h, w], &r.randn(n * co * h * w))
+                .unwrap();
+            for (p, silu, with_res) in [
+                (Conv2dParams::same(3), true, true),
+                (Conv2dParams::same(3), false, false),
+                (down, true, false),
+            ] {
+                let shape = out_shape(&[n, ci, h, w], &[co, ci, 3, 3], Some(&[co]), p).unwrap();
+                #[cfg(target_arch = "x86_64")]
+                if w != 7
+                    && p.stride == 1
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    assert!(
+                        direct_width(&[co, ci, 3, 3], &shape, p).is_some(),
+                        "{h}×{w}"
+                    );
+                }
+                let e = || ConvEpilogue {
+                    channel_add: Some(&add),
+                    residual: with_res.then_some(&res),
+                    scale: 0.5,
+                };
+                let norm = InputNorm {
+                    gamma: &gamma,
+                    beta: &beta,
+                    groups,
+                    eps: 1e-5,
+                    silu,
+                };
+                let got = cpu
+                    .group_norm_conv2d(&x, norm, &wt, Some(&bias), p, e())
+                    .unwrap();
+                let hn = cpu
+                    .group_norm(&x, &gamma, &beta, groups, 1e-5, silu)
+                    .unwrap();
+                let want = cpu.conv2d_epilogue(&hn, &wt, Some(&bias), p, e()).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                let (err, tol) = (max_err(want.data(), got.data()), tolerance(want.data()));
+                assert!(
+                    err < tol,
+                    "{h}×{w} {p:?} silu {silu}: max error {err} (seed {seed})"
+                );
+            }
+        }
+        // Norm weights of the wrong size are an error, not a panic.
+        let x = cpu.upload(&[n, ci, 8, 8], &r.randn(n * ci * 64)).unwrap();
+        let bad = InputNorm {
+            gamma: &bias,
+            beta: &bias,
+            groups,
+            eps: 1e-5,
+            silu: true,
+        };
+        let p = Conv2dParams::same(3);
+        assert!(
+            ci == co
+                || cpu
+                    .group_norm_conv2d(&x, bad, &wt, None, p, ConvEpilogue::none())
+                    .is_err()
+        );
     }
 }
