@@ -270,6 +270,34 @@ fn prepare(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, q: &mut [
     }
 }
 
+/// The length of [`pair_rows`]'s copy at `width` (none but for row pairs).
+fn pair_len(g: &Geometry, width: Width) -> usize {
+    match width {
+        Width::AvxRowPairs => (g.padded().0 - g.stride) * g.x[1] * g.k[1] * 8,
+        _ => 0,
+    }
+}
+
+/// For [`Width::AvxRowPairs`] (outputs 4 pixels wide): from [`prepare`]'s copy `q`, per input row
+/// `y`, channel `c` and kernel column `kx`, the 8 values a vector of output rows `oy`, `oy + 1`
+/// reads at that tap, `[xp[y][kx + s·i], xp[y + s][kx + s·i]]` for `i < 4`, so that the kernel
+/// loads them in one go (an unaligned pair of 128-bit halves costs an insert per load).
+fn pair_rows(q: &[f32], g: &Geometry, out: &mut [f32]) {
+    let (ci, s, wq, kw) = (g.x[1], g.stride, g.wq(), g.k[1]);
+    let rs = ci * s * wq;
+    let mut o = out.chunks_exact_mut(8);
+    for y in 0..g.padded().0 - s {
+        for c in 0..ci {
+            for kx in 0..kw {
+                let src = y * rs + (c * s + kx % s) * wq + kx / s;
+                let o = o.next().expect("pair_len covers every row");
+                o[..4].copy_from_slice(&q[src..src + 4]);
+                o[4..].copy_from_slice(&q[src + s * rs..][..4]);
+            }
+        }
+    }
+}
+
 /// Runs the convolution into `out` (`[N, Co, Ho, Wo]`, every element written) at `width` (from
 /// [`width`]), with `packed` from [`pack_weight`].
 ///
@@ -306,7 +334,7 @@ pub fn conv(
     assert!(g.k[0] * g.k[1] <= MAX_TAPS, "direct conv kernel size");
     assert!((1..=MAX_STRIDE).contains(&g.stride), "direct conv stride");
     // One image at a time, so that its copy is still in L2 when the kernel reads it.
-    let mut q = pool::take(ci * g.stride * hp * g.wq());
+    let mut q = pool::take(ci * g.stride * hp * g.wq() + pair_len(g, width));
     // SAFETY: `width` (checked above) exists only where this CPU has its features; the
     // operands' lengths were checked above.
     #[cfg(target_arch = "x86_64")]
@@ -342,12 +370,6 @@ trait Simd {
     unsafe fn splat(v: f32) -> Self::V;
     /// `LANES` values from `p`, unaligned.
     unsafe fn load(p: *const f32) -> Self::V;
-    /// A vector's taps: `LANES / ROWS` values from each of `ROWS` rows `row` apart.
-    #[inline(always)]
-    unsafe fn load_rows(p: *const f32, row: usize) -> Self::V {
-        let _ = row;
-        Self::load(p)
-    }
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `a · b + c`.
     unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
@@ -377,18 +399,29 @@ unsafe fn run<S: Simd>(
     let [ho, wo] = g.out();
     let (s, wq) = (g.stride, g.wq());
     let [kh, kw] = g.k;
+    // Row pairs read the copy [`pair_rows`] makes of [`prepare`]'s: both rows of a tap in one
+    // load. Its rows hold, per channel, one group of 8 per kernel column.
+    let pairs = S::ROWS == 2;
+    let (q, qp) = q.split_at_mut(ci * s * g.padded().0 * wq);
+    // One padded input row of every channel, and from one input channel to the next.
+    let (rs, cs) = if pairs {
+        (ci * kw * 8, kw * 8)
+    } else {
+        (ci * s * wq, s * wq)
+    };
     // Tap (ky, kx) of an output pixel whose first tap is at q[i] is at q[i + taps[ky·kw + kx]].
-    let rs = ci * s * wq; // one padded input row of every channel
     let mut taps = [0usize; MAX_TAPS];
     let ntaps = kh * kw;
     let taps = &mut taps[..ntaps];
     for ky in 0..kh {
         for kx in 0..kw {
-            taps[ky * kw + kx] = ky * rs + (kx % s) * wq + kx / s;
+            taps[ky * kw + kx] = if pairs {
+                ky * rs + kx * 8
+            } else {
+                ky * rs + (kx % s) * wq + kx / s
+            };
         }
     }
-    // From one input channel to the next, and one output channel.
-    let cs = s * wq;
     let plane = ho * wo;
     // A vector is ROWS output rows × `cols` pixels; with two rows, they are whole rows, so that
     // the vector is consecutive in the output too.
@@ -402,12 +435,16 @@ unsafe fn run<S: Simd>(
             dst: oy * wo + ox,
         }
     };
-    let row = s * rs; // from one output row's taps to the next's
     let image = ci * g.x[2] * g.x[3];
     for b in 0..n {
         let norm = norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
         prepare(&x[b * image..(b + 1) * image], g, norm, q);
-        let xb = q.as_ptr();
+        let xb = if pairs {
+            pair_rows(q, g, qp);
+            qp.as_ptr()
+        } else {
+            q.as_ptr()
+        };
         // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the
         // passes after the first add to the output, the last applies the epilogue.
         for c0 in (0..ci).step_by(KC) {
@@ -437,7 +474,7 @@ unsafe fn run<S: Simd>(
                                 load::<S, $v, { $r }>(out, dst, plane, valid)
                             };
                             let src = vs.map(|v| v.src);
-                            let acc = tile::<S, $v, { $r }>(acc, xc, src, row, cs, kc, taps, wc);
+                            let acc = tile::<S, $v, { $r }>(acc, xc, src, cs, kc, taps, wc);
                             let e = if last { e } else { Epilogue::NONE };
                             store::<S, $v, { $r }>(&acc, dst, plane, valid, e, out);
                             i += $v;
@@ -462,7 +499,6 @@ unsafe fn tile<S: Simd, const V: usize, const R: usize>(
     mut acc: [[S::V; V]; R],
     x: *const f32,
     src: [usize; V],
-    row: usize,
     cs: usize,
     kc: usize,
     taps: &[usize],
@@ -474,7 +510,7 @@ unsafe fn tile<S: Simd, const V: usize, const R: usize>(
         for &t in taps {
             let mut xv = [S::splat(0.0); V];
             for (xv, &o) in xv.iter_mut().zip(&src) {
-                *xv = S::load_rows(xc.add(o + t), row);
+                *xv = S::load(xc.add(o + t));
             }
             for a in acc.iter_mut() {
                 let wv = S::splat(*wp);
@@ -561,14 +597,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
             _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn load_rows(p: *const f32, row: usize) -> __m256 {
-            if R == 2 {
-                _mm256_loadu2_m128(p.add(row), p)
-            } else {
-                _mm256_loadu_ps(p)
-            }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
