@@ -121,6 +121,25 @@ fn direct_conv(
     })
 }
 
+/// A convolution's output shape, its epilogue checked against it, and the direct kernel's width
+/// where that kernel runs it.
+fn conv_plan(
+    x: &CpuTensor,
+    w: &CpuTensor,
+    bias: Option<&CpuTensor>,
+    p: Conv2dParams,
+    e: &ConvEpilogue<'_, CpuTensor>,
+) -> Result<([usize; 4], Option<conv2d::direct::Width>)> {
+    let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
+    conv2d::check_epilogue(
+        &shape,
+        e.channel_add.map(|t| &t.shape[..]),
+        e.residual.map(|t| &t.shape[..]),
+    )?;
+    let direct = conv2d::direct_width(&w.shape, &shape, p);
+    Ok((shape, direct))
+}
+
 /// The CPU backend. Stateless.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -158,13 +177,8 @@ impl Backend for CpuBackend {
         p: Conv2dParams,
         e: ConvEpilogue<'_, CpuTensor>,
     ) -> Result<CpuTensor> {
-        let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
-        conv2d::check_epilogue(
-            &shape,
-            e.channel_add.map(|t| &t.shape[..]),
-            e.residual.map(|t| &t.shape[..]),
-        )?;
-        if let Some(width) = conv2d::direct_width(&w.shape, &shape, p) {
+        let (shape, direct) = conv_plan(x, w, bias, p, &e)?;
+        if let Some(width) = direct {
             return Ok(direct_conv(x, None, w, bias, p, e, &shape, width));
         }
         let w_rows = w
@@ -208,13 +222,8 @@ impl Backend for CpuBackend {
             silu,
         } = norm;
         groupnorm::check(&x.shape, &gamma.shape, &beta.shape, groups)?;
-        let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
-        conv2d::check_epilogue(
-            &shape,
-            e.channel_add.map(|t| &t.shape[..]),
-            e.residual.map(|t| &t.shape[..]),
-        )?;
-        let Some(width) = conv2d::direct_width(&w.shape, &shape, p) else {
+        let (shape, direct) = conv_plan(x, w, bias, p, &e)?;
+        let Some(width) = direct else {
             // The GEMM paths read the input in place: normalise it first.
             let h = self.group_norm(x, gamma, beta, groups, eps, silu)?;
             return self.conv2d_epilogue(&h, w, bias, p, e);
