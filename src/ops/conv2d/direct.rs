@@ -12,9 +12,10 @@
 //! and oneDNN's direct convolution, with pixels rather than channels in the vector lanes, so
 //! that input and output stay in the NCHW layout the rest of the backend uses.
 //!
-//! SIMD: AVX2 + FMA natively (8 lanes; two rows of 4 for 4×4 layers; 4 lanes for other rows of
-//! 4k), 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the
-//! GEMM paths of the parent module run.
+//! SIMD: AVX2 + FMA natively (8 lanes; two rows of 4 for 4×4 layers, read from a second copy,
+//! [`pair_rows`], in which both rows of a tap lie side by side; 4 lanes for other rows of 4k),
+//! 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the GEMM
+//! paths of the parent module run.
 
 use crate::cpu::pool;
 use crate::ops::groupnorm;

@@ -931,21 +931,19 @@ mod tests {
                 );
             }
         }
-        // Norm weights of the wrong size are an error, not a panic.
+        // Norm weights of the wrong size (one channel too many) are an error, not a panic.
         let x = cpu.upload(&[n, ci, 8, 8], &r.randn(n * ci * 64)).unwrap();
+        let wrong = cpu.upload(&[ci + 1], &r.randn(ci + 1)).unwrap();
         let bad = InputNorm {
-            gamma: &bias,
-            beta: &bias,
+            gamma: &wrong,
+            beta: &beta,
             groups,
             eps: 1e-5,
             silu: true,
         };
         let p = Conv2dParams::same(3);
-        assert!(
-            ci == co
-                || cpu
-                    .group_norm_conv2d(&x, bad, &wt, None, p, ConvEpilogue::none())
-                    .is_err()
-        );
+        assert!(cpu
+            .group_norm_conv2d(&x, bad, &wt, None, p, ConvEpilogue::none())
+            .is_err());
     }
 }
