@@ -838,11 +838,15 @@ mod tests {
             ..ConvEpilogue::none()
         };
         assert!(cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
+        // One output channel too many: wrong whatever Ci and Co are.
+        let wide = cpu
+            .upload(&[n, co + 1, h, w], &r.randn(n * (co + 1) * h * w))
+            .unwrap();
         let bad = ConvEpilogue {
-            residual: Some(&x),
+            residual: Some(&wide),
             ..ConvEpilogue::none()
         };
-        assert!(ci == co || cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
+        assert!(cpu.conv2d_epilogue(&x, &wt, Some(&b), p, bad).is_err());
     }
 
     /// The CPU backend's group norm fused into the convolution's input copy equals the group norm
