@@ -118,8 +118,8 @@ pub struct MatmulSpec {
 
 /// The ops a diffusers UNet needs. Implemented by [`crate::cpu::CpuBackend`] and
 /// [`crate::gpu::GpuBackend`].
-pub trait Backend {
-    type Tensor: Tensor;
+pub trait Backend: 'static {
+    type Tensor: Tensor + 'static;
 
     /// A short human-readable name ("cpu", or the GPU adapter's name and API).
     fn name(&self) -> String;

@@ -10,6 +10,7 @@ use stepwise::cpu::CpuBackend;
 use stepwise::io::{read_tensors, rel_l2};
 use stepwise::model::loader::{load_unet_files, DirSource};
 use stepwise::model::UNet2DModel;
+use stepwise::selftest::TestRng;
 use stepwise::{Backend, Tensor};
 
 fn cases() -> Vec<PathBuf> {
@@ -193,10 +194,62 @@ fn a_batch_past_the_memory_limit_is_a_clear_error_and_the_next_run_works() {
     assert!(err <= 1e-3, "after the failed batch: relative L2 {err:e}");
 }
 
+/// A pool of `t` CPU threads.
+fn threads(t: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_cpu_forward_on_threads_equals_one_thread() {
+    // With several threads the CPU forward runs the batch in parts side by side (and splits
+    // large convolutions); every golden case, at batches that split evenly and unevenly, with
+    // per-image timesteps and labels, must give what one thread gives (to rounding: the GEMMs of
+    // a smaller batch may sum in another order).
+    let mut rng = TestRng::new(common::seed("a_cpu_forward_on_threads_equals_one_thread"));
+    for dir in cases() {
+        let files = load_unet_files(&DirSource(dir.clone())).unwrap();
+        let cfg = files.config.clone();
+        let unet = UNet2DModel::load(&CpuBackend, files.config, &files.weights).unwrap();
+        let (h, w) = cfg.sample_size.map(|s| s.hw()).unwrap_or((16, 16));
+        for (n, t) in [(2, 2), (3, 2), (4, 3), (5, 4)] {
+            let shape = [n, cfg.in_channels, h, w];
+            let x = rng.randn(shape.iter().product());
+            let steps: Vec<f32> = (0..n).map(|i| 100.0 * i as f32 + 7.0).collect();
+            let classes = cfg.num_class_embeds.unwrap_or(1000);
+            let labels: Option<Vec<i64>> = cfg
+                .is_class_conditional()
+                .then(|| (0..n).map(|i| ((3 * i + 1) % classes) as i64).collect());
+            let run = |pool: &rayon::ThreadPool| {
+                pool.install(|| {
+                    assert_eq!(stepwise::cpu::threads::count(), pool.current_num_threads());
+                    let x = CpuBackend.upload(&shape, &x).unwrap();
+                    let y = unet.forward(&CpuBackend, &x, &steps, labels.as_deref());
+                    pollster::block_on(CpuBackend.download(&y.unwrap())).unwrap()
+                })
+            };
+            let (want, got) = (run(&threads(1)), run(&threads(t)));
+            let err = rel_l2(&got, &want);
+            assert!(
+                err <= 1e-5,
+                "{}: batch {n} on {t} threads differs from one thread (rel L2 {err:e})",
+                dir.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn a_cpu_step_allocates_no_activation_memory() {
     // The CPU backend's op outputs and scratch come back from its per-thread pool: after the
     // first forward pass, repeating it allocates no buffer (no malloc, no page faults, no zeroing).
+    // On one thread, so that the same thread runs every pass (each thread has its own pool).
+    threads(1).install(one_thread_allocates_nothing);
+}
+
+fn one_thread_allocates_nothing() {
     let dir = &cases()[0];
     let files = load_unet_files(&DirSource(dir.clone())).unwrap();
     let unet = UNet2DModel::load(&CpuBackend, files.config, &files.weights).unwrap();

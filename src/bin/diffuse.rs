@@ -434,6 +434,9 @@ mod cli {
         /// Also print one `RESULT {json}` line per backend for scripts.
         #[arg(long)]
         json: bool,
+        /// Threads for the CPU backend (default: every core, or `RAYON_NUM_THREADS`).
+        #[arg(long)]
+        threads: Option<usize>,
     }
 
     /// The benchmark's input: the seeded one from export_onnx.py (with PyTorch's output to check
@@ -507,12 +510,23 @@ mod cli {
     ) -> Result<Timing> {
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
         let x = b.upload(&input.shape, &input.sample)?;
+        time_passes(b, &unet, &x, input, runs)
+    }
+
+    /// [`time_forward`]'s passes.
+    fn time_passes<B: Backend>(
+        b: &B,
+        unet: &UNet2DModel<B>,
+        x: &B::Tensor,
+        input: &BenchInput,
+        runs: usize,
+    ) -> Result<Timing> {
         // The whole forward, and the part before the download: on the GPU that is the host's
         // time to record and submit the commands, the overhead that is left when kernels are fast.
         let pass = || -> Result<(Vec<f32>, f64, Option<f64>)> {
             let start = std::time::Instant::now();
             let cpu0 = thread_cpu_ms();
-            let y = unet.forward(b, &x, &input.timesteps, input.labels.as_deref())?;
+            let y = unet.forward(b, x, &input.timesteps, input.labels.as_deref())?;
             let record = start.elapsed().as_secs_f64() * 1000.0;
             let out = pollster::block_on(b.download(&y))?;
             let host = cpu0.zip(thread_cpu_ms()).map(|(a, b)| b - a);
@@ -669,8 +683,19 @@ mod cli {
         let c = match args.device {
             Some(Device::Gpu) => None,
             _ => {
-                let t = time_forward(&CpuBackend, &files, &input, args.runs)?;
-                Some(report("cpu", &CpuBackend.name(), t))
+                // The global pool, which the engine's parallel ops use (this process benches once).
+                if let Some(t) = args.threads {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(t)
+                        .build_global()
+                        .map_err(|e| Error::Other(format!("cannot start {t} CPU threads: {e}")))?;
+                }
+                let threads = rayon::current_num_threads();
+                let unet = UNet2DModel::load(&CpuBackend, files.config.clone(), &files.weights)?;
+                let x = CpuBackend.upload(&input.shape, &input.sample)?;
+                let t = time_passes(&CpuBackend, &unet, &x, &input, args.runs)?;
+                let label = format!("{}, {threads} thread(s)", CpuBackend.name());
+                Some(report("cpu", &label, t))
             }
         };
         if let (Some(g), Some(c)) = (g, c) {

@@ -2,6 +2,7 @@
 //! are tested against, and the fallback where WebGPU is missing.
 
 pub mod pool;
+pub mod threads;
 pub mod transpose;
 
 use std::sync::{Arc, OnceLock};
@@ -71,7 +72,7 @@ impl CpuTensor {
 
     /// An op output of `shape` computed by `fill`, which must write every element of a buffer
     /// taken from the pool (its old values are stale).
-    fn compute(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Self {
+    pub(crate) fn compute(shape: &[usize], fill: impl FnOnce(&mut [f32])) -> Self {
         let mut values = pool::take(shape.iter().product());
         fill(&mut values);
         Self {

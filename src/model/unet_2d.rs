@@ -330,7 +330,81 @@ impl<B: Backend> UNet2DModel<B> {
         timesteps: &[f32],
         class_labels: Option<&[i64]>,
     ) -> Result<B::Tensor> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(y) = self.forward_on_threads(sample, timesteps, class_labels) {
+            return y;
+        }
         self.forward_probed(b, sample, timesteps, class_labels, &mut |_, _| {})
+    }
+
+    /// On the CPU backend with several threads (natively): the batch in as many parts as there
+    /// are threads (at most one per image), one whole forward per part, side by side. A part's
+    /// ops then need no thread but their own, where splitting each op would make the threads meet
+    /// once per op. `None` where this does not apply (another backend, one image, one thread, or
+    /// inputs that [`Self::check_inputs`] rejects, whose error the plain forward then gives).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn forward_on_threads(
+        &self,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Option<Result<B::Tensor>> {
+        use crate::cpu::{threads, CpuBackend, CpuTensor};
+        use rayon::prelude::*;
+        use std::any::Any;
+        // Only the CPU backend's tensors can be read on any thread.
+        let model = (self as &dyn Any).downcast_ref::<UNet2DModel<CpuBackend>>()?;
+        let x = (sample as &dyn Any).downcast_ref::<CpuTensor>()?;
+        let &[n, c, h, w] = x.shape() else {
+            return None;
+        };
+        let parts = threads::count().min(n);
+        if parts < 2
+            || self
+                .check_inputs(x.shape(), timesteps, class_labels)
+                .is_err()
+        {
+            return None;
+        }
+        let (image, out_image) = (c * h * w, self.config.out_channels * h * w);
+        let run = |(r, out): &mut (std::ops::Range<usize>, &mut [f32])| -> Result<()> {
+            // Made and dropped on this thread, so that its buffers stay in this thread's pool.
+            let xs = CpuTensor::compute(&[r.len(), c, h, w], |v| {
+                v.copy_from_slice(&x.data()[r.start * image..r.end * image])
+            });
+            let t = if timesteps.len() == 1 {
+                timesteps
+            } else {
+                &timesteps[r.clone()]
+            };
+            let labels = class_labels.map(|l| &l[r.clone()]);
+            let ys = threads::alone(|| {
+                model.forward_probed(&CpuBackend, &xs, t, labels, &mut |_, _| {})
+            })?;
+            if ys.data().len() != out.len() {
+                return Err(Error::shape(
+                    "UNet2DModel",
+                    format!("a part's output {:?} does not fit its images", ys.shape()),
+                ));
+            }
+            out.copy_from_slice(ys.data());
+            Ok(())
+        };
+        let mut done = Ok(());
+        let y = CpuTensor::compute(&[n, self.config.out_channels, h, w], |out| {
+            // Part `i` is images `i·n/parts ..`: as even as the batch allows.
+            let mut jobs = Vec::with_capacity(parts);
+            let mut rest = out;
+            for i in 0..parts {
+                let r = i * n / parts..(i + 1) * n / parts;
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * out_image);
+                jobs.push((r, head));
+                rest = tail;
+            }
+            done = jobs.par_iter_mut().map(run).collect::<Result<()>>();
+        });
+        let y: Box<dyn Any> = Box::new(y);
+        Some(done.map(|_| *y.downcast::<B::Tensor>().expect("B is CpuBackend")))
     }
 
     /// [`Self::forward`], handing every stage's output to `probe` with the stage's diffusers

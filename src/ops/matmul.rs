@@ -107,7 +107,7 @@ pub unsafe fn sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            crate::cpu::threads::gemm_parallelism(m * n * k),
         )
     }
 }

@@ -17,7 +17,7 @@
 //! 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the GEMM
 //! paths of the parent module run.
 
-use crate::cpu::pool;
+use crate::cpu::{pool, threads};
 use crate::ops::groupnorm;
 
 /// Input channels per pass over the output: a pass's three rows of a 34-pixel-wide image (13 KiB)
@@ -299,8 +299,20 @@ fn pair_rows(q: &[f32], g: &Geometry, out: &mut [f32]) {
     }
 }
 
+/// The most parts a convolution splits into across threads ([`crate::cpu::threads`]).
+pub const MAX_PARTS: usize = 16;
+/// Convolutions with fewer multiply-adds run on one thread. A split wakes a sleeping pool
+/// thread, which took 70–110 µs on the 2-core VM of BENCHMARKS.md (`examples/cpu_threads`):
+/// about what 2^22 multiply-adds take on one core, so only larger convolutions can gain.
+pub const PARALLEL_MACS: usize = 1 << 22;
+
 /// Runs the convolution into `out` (`[N, Co, Ho, Wo]`, every element written) at `width` (from
 /// [`width`]), with `packed` from [`pack_weight`].
+///
+/// On several threads it splits by images where they divide evenly among the threads (each
+/// thread copies its own), else, one image at a time, by runs of output-channel blocks (the
+/// image copied once and read by every thread). Either way each output element is summed in
+/// the same order as on one thread.
 ///
 /// # Panics
 /// When `width` is not the one [`width`] returns for this output on this CPU, or an operand's
@@ -314,14 +326,14 @@ pub fn conv(
     width: Width,
     out: &mut [f32],
 ) {
-    let [n, ci, _, _] = g.x;
-    let (hp, _) = g.padded();
+    let [n, ci, h, w] = g.x;
     let [ho, wo] = g.out();
+    let taps = g.k[0] * g.k[1];
     assert_eq!(x.len(), g.x.iter().product::<usize>(), "direct conv input");
     assert_eq!(out.len(), n * g.co * ho * wo, "direct conv output");
     assert_eq!(
         packed.len(),
-        packed_len(g.co, ci, g.k[0] * g.k[1]),
+        packed_len(g.co, ci, taps),
         "direct conv weight"
     );
     assert!(
@@ -332,34 +344,180 @@ pub fn conv(
     assert!(e.channel_add.is_none_or(|a| a.len() == n * g.co));
     assert!(e.residual.is_none_or(|r| r.len() == out.len()));
     assert_eq!(self::width(ho, wo), Some(width), "direct conv width");
-    assert!(g.k[0] * g.k[1] <= MAX_TAPS, "direct conv kernel size");
+    assert!(taps <= MAX_TAPS, "direct conv kernel size");
     assert!((1..=MAX_STRIDE).contains(&g.stride), "direct conv stride");
-    // One image at a time, so that its copy is still in L2 when the kernel reads it.
-    let mut q = pool::take(ci * g.stride * hp * g.wq() + pair_len(g, width));
-    // SAFETY: `width` (checked above) exists only where this CPU has its features; the
-    // operands' lengths were checked above.
+    let (image, out_image) = (ci * h * w, g.co * ho * wo);
+    let threads = match threads::count().min(MAX_PARTS) {
+        t if t > 1 && out.len() * ci * taps >= PARALLEL_MACS => t,
+        _ => 1,
+    };
+    let q_len = ci * g.stride * g.padded().0 * g.wq() + pair_len(g, width);
+    // Image `b`'s input, prologue and epilogue.
+    let x_of = |b: usize| &x[b * image..(b + 1) * image];
+    let norm_of = |b: usize| norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
+    let e_of = |b: usize| Epilogue {
+        channel_add: e.channel_add.map(|a| &a[b * g.co..(b + 1) * g.co]),
+        residual: e.residual.map(|r| &r[b * out_image..(b + 1) * out_image]),
+        ..e
+    };
+    if n.is_multiple_of(threads) {
+        // Whole images per thread (on one thread: every image), each copied just before it
+        // runs, so that its copy is still in L2 when the kernel reads it.
+        let per = n / threads;
+        let mut parts: [Option<(usize, &mut [f32])>; MAX_PARTS] = Default::default();
+        for (i, (slot, o)) in parts
+            .iter_mut()
+            .zip(out.chunks_mut(per * out_image))
+            .enumerate()
+        {
+            *slot = Some((i * per, o));
+        }
+        let all = Span {
+            first: 0,
+            count: blocks(g.co).count(),
+        };
+        threads::for_each(&mut parts[..threads], |slot| {
+            let Some((b0, o)) = slot.take() else { return };
+            let mut q = pool::take(q_len);
+            for (b, ob) in (b0..).zip(o.chunks_mut(out_image)) {
+                image_conv(
+                    x_of(b),
+                    g,
+                    packed,
+                    norm_of(b),
+                    e_of(b),
+                    width,
+                    &mut q,
+                    &mut [(all, ob)],
+                );
+            }
+            pool::give(q);
+        });
+    } else {
+        let (spans, k) = split(g.co, threads);
+        let mut q = pool::take(q_len);
+        for (b, ob) in out.chunks_mut(out_image).enumerate() {
+            let mut parts: [(Span, &mut [f32]); MAX_PARTS] = Default::default();
+            let mut rest = ob;
+            for (part, &span) in parts.iter_mut().zip(&spans[..k]) {
+                let (c0, c1) = span.channels(g.co);
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut((c1 - c0) * ho * wo);
+                *part = (span, head);
+                rest = tail;
+            }
+            image_conv(
+                x_of(b),
+                g,
+                packed,
+                norm_of(b),
+                e_of(b),
+                width,
+                &mut q,
+                &mut parts[..k],
+            );
+        }
+        pool::give(q);
+    }
+}
+
+/// A run of consecutive [`blocks`]: `count` of them from the `first`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Span {
+    pub first: usize,
+    pub count: usize,
+}
+
+impl Span {
+    /// The output channels it computes, `c0..c1` (without the last block's padding).
+    pub(super) fn channels(self, co: usize) -> (usize, usize) {
+        let mut b = blocks(co).skip(self.first);
+        let (c0, _) = b.next().expect("a span's first block exists");
+        let (last, rc) = blocks(co)
+            .nth(self.first + self.count - 1)
+            .expect("in range");
+        (c0, co.min(last + rc))
+    }
+}
+
+/// `co` channels' blocks in at most `parts` runs of about equal channel counts; the second value
+/// says how many runs there are.
+pub(super) fn split(co: usize, parts: usize) -> ([Span; MAX_PARTS], usize) {
+    let mut spans = [Span::default(); MAX_PARTS];
+    let (mut k, mut at) = (0, usize::MAX);
+    for (i, (c0, rc)) in blocks(co).enumerate() {
+        // The part the block's middle channel falls in.
+        let p = ((2 * c0 + rc) * parts / (2 * co)).min(parts - 1);
+        if p != at {
+            spans[k] = Span { first: i, count: 0 };
+            (k, at) = (k + 1, p);
+        }
+        spans[k - 1].count += 1;
+    }
+    (spans, k)
+}
+
+/// One image: copies it into `q` (normalised by `norm`), then computes each part's channels into
+/// its slice of the output, on one thread per part. `e` is this image's epilogue.
+#[allow(clippy::too_many_arguments)]
+fn image_conv(
+    x: &[f32],
+    g: &Geometry,
+    packed: &[f32],
+    norm: Option<(&[[f32; 2]], bool)>,
+    e: Epilogue<'_>,
+    width: Width,
+    q: &mut [f32],
+    parts: &mut [(Span, &mut [f32])],
+) {
+    // SAFETY: `width` exists only where this CPU has its features ([`conv`] checked it and the
+    // operands' lengths).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        match width {
-            Width::Avx => x86::conv::<x86::Avx<1>>(x, &mut q, g, packed, norm, e, out),
-            Width::AvxRowPairs => x86::conv::<x86::Avx<2>>(x, &mut q, g, packed, norm, e, out),
-            Width::Four => x86::conv::<x86::Sse>(x, &mut q, g, packed, norm, e, out),
+        x86::prepare(x, g, norm, width, q)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    prepare_all(x, g, norm, width, q);
+    let q = &*q;
+    threads::for_each(parts, |(span, out)| {
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match width {
+                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, *span, e, out),
+                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, *span, e, out),
+                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, *span, e, out),
+            }
         }
+        // SAFETY: as above.
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        unsafe {
+            kernel::<wasm::Simd128>(q, g, packed, *span, e, out)
+        }
+        #[cfg(not(any(
+            target_arch = "x86_64",
+            all(target_arch = "wasm32", target_feature = "simd128")
+        )))]
+        {
+            let _ = (packed, span, e, out);
+            panic!("direct conv: no SIMD on this target");
+        }
+    });
+}
+
+/// [`prepare`], then for row pairs [`pair_rows`] into the rest of `q`.
+#[inline(always)]
+fn prepare_all(
+    x: &[f32],
+    g: &Geometry,
+    norm: Option<(&[[f32; 2]], bool)>,
+    width: Width,
+    q: &mut [f32],
+) {
+    let (q, qp) = q.split_at_mut(g.x[1] * g.stride * g.padded().0 * g.wq());
+    prepare(x, g, norm, q);
+    if width == Width::AvxRowPairs {
+        pair_rows(q, g, qp);
     }
-    // SAFETY: as above.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    unsafe {
-        run::<wasm::Simd128>(x, &mut q, g, packed, norm, e, out)
-    }
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
-    {
-        let _ = (packed, norm, e, out);
-        panic!("direct conv: no SIMD on this target");
-    }
-    pool::give(q);
 }
 
 /// The vector operations the microkernel needs.
@@ -385,25 +543,26 @@ struct Vector {
     dst: usize,
 }
 
-/// The whole convolution at one SIMD flavour; `q` is the buffer for one image's [`prepare`].
+/// One part of one image: the channels of `span`'s blocks into `out` (those channels of the
+/// image's output), from `q` as [`prepare_all`] left it; `e` is the image's epilogue.
 #[inline(always)]
-unsafe fn run<S: Simd>(
-    x: &[f32],
-    q: &mut [f32],
+unsafe fn kernel<S: Simd>(
+    q: &[f32],
     g: &Geometry,
     packed: &[f32],
-    norm: Option<Prologue<'_>>,
+    span: Span,
     e: Epilogue<'_>,
     out: &mut [f32],
 ) {
-    let [n, ci, _, _] = g.x;
+    let ci = g.x[1];
     let [ho, wo] = g.out();
     let (s, wq) = (g.stride, g.wq());
     let [kh, kw] = g.k;
     // Row pairs read the copy [`pair_rows`] makes of [`prepare`]'s: both rows of a tap in one
     // load. Its rows hold, per channel, one group of 8 per kernel column.
     let pairs = S::ROWS == 2;
-    let (q, qp) = q.split_at_mut(ci * s * g.padded().0 * wq);
+    let (q, qp) = q.split_at(ci * s * g.padded().0 * wq);
+    let xb = if pairs { qp.as_ptr() } else { q.as_ptr() };
     // One padded input row of every channel, and from one input channel to the next.
     let (rs, cs) = if pairs {
         (ci * kw * 8, kw * 8)
@@ -436,57 +595,57 @@ unsafe fn run<S: Simd>(
             dst: oy * wo + ox,
         }
     };
-    let image = ci * g.x[2] * g.x[3];
-    for b in 0..n {
-        let norm = norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
-        prepare(&x[b * image..(b + 1) * image], g, norm, q);
-        let xb = if pairs {
-            pair_rows(q, g, qp);
-            qp.as_ptr()
-        } else {
-            q.as_ptr()
-        };
-        // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the
-        // passes after the first add to the output, the last applies the epilogue.
-        for c0 in (0..ci).step_by(KC) {
-            let kc = KC.min(ci - c0);
-            let (first, last) = (c0 == 0, c0 + kc == ci);
-            let xc = xb.add(c0 * cs);
-            let mut w = packed.as_ptr();
-            for (co0, rc) in blocks(g.co) {
-                let valid = rc.min(g.co - co0);
-                let mut init = [0f32; RC];
-                for (r, v) in init.iter_mut().enumerate().take(valid) {
-                    *v = e.bias.map_or(0.0, |t| t[co0 + r])
-                        + e.channel_add.map_or(0.0, |t| t[b * g.co + co0 + r]);
+    // This part's channels, numbered from its first: the epilogue's operands and the weights
+    // from there on.
+    let (c0, c1) = span.channels(g.co);
+    assert_eq!(out.len(), (c1 - c0) * plane, "direct conv part");
+    let e = Epilogue {
+        bias: e.bias.map(|b| &b[c0..c1]),
+        channel_add: e.channel_add.map(|a| &a[c0..c1]),
+        residual: e.residual.map(|r| &r[c0 * plane..c1 * plane]),
+        ..e
+    };
+    let packed = &packed[c0 * ci * ntaps..];
+    // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the passes
+    // after the first add to the output, the last applies the epilogue.
+    for k0 in (0..ci).step_by(KC) {
+        let kc = KC.min(ci - k0);
+        let (first, last) = (k0 == 0, k0 + kc == ci);
+        let xc = xb.add(k0 * cs);
+        let mut w = packed.as_ptr();
+        for (co0, rc) in blocks(g.co).skip(span.first).take(span.count) {
+            let valid = rc.min(g.co - co0);
+            let co0 = co0 - c0;
+            let mut init = [0f32; RC];
+            for (r, v) in init.iter_mut().enumerate().take(valid) {
+                *v = e.bias.map_or(0.0, |t| t[co0 + r]) + e.channel_add.map_or(0.0, |t| t[co0 + r]);
+            }
+            let ob = co0 * plane;
+            let wc = w.add(k0 * ntaps * rc);
+            w = w.add(ci * ntaps * rc);
+            let mut i = 0;
+            while i < vectors {
+                macro_rules! tile {
+                    ($r:expr, $v:literal) => {{
+                        let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
+                        let dst = vs.map(|v| ob + v.dst);
+                        let acc = if first {
+                            splat::<S, $v, { $r }>(&init)
+                        } else {
+                            load::<S, $v, { $r }>(out, dst, plane, valid)
+                        };
+                        let src = vs.map(|v| v.src);
+                        let acc = tile::<S, $v, { $r }>(acc, xc, src, cs, kc, taps, wc);
+                        let e = if last { e } else { Epilogue::NONE };
+                        store::<S, $v, { $r }>(&acc, dst, plane, valid, e, out);
+                        i += $v;
+                    }};
                 }
-                let ob = b * g.co * plane + co0 * plane;
-                let wc = w.add(c0 * ntaps * rc);
-                w = w.add(ci * ntaps * rc);
-                let mut i = 0;
-                while i < vectors {
-                    macro_rules! tile {
-                        ($r:expr, $v:literal) => {{
-                            let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
-                            let dst = vs.map(|v| ob + v.dst);
-                            let acc = if first {
-                                splat::<S, $v, { $r }>(&init)
-                            } else {
-                                load::<S, $v, { $r }>(out, dst, plane, valid)
-                            };
-                            let src = vs.map(|v| v.src);
-                            let acc = tile::<S, $v, { $r }>(acc, xc, src, cs, kc, taps, wc);
-                            let e = if last { e } else { Epilogue::NONE };
-                            store::<S, $v, { $r }>(&acc, dst, plane, valid, e, out);
-                            i += $v;
-                        }};
-                    }
-                    match (rc, vectors - i) {
-                        (RC, 1) => tile!(RC, 1),
-                        (RC, _) => tile!(RC, 2),
-                        (_, 1) => tile!(RC_SMALL, 1),
-                        _ => tile!(RC_SMALL, 2),
-                    }
+                match (rc, vectors - i) {
+                    (RC, 1) => tile!(RC, 1),
+                    (RC, _) => tile!(RC, 2),
+                    (_, 1) => tile!(RC_SMALL, 1),
+                    _ => tile!(RC_SMALL, 2),
                 }
             }
         }
@@ -582,7 +741,7 @@ unsafe fn store<S: Simd, const V: usize, const R: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{run, Epilogue, Geometry, Prologue, Simd};
+    use super::{prepare_all, Epilogue, Geometry, Simd, Span, Width};
     use std::arch::x86_64::*;
 
     /// 8 lanes: 8 pixels of one row, or (`ROWS` = 2) 4 pixels of each of two rows.
@@ -648,18 +807,29 @@ mod x86 {
         }
     }
 
-    /// [`run`] compiled for AVX2 + FMA, whichever vector type `S` it uses.
+    /// [`prepare_all`] compiled for AVX2 + FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn conv<S: Simd>(
+    pub unsafe fn prepare(
         x: &[f32],
+        g: &Geometry,
+        norm: Option<(&[[f32; 2]], bool)>,
+        width: Width,
         q: &mut [f32],
+    ) {
+        prepare_all(x, g, norm, width, q)
+    }
+
+    /// [`kernel`] compiled for AVX2 + FMA, whichever vector type `S` it uses.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel<S: Simd>(
+        q: &[f32],
         g: &Geometry,
         w: &[f32],
-        norm: Option<Prologue<'_>>,
+        span: Span,
         e: Epilogue<'_>,
         out: &mut [f32],
     ) {
-        run::<S>(x, q, g, w, norm, e, out)
+        super::kernel::<S>(q, g, w, span, e, out)
     }
 }
 

@@ -693,6 +693,109 @@ mod tests {
         }
     }
 
+    /// A split over threads covers every block once, in order, in at most the parts asked for,
+    /// of about equal channel counts.
+    #[test]
+    fn direct_split_covers_the_blocks() {
+        for co in 1..200 {
+            let n = direct::blocks(co).count();
+            for parts in 1..=direct::MAX_PARTS {
+                let (spans, k) = direct::split(co, parts);
+                assert!(
+                    (1..=parts.min(n)).contains(&k),
+                    "{co} in {parts}: {k} spans"
+                );
+                let mut next = 0;
+                for s in &spans[..k] {
+                    assert!(s.first == next && s.count > 0, "{co} in {parts}: {spans:?}");
+                    next += s.count;
+                }
+                assert_eq!(next, n, "{co} in {parts}: {spans:?}");
+                let (c0, c1) = (spans[0].channels(co).0, spans[k - 1].channels(co).1);
+                assert_eq!((c0, c1), (0, co));
+                if co >= 6 * direct::RC * parts {
+                    let widths = spans[..k].iter().map(|s| {
+                        let (a, b) = s.channels(co);
+                        b - a
+                    });
+                    let (lo, hi) = (widths.clone().min().unwrap(), widths.max().unwrap());
+                    assert!(
+                        k == parts && hi - lo <= 2 * direct::RC,
+                        "{co}/{parts}: {spans:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The direct kernel gives the same bits on 2, 3 and 4 threads as on one, whether it splits
+    /// by images (the batch divides among the threads) or by output channels (it does not), with
+    /// the prologue and the whole epilogue.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn direct_kernel_is_the_same_on_any_thread_count() {
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        let pool = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1);
+        for t in [2, 3, 4] {
+            let many = pool(t);
+            for n in [1, 2, 3, 4] {
+                let (ci, co) = (r.range(48, 64), r.range(4 * direct::RC, 64));
+                let (ho, wo) = (r.range(24, 40), 8 * r.range(3, 5));
+                let p = Conv2dParams::same(3);
+                let (xs, ws) = ([n, ci, ho, wo], [co, ci, 3, 3]);
+                let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
+                let width = direct_width(&ws, &o, p).expect("the direct kernel runs on this CPU");
+                let len: usize = o.iter().product();
+                assert!(
+                    len * ci * 9 >= direct::PARALLEL_MACS,
+                    "{xs:?} too small to split"
+                );
+                let x = r.randn(n * ci * ho * wo);
+                let w = direct::pack_weight(&r.randn(co * ci * 9), &ws);
+                let (bias, add, res) = (r.randn(co), r.randn(n * co), r.randn(len));
+                let affine: Vec<[f32; 2]> = (0..n * ci).map(|_| [r.randn(1)[0], 0.1]).collect();
+                let run = |pool: &rayon::ThreadPool| {
+                    let mut got = vec![f32::NAN; len];
+                    pool.install(|| {
+                        assert_eq!(crate::cpu::threads::count(), pool.current_num_threads());
+                        direct::conv(
+                            &x,
+                            &direct::Geometry::new(&xs, &ws, p),
+                            &w,
+                            Some(direct::Prologue {
+                                affine: &affine,
+                                silu: true,
+                            }),
+                            direct::Epilogue {
+                                bias: Some(&bias),
+                                channel_add: Some(&add),
+                                residual: Some(&res),
+                                scale: 0.5,
+                            },
+                            width,
+                            &mut got,
+                        )
+                    });
+                    got
+                };
+                let (want, got) = (run(&one), run(&many));
+                assert!(want.iter().all(|v| v.is_finite()), "{xs:?} (seed {seed})");
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{xs:?} * {ws:?} on {t} threads differs (seed {seed})");
+            }
+        }
+    }
+
     /// The direct kernel with its whole epilogue against the definition, at every SIMD width this
     /// CPU has, strides 1, 2 and 3, one pass over the input channels and several, and channel
     /// counts that leave a partial block of direct::RC.
