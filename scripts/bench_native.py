@@ -69,7 +69,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--device", choices=["both", "gpu", "cpu"], default="both")
     ap.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="peers' intra-op threads (ours: 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for every backend: ours, onnxruntime's intra-op, PyTorch's")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (PyTorch only)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch (onnxruntime only)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -101,7 +102,8 @@ def main() -> None:
                 for d in devices:
                     got += results(run([a.diffuse, "bench", "--model", str(model), "--batch",
                                         str(b), "--runs", str(a.runs), "--device", d, "--check",
-                                        str(check), "--json"], env=env))
+                                        str(check), "--threads", str(a.threads), "--json"],
+                                       env=env))
                 got += results(run([PY, "bench_peers.py", str(model), str(onnx), "--batch",
                                     str(b), "--runs", str(a.runs), "--threads", str(a.threads),
                                     "--device", a.torch_device]
@@ -138,7 +140,7 @@ def main() -> None:
             keys.append(r["backend"])
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; date {dt.date.today()}; "
-          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + f"; peers at {a.threads} thread(s), ours at 1 (CPU)")
+          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + f"; every CPU backend at {a.threads} thread(s)")
     for r in rows:
         if r["backend"] in ("gpu",):
             print(f"GPU adapter: {r['adapter']}")
