@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use stepwise::cpu::CpuBackend;
+use stepwise::cpu::{threads, CpuBackend};
 use stepwise::io::{read_tensors, rel_l2};
 use stepwise::model::loader::{load_unet_files, DirSource};
 use stepwise::model::UNet2DModel;
@@ -194,14 +194,6 @@ fn a_batch_past_the_memory_limit_is_a_clear_error_and_the_next_run_works() {
     assert!(err <= 1e-3, "after the failed batch: relative L2 {err:e}");
 }
 
-/// A pool of `t` CPU threads.
-fn threads(t: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_cpu_forward_on_threads_equals_one_thread() {
     // With several threads the CPU forward runs the batch in parts side by side (and splits
@@ -222,15 +214,15 @@ fn a_cpu_forward_on_threads_equals_one_thread() {
             let labels: Option<Vec<i64>> = cfg
                 .is_class_conditional()
                 .then(|| (0..n).map(|i| ((3 * i + 1) % classes) as i64).collect());
-            let run = |pool: &rayon::ThreadPool| {
-                pool.install(|| {
-                    assert_eq!(stepwise::cpu::threads::count(), pool.current_num_threads());
+            let run = |t: usize| {
+                threads::with_threads(t, || {
+                    assert_eq!(threads::count(), t);
                     let x = CpuBackend.upload(&shape, &x).unwrap();
                     let y = unet.forward(&CpuBackend, &x, &steps, labels.as_deref());
                     pollster::block_on(CpuBackend.download(&y.unwrap())).unwrap()
                 })
             };
-            let (want, got) = (run(&threads(1)), run(&threads(t)));
+            let (want, got) = (run(1), run(t));
             let err = rel_l2(&got, &want);
             assert!(
                 err <= 1e-5,
@@ -246,7 +238,7 @@ fn a_cpu_step_allocates_no_activation_memory() {
     // The CPU backend's op outputs and scratch come back from its per-thread pool: after the
     // first forward pass, repeating it allocates no buffer (no malloc, no page faults, no zeroing).
     // On one thread, so that the same thread runs every pass (each thread has its own pool).
-    threads(1).install(one_thread_allocates_nothing);
+    threads::with_threads(1, one_thread_allocates_nothing);
 }
 
 fn one_thread_allocates_nothing() {

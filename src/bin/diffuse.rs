@@ -683,14 +683,10 @@ mod cli {
         let c = match args.device {
             Some(Device::Gpu) => None,
             _ => {
-                // The global pool, which the engine's parallel ops use (this process benches once).
                 if let Some(t) = args.threads {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(t)
-                        .build_global()
-                        .map_err(|e| Error::Other(format!("cannot start {t} CPU threads: {e}")))?;
+                    stepwise::cpu::threads::init(t).map_err(Error::Other)?;
                 }
-                let threads = rayon::current_num_threads();
+                let threads = stepwise::cpu::threads::count();
                 let unet = UNet2DModel::load(&CpuBackend, files.config.clone(), &files.weights)?;
                 let x = CpuBackend.upload(&input.shape, &input.sample)?;
                 let t = time_passes(&CpuBackend, &unet, &x, &input, args.runs)?;

@@ -1,10 +1,29 @@
-//! How the CPU backend spreads an op over threads: natively, rayon's pool (the one the caller is
-//! `install`ed in, else the global one: `RAYON_NUM_THREADS` or every core); in the browser, one
-//! thread (wasm without shared memory has no threads to give).
+//! How the CPU backend spreads work over threads: natively, a `micropool` pool whose idle
+//! threads spin for a while before they sleep, with the calling thread taking a share; in the
+//! browser, one thread (wasm without shared memory has no threads to give).
 //!
-//! Only the large ops split: the direct convolution ([`crate::ops::conv2d::direct`]) by images or
-//! by output channels, and the GEMMs through the `gemm` crate's own rayon support. A split never
-//! changes a result: every output element is summed in the same order on any thread count.
+//! Two levels use it. A forward of several images runs whole forwards on shares of the batch
+//! side by side ([`crate::model::UNet2DModel::forward`]), each with its ops [`alone`] on its
+//! thread. A forward of one image splits its large convolutions
+//! ([`crate::ops::conv2d::direct`]) by output channels. A split never changes a result: every
+//! output element is summed in the same order on any thread count.
+//!
+//! Why not rayon: its idle threads sleep after a few tens of microseconds, and the serial ops
+//! between two convolutions (group norm statistics, attention) take longer than that, so each
+//! split paid to wake a thread: 35–100 µs on the 2-core VM of BENCHMARKS.md, up to 500 µs when
+//! the host was busy, where micropool's split costs 1–4 µs (`examples/cpu_threads`). That is
+//! what made batch-1 forwards no faster on two threads than on one.
+
+/// How long an idle pool thread spins before it sleeps, in micropool's spin cycles: about 2 ms
+/// here, longer than the serial stretches of a forward, so that a forward's splits find it
+/// awake; it costs one core's spinning for 2 ms after the last split.
+#[cfg(not(target_arch = "wasm32"))]
+const IDLE_SPIN_CYCLES: usize = 100_000;
+
+/// The number of threads of the global pool: `STEPWISE_THREADS`, else every core; set by
+/// [`init`] if that runs first.
+#[cfg(not(target_arch = "wasm32"))]
+static GLOBAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 #[cfg(not(target_arch = "wasm32"))]
 thread_local! {
@@ -12,20 +31,83 @@ thread_local! {
     static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Threads an op may use now: one inside [`alone`].
+/// Sets the number of threads (the calling thread included) the CPU backend uses from now on;
+/// an error once the pool has started with another count.
+pub fn init(threads: usize) -> Result<(), String> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = threads.max(1);
+        let got = *GLOBAL.get_or_init(|| start(threads));
+        if got != threads {
+            return Err(format!("the CPU threads already run with {got} threads"));
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = threads;
+    Ok(())
+}
+
+/// Starts the global pool with `threads - 1` pool threads beside the caller's.
+#[cfg(not(target_arch = "wasm32"))]
+fn start(threads: usize) -> usize {
+    if threads > 1 {
+        pool(threads).build_global();
+    }
+    threads
+}
+
+/// A pool of `threads` threads counting the caller (for [`micropool::ThreadPool::install`]; tests
+/// use it to compare thread counts).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn pool(threads: usize) -> micropool::ThreadPoolBuilder {
+    micropool::ThreadPoolBuilder::default()
+        .num_threads(threads.max(2) - 1)
+        .idle_spin_cycles(IDLE_SPIN_CYCLES)
+}
+
+/// Threads an op may use now, the caller's included: one inside [`alone`].
 pub fn count() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
     {
         if ALONE.get() {
             1
+        } else if INSTALLED.get() {
+            micropool::num_threads() + 1
         } else {
-            rayon::current_num_threads()
+            *GLOBAL.get_or_init(|| {
+                let from_env = std::env::var("STEPWISE_THREADS").ok();
+                let n = from_env
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+                start(n.max(1))
+            })
         }
     }
     #[cfg(target_arch = "wasm32")]
     {
         1
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// Set while this thread runs inside [`with_threads`]' own pool.
+    static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` on a pool of `threads` threads (the caller's included), whatever the global count:
+/// for tests and benchmarks that compare thread counts in one process.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let pool = pool(threads).build();
+    let was = INSTALLED.replace(true);
+    let r = if threads <= 1 {
+        alone(f)
+    } else {
+        pool.install(f)
+    };
+    INSTALLED.set(was);
+    r
 }
 
 /// Runs `f` with every op on this thread alone: for work that is itself one of several parts
@@ -43,34 +125,25 @@ pub fn alone<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs `f` on every item, on up to [`count`] threads.
+/// Runs `f` on every item, on up to [`count`] threads (the caller takes a share).
 pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        if items.len() > 1 {
-            items.par_iter_mut().for_each(f);
-            return;
-        }
+    if count() > 1 {
+        split(items, &f);
+        return;
     }
     items.iter_mut().for_each(f);
 }
 
-/// The `gemm` crate's parallelism for one product of `macs` multiply-adds: its own threads only
-/// past [`crate::ops::conv2d::direct::PARALLEL_MACS`], the size from which a split can gain here.
-pub fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        match count() {
-            n if n > 1 && macs >= crate::ops::conv2d::direct::PARALLEL_MACS => {
-                gemm::Parallelism::Rayon(n)
-            }
-            _ => gemm::Parallelism::None,
+/// Halves `items` until one is left, each half on a thread if one is free.
+#[cfg(not(target_arch = "wasm32"))]
+fn split<T: Send>(items: &mut [T], f: &(impl Fn(&mut T) + Sync)) {
+    match items {
+        [] => {}
+        [one] => f(one),
+        _ => {
+            let (a, b) = items.split_at_mut(items.len() / 2);
+            micropool::join(|| split(a, f), || split(b, f));
         }
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = macs;
-        gemm::Parallelism::None
     }
 }

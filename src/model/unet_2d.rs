@@ -350,7 +350,6 @@ impl<B: Backend> UNet2DModel<B> {
         class_labels: Option<&[i64]>,
     ) -> Option<Result<B::Tensor>> {
         use crate::cpu::{threads, CpuBackend, CpuTensor};
-        use rayon::prelude::*;
         use std::any::Any;
         // Only the CPU backend's tensors can be read on any thread.
         let model = (self as &dyn Any).downcast_ref::<UNet2DModel<CpuBackend>>()?;
@@ -367,7 +366,7 @@ impl<B: Backend> UNet2DModel<B> {
             return None;
         }
         let (image, out_image) = (c * h * w, self.config.out_channels * h * w);
-        let run = |(r, out): &mut (std::ops::Range<usize>, &mut [f32])| -> Result<()> {
+        let run = |r: &std::ops::Range<usize>, out: &mut [f32]| -> Result<()> {
             // Made and dropped on this thread, so that its buffers stay in this thread's pool.
             let xs = CpuTensor::compute(&[r.len(), c, h, w], |v| {
                 v.copy_from_slice(&x.data()[r.start * image..r.end * image])
@@ -398,10 +397,11 @@ impl<B: Backend> UNet2DModel<B> {
             for i in 0..parts {
                 let r = i * n / parts..(i + 1) * n / parts;
                 let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * out_image);
-                jobs.push((r, head));
+                jobs.push((r, head, Ok(())));
                 rest = tail;
             }
-            done = jobs.par_iter_mut().map(run).collect::<Result<()>>();
+            threads::for_each(&mut jobs, |(r, out, done)| *done = run(r, out));
+            done = jobs.into_iter().try_for_each(|(.., d)| d);
         });
         let y: Box<dyn Any> = Box::new(y);
         Some(done.map(|_| *y.downcast::<B::Tensor>().expect("B is CpuBackend")))

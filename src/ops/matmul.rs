@@ -107,7 +107,7 @@ pub unsafe fn sgemm(
             false,
             false,
             false,
-            crate::cpu::threads::gemm_parallelism(m * n * k),
+            gemm::Parallelism::None,
         )
     }
 }

@@ -301,10 +301,9 @@ fn pair_rows(q: &[f32], g: &Geometry, out: &mut [f32]) {
 
 /// The most parts a convolution splits into across threads ([`crate::cpu::threads`]).
 pub const MAX_PARTS: usize = 16;
-/// Convolutions with fewer multiply-adds run on one thread. A split wakes a sleeping pool
-/// thread, which took 70–110 µs on the 2-core VM of BENCHMARKS.md (`examples/cpu_threads`):
-/// about what 2^22 multiply-adds take on one core, so only larger convolutions can gain.
-pub const PARALLEL_MACS: usize = 1 << 22;
+/// Convolutions with fewer multiply-adds run on one thread: a split costs 1–4 µs
+/// ([`crate::cpu::threads`]), and 2^19 multiply-adds take about 13 µs on one core.
+pub const PARALLEL_MACS: usize = 1 << 19;
 
 /// Runs the convolution into `out` (`[N, Co, Ho, Wo]`, every element written) at `width` (from
 /// [`width`]), with `packed` from [`pack_weight`].

@@ -736,15 +736,8 @@ mod tests {
     fn direct_kernel_is_the_same_on_any_thread_count() {
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
-        let pool = |t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        };
-        let one = pool(1);
+        use crate::cpu::threads;
         for t in [2, 3, 4] {
-            let many = pool(t);
             for n in [1, 2, 3, 4] {
                 let (ci, co) = (r.range(48, 64), r.range(4 * direct::RC, 64));
                 let (ho, wo) = (r.range(24, 40), 8 * r.range(3, 5));
@@ -761,10 +754,10 @@ mod tests {
                 let w = direct::pack_weight(&r.randn(co * ci * 9), &ws);
                 let (bias, add, res) = (r.randn(co), r.randn(n * co), r.randn(len));
                 let affine: Vec<[f32; 2]> = (0..n * ci).map(|_| [r.randn(1)[0], 0.1]).collect();
-                let run = |pool: &rayon::ThreadPool| {
+                let run = |t: usize| {
                     let mut got = vec![f32::NAN; len];
-                    pool.install(|| {
-                        assert_eq!(crate::cpu::threads::count(), pool.current_num_threads());
+                    threads::with_threads(t, || {
+                        assert_eq!(threads::count(), t);
                         direct::conv(
                             &x,
                             &direct::Geometry::new(&xs, &ws, p),
@@ -785,7 +778,7 @@ mod tests {
                     });
                     got
                 };
-                let (want, got) = (run(&one), run(&many));
+                let (want, got) = (run(1), run(t));
                 assert!(want.iter().all(|v| v.is_finite()), "{xs:?} (seed {seed})");
                 let same = want
                     .iter()
