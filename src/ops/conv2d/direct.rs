@@ -203,9 +203,16 @@ impl Geometry {
 /// Copies one image `x` (`[Ci, H, W]`) into `q`, `[Hp, Ci, stride, Wq]`: each padded row of every
 /// channel and phase, channels side by side, so that a tile's walk over the input channels of one
 /// kernel row reads consecutive memory. Zero where the padding is. With `norm` (this image's
-/// `[Ci]` pairs of a [`Prologue`]), each value is normalised as it is copied.
+/// `[Ci]` pairs of a [`Prologue`]), each value is normalised as it is copied. Only padded rows
+/// `y0..y1` (`q` holds just those), so that threads can share the copy.
 #[inline(always)]
-fn prepare(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, q: &mut [f32]) {
+fn prepare(
+    x: &[f32],
+    g: &Geometry,
+    norm: Option<(&[[f32; 2]], bool)>,
+    (y0, y1): (usize, usize),
+    q: &mut [f32],
+) {
     let [_, ci, h, w] = g.x;
     let (s, wq) = (g.stride, g.wq());
     // One channel's phases of one row.
@@ -222,14 +229,20 @@ fn prepare(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, q: &mut [
         };
         *p = [first, (first + g.pad[1]) / s, len];
     }
-    // Zero rows above and below the image.
     let row_len = ci * seg;
-    q[..g.pad[0] * row_len].fill(0.0);
-    q[(g.pad[0] + h) * row_len..].fill(0.0);
+    assert_eq!(q.len(), (y1 - y0) * row_len, "direct conv copy rows");
+    // Zero rows above and below the image.
+    let image_rows = g.pad[0]..g.pad[0] + h;
+    for (y, row) in (y0..y1).zip(q.chunks_exact_mut(row_len)) {
+        if !image_rows.contains(&y) {
+            row.fill(0.0);
+        }
+    }
     // Channels in groups of 8, so that the reads are a few streams, not one per channel.
     for c0 in (0..ci).step_by(8) {
-        for iy in 0..h {
-            let qrow = &mut q[(g.pad[0] + iy) * row_len..][..row_len];
+        for y in y0.max(image_rows.start)..y1.min(image_rows.end) {
+            let iy = y - g.pad[0];
+            let qrow = &mut q[(y - y0) * row_len..][..row_len];
             for c in c0..(c0 + 8).min(ci) {
                 let src = &x[(c * h + iy) * w..][..w];
                 let qseg = &mut qrow[c * seg..(c + 1) * seg];
@@ -359,6 +372,11 @@ pub fn conv(
         residual: e.residual.map(|r| &r[b * out_image..(b + 1) * out_image]),
         ..e
     };
+    let all = Span {
+        first: 0,
+        count: blocks(g.co).count(),
+    };
+    let nv = vectors(width, ho, wo);
     if n.is_multiple_of(threads) {
         // Whole images per thread (on one thread: every image), each copied just before it
         // runs, so that its copy is still in L2 when the kernel reads it.
@@ -371,51 +389,79 @@ pub fn conv(
         {
             *slot = Some((i * per, o));
         }
-        let all = Span {
-            first: 0,
-            count: blocks(g.co).count(),
-        };
         threads::for_each(&mut parts[..threads], |slot| {
             let Some((b0, o)) = slot.take() else { return };
             let mut q = pool::take(q_len);
             for (b, ob) in (b0..).zip(o.chunks_mut(out_image)) {
-                image_conv(
-                    x_of(b),
-                    g,
-                    packed,
-                    norm_of(b),
-                    e_of(b),
-                    width,
-                    &mut q,
-                    &mut [(all, ob)],
-                );
+                let whole = [Part {
+                    span: all,
+                    vectors: (0, nv),
+                }];
+                let (xb, nb, eb) = (x_of(b), norm_of(b), e_of(b));
+                image_conv(xb, g, packed, nb, eb, width, &mut q, &whole, ob);
             }
             pool::give(q);
         });
     } else {
-        let (spans, k) = split(g.co, threads);
+        // One image at a time, copied once; its pixel vectors split among the threads where
+        // there are enough of them, else its output-channel blocks.
+        let mut parts = [Part::default(); MAX_PARTS];
+        let k = if nv >= 4 * threads {
+            for (i, p) in parts.iter_mut().take(threads).enumerate() {
+                *p = Part {
+                    span: all,
+                    vectors: (i * nv / threads, (i + 1) * nv / threads),
+                };
+            }
+            threads
+        } else {
+            let (spans, k) = split(g.co, threads);
+            for (p, &span) in parts.iter_mut().zip(&spans[..k]) {
+                *p = Part {
+                    span,
+                    vectors: (0, nv),
+                };
+            }
+            k
+        };
         let mut q = pool::take(q_len);
         for (b, ob) in out.chunks_mut(out_image).enumerate() {
-            let mut parts: [(Span, &mut [f32]); MAX_PARTS] = Default::default();
-            let mut rest = ob;
-            for (part, &span) in parts.iter_mut().zip(&spans[..k]) {
-                let (c0, c1) = span.channels(g.co);
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut((c1 - c0) * ho * wo);
-                *part = (span, head);
-                rest = tail;
-            }
-            image_conv(
-                x_of(b),
-                g,
-                packed,
-                norm_of(b),
-                e_of(b),
-                width,
-                &mut q,
-                &mut parts[..k],
-            );
+            let (xb, nb, eb) = (x_of(b), norm_of(b), e_of(b));
+            image_conv(xb, g, packed, nb, eb, width, &mut q, &parts[..k], ob);
         }
         pool::give(q);
+    }
+}
+
+/// How many pixel vectors the kernel computes per output channel at `width`.
+fn vectors(width: Width, ho: usize, wo: usize) -> usize {
+    match width {
+        Width::Avx => ho * (wo / 8),
+        Width::AvxRowPairs => (ho / 2) * (wo / 4),
+        Width::Four => ho * (wo / 4),
+    }
+}
+
+/// One thread's share of one image's output: the channels of `span`'s blocks at pixel vectors
+/// `vectors.0..vectors.1`. The parts of an image never share an output element.
+#[derive(Clone, Copy, Debug, Default)]
+struct Part {
+    span: Span,
+    vectors: (usize, usize),
+}
+
+/// An image's output as the threads of [`image_conv`] write it: each part its own elements.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: the parts that share an `Out` write disjoint elements ([`Part`]), and the slice it
+// points into outlives them (the threads join before [`image_conv`] returns).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -455,8 +501,9 @@ pub(super) fn split(co: usize, parts: usize) -> ([Span; MAX_PARTS], usize) {
     (spans, k)
 }
 
-/// One image: copies it into `q` (normalised by `norm`), then computes each part's channels into
-/// its slice of the output, on one thread per part. `e` is this image's epilogue.
+/// One image: copies it into `q` (normalised by `norm`), then computes each part into `out`
+/// (the image's `[Co, Ho, Wo]`, every element written by exactly one part), one thread per
+/// part. `e` is this image's epilogue.
 #[allow(clippy::too_many_arguments)]
 fn image_conv(
     x: &[f32],
@@ -466,57 +513,81 @@ fn image_conv(
     e: Epilogue<'_>,
     width: Width,
     q: &mut [f32],
-    parts: &mut [(Span, &mut [f32])],
+    parts: &[Part],
+    out: &mut [f32],
 ) {
-    // SAFETY: `width` exists only where this CPU has its features ([`conv`] checked it and the
-    // operands' lengths).
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        x86::prepare(x, g, norm, width, q)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    prepare_all(x, g, norm, width, q);
+    let [ho, wo] = g.out();
+    assert_eq!(out.len(), g.co * ho * wo, "direct conv image output");
+    let nv = vectors(width, ho, wo);
+    assert!(parts.len() <= MAX_PARTS, "direct conv parts");
+    // Soundness of the shared `out` below: no two parts may write one element.
+    for (i, a) in parts.iter().enumerate() {
+        assert!(
+            a.vectors.0 <= a.vectors.1 && a.vectors.1 <= nv,
+            "direct conv part"
+        );
+        for b in &parts[i + 1..] {
+            let blocks = a.span.first < b.span.first + b.span.count
+                && b.span.first < a.span.first + a.span.count;
+            let pixels = a.vectors.0 < b.vectors.1 && b.vectors.0 < a.vectors.1;
+            assert!(!(blocks && pixels), "direct conv parts overlap");
+        }
+    }
+    // The copy: its padded rows in as many runs as there are parts, one per thread.
+    let hp = g.padded().0;
+    let row_len = g.x[1] * g.stride * g.wq();
+    let mut runs: [((usize, usize), &mut [f32]); MAX_PARTS] = Default::default();
+    let k = parts.len().clamp(1, hp);
+    let mut rest = &mut q[..hp * row_len];
+    for (i, run) in runs.iter_mut().take(k).enumerate() {
+        let rows = (i * hp / k, (i + 1) * hp / k);
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut((rows.1 - rows.0) * row_len);
+        *run = (rows, head);
+        rest = tail;
+    }
+    threads::for_each(&mut runs[..k], |(rows, q)| {
+        // SAFETY: `width` exists only where this CPU has its features ([`conv`] checked it and
+        // the operands' lengths); the x86 widths all need AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::prepare(x, g, norm, *rows, q)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        prepare(x, g, norm, *rows, q);
+    });
+    if width == Width::AvxRowPairs {
+        let (qm, qp) = q.split_at_mut(hp * row_len);
+        pair_rows(qm, g, qp);
+    }
     let q = &*q;
-    threads::for_each(parts, |(span, out)| {
-        // SAFETY: as above.
+    let o = Out(out.as_mut_ptr());
+    let mut local = [Part::default(); MAX_PARTS];
+    local[..parts.len()].copy_from_slice(parts);
+    threads::for_each(&mut local[..parts.len()], |&mut p| {
+        // SAFETY: as above; `out` holds the image's output, and this part writes only its own
+        // channels × vectors of it.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match width {
-                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, *span, e, out),
-                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, *span, e, out),
-                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, *span, e, out),
+                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, p, e, o.get()),
+                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, p, e, o.get()),
+                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, p, e, o.get()),
             }
         }
         // SAFETY: as above.
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         unsafe {
-            kernel::<wasm::Simd128>(q, g, packed, *span, e, out)
+            kernel::<wasm::Simd128>(q, g, packed, p, e, o.get())
         }
         #[cfg(not(any(
             target_arch = "x86_64",
             all(target_arch = "wasm32", target_feature = "simd128")
         )))]
         {
-            let _ = (packed, span, e, out);
+            let _ = (packed, p, e, o);
             panic!("direct conv: no SIMD on this target");
         }
     });
-}
-
-/// [`prepare`], then for row pairs [`pair_rows`] into the rest of `q`.
-#[inline(always)]
-fn prepare_all(
-    x: &[f32],
-    g: &Geometry,
-    norm: Option<(&[[f32; 2]], bool)>,
-    width: Width,
-    q: &mut [f32],
-) {
-    let (q, qp) = q.split_at_mut(g.x[1] * g.stride * g.padded().0 * g.wq());
-    prepare(x, g, norm, q);
-    if width == Width::AvxRowPairs {
-        pair_rows(q, g, qp);
-    }
 }
 
 /// The vector operations the microkernel needs.
@@ -542,16 +613,20 @@ struct Vector {
     dst: usize,
 }
 
-/// One part of one image: the channels of `span`'s blocks into `out` (those channels of the
-/// image's output), from `q` as [`prepare_all`] left it; `e` is the image's epilogue.
+/// One part of one image into `out`, the image's `[Co, Ho, Wo]` output, from `q` as
+/// [`image_conv`] left it; `e` is the image's epilogue.
+///
+/// # Safety
+/// The CPU has `S`'s features; `out` points to the image's whole output, of which no other
+/// thread writes `part`'s elements while this runs.
 #[inline(always)]
 unsafe fn kernel<S: Simd>(
     q: &[f32],
     g: &Geometry,
     packed: &[f32],
-    span: Span,
+    part: Part,
     e: Epilogue<'_>,
-    out: &mut [f32],
+    out: *mut f32,
 ) {
     let ci = g.x[1];
     let [ho, wo] = g.out();
@@ -594,16 +669,12 @@ unsafe fn kernel<S: Simd>(
             dst: oy * wo + ox,
         }
     };
-    // This part's channels, numbered from its first: the epilogue's operands and the weights
-    // from there on.
-    let (c0, c1) = span.channels(g.co);
-    assert_eq!(out.len(), (c1 - c0) * plane, "direct conv part");
-    let e = Epilogue {
-        bias: e.bias.map(|b| &b[c0..c1]),
-        channel_add: e.channel_add.map(|a| &a[c0..c1]),
-        residual: e.residual.map(|r| &r[c0 * plane..c1 * plane]),
-        ..e
-    };
+    let span = part.span;
+    let (v0, v1) = part.vectors;
+    assert!(v1 <= vectors, "direct conv part");
+    assert!(e.residual.is_none_or(|r| r.len() == g.co * plane));
+    // The weights from this part's first channel on (the blocks before it are whole).
+    let (c0, _) = span.channels(g.co);
     let packed = &packed[c0 * ci * ntaps..];
     // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the passes
     // after the first add to the output, the last applies the epilogue.
@@ -614,7 +685,6 @@ unsafe fn kernel<S: Simd>(
         let mut w = packed.as_ptr();
         for (co0, rc) in blocks(g.co).skip(span.first).take(span.count) {
             let valid = rc.min(g.co - co0);
-            let co0 = co0 - c0;
             let mut init = [0f32; RC];
             for (r, v) in init.iter_mut().enumerate().take(valid) {
                 *v = e.bias.map_or(0.0, |t| t[co0 + r]) + e.channel_add.map_or(0.0, |t| t[co0 + r]);
@@ -622,8 +692,8 @@ unsafe fn kernel<S: Simd>(
             let ob = co0 * plane;
             let wc = w.add(k0 * ntaps * rc);
             w = w.add(ci * ntaps * rc);
-            let mut i = 0;
-            while i < vectors {
+            let mut i = v0;
+            while i < v1 {
                 macro_rules! tile {
                     ($r:expr, $v:literal) => {{
                         let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
@@ -640,7 +710,7 @@ unsafe fn kernel<S: Simd>(
                         i += $v;
                     }};
                 }
-                match (rc, vectors - i) {
+                match (rc, v1 - i) {
                     (RC, 1) => tile!(RC, 1),
                     (RC, _) => tile!(RC, 2),
                     (_, 1) => tile!(RC_SMALL, 1),
@@ -697,7 +767,7 @@ unsafe fn splat<S: Simd, const V: usize, const R: usize>(init: &[f32; RC]) -> [[
 /// and never stored).
 #[inline(always)]
 unsafe fn load<S: Simd, const V: usize, const R: usize>(
-    out: &[f32],
+    out: *const f32,
     dst: [usize; V],
     plane: usize,
     valid: usize,
@@ -705,7 +775,7 @@ unsafe fn load<S: Simd, const V: usize, const R: usize>(
     let mut acc = [[S::splat(0.0); V]; R];
     for (r, a) in acc.iter_mut().enumerate().take(valid) {
         for (a, &d) in a.iter_mut().zip(&dst) {
-            *a = S::load(out.as_ptr().add(d + r * plane));
+            *a = S::load(out.add(d + r * plane));
         }
     }
     acc
@@ -720,7 +790,7 @@ unsafe fn store<S: Simd, const V: usize, const R: usize>(
     plane: usize,
     valid: usize,
     e: Epilogue<'_>,
-    out: &mut [f32],
+    out: *mut f32,
 ) {
     let scale = S::splat(e.scale);
     for (r, a) in acc.iter().enumerate().take(valid) {
@@ -733,14 +803,14 @@ unsafe fn store<S: Simd, const V: usize, const R: usize>(
             if e.scale != 1.0 {
                 v = S::mul(v, scale);
             }
-            S::store(out.as_mut_ptr().add(at), v);
+            S::store(out.add(at), v);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{prepare_all, Epilogue, Geometry, Simd, Span, Width};
+    use super::{Epilogue, Geometry, Part, Simd};
     use std::arch::x86_64::*;
 
     /// 8 lanes: 8 pixels of one row, or (`ROWS` = 2) 4 pixels of each of two rows.
@@ -806,16 +876,16 @@ mod x86 {
         }
     }
 
-    /// [`prepare_all`] compiled for AVX2 + FMA.
+    /// [`super::prepare`] compiled for AVX2 + FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn prepare(
         x: &[f32],
         g: &Geometry,
         norm: Option<(&[[f32; 2]], bool)>,
-        width: Width,
+        rows: (usize, usize),
         q: &mut [f32],
     ) {
-        prepare_all(x, g, norm, width, q)
+        super::prepare(x, g, norm, rows, q)
     }
 
     /// [`kernel`] compiled for AVX2 + FMA, whichever vector type `S` it uses.
@@ -824,11 +894,11 @@ mod x86 {
         q: &[f32],
         g: &Geometry,
         w: &[f32],
-        span: Span,
+        part: Part,
         e: Epilogue<'_>,
-        out: &mut [f32],
+        out: *mut f32,
     ) {
-        super::kernel::<S>(q, g, w, span, e, out)
+        super::kernel::<S>(q, g, w, part, e, out)
     }
 }
 

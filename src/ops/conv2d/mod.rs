@@ -729,63 +729,70 @@ mod tests {
     }
 
     /// The direct kernel gives the same bits on 2, 3 and 4 threads as on one, whether it splits
-    /// by images (the batch divides among the threads) or by output channels (it does not), with
-    /// the prologue and the whole epilogue.
+    /// by images (the batch divides among the threads), by pixel vectors (large images) or by
+    /// output channels (4×4 images), with the prologue and the whole epilogue.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn direct_kernel_is_the_same_on_any_thread_count() {
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
         use crate::cpu::threads;
-        for t in [2, 3, 4] {
-            for n in [1, 2, 3, 4] {
-                let (ci, co) = (r.range(48, 64), r.range(4 * direct::RC, 64));
-                let (ho, wo) = (r.range(24, 40), 8 * r.range(3, 5));
-                let p = Conv2dParams::same(3);
-                let (xs, ws) = ([n, ci, ho, wo], [co, ci, 3, 3]);
-                let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
-                let width = direct_width(&ws, &o, p).expect("the direct kernel runs on this CPU");
-                let len: usize = o.iter().product();
-                assert!(
-                    len * ci * 9 >= direct::PARALLEL_MACS,
-                    "{xs:?} too small to split"
-                );
-                let x = r.randn(n * ci * ho * wo);
-                let w = direct::pack_weight(&r.randn(co * ci * 9), &ws);
-                let (bias, add, res) = (r.randn(co), r.randn(n * co), r.randn(len));
-                let affine: Vec<[f32; 2]> = (0..n * ci).map(|_| [r.randn(1)[0], 0.1]).collect();
-                let run = |t: usize| {
-                    let mut got = vec![f32::NAN; len];
-                    threads::with_threads(t, || {
-                        assert_eq!(threads::count(), t);
-                        direct::conv(
-                            &x,
-                            &direct::Geometry::new(&xs, &ws, p),
-                            &w,
-                            Some(direct::Prologue {
-                                affine: &affine,
-                                silu: true,
-                            }),
-                            direct::Epilogue {
-                                bias: Some(&bias),
-                                channel_add: Some(&add),
-                                residual: Some(&res),
-                                scale: 0.5,
-                            },
-                            width,
-                            &mut got,
-                        )
-                    });
-                    got
-                };
-                let (want, got) = (run(1), run(t));
-                assert!(want.iter().all(|v| v.is_finite()), "{xs:?} (seed {seed})");
-                let same = want
-                    .iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{xs:?} * {ws:?} on {t} threads differs (seed {seed})");
-            }
+        let cases = (2..=4).flat_map(|t| (1..=4).flat_map(move |n| [(t, n, false), (t, n, true)]));
+        for (t, n, small) in cases {
+            let (ci, co, ho, wo) = if small {
+                (r.range(128, 160), r.range(64, 96), 4, 4)
+            } else {
+                (
+                    r.range(48, 64),
+                    r.range(4 * direct::RC, 64),
+                    r.range(24, 40),
+                    8 * r.range(3, 5),
+                )
+            };
+            let p = Conv2dParams::same(3);
+            let (xs, ws) = ([n, ci, ho, wo], [co, ci, 3, 3]);
+            let o = out_shape(&xs, &ws, Some(&[co]), p).unwrap();
+            let width = direct_width(&ws, &o, p).expect("the direct kernel runs on this CPU");
+            let len: usize = o.iter().product();
+            assert!(
+                len * ci * 9 >= direct::PARALLEL_MACS,
+                "{xs:?} too small to split"
+            );
+            let x = r.randn(n * ci * ho * wo);
+            let w = direct::pack_weight(&r.randn(co * ci * 9), &ws);
+            let (bias, add, res) = (r.randn(co), r.randn(n * co), r.randn(len));
+            let affine: Vec<[f32; 2]> = (0..n * ci).map(|_| [r.randn(1)[0], 0.1]).collect();
+            let run = |t: usize| {
+                let mut got = vec![f32::NAN; len];
+                threads::with_threads(t, || {
+                    assert_eq!(threads::count(), t);
+                    direct::conv(
+                        &x,
+                        &direct::Geometry::new(&xs, &ws, p),
+                        &w,
+                        Some(direct::Prologue {
+                            affine: &affine,
+                            silu: true,
+                        }),
+                        direct::Epilogue {
+                            bias: Some(&bias),
+                            channel_add: Some(&add),
+                            residual: Some(&res),
+                            scale: 0.5,
+                        },
+                        width,
+                        &mut got,
+                    )
+                });
+                got
+            };
+            let (want, got) = (run(1), run(t));
+            assert!(want.iter().all(|v| v.is_finite()), "{xs:?} (seed {seed})");
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{xs:?} * {ws:?} on {t} threads differs (seed {seed})");
         }
     }
 
