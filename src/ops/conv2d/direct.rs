@@ -16,6 +16,10 @@
 //! [`pair_rows`], in which both rows of a tap lie side by side; 4 lanes for other rows of 4k),
 //! 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the GEMM
 //! paths of the parent module run.
+//!
+//! Threads (natively, [`crate::cpu::threads`]): whole images per thread where the batch divides
+//! among them; otherwise, one image at a time, every thread makes a run of the copy's rows and
+//! then computes a range of pixel vectors (or, with few vectors, a run of channel blocks).
 
 use crate::cpu::{pool, threads};
 use crate::ops::groupnorm;
