@@ -147,3 +147,26 @@ fn split<T: Send>(items: &mut [T], f: &(impl Fn(&mut T) + Sync)) {
         }
     }
 }
+
+/// A pointer that threads may share: for parts of one op that write disjoint elements through
+/// it (the `gemm` crate and the convolution kernel take raw pointers).
+#[derive(Clone, Copy)]
+pub struct Shared<P: Copy>(P);
+
+// SAFETY: [`Shared::new`]'s caller promises what makes sharing sound.
+unsafe impl<P: Copy> Send for Shared<P> {}
+unsafe impl<P: Copy> Sync for Shared<P> {}
+
+impl<P: Copy> Shared<P> {
+    /// # Safety
+    /// The threads that use it must touch disjoint elements through it (or only read), and
+    /// what it points to must outlive them.
+    pub unsafe fn new(p: P) -> Self {
+        Self(p)
+    }
+
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    pub fn get(self) -> P {
+        self.0
+    }
+}

@@ -72,12 +72,57 @@ pub fn check(
 
 /// `c = alpha·a·b` (or `c += alpha·a·b` with `accumulate`) for an m×k `a`, a k×n `b` and an
 /// m×n `c`, each given as (pointer, row stride, column stride) in elements: the one GEMM of the
-/// CPU backend (the `gemm` crate: AVX-512/AVX2 natively, simd128 in the browser).
+/// CPU backend (the `gemm` crate: AVX-512/AVX2 natively, simd128 in the browser). Large ones
+/// split their rows among the CPU backend's threads ([`crate::cpu::threads`]).
 ///
 /// # Safety
 /// Every element the strides address must lie inside its allocation, and `c` must not alias
 /// `a` or `b`.
 pub unsafe fn sgemm(
+    [m, k, n]: [usize; 3],
+    alpha: f32,
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    accumulate: bool,
+    c: (*mut f32, isize, isize),
+) {
+    use crate::cpu::threads::{self, Shared};
+    let parts = threads::count().min(MAX_PARTS);
+    if parts < 2 || m < 2 * parts || m * k * n < crate::ops::conv2d::direct::PARALLEL_MACS {
+        // SAFETY: forwarded from the caller.
+        return unsafe { sgemm_one([m, k, n], alpha, a, b, accumulate, c) };
+    }
+    // SAFETY: the parts below read `a` and `b` and write disjoint rows of `c`, and the threads
+    // join before this returns.
+    let (ap, bp, cp) = unsafe { (Shared::new(a.0), Shared::new(b.0), Shared::new(c.0)) };
+    let mut rows = [(0, 0); MAX_PARTS];
+    for (i, r) in rows.iter_mut().take(parts).enumerate() {
+        *r = (i * m / parts, (i + 1) * m / parts);
+    }
+    threads::for_each(&mut rows[..parts], |&mut (r0, r1)| {
+        let at = r0 as isize;
+        // SAFETY: rows r0..r1 of `a` and `c` lie inside what the caller vouched for.
+        unsafe {
+            sgemm_one(
+                [r1 - r0, k, n],
+                alpha,
+                (ap.get().offset(at * a.1), a.1, a.2),
+                (bp.get(), b.1, b.2),
+                accumulate,
+                (cp.get().offset(at * c.1), c.1, c.2),
+            )
+        }
+    });
+}
+
+/// The most parts [`sgemm`] splits into.
+const MAX_PARTS: usize = 16;
+
+/// [`sgemm`] on this thread.
+///
+/// # Safety
+/// As for [`sgemm`].
+unsafe fn sgemm_one(
     [m, k, n]: [usize; 3],
     alpha: f32,
     a: (*const f32, isize, isize),
@@ -311,6 +356,61 @@ pub fn gpu(
 mod tests {
     use super::*;
     use crate::selftest::TestRng;
+
+    /// A GEMM large enough to split gives on 2–4 threads what it gives on one, into a row-major
+    /// or a transposed output, assigned or accumulated, against the definition too.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn sgemm_splits_rows_among_threads() {
+        use crate::cpu::threads;
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        for t in [2, 3, 4] {
+            for (transposed, accumulate) in [(false, false), (true, true)] {
+                let (m, k, n) = (r.range(80, 140), r.range(70, 100), r.range(100, 150));
+                assert!(m * k * n >= crate::ops::conv2d::direct::PARALLEL_MACS);
+                let (a, b, c0) = (r.randn(m * k), r.randn(k * n), r.randn(m * n));
+                // C row stride and column stride: row-major, or each row a column.
+                let (cr, cc) = if transposed {
+                    (1, m as isize)
+                } else {
+                    (n as isize, 1)
+                };
+                let run = |threads: usize| {
+                    let mut c = c0.clone();
+                    threads::with_threads(threads, || {
+                        assert_eq!(threads::count(), threads);
+                        // SAFETY: the strides address m×k, k×n and m×n inside the buffers.
+                        unsafe {
+                            sgemm(
+                                [m, k, n],
+                                0.5,
+                                (a.as_ptr(), k as isize, 1),
+                                (b.as_ptr(), n as isize, 1),
+                                accumulate,
+                                (c.as_mut_ptr(), cr, cc),
+                            )
+                        }
+                    });
+                    c
+                };
+                let (one, many) = (run(1), run(t));
+                for i in 0..m {
+                    for j in 0..n {
+                        let at = i * cr as usize + j * cc as usize;
+                        let dot: f64 = (0..k).map(|p| (a[i * k + p] * b[p * n + j]) as f64).sum();
+                        let want = 0.5 * dot + if accumulate { c0[at] as f64 } else { 0.0 };
+                        let (x, y) = (one[at] as f64, many[at] as f64);
+                        assert!(
+                            (x - want).abs() < 1e-3 && (y - x).abs() <= 1e-5 * x.abs().max(1.0),
+                            "{m}×{k}×{n} at ({i},{j}) on {t} threads: {y} vs {x} vs {want} \
+                             (seed {seed})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn cpu_matches_the_definition_dense_or_strided() {

@@ -454,21 +454,6 @@ struct Part {
     vectors: (usize, usize),
 }
 
-/// An image's output as the threads of [`image_conv`] write it: each part its own elements.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the parts that share an `Out` write disjoint elements ([`Part`]), and the slice it
-// points into outlives them (the threads join before [`image_conv`] returns).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A run of consecutive [`blocks`]: `count` of them from the `first`.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Span {
@@ -564,7 +549,9 @@ fn image_conv(
         pair_rows(qm, g, qp);
     }
     let q = &*q;
-    let o = Out(out.as_mut_ptr());
+    // SAFETY: the parts write disjoint elements (checked above), and the threads join before
+    // `out`'s borrow ends.
+    let o = unsafe { threads::Shared::new(out.as_mut_ptr()) };
     let mut local = [Part::default(); MAX_PARTS];
     local[..parts.len()].copy_from_slice(parts);
     threads::for_each(&mut local[..parts.len()], |&mut p| {
