@@ -5,8 +5,10 @@
 //! Two levels use it. A forward of several images runs whole forwards on shares of the batch
 //! side by side ([`crate::model::UNet2DModel::forward`]), each with its ops [`alone`] on its
 //! thread. A forward of one image splits its large convolutions
-//! ([`crate::ops::conv2d::direct`]) by output channels. A split never changes a result: every
-//! output element is summed in the same order on any thread count.
+//! ([`crate::ops::conv2d::direct`]: by pixel rows or output channels) and GEMMs
+//! ([`crate::ops::matmul::sgemm`]: by rows). A convolution's split never changes a result (every
+//! output element is summed in the same order on any thread count); a GEMM's may round
+//! differently, as the `gemm` crate may block fewer rows otherwise.
 //!
 //! Why not rayon: its idle threads sleep after a few tens of microseconds, and the serial ops
 //! between two convolutions (group norm statistics, attention) take longer than that, so each
