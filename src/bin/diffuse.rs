@@ -434,7 +434,7 @@ mod cli {
         /// Also print one `RESULT {json}` line per backend for scripts.
         #[arg(long)]
         json: bool,
-        /// Threads for the CPU backend (default: every core, or `RAYON_NUM_THREADS`).
+        /// Threads for the CPU backend (default: every core, or `STEPWISE_THREADS`).
         #[arg(long)]
         threads: Option<usize>,
     }
@@ -510,23 +510,12 @@ mod cli {
     ) -> Result<Timing> {
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
         let x = b.upload(&input.shape, &input.sample)?;
-        time_passes(b, &unet, &x, input, runs)
-    }
-
-    /// [`time_forward`]'s passes.
-    fn time_passes<B: Backend>(
-        b: &B,
-        unet: &UNet2DModel<B>,
-        x: &B::Tensor,
-        input: &BenchInput,
-        runs: usize,
-    ) -> Result<Timing> {
         // The whole forward, and the part before the download: on the GPU that is the host's
         // time to record and submit the commands, the overhead that is left when kernels are fast.
         let pass = || -> Result<(Vec<f32>, f64, Option<f64>)> {
             let start = std::time::Instant::now();
             let cpu0 = thread_cpu_ms();
-            let y = unet.forward(b, x, &input.timesteps, input.labels.as_deref())?;
+            let y = unet.forward(b, &x, &input.timesteps, input.labels.as_deref())?;
             let record = start.elapsed().as_secs_f64() * 1000.0;
             let out = pollster::block_on(b.download(&y))?;
             let host = cpu0.zip(thread_cpu_ms()).map(|(a, b)| b - a);
@@ -687,9 +676,7 @@ mod cli {
                     stepwise::cpu::threads::init(t).map_err(Error::Other)?;
                 }
                 let threads = stepwise::cpu::threads::count();
-                let unet = UNet2DModel::load(&CpuBackend, files.config.clone(), &files.weights)?;
-                let x = CpuBackend.upload(&input.shape, &input.sample)?;
-                let t = time_passes(&CpuBackend, &unet, &x, &input, args.runs)?;
+                let t = time_forward(&CpuBackend, &files, &input, args.runs)?;
                 let label = format!("{}, {threads} thread(s)", CpuBackend.name());
                 Some(report("cpu", &label, t))
             }

@@ -12,7 +12,7 @@
 //!
 //! Why not rayon: its idle threads sleep after a few tens of microseconds, and the serial ops
 //! between two convolutions (group norm statistics, attention) take longer than that, so each
-//! split paid to wake a thread: 35–100 µs on the 2-core VM of BENCHMARKS.md, up to 500 µs when
+//! split paid to wake a thread: 30–100 µs on the 2-core VM of BENCHMARKS.md, up to 500 µs when
 //! the host was busy, where micropool's split costs 1–4 µs (`examples/cpu_threads`). That is
 //! what made batch-1 forwards no faster on two threads than on one.
 
@@ -58,10 +58,9 @@ fn start(threads: usize) -> usize {
     threads
 }
 
-/// A pool of `threads` threads counting the caller (for [`micropool::ThreadPool::install`]; tests
-/// use it to compare thread counts).
+/// A pool of `threads` threads counting the caller: the global one, or [`with_threads`]' own.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn pool(threads: usize) -> micropool::ThreadPoolBuilder {
+fn pool(threads: usize) -> micropool::ThreadPoolBuilder {
     micropool::ThreadPoolBuilder::default()
         .num_threads(threads.max(2) - 1)
         .idle_spin_cycles(IDLE_SPIN_CYCLES)
