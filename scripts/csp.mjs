@@ -20,6 +20,31 @@ export const POLICY = [
   "form-action 'none'",
 ].join('; ');
 
+// The CPU backend's Web Worker (src/cpu/workers.rs): imports the app's JS glue (the path Trunk's
+// loader names, hash included), instantiates the compiled module the page sends as its first
+// message, and hands the messages that came meanwhile, and all later ones, to the module.
+function workerScript(loader) {
+  const glue = loader.match(/from\s+'([^']+\.js)'/);
+  if (!glue) throw new Error("csp.mjs: Trunk's loader imports no JS glue: did Trunk change its loader?");
+  return `// Written by scripts/csp.mjs: the CPU backend's worker (src/cpu/workers.rs).
+import init, { cpu_worker_start } from '${glue[1]}';
+const early = [];
+let started = false;
+self.onmessage = async (e) => {
+  if (started) { early.push(e.data); return; }
+  started = true;
+  try {
+    await init({ module_or_path: e.data.module });
+    cpu_worker_start(early);
+  } catch (err) {
+    // The page then computes this worker's shares itself (an exception here would reach only
+    // this worker's console).
+    self.postMessage({ failed: \`the CPU worker did not start: \${err}\` });
+  }
+};
+`;
+}
+
 const dir = process.env.TRUNK_STAGING_DIR ?? process.argv[2] ?? 'dist';
 const path = join(dir, 'index.html');
 let html = await readFile(path, 'utf8');
@@ -27,6 +52,7 @@ const inline = /<script type="module"(?![^>]*\bsrc=)[^>]*>([\s\S]*?)<\/script>/;
 const m = html.match(inline);
 if (m) {
   await writeFile(join(dir, 'boot.js'), m[1].trim() + '\n');
+  await writeFile(join(dir, 'cpu-worker.js'), workerScript(m[1]));
   html = html.replace(inline, '<script type="module" src="./boot.js"></script>');
 } else if (!html.includes('src="./boot.js"')) {
   throw new Error(`csp.mjs: no inline module script in ${path}: did Trunk change its loader?`);

@@ -27,6 +27,11 @@ fn panic_hook(info: &std::panic::PanicHookInfo) {
 fn main() {
     std::panic::set_hook(Box::new(panic_hook));
     let _ = console_log::init_with_level(log::Level::Info);
+    // In a CPU worker (`stepwise::cpu::workers`) the module runs without a page: the worker
+    // script calls `cpu_worker_start` instead.
+    if web_sys::window().is_none() {
+        return;
+    }
     stepwise::app::mount();
 }
 

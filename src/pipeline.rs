@@ -308,9 +308,7 @@ where
                     let mut labels = cd.labels.clone();
                     labels.extend(std::iter::repeat_n(cd.null_class, n));
                     let x = b.upload(&[2 * n, c + extra, h, w], &doubled)?;
-                    let y = b
-                        .download(&unet.forward(b, &x, &[t], Some(&labels))?)
-                        .await?;
+                    let y = unet.forward_host(b, &x, &[t], Some(&labels)).await?;
                     let (eps_c, eps_u) = y.split_at(len);
                     eps_u
                         .iter()
@@ -320,12 +318,11 @@ where
                 }
                 (Some(cd), None) => {
                     let x = b.upload(&model_shape, &model_in)?;
-                    b.download(&unet.forward(b, &x, &[t], Some(&cd.labels))?)
-                        .await?
+                    unet.forward_host(b, &x, &[t], Some(&cd.labels)).await?
                 }
                 (None, _) => {
                     let x = b.upload(&model_shape, &model_in)?;
-                    b.download(&unet.forward(b, &x, &[t], None)?).await?
+                    unet.forward_host(b, &x, &[t], None).await?
                 }
             };
             if model_output.iter().any(|v| !v.is_finite()) {

@@ -394,7 +394,12 @@ fn build_model(
             g.ctx
                 .loading(|| build(g, &cfg, &unet_files.weights, vae_files.as_ref()))?,
         ),
-        Compute::Cpu(c) => Net::Cpu(build(c, &cfg, &unet_files.weights, vae_files.as_ref())?),
+        Compute::Cpu(c) => {
+            let mut loaded = build(c, &cfg, &unet_files.weights, vae_files.as_ref())?;
+            // Batches split among the CPU workers, each with its copy of the UNet.
+            loaded.unet.workers = crate::cpu::workers::share(&src.files);
+            Net::Cpu(loaded)
+        }
     };
     let info = ModelInfo {
         url: key.clone(),
@@ -1013,6 +1018,8 @@ pub struct BenchResult {
     pub output: Vec<f32>,
     /// Wall time of each timed forward after the warm-up, in ms.
     pub ms: Vec<f64>,
+    /// The threads a forward ran on: 1 on WebGPU; on the CPU, the page's and its workers'.
+    pub threads: usize,
     /// The part of each before the download: recording and submitting the commands on WebGPU
     /// (the page's own overhead, which a faster GPU does not shrink), all of it on the CPU.
     pub record_ms: Vec<f64>,
@@ -1047,17 +1054,24 @@ pub async fn bench_forward(
         .with(|m| m.borrow().get(key).cloned())
         .ok_or_else(|| format!("model {model_url} is not loaded"))?;
     let labels = labels.as_deref();
-    let (output, ms, record_ms) = match (&*compute, &*net) {
-        (Compute::Gpu(b), Net::Gpu(l)) => {
-            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?
-        }
-        (Compute::Cpu(b), Net::Cpu(l)) => {
-            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?
-        }
+    let ((output, ms, record_ms), threads) = match (&*compute, &*net) {
+        (Compute::Gpu(b), Net::Gpu(l)) => (
+            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?,
+            1,
+        ),
+        (Compute::Cpu(b), Net::Cpu(l)) => (
+            forward_timed(b, &l.unet, &shape, &sample, &timesteps, labels, runs).await?,
+            if shape.first().is_some_and(|&n| n > 1) && l.unet.workers.is_some() {
+                crate::cpu::workers::threads().min(shape[0])
+            } else {
+                1
+            },
+        ),
         _ => return Err("the model was loaded on another backend; reload the page".into()),
     };
     Ok(BenchResult {
         backend: DESCRIPTION.with(|d| d.borrow().clone()),
+        threads,
         output,
         ms,
         record_ms,
@@ -1076,9 +1090,19 @@ async fn forward_timed<B: Backend>(
 ) -> Result<(Vec<f32>, Vec<f64>, Vec<f64>), String> {
     let err = |e: crate::Error| e.to_string();
     let record = std::cell::RefCell::new(Vec::with_capacity(runs + 1));
+    // The CPU's forward is all recording; in the browser it may split among the CPU workers.
+    let cpu = (b as &dyn std::any::Any).is::<CpuBackend>();
     let once = || async {
         let t0 = now_ms();
         let x = b.upload(shape, sample).map_err(err)?;
+        if cpu {
+            let y = unet
+                .forward_host(b, &x, timesteps, labels)
+                .await
+                .map_err(err)?;
+            record.borrow_mut().push(now_ms() - t0);
+            return Ok(y);
+        }
         let y = unet.forward(b, &x, timesteps, labels).map_err(err)?;
         record.borrow_mut().push(now_ms() - t0);
         b.download(&y).await.map_err(err)

@@ -66,8 +66,8 @@ pub async fn browser_adapter_info() -> Option<String> {
 }
 
 /// `window.stepwiseLoseDevice()` destroys the GPU device, as a driver reset would, and
-/// `window.stepwiseStats()` counts GPU buffers: the reliability tests' hooks (only with
-/// `?debug=gpu`).
+/// `window.stepwiseStats()` counts GPU buffers and the CPU backend's split forwards: the
+/// reliability tests' hooks (only with `?debug=gpu`).
 fn expose_lose_device() {
     use wasm_bindgen::prelude::*;
     let f = Closure::<dyn Fn() -> bool>::new(engine::lose_device);
@@ -77,6 +77,14 @@ fn expose_lose_device() {
     f.forget();
     let stats = Closure::<dyn Fn() -> JsValue>::new(|| {
         let o = js_sys::Object::new();
+        let (split, by_workers) = crate::cpu::workers::splits();
+        let _ = js_sys::Reflect::set(
+            &o,
+            &"cpuThreads".into(),
+            &(crate::cpu::workers::threads() as f64).into(),
+        );
+        let _ = js_sys::Reflect::set(&o, &"cpuSplitForwards".into(), &(split as f64).into());
+        let _ = js_sys::Reflect::set(&o, &"cpuWorkerShares".into(), &(by_workers as f64).into());
         if let Some(g) = engine::gpu_stats() {
             let set = |k: &str, v: f64| js_sys::Reflect::set(&o, &k.into(), &v.into());
             let _ = set("buffersCreated", g.created as f64);
@@ -153,6 +161,7 @@ fn expose_bench() {
                 let ms: Array = r.ms.iter().map(|&t| JsValue::from(t)).collect();
                 let record: Array = r.record_ms.iter().map(|&t| JsValue::from(t)).collect();
                 Reflect::set(&o, &"backend".into(), &r.backend.into())?;
+                Reflect::set(&o, &"threads".into(), &(r.threads as f64).into())?;
                 Reflect::set(&o, &"output".into(), &Float32Array::from(&r.output[..]))?;
                 Reflect::set(&o, &"ms".into(), &ms)?;
                 Reflect::set(&o, &"recordMs".into(), &record)?;
@@ -170,6 +179,11 @@ fn expose_bench() {
 fn App() -> impl IntoView {
     let backend = RwSignal::new(None::<engine::BackendInfo>);
     let force_cpu = settings::param("backend").as_deref() == Some("cpu");
+    // `?threads=N`: the CPU backend's threads, the page's included (default: the cores, at most
+    // four); 1 starts no worker.
+    if let Some(n) = settings::param("threads").and_then(|v| v.parse::<usize>().ok()) {
+        crate::cpu::workers::init(n);
+    }
     match settings::param("debug").as_deref() {
         Some("gpu") => expose_lose_device(),
         Some("bench") => expose_bench(),

@@ -4,6 +4,8 @@
 pub mod pool;
 pub mod threads;
 pub mod transpose;
+#[cfg(target_arch = "wasm32")]
+pub mod workers;
 
 use std::sync::{Arc, OnceLock};
 

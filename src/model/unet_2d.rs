@@ -32,6 +32,10 @@ pub struct UNet2DModel<B: Backend> {
     pub up_blocks: Vec<UpBlock2D<B>>,
     pub conv_norm_out: GroupNorm<B>,
     pub conv_out: Conv2d<B>,
+    /// In the browser, the model's copies in the CPU backend's Web Workers, if it was shared
+    /// with them ([`crate::cpu::workers::share`]); [`Self::forward_host`] splits batches among them.
+    #[cfg(target_arch = "wasm32")]
+    pub workers: Option<crate::cpu::workers::Share>,
 }
 
 impl<B: Backend> UNet2DModel<B> {
@@ -200,6 +204,8 @@ impl<B: Backend> UNet2DModel<B> {
             up_blocks,
             conv_norm_out,
             conv_out,
+            #[cfg(target_arch = "wasm32")]
+            workers: None,
         })
     }
 
@@ -335,6 +341,24 @@ impl<B: Backend> UNet2DModel<B> {
             return y;
         }
         self.forward_probed(b, sample, timesteps, class_labels, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], read back to the host: what a sampler step needs. In the browser, a CPU
+    /// forward of several images of a model shared with the CPU workers splits among them
+    /// ([`crate::cpu::workers::forward`]), as natively [`Self::forward`] splits among threads.
+    pub async fn forward_host(
+        &self,
+        b: &B,
+        sample: &B::Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<Vec<f32>> {
+        #[cfg(target_arch = "wasm32")]
+        if let Some(y) = crate::cpu::workers::forward(self, sample, timesteps, class_labels).await {
+            return y;
+        }
+        b.download(&self.forward(b, sample, timesteps, class_labels)?)
+            .await
     }
 
     /// On the CPU backend with several threads (natively): the batch in as many parts as there
