@@ -2,7 +2,9 @@
 // harness's flags), the median ms per UNet forward (output read back to the host) of every
 // shipped model at batch 1 and 4, on
 //   ours-webgpu      the app page's WebGPU backend (window.stepwiseBench, ?debug=bench)
-//   ours-cpu         the app page's CPU backend (?backend=cpu; wasm, one thread)
+//   ours-cpu         the app page's CPU backend (?backend=cpu&threads=2; wasm: the page's thread
+//                    and one Web Worker, which split batches of 2 or more; src/cpu/workers.rs)
+//   ours-cpu-1t      the same on one thread (?threads=1: no worker)
 //   ort-webgpu       onnxruntime-web's webgpu EP, imported as the docs say for WebGPU
 //                    (`onnxruntime-web/webgpu`, dist/ort.webgpu.min.mjs: the C++ WebGPU EP)
 //   ort-wasm-2t/-1t  onnxruntime-web's wasm EP (`onnxruntime-web`, dist/ort.min.mjs), numThreads 2
@@ -13,7 +15,7 @@
 // the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
 //
 //   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
-//                          [--rows ours-webgpu,ours-cpu,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
+//                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
 //                          [--row-budget-s S] [--no-page] [--out FILE]
 //
 // --runs (default 5) timed runs per row after one warm-up, fewer (at least 3) where they would
@@ -39,7 +41,7 @@ const ALL_MODELS = [...SHIPPED_MODELS, 'cifar10'];
 const CIFAR10_DIR = join(ROOT, 'target/fixtures/cifar10_like');
 /// A model's folder, relative to the root.
 const modelDir = (m) => (m === 'cifar10' ? 'target/fixtures/cifar10_like' : `assets/models/${m}`);
-const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
+const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
 // ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
 // SwiftShader it takes 1.4-1.7x the /webgpu bundle's C++ EP's time at batch 1, 0.9-1.9x at
 // batch 4 (and its emoji-sr output is right where the C++ EP's is not); it adds ~7 minutes.
@@ -142,6 +144,7 @@ async function oursRow(page, model, batch, runs, budgetMs) {
       const timed = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, r.runs);
       r.ms = timed.ms;
       r.recordMs = timed.recordMs; // each run's part before the download (recording + submit)
+      r.threads = timed.threads; // the CPU backend's: the page's thread and its workers'
     } catch (e) {
       r.error = String(e?.message ?? e).split('\n')[0].slice(0, 300);
     }
@@ -157,7 +160,8 @@ async function ortRow(page, model, batch, ep, numThreads, runs, budgetMs) {
 
 const ROW_LABEL = {
   'ours-webgpu': 'ours webgpu',
-  'ours-cpu': 'ours cpu (wasm, 1 thread)',
+  'ours-cpu': 'ours cpu (wasm, 2 threads)',
+  'ours-cpu-1t': 'ours cpu (wasm, 1 thread)',
   'ort-webgpu': 'ort-web webgpu',
   'ort-webgpu-jsep': 'ort-web webgpu (JSEP)',
   'ort-wasm-2t': 'ort-web wasm, numThreads 2',
@@ -171,7 +175,8 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
   const t0 = Date.now();
   try {
     if (kind.startsWith('ours')) {
-      ({ page, errors } = await open(browser, `${base}/?debug=bench${kind === 'ours-cpu' ? '&backend=cpu' : ''}`, () => typeof window.stepwiseBench === 'function'));
+      const cpu = { 'ours-cpu': '&backend=cpu&threads=2', 'ours-cpu-1t': '&backend=cpu&threads=1' }[kind] ?? '';
+      ({ page, errors } = await open(browser, `${base}/?debug=bench${cpu}`, () => typeof window.stepwiseBench === 'function'));
     } else {
       ({ page, errors } = await open(browser, `${base}/bench/ort.html${kind === 'ort-webgpu' ? '?bundle=webgpu' : ''}`, () => window.ortReady === true));
     }
@@ -184,7 +189,7 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
       log(`${kind}: ${m} batch ${b}`);
       let r;
       try {
-        if (kind === 'ours-webgpu' || kind === 'ours-cpu') r = await oursRow(page, m, b, runs, budgetMs);
+        if (kind.startsWith('ours')) r = await oursRow(page, m, b, runs, budgetMs);
         else if (kind === 'ort-webgpu' || kind === 'ort-webgpu-jsep') r = await ortRow(page, m, b, 'webgpu', null, runs, budgetMs);
         else r = await ortRow(page, m, b, 'wasm', kind === 'ort-wasm-2t' ? 2 : 1, runs, budgetMs);
       } catch (e) {
@@ -284,14 +289,14 @@ function table(res, models, batches, rows) {
         if (!x) continue;
         if (x.error) { out.push(`  ${ROW_LABEL[k].padEnd(28)} ${'FAILED'.padStart(10)}  ${x.error}`); continue; }
         const rec = x.recordMs?.length ? `  (host part before the download: median ${fmt(stats(x.recordMs).median)} ms)` : '';
-        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}${rec}`);
+        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}${x.threads > 1 ? `  (on ${x.threads} threads)` : ''}${rec}`);
       }
       const ratio = (a, c) => (r[a]?.stats && r[c]?.stats ? `${(r[a].stats.median / r[c].stats.median).toFixed(2)}×` : 'n/a');
       const parts = [];
       if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu')) parts.push(`ours-webgpu/ort-webgpu ${ratio('ours-webgpu', 'ort-webgpu')}`);
       if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu-jsep')) parts.push(`ours-webgpu/ort-webgpu-jsep ${ratio('ours-webgpu', 'ort-webgpu-jsep')}`);
       if (rows.includes('ours-cpu') && rows.includes('ort-wasm-2t')) parts.push(`ours-cpu/ort-wasm-2t ${ratio('ours-cpu', 'ort-wasm-2t')}`);
-      if (rows.includes('ours-cpu') && rows.includes('ort-wasm-1t')) parts.push(`ours-cpu/ort-wasm-1t ${ratio('ours-cpu', 'ort-wasm-1t')}`);
+      if (rows.includes('ours-cpu-1t') && rows.includes('ort-wasm-1t')) parts.push(`ours-cpu-1t/ort-wasm-1t ${ratio('ours-cpu-1t', 'ort-wasm-1t')}`);
       if (parts.length) out.push(`  ratios (median, < 1 = ours faster): ${parts.join(', ')}`);
     }
   }
