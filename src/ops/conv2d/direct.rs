@@ -322,6 +322,24 @@ pub const MAX_PARTS: usize = 16;
 /// ([`crate::cpu::threads`]), and 2^19 multiply-adds take about 13 µs on one core.
 pub const PARALLEL_MACS: usize = 1 << 19;
 
+/// Weights of this many bytes and more come from memory rather than a core's L2 (1 MiB here):
+/// see [`weights_bound`].
+pub const BIG_WEIGHTS: usize = 1 << 19;
+
+/// Whether one image's convolution on several threads should split its output channels rather
+/// than its pixels: where the weights are big ([`BIG_WEIGHTS`]) and outweigh the image (more
+/// weights per output channel, `Ci·kh·kw`, than input values per channel, `H·W`). A pixel split
+/// has every thread read all the weights, a channel split every thread all of the (shared, cached)
+/// image copy. google/ddpm-cifar10-32's 128–256-channel layers at 32×32 and below are such:
+/// their 143 MB of weights stream from memory at every forward, and a channel split gained 3–22 %
+/// per forward on two threads (BENCHMARKS.md, "Seventh part"), where the shipped models' small
+/// layers lost up to 20 % to it.
+pub(super) fn weights_bound(g: &Geometry) -> bool {
+    let [_, ci, h, w] = g.x;
+    let per_channel = ci * g.k[0] * g.k[1];
+    g.co * per_channel * 4 >= BIG_WEIGHTS && g.co * g.k[0] * g.k[1] > h * w
+}
+
 /// Runs the convolution into `out` (`[N, Co, Ho, Wo]`, every element written) at `width` (from
 /// [`width`]), with `packed` from [`pack_weight`].
 ///
@@ -410,7 +428,7 @@ pub fn conv(
         // One image at a time, copied once; its pixel vectors split among the threads where
         // there are enough of them, else its output-channel blocks.
         let mut parts = [Part::default(); MAX_PARTS];
-        let k = if nv >= 4 * threads {
+        let k = if nv >= 4 * threads && !weights_bound(g) {
             for (i, p) in parts.iter_mut().take(threads).enumerate() {
                 *p = Part {
                     span: all,

@@ -693,6 +693,29 @@ mod tests {
         }
     }
 
+    /// google/ddpm-cifar10-32's convolutions split their channels among threads, the shipped
+    /// models' their pixels: the weights decide, not the image alone.
+    #[test]
+    fn big_weights_split_channels() {
+        let p = Conv2dParams::same(3);
+        let bound = |ci: usize, co: usize, hw: usize| {
+            direct::weights_bound(&direct::Geometry::new(&[1, ci, hw, hw], &[co, ci, 3, 3], p))
+        };
+        // cifar10: 128–256 channels at 32×32 down to 4×4 (590 KB–4.7 MB of weights).
+        for (ci, co, hw) in [
+            (128, 128, 32),
+            (256, 128, 32),
+            (256, 256, 16),
+            (512, 256, 8),
+        ] {
+            assert!(bound(ci, co, hw), "{ci}→{co} at {hw}×{hw}");
+        }
+        // Shipped models (at most 147 KB per convolution), and big weights on a big image.
+        for (ci, co, hw) in [(64, 64, 16), (64, 64, 8), (32, 32, 64), (128, 128, 64)] {
+            assert!(!bound(ci, co, hw), "{ci}→{co} at {hw}×{hw}");
+        }
+    }
+
     /// A split over threads covers every block once, in order, in at most the parts asked for,
     /// of about equal channel counts.
     #[test]
