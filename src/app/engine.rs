@@ -52,7 +52,7 @@ thread_local! {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendInfo {
     pub gpu: bool,
-    /// "GPU: adapter (api, type)" or "CPU backend (why)".
+    /// "GPU: adapter (api, type)" or "CPU backend on N threads (why)".
     pub description: String,
 }
 
@@ -146,10 +146,17 @@ pub fn lose_device() -> bool {
     })
 }
 
+/// Starts the CPU backend's workers and says how many threads it has.
 fn cpu_info(why: String) -> BackendInfo {
+    let threads = crate::cpu::workers::start();
+    let on = if threads == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{threads} threads")
+    };
     BackendInfo {
         gpu: false,
-        description: format!("CPU backend ({why})"),
+        description: format!("CPU backend on {on} ({why})"),
     }
 }
 

@@ -95,6 +95,13 @@ pub fn threads() -> usize {
     })
 }
 
+/// Starts the workers now rather than with the first shared model (the app does when it picks
+/// the CPU backend, to say how many threads it has) and returns [`threads`].
+pub fn start() -> usize {
+    helpers();
+    threads()
+}
+
 fn wanted_threads() -> usize {
     WANTED.with(Cell::get).unwrap_or_else(|| {
         let cores = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency());

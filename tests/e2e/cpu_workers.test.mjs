@@ -152,16 +152,19 @@ test('a guided CPU run splits its pair of forwards and draws the one-thread imag
     await page.waitForSelector('#run-status[data-state="done"], #run-status[data-state="error"]', { timeout: 240_000 });
     assert.equal(await page.getAttribute('#run-status', 'data-state'), 'done', await page.textContent('#run-status'));
     const frames = Number(await page.getAttribute('#run-status', 'data-frames'));
+    const adapter = await page.textContent('#adapter');
     const image = await pixels(page, 'xt');
     const stats = await page.evaluate(() => window.stepwiseStats());
     assert.deepEqual(errors, []);
     await page.close();
-    return { frames, image, stats };
+    return { frames, image, stats, adapter };
   };
   const a = await run(2);
   const b = await run(1);
   assert.equal(a.frames, 5);
   assert.equal(b.frames, 5);
+  assert.match(a.adapter, /^CPU backend on 2 threads \(requested with \?backend=cpu\)$/);
+  assert.match(b.adapter, /^CPU backend on 1 thread \(/);
   // Four steps, each one forward of the conditional and unconditional pair: split, the second
   // image on the worker.
   assert.equal(a.stats.cpuThreads, 2);
