@@ -265,7 +265,7 @@ impl Helper {
         rx
     }
 
-    /// Gives up on forward `id` after `ms` without a reply.
+    /// Gives up on this worker if the forwards it has now are not all answered within `ms`.
     fn deadline(&self, ms: f64) {
         let Some(window) = web_sys::window() else {
             return;
@@ -358,43 +358,30 @@ pub async fn forward<B: Backend>(
     let model = (model as &dyn Any).downcast_ref::<UNet2DModel<CpuBackend>>()?;
     let x = (sample as &dyn Any).downcast_ref::<CpuTensor>()?;
     let key = model.workers.as_ref()?.key;
-    let &[n, c, h, w] = x.shape() else {
-        return None;
-    };
     let hs = HELPERS.with(|h| h.borrow().clone())?;
     let live: Vec<&Helper> = hs.iter().filter(|h| h.usable()).collect();
-    let parts = (live.len() + 1).min(n);
-    if parts < 2
-        || model
-            .check_inputs(x.shape(), timesteps, class_labels)
-            .is_err()
-    {
-        return None;
-    }
-    let (image, out_image) = (c * h * w, model.config.out_channels * h * w);
+    let split = model.batch_split(x.shape(), timesteps, class_labels, live.len() + 1)?;
+    let out_image = split.out_image;
     let part = |i: usize| {
-        let range = i * n / parts..(i + 1) * n / parts;
+        let range = split.range(i);
+        let (t, labels) = split.inputs(&range, timesteps, class_labels);
         Part {
-            shape: vec![range.len(), c, h, w],
-            sample: x.data()[range.start * image..range.end * image].to_vec(),
-            timesteps: if timesteps.len() == 1 {
-                timesteps.to_vec()
-            } else {
-                timesteps[range.clone()].to_vec()
-            },
-            labels: class_labels.map(|l| l[range.clone()].to_vec()),
+            shape: split.shape(&range).to_vec(),
+            sample: x.data()[range.start * split.image..range.end * split.image].to_vec(),
+            timesteps: t.to_vec(),
+            labels: labels.map(<[i64]>::to_vec),
             range,
         }
     };
     // The workers' shares first, so that they run while the page computes its own.
-    let sent: Vec<(Part, &Helper, oneshot::Receiver<Reply>)> = (1..parts)
+    let sent: Vec<(Part, &Helper, oneshot::Receiver<Reply>)> = (1..split.parts)
         .map(|i| {
             let p = part(i);
             let rx = live[i - 1].send_forward(key, &p);
             (p, live[i - 1], rx)
         })
         .collect();
-    let mut out = vec![0.0f32; n * out_image];
+    let mut out = vec![0.0f32; split.shape[0] * out_image];
     let local = |p: &Part, out: &mut [f32]| -> Result<()> {
         let xs = CpuTensor::new(&p.shape, p.sample.clone())?;
         let y = model.forward(&CpuBackend, &xs, &p.timesteps, p.labels.as_deref())?;

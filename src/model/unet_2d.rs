@@ -38,6 +38,46 @@ pub struct UNet2DModel<B: Backend> {
     pub workers: Option<crate::cpu::workers::Share>,
 }
 
+/// A batch forward's split into `parts` forwards of consecutive images ([`UNet2DModel::batch_split`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchSplit {
+    /// The whole input's shape, `[N, C, H, W]`.
+    pub shape: [usize; 4],
+    pub parts: usize,
+    /// Values in one input image and in one output image.
+    pub image: usize,
+    pub out_image: usize,
+}
+
+impl BatchSplit {
+    /// Part `i`'s images: `i·N/parts ..`, as even as the batch allows.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let n = self.shape[0];
+        i * n / self.parts..(i + 1) * n / self.parts
+    }
+
+    /// The input shape of the part holding images `r`.
+    pub fn shape(&self, r: &std::ops::Range<usize>) -> [usize; 4] {
+        let [_, c, h, w] = self.shape;
+        [r.len(), c, h, w]
+    }
+
+    /// The timesteps (one for all, or the part's own) and class labels of images `r`.
+    pub fn inputs<'a>(
+        &self,
+        r: &std::ops::Range<usize>,
+        timesteps: &'a [f32],
+        class_labels: Option<&'a [i64]>,
+    ) -> (&'a [f32], Option<&'a [i64]>) {
+        let t = if timesteps.len() == 1 {
+            timesteps
+        } else {
+            &timesteps[r.clone()]
+        };
+        (t, class_labels.map(|l| &l[r.clone()]))
+    }
+}
+
 impl<B: Backend> UNet2DModel<B> {
     /// Builds the model from its config and weights; every tensor of `weights` must be used.
     pub fn load(b: &B, config: UNet2DConfig, weights: &Weights) -> Result<Self> {
@@ -361,6 +401,32 @@ impl<B: Backend> UNet2DModel<B> {
             .await
     }
 
+    /// How a forward of `shape` splits into at most `shares` forwards of parts of the batch, run
+    /// side by side (natively on threads, in the browser on Web Workers); `None` where it does
+    /// not (one image, one share, or inputs that [`Self::check_inputs`] rejects, whose error the
+    /// plain forward then gives).
+    pub(crate) fn batch_split(
+        &self,
+        shape: &[usize],
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+        shares: usize,
+    ) -> Option<BatchSplit> {
+        let &[n, c, h, w] = shape else {
+            return None;
+        };
+        let parts = shares.min(n);
+        if parts < 2 || self.check_inputs(shape, timesteps, class_labels).is_err() {
+            return None;
+        }
+        Some(BatchSplit {
+            shape: [n, c, h, w],
+            parts,
+            image: c * h * w,
+            out_image: self.config.out_channels * h * w,
+        })
+    }
+
     /// On the CPU backend with several threads (natively): the batch in as many parts as there
     /// are threads (at most one per image), one whole forward per part, side by side. A part's
     /// ops then need no thread but their own, where splitting each op would make the threads meet
@@ -378,29 +444,13 @@ impl<B: Backend> UNet2DModel<B> {
         // Only the CPU backend's tensors can be read on any thread.
         let model = (self as &dyn Any).downcast_ref::<UNet2DModel<CpuBackend>>()?;
         let x = (sample as &dyn Any).downcast_ref::<CpuTensor>()?;
-        let &[n, c, h, w] = x.shape() else {
-            return None;
-        };
-        let parts = threads::count().min(n);
-        if parts < 2
-            || self
-                .check_inputs(x.shape(), timesteps, class_labels)
-                .is_err()
-        {
-            return None;
-        }
-        let (image, out_image) = (c * h * w, self.config.out_channels * h * w);
+        let split = self.batch_split(x.shape(), timesteps, class_labels, threads::count())?;
         let run = |r: &std::ops::Range<usize>, out: &mut [f32]| -> Result<()> {
             // Made and dropped on this thread, so that its buffers stay in this thread's pool.
-            let xs = CpuTensor::compute(&[r.len(), c, h, w], |v| {
-                v.copy_from_slice(&x.data()[r.start * image..r.end * image])
+            let xs = CpuTensor::compute(&split.shape(r), |v| {
+                v.copy_from_slice(&x.data()[r.start * split.image..r.end * split.image])
             });
-            let t = if timesteps.len() == 1 {
-                timesteps
-            } else {
-                &timesteps[r.clone()]
-            };
-            let labels = class_labels.map(|l| &l[r.clone()]);
+            let (t, labels) = split.inputs(r, timesteps, class_labels);
             let ys = threads::alone(|| {
                 model.forward_probed(&CpuBackend, &xs, t, labels, &mut |_, _| {})
             })?;
@@ -414,13 +464,14 @@ impl<B: Backend> UNet2DModel<B> {
             Ok(())
         };
         let mut done = Ok(());
+        let [n, _, h, w] = split.shape;
         let y = CpuTensor::compute(&[n, self.config.out_channels, h, w], |out| {
-            // Part `i` is images `i·n/parts ..`: as even as the batch allows.
-            let mut jobs = Vec::with_capacity(parts);
+            let mut jobs = Vec::with_capacity(split.parts);
             let mut rest = out;
-            for i in 0..parts {
-                let r = i * n / parts..(i + 1) * n / parts;
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * out_image);
+            for i in 0..split.parts {
+                let r = split.range(i);
+                let (head, tail) =
+                    std::mem::take(&mut rest).split_at_mut(r.len() * split.out_image);
                 jobs.push((r, head, Ok(())));
                 rest = tail;
             }
