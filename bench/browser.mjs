@@ -32,7 +32,7 @@ import { gzipSync, constants as zc } from 'node:zlib';
 import { join, resolve, dirname } from 'node:path';
 import { loadavg, cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, BENCH_MOUNTS } from '../tests/e2e/harness.mjs';
+import { startServer, launch, waitIn, BENCH_MOUNTS } from '../tests/e2e/harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PYTHON = process.env.STEPWISE_PYTHON ?? join(process.env.STEPWISE_VENV ?? join(process.env.HOME, '.cache/stepwise/venv'), 'bin/python');
@@ -94,17 +94,6 @@ function stats(ms) {
   const n = s.length;
   const median = n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
   return { median, min: s[0], max: s[n - 1] };
-}
-
-/// Resolves to the first truthy value of `pred` (a function, polled in the page every 10 ms).
-/// Not page.waitForFunction: that evaluates the predicate with eval inside the page, which the
-/// app's Content-Security-Policy forbids; an expression sent with page.evaluate goes through the
-/// DevTools protocol, which the CSP does not govern.
-async function waitIn(page, pred, timeoutMs = 120_000) {
-  const poll = page.evaluate(`new Promise((ok) => { const f = ${pred}; const t = () => { const v = f(); if (v) ok(v); else setTimeout(t, 10); }; t(); })`);
-  let timer;
-  const limit = new Promise((_, no) => { timer = setTimeout(() => no(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${pred}`)), timeoutMs); });
-  try { return await Promise.race([poll, limit]); } finally { clearTimeout(timer); }
 }
 
 /// Opens a page and waits until `ready` (a function evaluated in the page) is true.

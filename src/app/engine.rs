@@ -1025,7 +1025,8 @@ pub struct BenchResult {
     pub output: Vec<f32>,
     /// Wall time of each timed forward after the warm-up, in ms.
     pub ms: Vec<f64>,
-    /// The threads a forward ran on: 1 on WebGPU; on the CPU, the page's and its workers'.
+    /// The threads the batch was split over: 1 on WebGPU and for one image; on the CPU, the
+    /// page's and its workers' that still worked after the last forward (at most one per image).
     pub threads: usize,
     /// The part of each before the download: recording and submitting the commands on WebGPU
     /// (the page's own overhead, which a faster GPU does not shrink), all of it on the CPU.

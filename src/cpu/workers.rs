@@ -168,22 +168,16 @@ impl Helper {
                     give_up(&failed, &pending, why);
                     return;
                 }
-                let Some(id) = Reflect::get(&data, &"id".into())
-                    .ok()
-                    .and_then(|v| v.as_f64())
-                else {
+                let Some(id) = field(&data, "id").as_f64() else {
                     return;
                 };
                 let Some(tx) = pending.borrow_mut().remove(&(id as u32)) else {
                     return; // answered after its time ran out
                 };
-                let reply = match Reflect::get(&data, &"output".into()) {
-                    Ok(o) if o.is_instance_of::<Float32Array>() => {
-                        Ok(o.unchecked_into::<Float32Array>().to_vec())
-                    }
-                    _ => Err(Reflect::get(&data, &"error".into())
-                        .ok()
-                        .and_then(|e| e.as_string())
+                let reply = match field(&data, "output").dyn_into::<Float32Array>() {
+                    Ok(o) => Ok(o.to_vec()),
+                    Err(_) => Err(field(&data, "error")
+                        .as_string()
                         .unwrap_or_else(|| "a reply with neither output nor error".into())),
                 };
                 let _ = tx.send(reply);
@@ -236,7 +230,7 @@ impl Helper {
         let id = next_id();
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let sample = Float32Array::from(&part.sample[..]);
+        let sample = Float32Array::from(part.sample);
         let m = Object::new();
         let set = |k: &str, v: &JsValue| {
             let _ = Reflect::set(&m, &k.into(), v);
@@ -253,8 +247,8 @@ impl Helper {
                 .collect::<Array>(),
         );
         set("sample", &sample);
-        set("timesteps", &Float32Array::from(&part.timesteps[..]));
-        match &part.labels {
+        set("timesteps", &Float32Array::from(part.timesteps));
+        match part.labels {
             Some(l) => set(
                 "labels",
                 &Float64Array::from(&l.iter().map(|&v| v as f64).collect::<Vec<_>>()[..]),
@@ -336,13 +330,13 @@ pub fn share(files: &HashMap<String, Vec<u8>>) -> Option<Share> {
     Some(Share { key })
 }
 
-/// One share of a batch.
-struct Part {
+/// One share of a batch: its images, borrowed from the whole batch's inputs.
+struct Part<'a> {
     range: Range<usize>,
-    shape: Vec<usize>,
-    sample: Vec<f32>,
-    timesteps: Vec<f32>,
-    labels: Option<Vec<i64>>,
+    shape: [usize; 4],
+    sample: &'a [f32],
+    timesteps: &'a [f32],
+    labels: Option<&'a [i64]>,
 }
 
 /// A CPU forward of several images on the page's thread and the workers, read back: `None` where
@@ -364,12 +358,12 @@ pub async fn forward<B: Backend>(
     let out_image = split.out_image;
     let part = |i: usize| {
         let range = split.range(i);
-        let (t, labels) = split.inputs(&range, timesteps, class_labels);
+        let (timesteps, labels) = split.inputs(&range, timesteps, class_labels);
         Part {
-            shape: split.shape(&range).to_vec(),
-            sample: x.data()[range.start * split.image..range.end * split.image].to_vec(),
-            timesteps: t.to_vec(),
-            labels: labels.map(<[i64]>::to_vec),
+            shape: split.shape(&range),
+            sample: &x.data()[range.start * split.image..range.end * split.image],
+            timesteps,
+            labels,
             range,
         }
     };
@@ -383,8 +377,8 @@ pub async fn forward<B: Backend>(
         .collect();
     let mut out = vec![0.0f32; split.shape[0] * out_image];
     let local = |p: &Part, out: &mut [f32]| -> Result<()> {
-        let xs = CpuTensor::new(&p.shape, p.sample.clone())?;
-        let y = model.forward(&CpuBackend, &xs, &p.timesteps, p.labels.as_deref())?;
+        let xs = CpuTensor::new(&p.shape, p.sample.to_vec())?;
+        let y = model.forward(&CpuBackend, &xs, p.timesteps, p.labels)?;
         out[p.range.start * out_image..p.range.end * out_image].copy_from_slice(y.data());
         Ok(())
     };

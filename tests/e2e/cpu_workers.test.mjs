@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, openPage, pixels } from './harness.mjs';
+import { startServer, launch, openPage, pixels, waitIn } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLASS_MODEL = '/fixtures/unet/class_scale_shift'; // 1×16×16, 11 class embeds, golden batch 3
@@ -60,15 +60,6 @@ async function forward(page, model, sample, shape, timesteps, labels) {
     const r = await window.stepwiseBench(model, Float32Array.from(sample), shape, Float32Array.from(timesteps), labels, 0);
     return { threads: r.threads, output: Array.from(r.output), backend: r.backend };
   }, { model, sample, shape, timesteps, labels });
-}
-
-/// Polls `pred` in the page (not waitForFunction, whose eval the app's CSP forbids).
-async function waitIn(page, pred, timeoutMs = 60_000) {
-  for (const t0 = Date.now(); Date.now() - t0 < timeoutMs;) {
-    if (await page.evaluate(pred)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${pred}`);
 }
 
 const randn = (n) => Array.from({ length: n }, () => {

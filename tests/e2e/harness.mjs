@@ -79,3 +79,14 @@ export async function pixels(page, id) {
     return { w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };
   }, `#${id}`);
 }
+
+/// Resolves to the first truthy value of `pred` (a function, polled in the page every 10 ms).
+/// Not page.waitForFunction: that evaluates the predicate with eval inside the page, which the
+/// app's Content-Security-Policy forbids; an expression sent with page.evaluate goes through the
+/// DevTools protocol, which the CSP does not govern.
+export async function waitIn(page, pred, timeoutMs = 120_000) {
+  const poll = page.evaluate(`new Promise((ok) => { const f = ${pred}; const t = () => { const v = f(); if (v) ok(v); else setTimeout(t, 10); }; t(); })`);
+  let timer;
+  const limit = new Promise((_, no) => { timer = setTimeout(() => no(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${pred}`)), timeoutMs); });
+  try { return await Promise.race([poll, limit]); } finally { clearTimeout(timer); }
+}
