@@ -5,6 +5,8 @@
 //   ours-cpu         the app page's CPU backend (?backend=cpu&threads=2; wasm: the page's thread
 //                    and one Web Worker, which split batches of 2 or more; src/cpu/workers.rs)
 //   ours-cpu-1t      the same on one thread (?threads=1: no worker)
+//   ours-cpu-1t-simd128  opt-in: that with the baseline module (?simd=128), not the relaxed-SIMD
+//                    one the page loads where the browser has relaxed SIMD (scripts/wasm_relaxed.mjs)
 //   ort-webgpu       onnxruntime-web's webgpu EP, imported as the docs say for WebGPU
 //                    (`onnxruntime-web/webgpu`, dist/ort.webgpu.min.mjs: the C++ WebGPU EP)
 //   ort-wasm-2t/-1t  onnxruntime-web's wasm EP (`onnxruntime-web`, dist/ort.min.mjs), numThreads 2
@@ -15,7 +17,7 @@
 // the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
 //
 //   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
-//                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
+//                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ours-cpu-1t-simd128,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
 //                          [--row-budget-s S] [--no-page] [--out FILE]
 //
 // --runs (default 5) timed runs per row after one warm-up, fewer (at least 3) where they would
@@ -41,7 +43,7 @@ const ALL_MODELS = [...SHIPPED_MODELS, 'cifar10'];
 const CIFAR10_DIR = join(ROOT, 'target/fixtures/cifar10_like');
 /// A model's folder, relative to the root.
 const modelDir = (m) => (m === 'cifar10' ? 'target/fixtures/cifar10_like' : `assets/models/${m}`);
-const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep'];
+const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep', 'ours-cpu-1t-simd128'];
 // ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
 // SwiftShader it takes 1.4-1.7x the /webgpu bundle's C++ EP's time at batch 1, 0.9-1.9x at
 // batch 4 (and its emoji-sr output is right where the C++ EP's is not); it adds ~7 minutes.
@@ -151,6 +153,7 @@ const ROW_LABEL = {
   'ours-webgpu': 'ours webgpu',
   'ours-cpu': 'ours cpu (wasm, 2 threads)',
   'ours-cpu-1t': 'ours cpu (wasm, 1 thread)',
+  'ours-cpu-1t-simd128': 'ours cpu (1 thread, SIMD128)',
   'ort-webgpu': 'ort-web webgpu',
   'ort-webgpu-jsep': 'ort-web webgpu (JSEP)',
   'ort-wasm-2t': 'ort-web wasm, numThreads 2',
@@ -164,7 +167,11 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
   const t0 = Date.now();
   try {
     if (kind.startsWith('ours')) {
-      const cpu = { 'ours-cpu': '&backend=cpu&threads=2', 'ours-cpu-1t': '&backend=cpu&threads=1' }[kind] ?? '';
+      const cpu = {
+        'ours-cpu': '&backend=cpu&threads=2',
+        'ours-cpu-1t': '&backend=cpu&threads=1',
+        'ours-cpu-1t-simd128': '&backend=cpu&threads=1&simd=128',
+      }[kind] ?? '';
       ({ page, errors } = await open(browser, `${base}/?debug=bench${cpu}`, () => typeof window.stepwiseBench === 'function'));
     } else {
       ({ page, errors } = await open(browser, `${base}/bench/ort.html${kind === 'ort-webgpu' ? '?bundle=webgpu' : ''}`, () => window.ortReady === true));
@@ -242,10 +249,14 @@ async function pageFigures(browser, base) {
 }
 
 function wasmSize() {
+  const size = (f) => {
+    const raw = readFileSync(f);
+    return { file: f.slice(ROOT.length + 1), raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
+  };
   const f = wasmFile();
   if (!f) return null;
-  const raw = readFileSync(f);
-  return { file: f.slice(ROOT.length + 1), raw: raw.length, gzip9: gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }).length };
+  const relaxed = f.replace(/_bg\.wasm$/, '-relaxed_bg.wasm');
+  return { ...size(f), relaxed: existsSync(relaxed) ? size(relaxed) : null };
 }
 
 /// What the numbers were measured on: the commit, the files that differed from it when the run
@@ -259,7 +270,8 @@ function provenance() {
 
 function wasmFile() {
   const dist = join(ROOT, 'dist');
-  const f = readdirSync(dist).find((n) => n.endsWith('.wasm'));
+  // The baseline module (the relaxed-SIMD one is `…-relaxed_bg.wasm` beside it).
+  const f = readdirSync(dist).find((n) => n.endsWith('_bg.wasm') && !n.endsWith('-relaxed_bg.wasm'));
   return f ? join(dist, f) : null;
 }
 
@@ -286,6 +298,7 @@ function table(res, models, batches, rows) {
       if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu-jsep')) parts.push(`ours-webgpu/ort-webgpu-jsep ${ratio('ours-webgpu', 'ort-webgpu-jsep')}`);
       if (rows.includes('ours-cpu') && rows.includes('ort-wasm-2t')) parts.push(`ours-cpu/ort-wasm-2t ${ratio('ours-cpu', 'ort-wasm-2t')}`);
       if (rows.includes('ours-cpu-1t') && rows.includes('ort-wasm-1t')) parts.push(`ours-cpu-1t/ort-wasm-1t ${ratio('ours-cpu-1t', 'ort-wasm-1t')}`);
+      if (rows.includes('ours-cpu-1t') && rows.includes('ours-cpu-1t-simd128')) parts.push(`ours-cpu-1t/ours-cpu-1t-simd128 ${ratio('ours-cpu-1t', 'ours-cpu-1t-simd128')}`);
       if (parts.length) out.push(`  ratios (median, < 1 = ours faster): ${parts.join(', ')}`);
     }
   }
@@ -356,7 +369,9 @@ async function main() {
     }
   }
   if (res.build) lines.push('', `built from ${res.build.commit}${res.build.dirty?.length ? `; files changed in the working tree at the end of the run: ${res.build.dirty.map((l) => l.slice(3)).join(', ')}` : ''}; dist/ built ${res.build.distBuilt}`);
-  if (res.wasm) lines.push(`release wasm ${res.wasm.file}: ${res.wasm.raw} bytes raw (${(res.wasm.raw / 1048576).toFixed(2)} MiB), ${res.wasm.gzip9} bytes gzip -9 (${(res.wasm.gzip9 / 1048576).toFixed(2)} MiB)`);
+  const size = (w) => `${w.raw} bytes raw (${(w.raw / 1048576).toFixed(2)} MiB), ${w.gzip9} bytes gzip -9 (${(w.gzip9 / 1048576).toFixed(2)} MiB)`;
+  if (res.wasm) lines.push(`release wasm ${res.wasm.file}: ${size(res.wasm)}`);
+  if (res.wasm?.relaxed) lines.push(`relaxed-SIMD wasm ${res.wasm.relaxed.file} (loaded instead where the browser has relaxed SIMD; one of the two is downloaded): ${size(res.wasm.relaxed)}`);
   lines.push(`total ${res.elapsedS.toFixed(0)} s; ${res.cpus} CPUs, load average (1/5/15 min) ${res.loadavgStart.map((x) => x.toFixed(2)).join('/')} at the start, ${res.loadavgEnd.map((x) => x.toFixed(2)).join('/')} at the end`);
   const text = lines.join('\n');
   console.log(text);

@@ -5,7 +5,7 @@
 // data:/blob: images (the user's opened files, decoded in the browser); wasm compilation needs
 // 'wasm-unsafe-eval', which allows WebAssembly.compile and nothing else.
 // tests/e2e/csp.test.mjs checks the built page against it.
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const POLICY = [
@@ -45,15 +45,41 @@ self.onmessage = async (e) => {
 `;
 }
 
+// Where scripts/wasm_relaxed.mjs built a relaxed-SIMD module beside Trunk's, the loader picks
+// one: the relaxed module where the browser validates a relaxed-SIMD instruction (and the page's
+// URL has no ?simd=128), the baseline elsewhere. The probe is
+// `(func (result v128) i32.const 1 i8x16.splat i32.const 2 i8x16.splat i8x16.relaxed_swizzle)`.
+// Trunk's preload of the baseline module goes: it would download a module the page may not use.
+function chooseModule(loader, relaxed) {
+  const at = loader.match(/module_or_path:\s*'([^']+_bg\.wasm)'/);
+  if (!at) throw new Error("csp.mjs: Trunk's loader names no _bg.wasm: did Trunk change its loader?");
+  const probe = '[0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,15,1,13,0,65,1,253,15,65,2,253,15,253,128,2,11]';
+  const chooser = `// Written by scripts/csp.mjs: relaxed SIMD where this browser has it (scripts/wasm_relaxed.mjs).
+const relaxedSimd = new URLSearchParams(location.search).get('simd') !== '128'
+  && WebAssembly.validate(new Uint8Array(${probe}));
+`;
+  const lines = loader.trim().split('\n');
+  const imports = lines.filter((l) => l.startsWith('import '));
+  const rest = lines.filter((l) => !l.startsWith('import ')).join('\n')
+    .replace(at[0], `module_or_path: relaxedSimd ? '${at[1].replace(/_bg\.wasm$/, `-relaxed_bg.wasm`)}' : '${at[1]}'`);
+  if (!relaxed.includes(at[1].split('/').pop().replace(/_bg\.wasm$/, ''))) {
+    throw new Error(`csp.mjs: the relaxed-SIMD module ${relaxed} does not match the loader's ${at[1]}`);
+  }
+  return [...imports, chooser, rest].join('\n');
+}
+
 const dir = process.env.TRUNK_STAGING_DIR ?? process.argv[2] ?? 'dist';
 const path = join(dir, 'index.html');
 let html = await readFile(path, 'utf8');
 const inline = /<script type="module"(?![^>]*\bsrc=)[^>]*>([\s\S]*?)<\/script>/;
 const m = html.match(inline);
 if (m) {
-  await writeFile(join(dir, 'boot.js'), m[1].trim() + '\n');
+  const relaxed = (await readdir(dir)).find((f) => f.endsWith('-relaxed_bg.wasm'));
+  const loader = relaxed ? chooseModule(m[1], relaxed) : m[1].trim();
+  await writeFile(join(dir, 'boot.js'), loader + '\n');
   await writeFile(join(dir, 'cpu-worker.js'), workerScript(m[1]));
   html = html.replace(inline, '<script type="module" src="./boot.js"></script>');
+  if (relaxed) html = html.replace(/\s*<link rel="preload" href="[^"]+_bg\.wasm"[^>]*>/, '');
 } else if (!html.includes('src="./boot.js"')) {
   throw new Error(`csp.mjs: no inline module script in ${path}: did Trunk change its loader?`);
 }
@@ -64,4 +90,4 @@ if (!html.includes('http-equiv="Content-Security-Policy"')) {
   html = html.replace(/<head>/, `<head>\n    <meta http-equiv="Content-Security-Policy" content="${POLICY}" />`);
 }
 await writeFile(path, html);
-console.log(`csp.mjs: ${path}: policy set, loader in boot.js`);
+console.log(`csp.mjs: ${path}: policy set, loader in boot.js${m && (await readdir(dir)).some((f) => f.endsWith('-relaxed_bg.wasm')) ? ' (relaxed SIMD where the browser has it)' : ''}`);

@@ -52,7 +52,7 @@ thread_local! {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendInfo {
     pub gpu: bool,
-    /// "GPU: adapter (api, type)" or "CPU backend on N threads (why)".
+    /// "GPU: adapter (api, type)" or "CPU backend on N threads, SIMD (why)".
     pub description: String,
 }
 
@@ -156,7 +156,7 @@ fn cpu_info(why: String) -> BackendInfo {
     };
     BackendInfo {
         gpu: false,
-        description: format!("CPU backend on {on} ({why})"),
+        description: format!("CPU backend on {on}, {} ({why})", crate::cpu::WASM_SIMD),
     }
 }
 

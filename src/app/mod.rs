@@ -84,6 +84,7 @@ fn expose_lose_device() {
             &(crate::cpu::workers::threads() as f64).into(),
         );
         let _ = js_sys::Reflect::set(&o, &"cpuSplitForwards".into(), &(split as f64).into());
+        let _ = js_sys::Reflect::set(&o, &"cpuSimd".into(), &crate::cpu::WASM_SIMD.into());
         let _ = js_sys::Reflect::set(&o, &"cpuWorkerShares".into(), &(by_workers as f64).into());
         if let Some(g) = engine::gpu_stats() {
             let set = |k: &str, v: f64| js_sys::Reflect::set(&o, &k.into(), &v.into());

@@ -9,6 +9,16 @@ pub mod workers;
 
 use std::sync::{Arc, OnceLock};
 
+/// The vector instructions this build's CPU kernels use in a browser: wasm's 128-bit SIMD, or that
+/// with relaxed SIMD's fused multiply-add (the second module `scripts/wasm_relaxed.mjs` builds,
+/// which the page loads where the browser has relaxed SIMD). Natively the kernels pick AVX2/FMA
+/// or SSE at run time.
+pub const WASM_SIMD: &str = if cfg!(target_feature = "relaxed-simd") {
+    "relaxed SIMD"
+} else {
+    "SIMD128"
+};
+
 use crate::backend::{Backend, Conv2dParams, ConvEpilogue, InputNorm, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};

@@ -5,10 +5,9 @@
 // answers wrong, must cost speed and not results.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, openPage, pixels, waitIn } from './harness.mjs';
+import { startServer, launch, openPage, pixels, waitIn, readSafetensors, relL2, randn } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLASS_MODEL = '/fixtures/unet/class_scale_shift'; // 1×16×16, 11 class embeds, golden batch 3
@@ -17,30 +16,6 @@ const RGB_MODEL = '/fixtures/unet/attn_multihead'; // 3×16×16 with attention
 let srv, browser;
 before(async () => { srv = await startServer(); browser = await launch(); });
 after(async () => { await browser?.close(); srv?.server.close(); });
-
-/// A safetensors file's tensors as { name: { shape, data: number[] } } (f32, i64 and f64 only).
-async function readSafetensors(path) {
-  const buf = await readFile(path);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
-  const out = {};
-  for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const [a, b] = t.data_offsets.map((o) => 8 + n + o);
-    const bytes = buf.buffer.slice(buf.byteOffset + a, buf.byteOffset + b);
-    const View = { F32: Float32Array, I64: BigInt64Array, F64: Float64Array }[t.dtype];
-    if (!View) throw new Error(`${path}: ${name} is ${t.dtype}`);
-    out[name] = { shape: t.shape, data: Array.from(new View(bytes), Number) };
-  }
-  return out;
-}
-
-function relL2(got, want) {
-  assert.equal(got.length, want.length, 'output length');
-  let num = 0, den = 0;
-  for (let i = 0; i < want.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
-  return Math.sqrt(num / den);
-}
 
 /// A bench page on the CPU backend with `threads` threads; `console` collects warnings and errors.
 async function cpuPage(threads, setup) {
@@ -61,11 +36,6 @@ async function forward(page, model, sample, shape, timesteps, labels) {
     return { threads: r.threads, output: Array.from(r.output), backend: r.backend };
   }, { model, sample, shape, timesteps, labels });
 }
-
-const randn = (n) => Array.from({ length: n }, () => {
-  const u = 1 - Math.random(), v = Math.random();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-});
 
 test('a CPU batch splits between the page and a worker and gives PyTorch output', { timeout: 300_000 }, async () => {
   const input = await readSafetensors(join(ROOT, 'tests/fixtures/unet/class_scale_shift/input.safetensors'));
@@ -154,8 +124,10 @@ test('a guided CPU run splits its pair of forwards and draws the one-thread imag
   const b = await run(1);
   assert.equal(a.frames, 5);
   assert.equal(b.frames, 5);
-  assert.match(a.adapter, /^CPU backend on 2 threads \(requested with \?backend=cpu\)$/);
-  assert.match(b.adapter, /^CPU backend on 1 thread \(/);
+  // Chromium has relaxed SIMD, so the page loads that module (tests/e2e/wasm_simd.test.mjs).
+  assert.match(a.adapter, /^CPU backend on 2 threads, relaxed SIMD \(requested with \?backend=cpu\)$/);
+  assert.match(b.adapter, /^CPU backend on 1 thread, relaxed SIMD \(/);
+  assert.equal(a.stats.cpuSimd, 'relaxed SIMD');
   // Four steps, each one forward of the conditional and unconditional pair: split, the second
   // image on the worker.
   assert.equal(a.stats.cpuThreads, 2);

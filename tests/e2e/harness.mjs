@@ -58,6 +58,8 @@ export async function launch() {
     args: [
       '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader',
       '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // Extra flags, e.g. STEPWISE_CHROMIUM_ARGS='--js-flags=--perf-basic-prof' for `perf` profiles.
+      ...(process.env.STEPWISE_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
     ],
   });
 }
@@ -90,3 +92,34 @@ export async function waitIn(page, pred, timeoutMs = 120_000) {
   const limit = new Promise((_, no) => { timer = setTimeout(() => no(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${pred}`)), timeoutMs); });
   try { return await Promise.race([poll, limit]); } finally { clearTimeout(timer); }
 }
+
+/// A safetensors file's tensors as { name: { shape, data: number[] } } (f32, i64 and f64 only).
+export async function readSafetensors(path) {
+  const buf = await readFile(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const out = {};
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [a, b] = t.data_offsets.map((o) => 8 + n + o);
+    const bytes = buf.buffer.slice(buf.byteOffset + a, buf.byteOffset + b);
+    const View = { F32: Float32Array, I64: BigInt64Array, F64: Float64Array }[t.dtype];
+    if (!View) throw new Error(`${path}: ${name} is ${t.dtype}`);
+    out[name] = { shape: t.shape, data: Array.from(new View(bytes), Number) };
+  }
+  return out;
+}
+
+/// ‖got − want‖ / ‖want‖.
+export function relL2(got, want) {
+  if (got.length !== want.length) throw new Error(`output length ${got.length}, expected ${want.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < want.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
+  return Math.sqrt(num / den);
+}
+
+/// n standard normal samples (Box-Muller).
+export const randn = (n) => Array.from({ length: n }, () => {
+  const u = 1 - Math.random(), v = Math.random();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+});
