@@ -18,6 +18,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --lib --bin stepwise-app --target wasm32-unknown-unknown --quiet -- -D warnings
+# The relaxed-SIMD module's code (scripts/wasm_relaxed.mjs builds it in its own target directory).
+CARGO_ENCODED_RUSTFLAGS=-Ctarget-feature=+simd128,+relaxed-simd cargo clippy --lib --bin stepwise-app \
+  --target wasm32-unknown-unknown --target-dir target/wasm-relaxed --quiet -- -D warnings
 
 step "Rust tests (CPU reference, lavapipe GPU, golden parity, hostile inputs, samplers)"
 cargo test --all-targets
