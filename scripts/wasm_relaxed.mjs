@@ -4,7 +4,7 @@
 // Why: relaxed SIMD's fused multiply-add (`f32x4.relaxed_madd`, one vfmadd on x86 with FMA) halves
 // the CPU backend's convolution microkernel's arithmetic instructions and frees the register its
 // separate multiply and add needed, so V8 keeps all 12 accumulators in registers (16 xmm, one
-// reserved): 1.3-1.5x on whole forwards (BENCHMARKS.md). Relaxed SIMD is not in every browser that
+// reserved): 1.2-1.7x on whole forwards (BENCHMARKS.md). Relaxed SIMD is not in every browser that
 // runs this page (Chrome/Edge 114+ have it), and one unsupported instruction makes a whole module
 // invalid, so there are two modules: scripts/csp.mjs's boot.js loads this one where
 // `WebAssembly.validate` accepts a relaxed-SIMD probe, the baseline elsewhere (and with ?simd=128).
@@ -37,7 +37,7 @@ const run = (cmd, args, env = {}) =>
 
 // Trunk builds with `--offline` (Trunk.toml); so does this, and with the flags Trunk passes.
 run('cargo', ['build', '--release', '--target=wasm32-unknown-unknown', '--bin', 'stepwise-app', '--offline',
-  '--target-dir', targetDir], { CARGO_ENCODED_RUSTFLAGS: ['-Ctarget-feature=+simd128,+relaxed-simd'].join('\x1f') });
+  '--target-dir', targetDir], { CARGO_ENCODED_RUSTFLAGS: '-Ctarget-feature=+simd128,+relaxed-simd' });
 
 const out = join(targetDir, 'bindgen');
 rmSync(out, { recursive: true, force: true });
