@@ -94,6 +94,91 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// The same for outputs at least 8 columns wide: 8 channels × 8 consecutive columns per
+// invocation, 16 vec4 accumulators. A CPU adapter runs each invocation in a SIMD lane and every
+// load of these kernels as a gather, so loads per multiply-add decide its speed: 16 per 64 here
+// against 8 per 16 in `conv2d` (lavapipe: 1.5-1.8x on emoji at batch 4; SwiftShader: BENCHMARKS.md).
+// Narrower outputs (the 4×4 layers) would leave half of each tile idle and keep `conv2d`.
+@compute @workgroup_size(64)
+fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let total = p.n * p.co_tiles * p.ho * p.x_tiles;
+    if (id >= total) { return; }
+    // id = ((n * co_tiles + co_tile) * ho + oy) * x_tiles + x_tile: neighbours share input rows.
+    let x_tile = id % p.x_tiles;
+    let oy = (id / p.x_tiles) % p.ho;
+    let co_tile = (id / (p.x_tiles * p.ho)) % p.co_tiles;
+    let n = id / (p.x_tiles * p.ho * p.co_tiles);
+    let co0 = co_tile * 8u;
+    let ox0 = x_tile * 8u;
+
+    // Sixteen accumulators held in named registers: a dynamically indexed private array would be
+    // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
+    // aJ: column ox0 + J, channels co0..co0+3; bJ: the same column, channels co0+4..co0+7.
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    let ksize = p.kh * p.kw;
+    let wstride = p.cin * ksize; // distance between output channels in the weights
+    // Clamp channel indices so that tiles past `cout` read valid memory; they are not written.
+    let last = p.cout - 1u;
+    let w0 = min(co0, last) * wstride;
+    let w1 = min(co0 + 1u, last) * wstride;
+    let w2 = min(co0 + 2u, last) * wstride;
+    let w3 = min(co0 + 3u, last) * wstride;
+    let w4 = min(co0 + 4u, last) * wstride;
+    let w5 = min(co0 + 5u, last) * wstride;
+    let w6 = min(co0 + 6u, last) * wstride;
+    let w7 = min(co0 + 7u, last) * wstride;
+    let w_last = i32(p.w) - 1;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xplane = (n * p.cin + ci) * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
+            if (iy < 0 || iy >= i32(p.h)) { continue; }
+            let xrow = xplane + u32(iy) * p.w;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let widx = ci * ksize + ky * p.kw + kx;
+                let wv = vec4<f32>(wt[w0 + widx], wt[w1 + widx], wt[w2 + widx], wt[w3 + widx]);
+                let wu = vec4<f32>(wt[w4 + widx], wt[w5 + widx], wt[w6 + widx], wt[w7 + widx]);
+                // Input columns of the eight outputs; out-of-image taps read a clamped address
+                // and are zeroed (the padding).
+                let ixa = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
+                let ixb = ixa + vec4<i32>(4 * i32(p.stride));
+                let ina = (ixa >= vec4<i32>(0)) & (ixa <= vec4<i32>(w_last));
+                let inb = (ixb >= vec4<i32>(0)) & (ixb <= vec4<i32>(w_last));
+                let ca = vec4<u32>(clamp(ixa, vec4<i32>(0), vec4<i32>(w_last)));
+                let cb = vec4<u32>(clamp(ixb, vec4<i32>(0), vec4<i32>(w_last)));
+                let xa = select(vec4<f32>(0.0), vec4<f32>(x[xrow + ca.x], x[xrow + ca.y], x[xrow + ca.z], x[xrow + ca.w]), ina);
+                let xb = select(vec4<f32>(0.0), vec4<f32>(x[xrow + cb.x], x[xrow + cb.y], x[xrow + cb.z], x[xrow + cb.w]), inb);
+                a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
+                a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
+                b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
+                b4 += xb.x * wu; b5 += xb.y * wu; b6 += xb.z * wu; b7 += xb.w * wu;
+            }
+        }
+    }
+    // Transpose to per-channel rows of four columns for the stores.
+    let ra = transpose(mat4x4<f32>(a0, a1, a2, a3));
+    let rb = transpose(mat4x4<f32>(a4, a5, a6, a7));
+    let sa = transpose(mat4x4<f32>(b0, b1, b2, b3));
+    let sb = transpose(mat4x4<f32>(b4, b5, b6, b7));
+    for (var c = 0u; c < 8u; c++) {
+        let co = co0 + c;
+        if (co >= p.cout) { break; }
+        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
+        var lo = ra[c & 3u];
+        var hi = rb[c & 3u];
+        if (c >= 4u) { lo = sa[c & 3u]; hi = sb[c & 3u]; }
+        for (var j = 0u; j < 4u; j++) {
+            let ox = ox0 + j;
+            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, lo[j]); }
+            if (ox + 4u < p.wo) { out[obase + ox + 4u] = epilogue(n, co, obase + ox + 4u, hi[j]); }
+        }
+    }
+}
+
 // The same convolution as an implicit GEMM through workgroup memory, for real GPUs:
 // C[co, pixel] = Σ_k W[co, k] · X̂[k, pixel] with k = (ci, ky, kx) and pixel = (n, oy, ox) across
 // the batch. X̂ (im2col) is never stored: each 16 × 32 tile of it is gathered straight into

@@ -426,8 +426,8 @@ pub(crate) fn split_k(o: &[usize], kdim: usize) -> (usize, usize) {
     (kdim.div_ceil(chunk), chunk)
 }
 
-/// GPU wrapper. CPU adapters run `conv2d`, one invocation per 4 channels × 4 columns of output
-/// with no barriers; real GPUs run `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where
+/// GPU wrapper. CPU adapters run `conv2d_wide`, one invocation per 8 channels × 8 columns of
+/// output with no barriers (`conv2d`, 4 × 4, where rows are narrower than 8); real GPUs run `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where
 /// the output has few tiles), see [`GpuContext::tiled`]. Both apply `e` as they store.
 pub fn gpu(
     ctx: &GpuContext,
@@ -449,6 +449,9 @@ pub fn gpu(
     let pixels = o[0] * o[2] * o[3];
     let tiles = [pixels.div_ceil(TILE), o[1].div_ceil(TILE)];
     let (splits, k_chunk) = split_k(&o, kdim);
+    // CPU adapters' kernel: 8 channels × 8 columns per invocation where rows are that wide.
+    let wide = o[3] >= 8;
+    let (co_per, x_per) = if wide { (8, 8) } else { (4, 4) };
     let params = Params {
         n: o[0] as u32,
         cin: xs[1] as u32,
@@ -463,8 +466,8 @@ pub fn gpu(
         pad_top: p.pad[0] as u32,
         pad_left: p.pad[1] as u32,
         has_bias: bias.is_some() as u32,
-        co_tiles: o[1].div_ceil(4) as u32,
-        x_tiles: o[3].div_ceil(4) as u32,
+        co_tiles: o[1].div_ceil(co_per) as u32,
+        x_tiles: o[3].div_ceil(x_per) as u32,
         splits: splits as u32,
         k_chunk: k_chunk as u32,
         has_add: e.channel_add.is_some() as u32,
@@ -502,10 +505,10 @@ pub fn gpu(
         )?;
         return Ok(out);
     }
-    let invocations = o[0] * o[1].div_ceil(4) * o[2] * o[3].div_ceil(4);
+    let invocations = o[0] * o[1].div_ceil(co_per) * o[2] * o[3].div_ceil(x_per);
     ctx.dispatch(
         SHADER,
-        "conv2d",
+        if wide { "conv2d_wide" } else { "conv2d" },
         &params,
         &inputs,
         out.buffer(),
