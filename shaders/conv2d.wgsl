@@ -29,18 +29,26 @@ fn epilogue(img: u32, co: u32, idx: u32, v: f32) -> f32 {
     return o * p.out_scale;
 }
 
-@compute @workgroup_size(64)
-fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;
-    let total = p.n * p.co_tiles * p.ho * p.x_tiles;
-    if (id >= total) { return; }
-    // id = ((n * co_tiles + co_tile) * ho + oy) * x_tiles + x_tile: neighbours share input rows.
+// The output tile of `conv2d`'s or `conv2d_wide`'s invocation `id`: (image, channel tile, output
+// row, column tile), from id = ((n · co_tiles + co_tile) · ho + oy) · x_tiles + x_tile, so that
+// neighbouring invocations share input rows.
+fn register_tile(id: u32) -> vec4<u32> {
     let x_tile = id % p.x_tiles;
     let oy = (id / p.x_tiles) % p.ho;
     let co_tile = (id / (p.x_tiles * p.ho)) % p.co_tiles;
     let n = id / (p.x_tiles * p.ho * p.co_tiles);
-    let co0 = co_tile * 4u;
-    let ox0 = x_tile * 4u;
+    return vec4<u32>(n, co_tile, oy, x_tile);
+}
+
+@compute @workgroup_size(64)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
+    let t = register_tile(id);
+    let n = t.x;
+    let oy = t.z;
+    let co0 = t.y * 4u;
+    let ox0 = t.w * 4u;
 
     // Four accumulators held in named registers: a dynamically indexed private array would be
     // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
@@ -102,15 +110,12 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(64)
 fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let id = gid.x + gid.y * nwg.x * 64u;
-    let total = p.n * p.co_tiles * p.ho * p.x_tiles;
-    if (id >= total) { return; }
-    // id = ((n * co_tiles + co_tile) * ho + oy) * x_tiles + x_tile: neighbours share input rows.
-    let x_tile = id % p.x_tiles;
-    let oy = (id / p.x_tiles) % p.ho;
-    let co_tile = (id / (p.x_tiles * p.ho)) % p.co_tiles;
-    let n = id / (p.x_tiles * p.ho * p.co_tiles);
-    let co0 = co_tile * 8u;
-    let ox0 = x_tile * 8u;
+    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
+    let t = register_tile(id);
+    let n = t.x;
+    let oy = t.z;
+    let co0 = t.y * 8u;
+    let ox0 = t.w * 8u;
 
     // Sixteen accumulators held in named registers: a dynamically indexed private array would be
     // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
