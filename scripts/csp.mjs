@@ -73,8 +73,8 @@ const path = join(dir, 'index.html');
 let html = await readFile(path, 'utf8');
 const inline = /<script type="module"(?![^>]*\bsrc=)[^>]*>([\s\S]*?)<\/script>/;
 const m = html.match(inline);
+const relaxed = (await readdir(dir)).find((f) => f.endsWith('-relaxed_bg.wasm'));
 if (m) {
-  const relaxed = (await readdir(dir)).find((f) => f.endsWith('-relaxed_bg.wasm'));
   const loader = relaxed ? chooseModule(m[1], relaxed) : m[1].trim();
   await writeFile(join(dir, 'boot.js'), loader + '\n');
   await writeFile(join(dir, 'cpu-worker.js'), workerScript(m[1]));
@@ -90,4 +90,4 @@ if (!html.includes('http-equiv="Content-Security-Policy"')) {
   html = html.replace(/<head>/, `<head>\n    <meta http-equiv="Content-Security-Policy" content="${POLICY}" />`);
 }
 await writeFile(path, html);
-console.log(`csp.mjs: ${path}: policy set, loader in boot.js${m && (await readdir(dir)).some((f) => f.endsWith('-relaxed_bg.wasm')) ? ' (relaxed SIMD where the browser has it)' : ''}`);
+console.log(`csp.mjs: ${path}: policy set, loader in boot.js${m && relaxed ? ' (relaxed SIMD where the browser has it)' : ''}`);

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, openPage, pixels, waitIn, readSafetensors, relL2, randn } from './harness.mjs';
+import { startServer, launch, openPage, pixels, waitIn, benchForward as forward, readSafetensors, relL2, randn } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLASS_MODEL = '/fixtures/unet/class_scale_shift'; // 1×16×16, 11 class embeds, golden batch 3
@@ -27,14 +27,6 @@ async function cpuPage(threads, setup) {
   await page.goto(`${srv.base}/?debug=bench&backend=cpu&threads=${threads}`);
   await waitIn(page, () => typeof window.stepwiseBench === 'function');
   return { page, consoleLines };
-}
-
-/// One forward through window.stepwiseBench: { threads, output }.
-async function forward(page, model, sample, shape, timesteps, labels) {
-  return page.evaluate(async ({ model, sample, shape, timesteps, labels }) => {
-    const r = await window.stepwiseBench(model, Float32Array.from(sample), shape, Float32Array.from(timesteps), labels, 0);
-    return { threads: r.threads, output: Array.from(r.output), backend: r.backend };
-  }, { model, sample, shape, timesteps, labels });
 }
 
 test('a CPU batch splits between the page and a worker and gives PyTorch output', { timeout: 300_000 }, async () => {

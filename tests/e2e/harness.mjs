@@ -93,6 +93,14 @@ export async function waitIn(page, pred, timeoutMs = 120_000) {
   try { return await Promise.race([poll, limit]); } finally { clearTimeout(timer); }
 }
 
+/// One forward through a `?debug=bench` page's window.stepwiseBench: { threads, output, backend }.
+export async function benchForward(page, model, sample, shape, timesteps, labels) {
+  return page.evaluate(async ({ model, sample, shape, timesteps, labels }) => {
+    const r = await window.stepwiseBench(model, Float32Array.from(sample), shape, Float32Array.from(timesteps), labels, 0);
+    return { threads: r.threads, output: Array.from(r.output), backend: r.backend };
+  }, { model, sample, shape, timesteps, labels });
+}
+
 /// A safetensors file's tensors as { name: { shape, data: number[] } } (f32, i64 and f64 only).
 export async function readSafetensors(path) {
   const buf = await readFile(path);

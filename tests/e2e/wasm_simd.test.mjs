@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, waitIn, readSafetensors, relL2, randn } from './harness.mjs';
+import { startServer, launch, waitIn, benchForward as forward, readSafetensors, relL2, randn } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = join(ROOT, 'dist');
@@ -41,13 +41,6 @@ async function cpuPage(query, noRelaxed) {
   await page.goto(`${srv.base}/?debug=bench&backend=cpu&threads=1${query}`);
   await waitIn(page, () => typeof window.stepwiseBench === 'function');
   return { page, wasm };
-}
-
-async function forward(page, model, sample, shape, timesteps, labels) {
-  return page.evaluate(async ({ model, sample, shape, timesteps, labels }) => {
-    const r = await window.stepwiseBench(model, Float32Array.from(sample), shape, Float32Array.from(timesteps), labels, 0);
-    return { output: Array.from(r.output), backend: r.backend };
-  }, { model, sample, shape, timesteps, labels });
 }
 
 function modules() {

@@ -427,8 +427,9 @@ pub(crate) fn split_k(o: &[usize], kdim: usize) -> (usize, usize) {
 }
 
 /// GPU wrapper. CPU adapters run `conv2d_wide`, one invocation per 8 channels × 8 columns of
-/// output with no barriers (`conv2d`, 4 × 4, where rows are narrower than 8); real GPUs run `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where
-/// the output has few tiles), see [`GpuContext::tiled`]. Both apply `e` as they store.
+/// output with no barriers (`conv2d`, 4 × 4, where rows are narrower than 8); real GPUs run
+/// `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where the output has few tiles), see
+/// [`GpuContext::tiled`]. All apply `e` as they store.
 pub fn gpu(
     ctx: &GpuContext,
     x: &GpuTensor,
