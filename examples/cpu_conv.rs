@@ -1,14 +1,17 @@
-//! Micro-benchmark of the CPU backend's convolution paths at the shipped models' layer shapes:
+//! Micro-benchmark of the CPU backend's convolution paths at the shipped models' (and
+//! google/ddpm-cifar10-32's) layer shapes: Winograd's F(2×2, 3×3) (`ops::conv2d::winograd`) and
 //! the direct kernel (`ops::conv2d::direct`) against the GEMM paths (`ops::conv2d::cpu`), in
-//! GFLOP/s on one thread (a multiply-add counted as 2), best and median of several runs: on a
-//! shared machine the best shows what the core can do, the median what a forward meets.
+//! GFLOP/s on one thread (a multiply-add counted as 2, Winograd's counted as the direct
+//! convolution's), best and median of several runs: on a shared machine the best shows what the
+//! core can do, the median what a forward meets.
 //!
-//! `cargo run --release --example cpu_conv`
+//! `cargo run --release --example cpu_conv [N,Ci,Co,HW,stride]` (one shape alone, for profiling;
+//! `CPU_CONV_ONLY=winograd|direct|gemm` runs one path alone)
 
 use std::time::Instant;
 
 use stepwise::backend::Conv2dParams;
-use stepwise::ops::conv2d::{self, direct};
+use stepwise::ops::conv2d::{self, direct, winograd};
 use stepwise::selftest::TestRng;
 
 /// Best and median ms of `runs` timed calls after a warm-up call.
@@ -45,11 +48,28 @@ fn main() {
         (1, 16, 16, 64, 1),
         (1, 32, 16, 64, 1),
         (1, 48, 16, 64, 1),
+        (1, 128, 128, 32, 1),
+        (1, 256, 256, 16, 1),
+        (1, 256, 256, 8, 1),
     ];
     println!(
-        "| N | Ci | Co | H×W | stride | direct GFLOP/s, best / median | GEMM paths, best / median | direct / GEMM median time |"
+        "| N | Ci | Co | H×W | stride | Winograd GFLOP/s, best / median | direct GFLOP/s, best / median | GEMM paths, best / median | Winograd / direct median time | direct / GEMM median time |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    // `CPU_CONV_ONLY=winograd|direct|gemm` times one path alone, for `perf stat`.
+    let only = std::env::var("CPU_CONV_ONLY").ok();
+    let run = |path: &str| only.as_deref().is_none_or(|o| o == path);
+    // One shape from the command line, for `perf record`.
+    let one: Option<Vec<usize>> = std::env::args().nth(1).map(|a| {
+        a.split(',')
+            .map(|v| v.parse().expect("N,Ci,Co,HW,stride"))
+            .collect()
+    });
+    let shapes = match one.as_deref() {
+        Some(&[n, ci, co, hw, stride]) => vec![(n, ci, co, hw, stride)],
+        Some(_) => panic!("expected N,Ci,Co,HW,stride"),
+        None => shapes.to_vec(),
+    };
     for (n, ci, co, hw, stride) in shapes {
         let p = Conv2dParams {
             stride,
@@ -64,10 +84,14 @@ fn main() {
         let flop = 2.0 * (o.iter().product::<usize>() * ci * 9) as f64;
         let runs = (2e9 / flop).clamp(5.0, 200.0) as usize;
         let rows = conv2d::weight_rows(&w, &ws);
-        let gemm = time_ms(runs, || {
-            conv2d::cpu(&x, &xs, &rows, &ws, Some(&bias), p, &mut out)
-        });
-        let direct = match conv2d::direct_width(&ws, &o, p) {
+        let gemm = if run("gemm") {
+            time_ms(runs, || {
+                conv2d::cpu(&x, &xs, &rows, &ws, Some(&bias), p, &mut out)
+            })
+        } else {
+            [f64::NAN; 2]
+        };
+        let direct = match conv2d::direct_width(&ws, &o, p).filter(|_| run("direct")) {
             Some(width) => {
                 let packed = direct::pack_weight(&w, &ws);
                 let g = direct::Geometry::new(&xs, &ws, p);
@@ -81,13 +105,28 @@ fn main() {
             }
             None => [f64::NAN; 2],
         };
+        let g = direct::Geometry::new(&xs, &ws, p);
+        let winograd = match winograd::applies(&g) && run("winograd") {
+            true => {
+                let packed = winograd::pack_weight(&w, &ws);
+                let e = direct::Epilogue {
+                    bias: Some(&bias),
+                    ..direct::Epilogue::NONE
+                };
+                time_ms(runs, || winograd::conv(&x, &g, &packed, None, e, &mut out))
+            }
+            false => [f64::NAN; 2],
+        };
         let rate = |ms: f64| flop / ms / 1e6;
         println!(
-            "| {n} | {ci} | {co} | {hw}×{hw} | {stride} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× |",
+            "| {n} | {ci} | {co} | {hw}×{hw} | {stride} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× | {:.2}× |",
+            rate(winograd[0]),
+            rate(winograd[1]),
             rate(direct[0]),
             rate(direct[1]),
             rate(gemm[0]),
             rate(gemm[1]),
+            winograd[1] / direct[1],
             direct[1] / gemm[1]
         );
     }

@@ -41,6 +41,8 @@ struct Storage {
     conv_rows: OnceLock<Vec<f32>>,
     /// The same for the direct convolution ([`conv2d::direct::pack_weight`]).
     conv_packed: OnceLock<Vec<f32>>,
+    /// The same for Winograd's ([`conv2d::winograd::pack_weight`]).
+    conv_winograd: OnceLock<Vec<f32>>,
 }
 
 impl std::ops::Deref for Storage {
@@ -74,6 +76,7 @@ impl CpuTensor {
                 pooled: false,
                 conv_rows: OnceLock::new(),
                 conv_packed: OnceLock::new(),
+                conv_winograd: OnceLock::new(),
             }),
         })
     }
@@ -94,6 +97,7 @@ impl CpuTensor {
                 pooled: true,
                 conv_rows: OnceLock::new(),
                 conv_packed: OnceLock::new(),
+                conv_winograd: OnceLock::new(),
             }),
         }
     }
@@ -105,10 +109,11 @@ impl Tensor for CpuTensor {
     }
 }
 
-/// The direct convolution ([`conv2d::direct`]) of `x`, its input normalised as it is copied where
-/// `norm` is given, into a new tensor of `shape`; the caller checked the shapes and `width`.
+/// The convolution of `x` by a SIMD kernel ([`conv2d::winograd`] or [`conv2d::direct`]), its
+/// input normalised as it is read where `norm` is given, into a new tensor of `shape`; the
+/// caller checked the shapes and chose `kernel`.
 #[allow(clippy::too_many_arguments)]
-fn direct_conv(
+fn simd_conv(
     x: &CpuTensor,
     norm: Option<conv2d::direct::Prologue<'_>>,
     w: &CpuTensor,
@@ -116,12 +121,8 @@ fn direct_conv(
     p: Conv2dParams,
     e: ConvEpilogue<'_, CpuTensor>,
     shape: &[usize],
-    width: conv2d::direct::Width,
+    kernel: conv2d::CpuKernel,
 ) -> CpuTensor {
-    let packed = w
-        .data
-        .conv_packed
-        .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
     let g = conv2d::direct::Geometry::new(&x.shape, &w.shape, p);
     let e = conv2d::direct::Epilogue {
         bias: bias.map(|b| &b.data[..]),
@@ -129,28 +130,44 @@ fn direct_conv(
         residual: e.residual.map(|t| &t.data[..]),
         scale: e.scale,
     };
-    CpuTensor::compute(shape, |out| {
-        conv2d::direct::conv(&x.data, &g, packed, norm, e, width, out)
-    })
+    match kernel {
+        conv2d::CpuKernel::Winograd => {
+            let packed = w
+                .data
+                .conv_winograd
+                .get_or_init(|| conv2d::winograd::pack_weight(&w.data, &w.shape));
+            CpuTensor::compute(shape, |out| {
+                conv2d::winograd::conv(&x.data, &g, packed, norm, e, out)
+            })
+        }
+        conv2d::CpuKernel::Direct(width) => {
+            let packed = w
+                .data
+                .conv_packed
+                .get_or_init(|| conv2d::direct::pack_weight(&w.data, &w.shape));
+            CpuTensor::compute(shape, |out| {
+                conv2d::direct::conv(&x.data, &g, packed, norm, e, width, out)
+            })
+        }
+    }
 }
 
-/// A convolution's output shape, its epilogue checked against it, and the direct kernel's width
-/// where that kernel runs it.
+/// A convolution's output shape, its epilogue checked against it, and the SIMD kernel that runs
+/// it, if one does.
 fn conv_plan(
     x: &CpuTensor,
     w: &CpuTensor,
     bias: Option<&CpuTensor>,
     p: Conv2dParams,
     e: &ConvEpilogue<'_, CpuTensor>,
-) -> Result<([usize; 4], Option<conv2d::direct::Width>)> {
+) -> Result<([usize; 4], Option<conv2d::CpuKernel>)> {
     let shape = conv2d::out_shape(&x.shape, &w.shape, bias.map(|b| b.shape()), p)?;
     conv2d::check_epilogue(
         &shape,
         e.channel_add.map(|t| &t.shape[..]),
         e.residual.map(|t| &t.shape[..]),
     )?;
-    let direct = conv2d::direct_width(&w.shape, &shape, p);
-    Ok((shape, direct))
+    Ok((shape, conv2d::cpu_kernel(&x.shape, &w.shape, &shape, p)))
 }
 
 /// The CPU backend. Stateless.
@@ -190,9 +207,9 @@ impl Backend for CpuBackend {
         p: Conv2dParams,
         e: ConvEpilogue<'_, CpuTensor>,
     ) -> Result<CpuTensor> {
-        let (shape, direct) = conv_plan(x, w, bias, p, &e)?;
-        if let Some(width) = direct {
-            return Ok(direct_conv(x, None, w, bias, p, e, &shape, width));
+        let (shape, kernel) = conv_plan(x, w, bias, p, &e)?;
+        if let Some(kernel) = kernel {
+            return Ok(simd_conv(x, None, w, bias, p, e, &shape, kernel));
         }
         let w_rows = w
             .data
@@ -235,8 +252,8 @@ impl Backend for CpuBackend {
             silu,
         } = norm;
         groupnorm::check(&x.shape, &gamma.shape, &beta.shape, groups)?;
-        let (shape, direct) = conv_plan(x, w, bias, p, &e)?;
-        let Some(width) = direct else {
+        let (shape, kernel) = conv_plan(x, w, bias, p, &e)?;
+        let Some(kernel) = kernel else {
             // The GEMM paths read the input in place: normalise it first.
             let h = self.group_norm(x, gamma, beta, groups, eps, silu)?;
             return self.conv2d_epilogue(&h, w, bias, p, e);
@@ -257,7 +274,7 @@ impl Backend for CpuBackend {
             affine: pairs,
             silu,
         };
-        let y = direct_conv(x, Some(norm), w, bias, p, e, &shape, width);
+        let y = simd_conv(x, Some(norm), w, bias, p, e, &shape, kernel);
         pool::give(affine);
         Ok(y)
     }

@@ -183,7 +183,7 @@ impl Geometry {
         }
     }
 
-    fn out(&self) -> [usize; 2] {
+    pub(super) fn out(&self) -> [usize; 2] {
         let (hp, wp) = self.padded();
         [
             (hp - self.k[0]) / self.stride + 1,
@@ -456,7 +456,7 @@ pub fn conv(
 }
 
 /// How many pixel vectors the kernel computes per output channel at `width`.
-fn vectors(width: Width, ho: usize, wo: usize) -> usize {
+pub(super) fn vectors(width: Width, ho: usize, wo: usize) -> usize {
     match width {
         Width::Avx => ho * (wo / 8),
         Width::AvxRowPairs => (ho / 2) * (wo / 4),
@@ -467,9 +467,9 @@ fn vectors(width: Width, ho: usize, wo: usize) -> usize {
 /// One thread's share of one image's output: the channels of `span`'s blocks at pixel vectors
 /// `vectors.0..vectors.1`. The parts of an image never share an output element.
 #[derive(Clone, Copy, Debug, Default)]
-struct Part {
-    span: Span,
-    vectors: (usize, usize),
+pub(super) struct Part {
+    pub span: Span,
+    pub vectors: (usize, usize),
 }
 
 /// A run of consecutive [`blocks`]: `count` of them from the `first`.
@@ -578,15 +578,15 @@ fn image_conv(
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match width {
-                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, p, e, o.get()),
-                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, p, e, o.get()),
-                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, p, e, o.get()),
+                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, p, KC, e, o.get()),
+                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, p, KC, e, o.get()),
+                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, p, KC, e, o.get()),
             }
         }
         // SAFETY: as above.
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         unsafe {
-            kernel::<wasm::Simd128>(q, g, packed, p, e, o.get())
+            kernel::<wasm::Simd128>(q, g, packed, p, KC, e, o.get())
         }
         #[cfg(not(any(
             target_arch = "x86_64",
@@ -599,8 +599,8 @@ fn image_conv(
     });
 }
 
-/// The vector operations the microkernel needs.
-trait Simd {
+/// The vector operations the microkernel (and [`super::winograd`]'s transforms) need.
+pub(super) trait Simd {
     const LANES: usize;
     /// Output rows per vector: 1, or 2 for [`Width::AvxRowPairs`].
     const ROWS: usize = 1;
@@ -612,7 +612,12 @@ trait Simd {
     /// `a · b + c`.
     unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// The lanes of `a` then `b` (`x0 … x2L−1`), split into the even ones and the odd ones.
+    unsafe fn unzip(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// The inverse of [`Simd::unzip`]: `a0 b0 a1 b1 …` in two vectors.
+    unsafe fn zip(a: Self::V, b: Self::V) -> (Self::V, Self::V);
 }
 
 /// Where a pixel vector reads its taps (in `q`) and writes its outputs (in the output plane).
@@ -623,17 +628,18 @@ struct Vector {
 }
 
 /// One part of one image into `out`, the image's `[Co, Ho, Wo]` output, from `q` as
-/// [`image_conv`] left it; `e` is the image's epilogue.
+/// [`image_conv`] left it, `pass` input channels at a time ([`KC`]); `e` is the image's epilogue.
 ///
 /// # Safety
 /// The CPU has `S`'s features; `out` points to the image's whole output, of which no other
 /// thread writes `part`'s elements while this runs.
 #[inline(always)]
-unsafe fn kernel<S: Simd>(
+pub(super) unsafe fn kernel<S: Simd>(
     q: &[f32],
     g: &Geometry,
     packed: &[f32],
     part: Part,
+    pass: usize,
     e: Epilogue<'_>,
     out: *mut f32,
 ) {
@@ -671,11 +677,21 @@ unsafe fn kernel<S: Simd>(
     let cols = S::LANES / S::ROWS;
     let per_row = wo / cols;
     let vectors = ho / S::ROWS * per_row;
-    let vector = |i: usize| {
-        let (oy, ox) = (i / per_row * S::ROWS, (i % per_row) * cols);
+    // Vector `i` is column `i % per_row` of vector row `i / per_row`; the loops below step
+    // through them from `(row, column)` rather than dividing per vector (a 64-bit division is
+    // 10–20 cycles, a sixth of a tile when the tile is a GEMM's 16 input channels).
+    let vector = |(row, col): (usize, usize)| {
+        let (oy, ox) = (row * S::ROWS, col * cols);
         Vector {
             src: s * oy * rs + ox,
             dst: oy * wo + ox,
+        }
+    };
+    let step = |(row, col): (usize, usize)| {
+        if col + 1 == per_row {
+            (row + 1, 0)
+        } else {
+            (row, col + 1)
         }
     };
     let span = part.span;
@@ -685,10 +701,11 @@ unsafe fn kernel<S: Simd>(
     // The weights from this part's first channel on (the blocks before it are whole).
     let (c0, _) = span.channels(g.co);
     let packed = &packed[c0 * ci * ntaps..];
-    // Input channels in passes of KC, so that a pass's rows and weights stay in L1; the passes
-    // after the first add to the output, the last applies the epilogue.
-    for k0 in (0..ci).step_by(KC) {
-        let kc = KC.min(ci - k0);
+    // Input channels in passes (of [`KC`] for the convolution), so that a pass's rows and
+    // weights stay in L1; the passes after the first add to the output, the last applies the
+    // epilogue.
+    for k0 in (0..ci).step_by(pass) {
+        let kc = pass.min(ci - k0);
         let (first, last) = (k0 == 0, k0 + kc == ci);
         let xc = xb.add(k0 * cs);
         let mut w = packed.as_ptr();
@@ -702,10 +719,15 @@ unsafe fn kernel<S: Simd>(
             let wc = w.add(k0 * ntaps * rc);
             w = w.add(ci * ntaps * rc);
             let mut i = v0;
+            let mut at = (v0 / per_row, v0 % per_row);
             while i < v1 {
                 macro_rules! tile {
                     ($r:expr, $v:literal) => {{
-                        let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
+                        let vs: [Vector; $v] = std::array::from_fn(|_| {
+                            let v = vector(at);
+                            at = step(at);
+                            v
+                        });
                         let dst = vs.map(|v| ob + v.dst);
                         let acc = if first {
                             splat::<S, $v, { $r }>(&init)
@@ -818,7 +840,7 @@ unsafe fn store<S: Simd, const V: usize, const R: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{Epilogue, Geometry, Part, Simd};
     use std::arch::x86_64::*;
 
@@ -849,8 +871,32 @@ mod x86 {
             _mm256_add_ps(a, b)
         }
         #[inline(always)]
+        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+            _mm256_sub_ps(a, b)
+        }
+        #[inline(always)]
         unsafe fn mul(a: __m256, b: __m256) -> __m256 {
             _mm256_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn unzip(a: __m256, b: __m256) -> (__m256, __m256) {
+            // Within each 128-bit half: a's evens then b's (a0 a2 b0 b2 | a4 a6 b4 b6); then the
+            // middle 64-bit quarters swap.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let fix = |v: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+            };
+            (fix(even), fix(odd))
+        }
+        #[inline(always)]
+        unsafe fn zip(a: __m256, b: __m256) -> (__m256, __m256) {
+            // a0 b0 a1 b1 | a4 b4 a5 b5 and a2 b2 a3 b3 | a6 b6 a7 b7, then their halves paired.
+            let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+            (
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            )
         }
     }
 
@@ -880,8 +926,23 @@ mod x86 {
             _mm_add_ps(a, b)
         }
         #[inline(always)]
+        unsafe fn sub(a: __m128, b: __m128) -> __m128 {
+            _mm_sub_ps(a, b)
+        }
+        #[inline(always)]
         unsafe fn mul(a: __m128, b: __m128) -> __m128 {
             _mm_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn unzip(a: __m128, b: __m128) -> (__m128, __m128) {
+            (
+                _mm_shuffle_ps::<0b10_00_10_00>(a, b),
+                _mm_shuffle_ps::<0b11_01_11_01>(a, b),
+            )
+        }
+        #[inline(always)]
+        unsafe fn zip(a: __m128, b: __m128) -> (__m128, __m128) {
+            (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b))
         }
     }
 
@@ -904,15 +965,16 @@ mod x86 {
         g: &Geometry,
         w: &[f32],
         part: Part,
+        pass: usize,
         e: Epilogue<'_>,
         out: *mut f32,
     ) {
-        super::kernel::<S>(q, g, w, part, e, out)
+        super::kernel::<S>(q, g, w, part, pass, e, out)
     }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod wasm {
+pub(super) mod wasm {
     use super::Simd;
     use std::arch::wasm32::*;
 
@@ -949,8 +1011,26 @@ mod wasm {
             f32x4_add(a, b)
         }
         #[inline(always)]
+        unsafe fn sub(a: v128, b: v128) -> v128 {
+            f32x4_sub(a, b)
+        }
+        #[inline(always)]
         unsafe fn mul(a: v128, b: v128) -> v128 {
             f32x4_mul(a, b)
+        }
+        #[inline(always)]
+        unsafe fn unzip(a: v128, b: v128) -> (v128, v128) {
+            (
+                i32x4_shuffle::<0, 2, 4, 6>(a, b),
+                i32x4_shuffle::<1, 3, 5, 7>(a, b),
+            )
+        }
+        #[inline(always)]
+        unsafe fn zip(a: v128, b: v128) -> (v128, v128) {
+            (
+                i32x4_shuffle::<0, 4, 1, 5>(a, b),
+                i32x4_shuffle::<2, 6, 3, 7>(a, b),
+            )
         }
     }
 }

@@ -1,8 +1,10 @@
 //! 2-D convolution (3×3 and 1×1, stride 1 and 2, asymmetric padding): `shaders/conv2d.wgsl` and
-//! its CPU reference: a direct convolution where this CPU has the SIMD for it ([`direct`]),
+//! its CPU reference: Winograd's F(2×2, 3×3) for 3×3 stride-1 'same' convolutions ([`winograd`])
+//! and a direct convolution for the others ([`direct`]) where this CPU has the SIMD for them,
 //! else im2row + sgemm.
 
 pub mod direct;
+pub mod winograd;
 
 use crate::backend::{Conv2dParams, ConvEpilogue, Tensor};
 use crate::cpu::pool;
@@ -123,20 +125,48 @@ pub fn cpu(
     }
 }
 
-/// How the CPU runs this convolution directly ([`direct`]), if it does: every kernel but the
-/// 1×1 stride-1 unpadded one (one GEMM on the input as it lies), where this CPU has the SIMD for
-/// the output's rows. `ws` is the weight's shape and `o` the output's, from [`out_shape`].
-///
-/// `STEPWISE_CPU_CONV=gemm` (natively) turns the direct kernel off, to compare the two in one
-/// build.
-pub fn direct_width(ws: &[usize], o: &[usize], p: Conv2dParams) -> Option<direct::Width> {
+/// `STEPWISE_CPU_CONV` (natively), to compare the CPU's convolution paths in one build: `direct`
+/// turns [`winograd`] off, `gemm` both SIMD kernels.
+fn cpu_conv_env() -> Option<&'static str> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        static GEMM_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *GEMM_ONLY.get_or_init(|| std::env::var("STEPWISE_CPU_CONV").is_ok_and(|v| v == "gemm"))
-        {
-            return None;
-        }
+        static ONLY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        ONLY.get_or_init(|| std::env::var("STEPWISE_CPU_CONV").ok())
+            .as_deref()
+    }
+    #[cfg(target_arch = "wasm32")]
+    None
+}
+
+/// How the CPU's SIMD kernels run a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernel {
+    /// [`winograd`].
+    Winograd,
+    /// [`direct`] at this width.
+    Direct(direct::Width),
+}
+
+/// How the CPU runs this convolution with a SIMD kernel, if it does: [`winograd`] where that
+/// applies ([`winograd::applies`]), else [`direct`] ([`direct_width`]). `xs` is the input's shape,
+/// `ws` the weight's and `o` the output's, from [`out_shape`].
+pub fn cpu_kernel(xs: &[usize], ws: &[usize], o: &[usize], p: Conv2dParams) -> Option<CpuKernel> {
+    let env = cpu_conv_env();
+    if env == Some("gemm") {
+        return None;
+    }
+    if env != Some("direct") && winograd::applies(&direct::Geometry::new(xs, ws, p)) {
+        return Some(CpuKernel::Winograd);
+    }
+    direct_width(ws, o, p).map(CpuKernel::Direct)
+}
+
+/// How the CPU runs this convolution directly ([`direct`]), if it can: every kernel but the
+/// 1×1 stride-1 unpadded one (one GEMM on the input as it lies), where this CPU has the SIMD for
+/// the output's rows. `ws` is the weight's shape and `o` the output's, from [`out_shape`].
+pub fn direct_width(ws: &[usize], o: &[usize], p: Conv2dParams) -> Option<direct::Width> {
+    if cpu_conv_env() == Some("gemm") {
+        return None;
     }
     let pointwise = ws[2] == 1 && ws[3] == 1 && p.stride == 1 && p.pad == [0; 4];
     if pointwise || ws[2] * ws[3] > direct::MAX_TAPS || p.stride > direct::MAX_STRIDE {
@@ -915,6 +945,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Winograd's F(2×2, 3×3), with the group norm and SiLU before it and its whole epilogue,
+    /// against the definition: one pass over the input channels and several, channel counts
+    /// that leave partial microkernel blocks, transforms 8 and 4 lanes wide (W/2 a multiple of
+    /// 8 or not), bands of one tile row and of several (the last one shorter), and on 1–3
+    /// threads each of [`winograd::conv`]'s splits: whole images per thread, an image's bands per
+    /// thread, a band's steps per thread. Every thread count gives the same bits.
+    #[test]
+    fn winograd_matches_the_definition() {
+        use crate::cpu::threads;
+        use crate::ops::groupnorm;
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        // (N, Ci, Co, H, W)
+        let cases = [
+            (1, r.range(16, 24), r.range(16, 24), 2 * r.range(4, 9), 8),
+            (2, r.range(20, 33), r.range(20, 33), 2 * r.range(4, 9), 16),
+            (3, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 40),
+            (1, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 32),
+            (1, 16, 16, 16, 32),
+            (2, r.range(33, 70), r.range(16, 30), 2 * r.range(2, 6), 24),
+        ];
+        let mut splits = [false; 3]; // [images, bands, steps] per thread
+        for (n, ci, co, h, w) in cases {
+            let (xs, ws) = ([n, ci, h, w], [co, ci, 3, 3]);
+            let p = Conv2dParams::same(3);
+            let g = direct::Geometry::new(&xs, &ws, p);
+            assert!(winograd::applies(&g), "{xs:?}");
+            let x = r.randn(n * ci * h * w);
+            let wt = r.randn(co * ci * 9);
+            let len = n * co * h * w;
+            let (bias, add, res) = (r.randn(co), r.randn(n * co), r.randn(len));
+            let affine: Vec<[f32; 2]> = (0..n * ci)
+                .map(|_| [r.randn(1)[0], r.randn(1)[0]])
+                .collect();
+            let silu = r.range(0, 2) == 1;
+            let scale = [1.0, 0.5][r.range(0, 2)];
+            // The definition on the normalised input, then the epilogue.
+            let xn: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| groupnorm::apply(v, affine[i / (h * w)], silu))
+                .collect();
+            let plane = h * w;
+            let want: Vec<f32> = naive(&xn, xs, &wt, ws, p)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (b, c) = (i / (co * plane), (i / plane) % co);
+                    (res[i] + (v + bias[c] + add[b * co + c])) * scale
+                })
+                .collect();
+            let packed = winograd::pack_weight(&wt, &ws);
+            let run = |t: usize| {
+                let mut got = vec![f32::NAN; len];
+                threads::with_threads(t, || {
+                    winograd::conv(
+                        &x,
+                        &g,
+                        &packed,
+                        Some(direct::Prologue {
+                            affine: &affine,
+                            silu,
+                        }),
+                        direct::Epilogue {
+                            bias: Some(&bias),
+                            channel_add: Some(&add),
+                            residual: Some(&res),
+                            scale,
+                        },
+                        &mut got,
+                    )
+                });
+                got
+            };
+            let one = run(1);
+            let (err, tol) = (max_err(&want, &one), tolerance(&want));
+            assert!(err < tol, "{xs:?} * {ws:?}: max error {err} (seed {seed})");
+            let bands = winograd::band_count(&g);
+            for t in [2, 3] {
+                if len * ci * 9 < direct::PARALLEL_MACS {
+                    continue;
+                }
+                splits[if n % t == 0 {
+                    0
+                } else if bands >= t {
+                    1
+                } else {
+                    2
+                }] = true;
+                let got = run(t);
+                let same = one
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{xs:?} * {ws:?} on {t} threads differs (seed {seed})");
+            }
+        }
+        assert_eq!(
+            splits, [true; 3],
+            "every thread split must run (seed {seed})"
+        );
     }
 
     /// The CPU backend's fused epilogue equals the separate ops it replaces (the trait's default).
