@@ -20,14 +20,13 @@ export const POLICY = [
   "form-action 'none'",
 ].join('; ');
 
-// The CPU backend's Web Worker (src/cpu/workers.rs): imports the app's JS glue (the path Trunk's
-// loader names, hash included), instantiates the compiled module the page sends as its first
-// message, and hands the messages that came meanwhile, and all later ones, to the module.
-function workerScript(loader) {
-  const glue = loader.match(/from\s+'([^']+\.js)'/);
-  if (!glue) throw new Error("csp.mjs: Trunk's loader imports no JS glue: did Trunk change its loader?");
+// The CPU backend's Web Worker (src/cpu/workers.rs): imports the app's JS glue `glue` (the path
+// Trunk's loader names, hash included, or the relaxed-SIMD build's), instantiates the compiled
+// module the page sends as its first message, and hands the messages that came meanwhile, and all
+// later ones, to the module.
+function workerScript(glue) {
   return `// Written by scripts/csp.mjs: the CPU backend's worker (src/cpu/workers.rs).
-import init, { cpu_worker_start } from '${glue[1]}';
+import init, { cpu_worker_start } from '${glue}';
 const early = [];
 let started = false;
 self.onmessage = async (e) => {
@@ -45,27 +44,37 @@ self.onmessage = async (e) => {
 `;
 }
 
-// Where scripts/wasm_relaxed.mjs built a relaxed-SIMD module beside Trunk's, the loader picks
-// one: the relaxed module where the browser validates a relaxed-SIMD instruction (and the page's
-// URL has no ?simd=128), the baseline elsewhere. The probe is
+// The JS glue Trunk's loader imports.
+function glueOf(loader) {
+  const glue = loader.match(/from\s+'([^']+\.js)'/);
+  if (!glue) throw new Error("csp.mjs: Trunk's loader imports no JS glue: did Trunk change its loader?");
+  return glue[1];
+}
+
+// Where scripts/wasm_relaxed.mjs built a relaxed-SIMD module (and its glue) beside Trunk's, the
+// loader picks one pair: the relaxed one where the browser validates a relaxed-SIMD instruction
+// (and the page's URL has no ?simd=128), the baseline elsewhere. The probe is
 // `(func (result v128) i32.const 1 i8x16.splat i32.const 2 i8x16.splat i8x16.relaxed_swizzle)`.
-// Trunk's preload of the baseline module goes: it would download a module the page may not use.
+// The glue is imported dynamically, after the choice. Trunk's preloads of the baseline module and
+// its glue go: they would download files the page may not use.
 function chooseModule(loader, relaxed) {
   const at = loader.match(/module_or_path:\s*'([^']+_bg\.wasm)'/);
   if (!at) throw new Error("csp.mjs: Trunk's loader names no _bg.wasm: did Trunk change its loader?");
+  const imp = loader.match(/^import init, \* as bindings from '([^']+\.js)';$/m);
+  if (!imp) throw new Error("csp.mjs: Trunk's loader does not import its glue as `init, * as bindings`: did Trunk change its loader?");
+  if (!relaxed.includes(at[1].split('/').pop().replace(/_bg\.wasm$/, ''))) {
+    throw new Error(`csp.mjs: the relaxed-SIMD module ${relaxed} does not match the loader's ${at[1]}`);
+  }
+  const relaxedGlue = imp[1].replace(/\.js$/, '-relaxed.js');
   const probe = '[0,97,115,109,1,0,0,0,1,5,1,96,0,1,123,3,2,1,0,10,15,1,13,0,65,1,253,15,65,2,253,15,253,128,2,11]';
   const chooser = `// Written by scripts/csp.mjs: relaxed SIMD where this browser has it (scripts/wasm_relaxed.mjs).
 const relaxedSimd = new URLSearchParams(location.search).get('simd') !== '128'
   && WebAssembly.validate(new Uint8Array(${probe}));
-`;
-  const lines = loader.trim().split('\n');
-  const imports = lines.filter((l) => l.startsWith('import '));
-  const rest = lines.filter((l) => !l.startsWith('import ')).join('\n')
+const bindings = await import(relaxedSimd ? '${relaxedGlue}' : '${imp[1]}');
+const init = bindings.default;`;
+  return loader.trim()
+    .replace(imp[0], chooser)
     .replace(at[0], `module_or_path: relaxedSimd ? '${at[1].replace(/_bg\.wasm$/, `-relaxed_bg.wasm`)}' : '${at[1]}'`);
-  if (!relaxed.includes(at[1].split('/').pop().replace(/_bg\.wasm$/, ''))) {
-    throw new Error(`csp.mjs: the relaxed-SIMD module ${relaxed} does not match the loader's ${at[1]}`);
-  }
-  return [...imports, chooser, rest].join('\n');
 }
 
 const dir = process.env.TRUNK_STAGING_DIR ?? process.argv[2] ?? 'dist';
@@ -77,9 +86,14 @@ const relaxed = (await readdir(dir)).find((f) => f.endsWith('-relaxed_bg.wasm'))
 if (m) {
   const loader = relaxed ? chooseModule(m[1], relaxed) : m[1].trim();
   await writeFile(join(dir, 'boot.js'), loader + '\n');
-  await writeFile(join(dir, 'cpu-worker.js'), workerScript(m[1]));
+  const glue = glueOf(m[1]);
+  await writeFile(join(dir, 'cpu-worker.js'), workerScript(glue));
+  if (relaxed) await writeFile(join(dir, 'cpu-worker-relaxed.js'), workerScript(glue.replace(/\.js$/, '-relaxed.js')));
   html = html.replace(inline, '<script type="module" src="./boot.js"></script>');
-  if (relaxed) html = html.replace(/\s*<link rel="preload" href="[^"]+_bg\.wasm"[^>]*>/, '');
+  if (relaxed) {
+    html = html.replace(/\s*<link rel="preload" href="[^"]+_bg\.wasm"[^>]*>/, '');
+    html = html.replace(new RegExp(`\\s*<link rel="modulepreload" href="${glue.replace(/[.]/g, '\\.')}"[^>]*>`), '');
+  }
 } else if (!html.includes('src="./boot.js"')) {
   throw new Error(`csp.mjs: no inline module script in ${path}: did Trunk change its loader?`);
 }

@@ -37,8 +37,13 @@ use crate::model::UNet2DModel;
 /// a copy of the model and its own activations.
 const MAX_DEFAULT_THREADS: usize = 4;
 
-/// The worker script, beside `index.html`.
-const SCRIPT: &str = "./cpu-worker.js";
+/// The worker script, beside `index.html`: the one that imports this module's own JS glue
+/// (`scripts/csp.mjs`; the relaxed-SIMD build has its own glue, `scripts/wasm_relaxed.mjs`).
+const SCRIPT: &str = if cfg!(target_feature = "relaxed-simd") {
+    "./cpu-worker-relaxed.js"
+} else {
+    "./cpu-worker.js"
+};
 
 type Reply = std::result::Result<Vec<f32>, String>;
 

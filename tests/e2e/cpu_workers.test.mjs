@@ -68,7 +68,7 @@ test('a missing or wrong CPU worker costs speed, not results', { timeout: 300_00
   // The page is cross-origin isolated: a worker script must come with the same policy to load.
   const headers = { 'cross-origin-embedder-policy': 'require-corp', 'cross-origin-opener-policy': 'same-origin' };
   const cases = [
-    ['missing', (route) => route.fulfill({ status: 404, headers, body: 'not found' }), /cpu-worker.js did not load/],
+    ['missing', (route) => route.fulfill({ status: 404, headers, body: 'not found' }), /cpu-worker(-relaxed)?\.js did not load/],
     // A worker that answers every forward with 3 values.
     ['wrong', (route) => route.fulfill({
       headers,
@@ -83,7 +83,9 @@ test('a missing or wrong CPU worker costs speed, not results', { timeout: 300_00
     }), /did not start: test/],
   ];
   for (const [name, handler, warning] of cases) {
-    const p = await cpuPage(2, (page) => page.route('**/cpu-worker.js', handler));
+    // The relaxed-SIMD module's workers load cpu-worker-relaxed.js (its own glue), the baseline's
+    // cpu-worker.js.
+    const p = await cpuPage(2, (page) => page.route(/\/cpu-worker(-relaxed)?\.js$/, handler));
     for (let run = 0; run < 2; run++) {
       const g = await forward(p.page, CLASS_MODEL, input.sample.data, input.sample.shape, input.timestep.data, input.class_labels.data);
       const err = relL2(g.output, expected.sample.data);

@@ -20,13 +20,18 @@ let srv, browser;
 before(async () => { srv = await startServer(); browser = await launch(); });
 after(async () => { await browser?.close(); srv?.server.close(); });
 
-/// A bench page on the CPU backend, one thread: { page, wasm (the .wasm files it fetched) }.
+/// A bench page on the CPU backend, one thread: { page, wasm (the .wasm files it fetched), glue
+/// (the app's JS glue files it fetched) }.
 /// `noRelaxed` makes the page's WebAssembly.validate refuse relaxed-SIMD code, as a browser
 /// without it does (Chromium's V8 has no switch to turn the feature off).
 async function cpuPage(query, noRelaxed) {
   const page = await browser.newPage();
-  const wasm = [];
-  page.on('request', (r) => { if (r.url().endsWith('.wasm')) wasm.push(new URL(r.url()).pathname.slice(1)); });
+  const [wasm, glue] = [[], []];
+  page.on('request', (r) => {
+    const file = new URL(r.url()).pathname.slice(1);
+    if (file.endsWith('.wasm')) wasm.push(file);
+    if (/^stepwise-app-.*\.js$/.test(file)) glue.push(file);
+  });
   if (noRelaxed) {
     await page.addInitScript(() => {
       const validate = WebAssembly.validate;
@@ -40,7 +45,7 @@ async function cpuPage(query, noRelaxed) {
   }
   await page.goto(`${srv.base}/?debug=bench&backend=cpu&threads=1${query}`);
   await waitIn(page, () => typeof window.stepwiseBench === 'function');
-  return { page, wasm };
+  return { page, wasm, glue };
 }
 
 function modules() {
@@ -66,8 +71,10 @@ test('the page loads one module, the relaxed-SIMD one where the browser has rela
   const sample = randn(2 * 3 * 16 * 16);
   const timesteps = [Math.floor(Math.random() * 1000), Math.floor(Math.random() * 1000)];
   for (const [name, query, noRelaxed, file, simd] of cases) {
-    const { page, wasm } = await cpuPage(query, noRelaxed);
+    const { page, wasm, glue } = await cpuPage(query, noRelaxed);
     assert.deepEqual(wasm, [file], `${name}: the .wasm files fetched`);
+    // Each module has its own glue (scripts/wasm_relaxed.mjs), and the page imports only its.
+    assert.deepEqual(glue, [file.replace(/_bg\.wasm$/, '.js')], `${name}: the JS glue fetched`);
     const g = await forward(page, CLASS_MODEL, input.sample.data, input.sample.shape, input.timestep.data, input.class_labels.data);
     assert.match(g.backend, new RegExp(`^CPU backend on 1 thread, ${simd} \\(`), name);
     const err = relL2(g.output, expected.sample.data);
