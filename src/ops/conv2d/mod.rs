@@ -961,12 +961,12 @@ mod tests {
         let seed = r.seed();
         // (N, Ci, Co, H, W)
         let cases = [
-            (1, r.range(16, 24), r.range(16, 24), 2 * r.range(4, 9), 8),
-            (2, r.range(20, 33), r.range(20, 33), 2 * r.range(4, 9), 16),
+            (1, r.range(32, 40), r.range(32, 40), 2 * r.range(4, 9), 8),
+            (2, r.range(32, 45), r.range(32, 45), 2 * r.range(4, 9), 16),
             (3, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 40),
             (1, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 32),
-            (1, 16, 16, 16, 32),
-            (2, r.range(33, 70), r.range(16, 30), 2 * r.range(2, 6), 24),
+            (1, 32, 32, 16, 32),
+            (2, r.range(33, 70), r.range(32, 40), 2 * r.range(2, 6), 24),
         ];
         let mut splits = [false; 3]; // [images, bands, steps] per thread
         for (n, ci, co, h, w) in cases {

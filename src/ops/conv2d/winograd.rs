@@ -5,21 +5,28 @@
 //! transformed once into `U = G g Gᵀ` and each tile into `V = Bᵀ d B` (4×4 values, the
 //! positions ξ), the block is `Aᵀ [Σ_ci U[co, ci] ⊙ V[ci]] A`: 16 multiply-adds per input
 //! channel where the direct convolution needs 36, 2.25× fewer. The sum over the input channels
-//! is, for each ξ, a GEMM `M[ξ] (Co × T) = U[ξ] (Co × Ci) · V[ξ] (Ci × T)` over the image's
-//! `T = H/2 · W/2` tiles, and that GEMM is the direct convolution's microkernel
-//! ([`super::direct`]) on a 1×1 "convolution" of a one-row image `T` pixels wide: the same SIMD
-//! code (AVX2 + FMA natively, wasm's SIMD128 or relaxed SIMD in a browser) with no code of its
-//! own. The transforms are additions and subtractions only (`G` holds ½s, applied to the weight
-//! once, in f64), so the rounding is that of the direct convolution's order of sums, give or
-//! take a few ulps.
+//! is, for each ξ, a GEMM `M[ξ] (Co × T) = U[ξ] (Co × Ci) · V[ξ] (Ci × T)` over `T` tiles, and
+//! that GEMM is the direct convolution's microkernel ([`super::direct`]) on a 1×1
+//! "convolution" of a one-row image `T` pixels wide: the same SIMD code (AVX2 + FMA natively,
+//! wasm's SIMD128 or relaxed SIMD in a browser). `Bᵀ` and `Aᵀ` hold only 0 and ±1, and `G`'s
+//! halves are applied to the weight once, in f64, so the result differs from the direct
+//! convolution's by rounding alone (relative L2 against PyTorch 2.9e-7 on `fashion`, 2.7e-7
+//! direct).
 //!
-//! Per image: (1) each input channel, normalised as it is read where a group norm precedes the
-//! convolution ([`super::direct::Prologue`]), is split into even and odd columns with a zero
-//! border and transformed, one tile row at a time, into `V`, `[16][Ci][T]`; (2) the 16 GEMMs
-//! write `M`, `[16][Co][T]`; (3) each output channel is transformed back, with the bias, channel
-//! term, residual and scale ([`super::direct::Epilogue`]). On several threads, one image splits
-//! its input channels, then its positions ξ (each thread reads only its ξ's weights), then its
-//! output channels; a batch that divides among the threads runs whole images per thread.
+//! Per image: every input channel is copied with a zero border, normalised where a group norm
+//! precedes the convolution ([`super::direct::Prologue`]), its rows split into even and odd
+//! columns so that a vector of tiles reads its four columns as they lie ([`pad_channel`]).
+//! Then, one band of tile rows at a time (sized so that its `V` and `M` stay in L2,
+//! [`BAND_BYTES`]): (1) the input transform into `V`, `[16][Ci][tiles]`; (2) the 16 GEMMs into
+//! `M`, `[16][Co][tiles]`; (3) the output transform with the bias, channel term, residual and
+//! scale ([`super::direct::Epilogue`]). On several threads a batch that divides among them runs
+//! whole images per thread; else an image's bands split among the threads, or, with fewer bands
+//! than threads, each band's steps: its input channels, then its positions ξ (each thread reads
+//! only its ξ's weights), then its output channels. Every split gives the same bits.
+//!
+//! Where it runs ([`applies`]): 3×3, stride 1, padding 1, at least [`MIN_CHANNELS`] in and out,
+//! the width a multiple of 8 and at least [`MIN_TILES`] blocks; the direct convolution runs the
+//! rest.
 
 use super::direct::{self, Epilogue, Geometry, Part, Prologue, Simd, Span};
 use crate::cpu::{pool, threads};
@@ -33,11 +40,11 @@ pub const POSITIONS: usize = 16;
 pub const MIN_TILES: usize = 16;
 
 /// Convolutions with fewer input or output channels than this run the direct convolution: the
-/// transforms cost about as much per channel and pixel as the GEMMs save, and the GEMMs'
-/// sums over the input channels are too short to run at speed. A UNet's first and last
-/// convolutions (3 channels) ran 0.7–0.8× as fast as the direct kernel; at 16 channels the two
-/// are even (`examples/cpu_conv`, BENCHMARKS.md).
-pub const MIN_CHANNELS: usize = 16;
+/// transforms cost about as much per channel and pixel as the GEMMs save, and the GEMMs' sums
+/// over the input channels are too short to run at speed. `examples/cpu_conv` (BENCHMARKS.md):
+/// 3 channels (a UNet's first and last convolutions) ran 0.7–0.8× as fast as the direct kernel,
+/// 16 (emoji-sr's 64×64 layers) 0.9–0.96×, 32 1.2×, 64–256 1.3–1.9×.
+pub const MIN_CHANNELS: usize = 32;
 
 /// `G`, the weight transform of F(2, 3) (4 × 3).
 const G: [[f64; 3]; 4] = [
@@ -110,10 +117,10 @@ mod x86 {
         x: &[f32],
         w: usize,
         affine: Option<([f32; 2], bool)>,
-        row: &mut [f32],
+        plane: &mut [f32],
         pp: &mut [f32],
     ) {
-        super::pad_channel::<S>(x, w, affine, row, pp)
+        super::pad_channel::<S>(x, w, affine, plane, pp)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -266,7 +273,7 @@ pub fn conv(
                         &plan,
                         packed,
                         e_of(b),
-                        (0, plan.bands),
+                        (0, plan.rows),
                         1,
                         ob.as_mut_ptr(),
                     )
@@ -275,26 +282,27 @@ pub fn conv(
             pool::give(pp);
         });
     } else {
-        // One image at a time on every thread: its bands split among the threads where there
-        // are enough of them, else each band's three steps.
+        // One image at a time on every thread: its tile rows split evenly among the threads
+        // (each running its share in bands) where there are bands enough, else each band's
+        // three steps.
         let mut pp = pool::take(ci * plan.padded);
         for (b, ob) in out.chunks_mut(out_image).enumerate() {
             pad_image(x_of(b), g, norm_of(b), threads, &mut pp);
             let o = ob.as_mut_ptr();
             if plan.bands >= threads {
-                // SAFETY: as below; each thread writes its own bands' rows.
+                // SAFETY: as below; each thread writes its own tile rows.
                 let o = unsafe { threads::Shared::new(o) };
                 let mut runs = [(0, 0); direct::MAX_PARTS];
-                for (run, r) in runs.iter_mut().zip(ranges(plan.bands, threads)) {
+                for (run, r) in runs.iter_mut().zip(ranges(plan.rows, threads)) {
                     *run = r;
                 }
                 threads::for_each(&mut runs[..threads], |run| {
-                    // SAFETY: the runs of bands are disjoint, so are the rows they write.
+                    // SAFETY: the runs of tile rows are disjoint, so are the rows they write.
                     unsafe { bands(&pp, &plan, packed, e_of(b), *run, 1, o.get()) };
                 });
             } else {
                 // SAFETY: `ob` is this image's output, borrowed for the call.
-                unsafe { bands(&pp, &plan, packed, e_of(b), (0, plan.bands), threads, o) };
+                unsafe { bands(&pp, &plan, packed, e_of(b), (0, plan.rows), threads, o) };
             }
         }
         pool::give(pp);
@@ -358,28 +366,29 @@ fn pad_image(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, k: usiz
     }
     let lanes = Lanes::of(w / 2);
     threads::for_each(&mut runs[..k], |(c0, pp)| {
-        let mut row = pool::take(w);
+        let mut plane = pool::take(h * w);
         for (c, pc) in (*c0..).zip(pp.chunks_exact_mut(padded)) {
             let affine = norm.map(|(ab, silu)| (ab[c], silu));
             let x = &x[c * h * w..][..h * w];
-            with_lanes!(lanes, pad_channel(x, w, affine, &mut row, pc));
+            with_lanes!(lanes, pad_channel(x, w, affine, &mut plane, pc));
         }
-        pool::give(row);
+        pool::give(plane);
     });
 }
 
-/// Bands `b0..b1` of one image, from its padded input `pp` ([`pad_image`]) into its output at
-/// `out` (`[Co, H, W]`), each band's steps split among `k` threads.
+/// Tile rows `t0..t1` of one image in bands of [`Plan::band`] rows, from its padded input `pp`
+/// ([`pad_image`]) into its output at `out` (`[Co, H, W]`), each band's steps split among `k`
+/// threads.
 ///
 /// # Safety
-/// `out` points to the image's whole output, and no other thread touches these bands' rows
-/// while this runs.
+/// `out` points to the image's whole output, and no other thread touches these tile rows'
+/// pixels while this runs.
 unsafe fn bands(
     pp: &[f32],
     plan: &Plan,
     packed: &[f32],
     e: Epilogue<'_>,
-    (b0, b1): (usize, usize),
+    (t0, t1): (usize, usize),
     k: usize,
     out: *mut f32,
 ) {
@@ -390,8 +399,8 @@ unsafe fn bands(
         pool::take(POSITIONS * ci * most),
         pool::take(POSITIONS * co * most),
     );
-    for band in b0..b1 {
-        let ty = (band * plan.band, ((band + 1) * plan.band).min(plan.rows));
+    for start in (t0..t1).step_by(plan.band) {
+        let ty = (start, (start + plan.band).min(t1));
         let tiles = (ty.1 - ty.0) * plan.half;
         let (v, m) = (
             &mut v[..POSITIONS * ci * tiles],
@@ -578,7 +587,8 @@ fn padded_len(h: usize, w: usize) -> usize {
 }
 
 /// One input channel (`x`, `H × W`, row length `w`) into `pp`, `H + 2` rows of `W + 2` with a
-/// zero row above and below, normalised by `affine` as it is copied (through `row`, `W` values).
+/// zero row above and below, normalised by `affine` first (into `plane`, `H × W` values, in one
+/// pass: per row, the call and its SiLU's setup cost as much as a 32-value row).
 /// Each row is split by the parity of its padded column `p` (image column `p − 1`):
 /// `[even p: W/2 + 1 values | odd p: W/2 + 1 values]`, so that [`input_channel`] finds a tile's
 /// four columns as four runs of consecutive values.
@@ -590,23 +600,23 @@ unsafe fn pad_channel<S: Simd>(
     x: &[f32],
     w: usize,
     affine: Option<([f32; 2], bool)>,
-    row: &mut [f32],
+    plane: &mut [f32],
     pp: &mut [f32],
 ) {
     let (l, half) = (S::LANES, w / 2);
     let wp = w + 2;
     let h = x.len() / w;
-    assert!(half.is_multiple_of(l) && pp.len() == (h + 2) * wp && row.len() == w);
+    assert!(half.is_multiple_of(l) && pp.len() == (h + 2) * wp && plane.len() == x.len());
+    let x = match affine {
+        Some((ab, silu)) => {
+            groupnorm::apply_row(x, plane, ab, silu);
+            &*plane
+        }
+        None => x,
+    };
     pp[..wp].fill(0.0);
     pp[(h + 1) * wp..].fill(0.0);
     for (src, dst) in x.chunks_exact(w).zip(pp[wp..].chunks_exact_mut(wp)) {
-        let src = match affine {
-            Some((ab, silu)) => {
-                groupnorm::apply_row(src, row, ab, silu);
-                &*row
-            }
-            None => src,
-        };
         let (even, odd) = dst.split_at_mut(half + 1);
         // Image column 2i is padded column 2i + 1 (odd, at i); 2i + 1 is 2i + 2 (even, at i + 1).
         even[0] = 0.0;
