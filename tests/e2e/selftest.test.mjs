@@ -31,7 +31,11 @@ test('kernels and golden UNets match on the browser GPU', { timeout: 600_000 }, 
 
 test('the main page loads and names the adapter', { timeout: 120_000 }, async () => {
   const { page, errors } = await openPage(browser, `${srv.base}/`);
-  await page.waitForFunction(() => !document.querySelector('#adapter')?.textContent.includes('detecting'), null, { timeout: 60_000 });
+  // Until the app mounts there is no #adapter: wait for it to exist and be past detection.
+  await page.waitForFunction(() => {
+    const text = document.querySelector('#adapter')?.textContent;
+    return text !== undefined && !text.includes('detecting');
+  }, null, { timeout: 60_000 });
   const adapter = await page.textContent('#adapter');
   assert.match(adapter, /^GPU: /, `expected a WebGPU adapter, got "${adapter}"`);
   await page.screenshot({ path: join(ARTIFACTS, 'home.png'), fullPage: true });

@@ -79,7 +79,7 @@ pub struct Epilogue<'a> {
     pub scale: f32,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
     /// Bias 0, no channel term or residual, scale 1.
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: None,
@@ -87,6 +87,15 @@ impl Epilogue<'_> {
         residual: None,
         scale: 1.0,
     };
+
+    /// Image `b`'s operands, from a batch's (`co` channels and `len` output values per image).
+    pub(super) fn of_image(self, b: usize, co: usize, len: usize) -> Epilogue<'a> {
+        Epilogue {
+            channel_add: self.channel_add.map(|a| &a[b * co..(b + 1) * co]),
+            residual: self.residual.map(|r| &r[b * len..(b + 1) * len]),
+            ..self
+        }
+    }
 }
 
 /// A per-channel affine (and SiLU) applied to the input as it is copied: the group
@@ -98,6 +107,33 @@ pub struct Prologue<'a> {
     /// ([`crate::ops::groupnorm::channel_affine`]).
     pub affine: &'a [[f32; 2]],
     pub silu: bool,
+}
+
+impl<'a> Prologue<'a> {
+    /// Image `b`'s pairs (`ci` per image) and whether SiLU follows.
+    pub(super) fn of_image(self, b: usize, ci: usize) -> (&'a [[f32; 2]], bool) {
+        (&self.affine[b * ci..(b + 1) * ci], self.silu)
+    }
+}
+
+/// For a batch of images that divides among `threads`: runs `f(b0, share)` on each thread, where
+/// `share` is the output of images `b0…` (`len` values each), the thread's equal share of `out`.
+pub(super) fn whole_images(
+    out: &mut [f32],
+    len: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let per = out.len() / len / threads;
+    let mut parts: [Option<(usize, &mut [f32])>; MAX_PARTS] = Default::default();
+    for (i, (slot, o)) in parts.iter_mut().zip(out.chunks_mut(per * len)).enumerate() {
+        *slot = Some((i * per, o));
+    }
+    threads::for_each(&mut parts[..threads], |slot| {
+        if let Some((b0, o)) = slot.take() {
+            f(b0, o)
+        }
+    });
 }
 
 /// The weight `[Co, Ci, kh, kw]` in the order the microkernel reads it: for each of
@@ -388,12 +424,8 @@ pub fn conv(
     let q_len = ci * g.stride * g.padded().0 * g.wq() + pair_len(g, width);
     // Image `b`'s input, prologue and epilogue.
     let x_of = |b: usize| &x[b * image..(b + 1) * image];
-    let norm_of = |b: usize| norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
-    let e_of = |b: usize| Epilogue {
-        channel_add: e.channel_add.map(|a| &a[b * g.co..(b + 1) * g.co]),
-        residual: e.residual.map(|r| &r[b * out_image..(b + 1) * out_image]),
-        ..e
-    };
+    let norm_of = |b: usize| norm.map(|p| p.of_image(b, ci));
+    let e_of = |b: usize| e.of_image(b, g.co, out_image);
     let all = Span {
         first: 0,
         count: blocks(g.co).count(),
@@ -402,17 +434,7 @@ pub fn conv(
     if n.is_multiple_of(threads) {
         // Whole images per thread (on one thread: every image), each copied just before it
         // runs, so that its copy is still in L2 when the kernel reads it.
-        let per = n / threads;
-        let mut parts: [Option<(usize, &mut [f32])>; MAX_PARTS] = Default::default();
-        for (i, (slot, o)) in parts
-            .iter_mut()
-            .zip(out.chunks_mut(per * out_image))
-            .enumerate()
-        {
-            *slot = Some((i * per, o));
-        }
-        threads::for_each(&mut parts[..threads], |slot| {
-            let Some((b0, o)) = slot.take() else { return };
+        whole_images(out, out_image, threads, |b0, o| {
             let mut q = pool::take(q_len);
             for (b, ob) in (b0..).zip(o.chunks_mut(out_image)) {
                 let whole = [Part {

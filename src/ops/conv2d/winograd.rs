@@ -197,8 +197,8 @@ pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
 const BAND_BYTES: usize = 192 << 10;
 
 /// Tile rows per band for `ci` input and `co` output channels and tile rows of `half` tiles: as
-/// many as [`BAND_BYTES`] holds, at least one, and an even number where a row is not a whole
-/// number of 8-lane vectors (so that the GEMMs run 8 lanes wide natively).
+/// many as [`BAND_BYTES`] holds, at least one, rounded up to a whole number of pairs of 8-lane
+/// vectors (the microkernel's widest tile) where a row is not one.
 fn band_rows(ci: usize, co: usize, half: usize, rows: usize) -> usize {
     let per_row = POSITIONS * (ci + co) * half * 4;
     let band = (BAND_BYTES / per_row).max(1);
@@ -244,25 +244,11 @@ pub fn conv(
     };
     let plan = Plan::new(g);
     let x_of = |b: usize| &x[b * image..(b + 1) * image];
-    let norm_of = |b: usize| norm.map(|p| (&p.affine[b * ci..(b + 1) * ci], p.silu));
-    let e_of = |b: usize| Epilogue {
-        channel_add: e.channel_add.map(|a| &a[b * co..(b + 1) * co]),
-        residual: e.residual.map(|r| &r[b * out_image..(b + 1) * out_image]),
-        ..e
-    };
+    let norm_of = |b: usize| norm.map(|p| p.of_image(b, ci));
+    let e_of = |b: usize| e.of_image(b, co, out_image);
     if n.is_multiple_of(threads) {
         // Whole images per thread (on one thread: every image).
-        let per = n / threads;
-        let mut parts: [Option<(usize, &mut [f32])>; direct::MAX_PARTS] = Default::default();
-        for (i, (slot, o)) in parts
-            .iter_mut()
-            .zip(out.chunks_mut(per * out_image))
-            .enumerate()
-        {
-            *slot = Some((i * per, o));
-        }
-        threads::for_each(&mut parts[..threads], |slot| {
-            let Some((b0, o)) = slot.take() else { return };
+        direct::whole_images(out, out_image, threads, |b0, o| {
             let mut pp = pool::take(ci * plan.padded);
             for (b, ob) in (b0..).zip(o.chunks_mut(out_image)) {
                 pad_image(x_of(b), g, norm_of(b), 1, &mut pp);
