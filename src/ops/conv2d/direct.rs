@@ -219,7 +219,7 @@ impl Geometry {
         }
     }
 
-    pub(super) fn out(&self) -> [usize; 2] {
+    fn out(&self) -> [usize; 2] {
         let (hp, wp) = self.padded();
         [
             (hp - self.k[0]) / self.stride + 1,
