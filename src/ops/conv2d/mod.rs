@@ -948,11 +948,12 @@ mod tests {
     }
 
     /// Winograd's F(2×2, 3×3), with the group norm and SiLU before it and its whole epilogue,
-    /// against the definition: one pass over the input channels and several, channel counts
-    /// that leave partial microkernel blocks, transforms 8 and 4 lanes wide (W/2 a multiple of
-    /// 8 or not), bands of one tile row and of several (the last one shorter), and on 1–3
-    /// threads each of [`winograd::conv`]'s splits: whole images per thread, an image's bands per
-    /// thread, a band's steps per thread. Every thread count gives the same bits.
+    /// against the definition: input channel counts past the direct kernel's pass of 32 (the
+    /// GEMMs take all of them in one), output counts that leave partial microkernel blocks,
+    /// transforms 8 and 4 lanes wide (W/2 a multiple of 8 or not), bands of one tile row and of
+    /// several (the last one shorter), and on 1–3 threads each of [`winograd::conv`]'s splits:
+    /// whole images per thread, an image's tile rows per thread, a band's steps per thread.
+    /// Every thread count gives the same bits.
     #[test]
     fn winograd_matches_the_definition() {
         use crate::cpu::threads;
