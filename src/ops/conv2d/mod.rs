@@ -947,6 +947,86 @@ mod tests {
         }
     }
 
+    /// Which SIMD kernel the CPU picks: Winograd for 3×3 'same' layers with 32+ channels, rows a
+    /// multiple of 8 and 16+ tiles; the direct kernel for the rest (3 or 16 channels, too few
+    /// tiles, stride 2, other widths); none for a 1×1 unpadded convolution.
+    #[test]
+    fn cpu_kernel_picks_winograd_where_it_pays() {
+        use direct::Width;
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"),
+            "these expectations are for a CPU with AVX2 and FMA"
+        );
+        let same = Conv2dParams::same(3);
+        let down = Conv2dParams {
+            stride: 2,
+            pad: [0, 0, 1, 1],
+        };
+        let cases = [
+            (
+                [1, 32, 32, 32],
+                [32, 32, 3, 3],
+                same,
+                Some(CpuKernel::Winograd),
+            ),
+            (
+                [4, 128, 16, 16],
+                [64, 128, 3, 3],
+                same,
+                Some(CpuKernel::Winograd),
+            ),
+            (
+                [1, 256, 8, 8],
+                [256, 256, 3, 3],
+                same,
+                Some(CpuKernel::Winograd),
+            ),
+            (
+                [1, 3, 32, 32],
+                [32, 3, 3, 3],
+                same,
+                Some(CpuKernel::Direct(Width::Avx)),
+            ),
+            (
+                [1, 32, 32, 32],
+                [3, 32, 3, 3],
+                same,
+                Some(CpuKernel::Direct(Width::Avx)),
+            ),
+            (
+                [1, 16, 64, 64],
+                [16, 16, 3, 3],
+                same,
+                Some(CpuKernel::Direct(Width::Avx)),
+            ),
+            (
+                [1, 256, 4, 4],
+                [256, 256, 3, 3],
+                same,
+                Some(CpuKernel::Direct(Width::AvxRowPairs)),
+            ),
+            (
+                [1, 64, 32, 32],
+                [64, 64, 3, 3],
+                down,
+                Some(CpuKernel::Direct(Width::Avx)),
+            ),
+            (
+                [1, 32, 12, 12],
+                [32, 32, 3, 3],
+                same,
+                Some(CpuKernel::Direct(Width::Four)),
+            ),
+            ([1, 32, 16, 16], [64, 32, 1, 1], Conv2dParams::same(1), None),
+        ];
+        for (xs, ws, p, want) in cases {
+            let o = out_shape(&xs, &ws, None, p).unwrap();
+            assert_eq!(cpu_kernel(&xs, &ws, &o, p), want, "{xs:?} * {ws:?} {p:?}");
+        }
+    }
+
     /// Winograd's F(2×2, 3×3), with the group norm and SiLU before it and its whole epilogue,
     /// against the definition: input channel counts past the direct kernel's pass of 32 (the
     /// GEMMs take all of them in one), output counts that leave partial microkernel blocks,
