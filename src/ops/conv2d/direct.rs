@@ -596,29 +596,50 @@ fn image_conv(
     local[..parts.len()].copy_from_slice(parts);
     threads::for_each(&mut local[..parts.len()], |&mut p| {
         // SAFETY: as above; `out` holds the image's output, and this part writes only its own
-        // channels × vectors of it.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            match width {
-                Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, p, KC, e, o.get()),
-                Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, p, KC, e, o.get()),
-                Width::Four => x86::kernel::<x86::Sse>(q, g, packed, p, KC, e, o.get()),
-            }
-        }
-        // SAFETY: as above.
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        unsafe {
-            kernel::<wasm::Simd128>(q, g, packed, p, KC, e, o.get())
-        }
-        #[cfg(not(any(
-            target_arch = "x86_64",
-            all(target_arch = "wasm32", target_feature = "simd128")
-        )))]
-        {
-            let _ = (packed, p, e, o);
-            panic!("direct conv: no SIMD on this target");
-        }
+        // channels × vectors of it; `width` is this CPU's ([`conv`] checked it).
+        unsafe { run_kernel(width, q, g, packed, p, KC, e, o.get()) }
     });
+}
+
+/// [`kernel`] at `width`, compiled for the CPU features that width needs: the one dispatch of
+/// the direct convolution and of [`super::winograd`]'s GEMMs.
+///
+/// # Safety
+/// As [`kernel`]'s, and `width` is one [`width`] returns on this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn run_kernel(
+    width: Width,
+    q: &[f32],
+    g: &Geometry,
+    packed: &[f32],
+    part: Part,
+    pass: usize,
+    e: Epilogue<'_>,
+    out: *mut f32,
+) {
+    // SAFETY: passed on from the caller; the x86 widths all need AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match width {
+            Width::Avx => x86::kernel::<x86::Avx<1>>(q, g, packed, part, pass, e, out),
+            Width::AvxRowPairs => x86::kernel::<x86::Avx<2>>(q, g, packed, part, pass, e, out),
+            Width::Four => x86::kernel::<x86::Sse>(q, g, packed, part, pass, e, out),
+        }
+    }
+    // SAFETY: as above.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    unsafe {
+        let _ = width;
+        kernel::<wasm::Simd128>(q, g, packed, part, pass, e, out)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = (width, q, g, packed, part, pass, e, out);
+        panic!("direct conv: no SIMD on this target");
+    }
 }
 
 /// The vector operations the microkernel (and [`super::winograd`]'s transforms) need.
@@ -699,21 +720,11 @@ pub(super) unsafe fn kernel<S: Simd>(
     let cols = S::LANES / S::ROWS;
     let per_row = wo / cols;
     let vectors = ho / S::ROWS * per_row;
-    // Vector `i` is column `i % per_row` of vector row `i / per_row`; the loops below step
-    // through them from `(row, column)` rather than dividing per vector (a 64-bit division is
-    // 10–20 cycles, a sixth of a tile when the tile is a GEMM's 16 input channels).
-    let vector = |(row, col): (usize, usize)| {
-        let (oy, ox) = (row * S::ROWS, col * cols);
+    let vector = |i: usize| {
+        let (oy, ox) = (i / per_row * S::ROWS, (i % per_row) * cols);
         Vector {
             src: s * oy * rs + ox,
             dst: oy * wo + ox,
-        }
-    };
-    let step = |(row, col): (usize, usize)| {
-        if col + 1 == per_row {
-            (row + 1, 0)
-        } else {
-            (row, col + 1)
         }
     };
     let span = part.span;
@@ -741,15 +752,10 @@ pub(super) unsafe fn kernel<S: Simd>(
             let wc = w.add(k0 * ntaps * rc);
             w = w.add(ci * ntaps * rc);
             let mut i = v0;
-            let mut at = (v0 / per_row, v0 % per_row);
             while i < v1 {
                 macro_rules! tile {
                     ($r:expr, $v:literal) => {{
-                        let vs: [Vector; $v] = std::array::from_fn(|_| {
-                            let v = vector(at);
-                            at = step(at);
-                            v
-                        });
+                        let vs: [Vector; $v] = std::array::from_fn(|j| vector(i + j));
                         let dst = vs.map(|v| ob + v.dst);
                         let acc = if first {
                             splat::<S, $v, { $r }>(&init)

@@ -964,64 +964,27 @@ mod tests {
             stride: 2,
             pad: [0, 0, 1, 1],
         };
+        let (wino, direct) = (Some(CpuKernel::Winograd), |w| Some(CpuKernel::Direct(w)));
+        // (N, Ci, Co, H = W, params, kernel), 3×3 unless the params say 1×1.
         let cases = [
-            (
-                [1, 32, 32, 32],
-                [32, 32, 3, 3],
-                same,
-                Some(CpuKernel::Winograd),
-            ),
-            (
-                [4, 128, 16, 16],
-                [64, 128, 3, 3],
-                same,
-                Some(CpuKernel::Winograd),
-            ),
-            (
-                [1, 256, 8, 8],
-                [256, 256, 3, 3],
-                same,
-                Some(CpuKernel::Winograd),
-            ),
-            (
-                [1, 3, 32, 32],
-                [32, 3, 3, 3],
-                same,
-                Some(CpuKernel::Direct(Width::Avx)),
-            ),
-            (
-                [1, 32, 32, 32],
-                [3, 32, 3, 3],
-                same,
-                Some(CpuKernel::Direct(Width::Avx)),
-            ),
-            (
-                [1, 16, 64, 64],
-                [16, 16, 3, 3],
-                same,
-                Some(CpuKernel::Direct(Width::Avx)),
-            ),
-            (
-                [1, 256, 4, 4],
-                [256, 256, 3, 3],
-                same,
-                Some(CpuKernel::Direct(Width::AvxRowPairs)),
-            ),
-            (
-                [1, 64, 32, 32],
-                [64, 64, 3, 3],
-                down,
-                Some(CpuKernel::Direct(Width::Avx)),
-            ),
-            (
-                [1, 32, 12, 12],
-                [32, 32, 3, 3],
-                same,
-                Some(CpuKernel::Direct(Width::Four)),
-            ),
-            ([1, 32, 16, 16], [64, 32, 1, 1], Conv2dParams::same(1), None),
+            (1, 32, 32, 32, same, wino),
+            (4, 128, 64, 16, same, wino),
+            (1, 256, 256, 8, same, wino),
+            (1, 3, 32, 32, same, direct(Width::Avx)),
+            (1, 32, 3, 32, same, direct(Width::Avx)),
+            (1, 16, 16, 64, same, direct(Width::Avx)),
+            (1, 256, 256, 4, same, direct(Width::AvxRowPairs)),
+            (1, 64, 64, 32, down, direct(Width::Avx)),
+            (1, 32, 32, 12, same, direct(Width::Four)),
+            (1, 32, 64, 16, Conv2dParams::same(1), None),
         ];
-        for (xs, ws, p, want) in cases {
+        for (n, ci, co, hw, p, want) in cases {
+            let k = if p.pad == [0; 4] && p.stride == 1 {
+                1
+            } else {
+                3
+            };
+            let (xs, ws) = ([n, ci, hw, hw], [co, ci, k, k]);
             let o = out_shape(&xs, &ws, None, p).unwrap();
             assert_eq!(cpu_kernel(&xs, &ws, &o, p), want, "{xs:?} * {ws:?} {p:?}");
         }

@@ -20,8 +20,8 @@
 //! [`BAND_BYTES`]): (1) the input transform into `V`, `[16][Ci][tiles]`; (2) the 16 GEMMs into
 //! `M`, `[16][Co][tiles]`; (3) the output transform with the bias, channel term, residual and
 //! scale ([`super::direct::Epilogue`]). On several threads a batch that divides among them runs
-//! whole images per thread; else an image's bands split among the threads, or, with fewer bands
-//! than threads, each band's steps: its input channels, then its positions ξ (each thread reads
+//! whole images per thread; else an image's tile rows split evenly among the threads, or, with
+//! fewer bands than threads, each band's steps: its input channels, then its positions ξ (each thread reads
 //! only its ξ's weights), then its output channels. Every split gives the same bits.
 //!
 //! Where it runs ([`applies`]): 3×3, stride 1, padding 1, at least [`MIN_CHANNELS`] in and out,
@@ -502,45 +502,11 @@ unsafe fn band_conv(
         for (xi, mx) in group.iter_mut() {
             let q = &v[*xi * ci * tiles..][..ci * tiles];
             let u = &packed[*xi * u_len..][..u_len];
-            let o = mx.as_mut_ptr();
-            // SAFETY: `width` exists only where this CPU has its features; `q`, `u` and `o` hold
-            // this 1×1 geometry's operands, and `o` is this thread's alone.
-            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `width` is this CPU's (`direct::width`); `q`, `u` and the slab hold this
+            // 1×1 geometry's operands, and the slab is this thread's alone.
             unsafe {
-                match width {
-                    direct::Width::Avx => direct::x86::kernel::<direct::x86::Avx<1>>(
-                        q,
-                        &gemm,
-                        u,
-                        all,
-                        ci,
-                        Epilogue::NONE,
-                        o,
-                    ),
-                    _ => direct::x86::kernel::<direct::x86::Sse>(
-                        q,
-                        &gemm,
-                        u,
-                        all,
-                        ci,
-                        Epilogue::NONE,
-                        o,
-                    ),
-                }
-            }
-            // SAFETY: as above.
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            unsafe {
-                direct::kernel::<direct::wasm::Simd128>(q, &gemm, u, all, ci, Epilogue::NONE, o)
-            }
-            #[cfg(not(any(
-                target_arch = "x86_64",
-                all(target_arch = "wasm32", target_feature = "simd128")
-            )))]
-            {
-                let _ = (q, u, o, all, &gemm);
-                unreachable!("winograd conv: applies() needs SIMD");
-            }
+                direct::run_kernel(width, q, &gemm, u, all, ci, Epilogue::NONE, mx.as_mut_ptr())
+            };
         }
     });
     // (3) The output transform, output channels split among the threads; channel c's rows
