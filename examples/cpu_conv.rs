@@ -1,5 +1,5 @@
 //! Micro-benchmark of the CPU backend's convolution paths at the shipped models' (and
-//! google/ddpm-cifar10-32's) layer shapes: Winograd's F(2×2, 3×3) (`ops::conv2d::winograd`) and
+//! google/ddpm-cifar10-32's) layer shapes: Winograd's F(4×4, 3×3) and F(2×2, 3×3) (`ops::conv2d::winograd`) and
 //! the direct kernel (`ops::conv2d::direct`) against the GEMM paths (`ops::conv2d::cpu`), in
 //! GFLOP/s on one thread (a multiply-add counted as 2, Winograd's counted as the direct
 //! convolution's), best and median of several runs: on a shared machine the best shows what the
@@ -53,9 +53,9 @@ fn main() {
         (1, 256, 256, 8, 1),
     ];
     println!(
-        "| N | Ci | Co | H×W | stride | Winograd GFLOP/s, best / median | direct GFLOP/s, best / median | GEMM paths, best / median | Winograd / direct median time | direct / GEMM median time |"
+        "| N | Ci | Co | H×W | stride | F(4×4) Winograd GFLOP/s, best / median | F(2×2) Winograd GFLOP/s, best / median | direct GFLOP/s, best / median | GEMM paths, best / median | F(4×4) / F(2×2) median time | F(2×2) / direct median time | direct / GEMM median time |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // `CPU_CONV_ONLY=winograd|direct|gemm` times one path alone, for `perf stat`.
     let only = std::env::var("CPU_CONV_ONLY").ok();
     let run = |path: &str| only.as_deref().is_none_or(|o| o == path);
@@ -106,27 +106,35 @@ fn main() {
             None => [f64::NAN; 2],
         };
         let g = direct::Geometry::new(&xs, &ws, p);
-        let winograd = match winograd::applies(&g) && run("winograd") {
-            true => {
-                let packed = winograd::pack_weight(&w, &ws);
-                let e = direct::Epilogue {
-                    bias: Some(&bias),
-                    ..direct::Epilogue::NONE
-                };
-                time_ms(runs, || winograd::conv(&x, &g, &packed, None, e, &mut out))
-            }
-            false => [f64::NAN; 2],
-        };
+        let winograd_with =
+            |tile: winograd::Tile, out: &mut Vec<f32>| match winograd::fits(&g, tile)
+                && run("winograd")
+            {
+                true => {
+                    let packed = winograd::pack_weight(&w, &ws, tile);
+                    let e = direct::Epilogue {
+                        bias: Some(&bias),
+                        ..direct::Epilogue::NONE
+                    };
+                    time_ms(runs, || winograd::conv(&x, &g, tile, &packed, None, e, out))
+                }
+                false => [f64::NAN; 2],
+            };
+        let f2 = winograd_with(winograd::Tile::F2, &mut out);
+        let f4 = winograd_with(winograd::Tile::F4, &mut out);
         let rate = |ms: f64| flop / ms / 1e6;
         println!(
-            "| {n} | {ci} | {co} | {hw}×{hw} | {stride} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× | {:.2}× |",
-            rate(winograd[0]),
-            rate(winograd[1]),
+            "| {n} | {ci} | {co} | {hw}×{hw} | {stride} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2}× | {:.2}× | {:.2}× |",
+            rate(f4[0]),
+            rate(f4[1]),
+            rate(f2[0]),
+            rate(f2[1]),
             rate(direct[0]),
             rate(direct[1]),
             rate(gemm[0]),
             rate(gemm[1]),
-            winograd[1] / direct[1],
+            f4[1] / f2[1],
+            f2[1] / direct[1],
             direct[1] / gemm[1]
         );
     }

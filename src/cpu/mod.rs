@@ -41,8 +41,8 @@ struct Storage {
     conv_rows: OnceLock<Vec<f32>>,
     /// The same for the direct convolution ([`conv2d::direct::pack_weight`]).
     conv_packed: OnceLock<Vec<f32>>,
-    /// The same for Winograd's ([`conv2d::winograd::pack_weight`]).
-    conv_winograd: OnceLock<Vec<f32>>,
+    /// The same for Winograd's ([`conv2d::winograd::pack_weight`]), F(2×2) then F(4×4).
+    conv_winograd: [OnceLock<Vec<f32>>; 2],
 }
 
 impl std::ops::Deref for Storage {
@@ -76,7 +76,7 @@ impl CpuTensor {
                 pooled: false,
                 conv_rows: OnceLock::new(),
                 conv_packed: OnceLock::new(),
-                conv_winograd: OnceLock::new(),
+                conv_winograd: Default::default(),
             }),
         })
     }
@@ -97,7 +97,7 @@ impl CpuTensor {
                 pooled: true,
                 conv_rows: OnceLock::new(),
                 conv_packed: OnceLock::new(),
-                conv_winograd: OnceLock::new(),
+                conv_winograd: Default::default(),
             }),
         }
     }
@@ -131,13 +131,15 @@ fn simd_conv(
         scale: e.scale,
     };
     match kernel {
-        conv2d::CpuKernel::Winograd => {
-            let packed = w
-                .data
-                .conv_winograd
-                .get_or_init(|| conv2d::winograd::pack_weight(&w.data, &w.shape));
+        conv2d::CpuKernel::Winograd(tile) => {
+            let slot = match tile {
+                conv2d::winograd::Tile::F2 => 0,
+                conv2d::winograd::Tile::F4 => 1,
+            };
+            let packed = w.data.conv_winograd[slot]
+                .get_or_init(|| conv2d::winograd::pack_weight(&w.data, &w.shape, tile));
             CpuTensor::compute(shape, |out| {
-                conv2d::winograd::conv(&x.data, &g, packed, norm, e, out)
+                conv2d::winograd::conv(&x.data, &g, tile, packed, norm, e, out)
             })
         }
         conv2d::CpuKernel::Direct(width) => {

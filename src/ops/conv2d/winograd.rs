@@ -1,61 +1,108 @@
-//! Winograd's minimal filtering F(2×2, 3×3) for the CPU backend's 3×3 stride-1 'same'
-//! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+//! Winograd's minimal filtering F(m×m, 3×3) for the CPU backend's 3×3 stride-1 'same'
+//! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015), with
+//! output blocks of 2×2 ([`Tile::F2`]) or 4×4 ([`Tile::F4`]).
 //!
-//! A 2×2 block of outputs depends on a 4×4 tile `d` of the padded input. With the weight `g`
-//! transformed once into `U = G g Gᵀ` and each tile into `V = Bᵀ d B` (4×4 values, the
-//! positions ξ), the block is `Aᵀ [Σ_ci U[co, ci] ⊙ V[ci]] A`: 16 multiply-adds per input
-//! channel where the direct convolution needs 36, 2.25× fewer. The sum over the input channels
-//! is, for each ξ, a GEMM `M[ξ] (Co × T) = U[ξ] (Co × Ci) · V[ξ] (Ci × T)` over `T` tiles, and
-//! that GEMM is the direct convolution's microkernel ([`super::direct`]) on a 1×1
-//! "convolution" of a one-row image `T` pixels wide: the same SIMD code (AVX2 + FMA natively,
-//! wasm's SIMD128 or relaxed SIMD in a browser). `Bᵀ` and `Aᵀ` hold only 0 and ±1, and `G`'s
-//! halves are applied to the weight once, in f64, so the result differs from the direct
-//! convolution's by rounding alone (relative L2 against PyTorch 2.9e-7 on `fashion`, 2.7e-7
-//! direct).
+//! An m×m block of outputs depends on an α×α tile `d` (α = m + 2) of the padded input. With the
+//! weight `g` transformed once into `U = G g Gᵀ` and each tile into `V = Bᵀ d B` (α×α values,
+//! the positions ξ), the block is `Aᵀ [Σ_ci U[co, ci] ⊙ V[ci]] A`: α² multiply-adds per input
+//! channel where the direct convolution needs 9·m², 2.25× fewer for F(2×2) (16 for 4 outputs)
+//! and 4× fewer for F(4×4) (36 for 16). The sum over the input channels is, for each ξ, a GEMM
+//! `M[ξ] (Co × T) = U[ξ] (Co × Ci) · V[ξ] (Ci × T)` over `T` tiles, and that GEMM is the direct
+//! convolution's microkernel ([`super::direct`]) on a 1×1 "convolution" of a one-row image `T`
+//! pixels wide: the same SIMD code (AVX2 + FMA natively, wasm's SIMD128 or relaxed SIMD in a
+//! browser). `G` is applied to the weight once, in f64. F(2×2)'s `Bᵀ` and `Aᵀ` hold only 0 and
+//! ±1, so its result differs from the direct convolution's by rounding alone (relative L2
+//! against PyTorch 2.9e-7 on `fashion`, 2.7e-7 direct); F(4×4)'s hold up to ±8 and its `G`
+//! 1/6 and 1/24, which costs about a decimal digit (BENCHMARKS.md).
 //!
 //! Per image: every input channel is copied with a zero border, normalised where a group norm
-//! precedes the convolution ([`super::direct::Prologue`]), its rows split into even and odd
-//! columns so that a vector of tiles reads its four columns as they lie ([`pad_channel`]).
-//! Then, one band of tile rows at a time (sized so that its `V` and `M` stay in L2,
-//! [`BAND_BYTES`]): (1) the input transform into `V`, `[16][Ci][tiles]`; (2) the 16 GEMMs into
-//! `M`, `[16][Co][tiles]`; (3) the output transform with the bias, channel term, residual and
-//! scale ([`super::direct::Epilogue`]). On several threads a batch that divides among them runs
-//! whole images per thread; else an image's tile rows split evenly among the threads, or, with
-//! fewer bands than threads, each band's steps: its input channels, then its positions ξ (each thread reads
-//! only its ξ's weights), then its output channels. Every split gives the same bits.
+//! precedes the convolution ([`super::direct::Prologue`]), its rows split into m phases by
+//! column (`p mod m`), so that a vector of tiles reads each of its α columns as consecutive
+//! values ([`pad_channel`]). Then, one band of tile rows at a time (sized so that its `V` and
+//! `M` stay in L2, [`BAND_BYTES`]): (1) the input transform into `V`, `[α²][Ci][tiles]`; (2)
+//! the α² GEMMs into `M`, `[α²][Co][tiles]`; (3) the output transform with the bias, channel
+//! term, residual and scale ([`super::direct::Epilogue`]). On several threads a batch that
+//! divides among them runs whole images per thread; else an image's tile rows split evenly
+//! among the threads, or, with fewer bands than threads, each band's steps: its input
+//! channels, then its positions ξ (each thread reads only its ξ's weights), then its output
+//! channels. Every split gives the same bits.
 //!
-//! Where it runs ([`applies`]): 3×3, stride 1, padding 1, at least [`MIN_CHANNELS`] in and out,
-//! the width a multiple of 8 and at least [`MIN_TILES`] blocks; the direct convolution runs the
-//! rest.
+//! Where it runs ([`tile`]): 3×3, stride 1, padding 1, at least [`MIN_CHANNELS`] in and out, at
+//! least [`MIN_TILES`] blocks, F(4×4) where the image is 16×16 or more and its sides divide
+//! (height by 4, width by 16), F(2×2) where they divide by 2 and 8; the direct convolution runs
+//! the rest.
 
 use super::direct::{self, Epilogue, Geometry, Part, Prologue, Simd, Span};
 use crate::cpu::{pool, threads};
 use crate::ops::groupnorm;
 
-/// Transform positions: a 4×4 tile.
-pub const POSITIONS: usize = 16;
+/// The output block each tile computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// F(2×2, 3×3): 4×4 tiles, 16 positions.
+    F2,
+    /// F(4×4, 3×3): 6×6 tiles, 36 positions.
+    F4,
+}
 
-/// Images with fewer 2×2 output blocks than this run the direct convolution: the GEMMs' rows
-/// would be too short to pay for the transforms.
+impl Tile {
+    /// The output block's side, m.
+    pub const fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Transform positions: α² for tiles of α = m + 2.
+    pub const fn positions(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+
+    /// `G`, the weight transform of F(m, 3) (α × 3).
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Tile::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            Tile::F4 => &[
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+}
+
+/// The most positions of any [`Tile`].
+const MAX_POSITIONS: usize = 36;
+
+/// One slab per position (only the first [`Tile::positions`] are used).
+type Slabs<'a> = [&'a mut [f32]; MAX_POSITIONS];
+
+fn no_slabs<'a>() -> Slabs<'a> {
+    std::array::from_fn(|_| Default::default())
+}
+
+/// Images with fewer output blocks than this run a smaller tile or the direct convolution: the
+/// GEMMs' rows would be too short to pay for the transforms.
 pub const MIN_TILES: usize = 16;
 
 /// Convolutions with fewer input or output channels than this run the direct convolution: the
 /// transforms cost about as much per channel and pixel as the GEMMs save, and the GEMMs' sums
 /// over the input channels are too short to run at speed. `examples/cpu_conv` (BENCHMARKS.md):
 /// 3 channels (a UNet's first and last convolutions) ran 0.7–0.8× as fast as the direct kernel,
-/// 16 (emoji-sr's 64×64 layers) 0.9–0.96×, 32 1.2×, 64–256 1.3–1.9×.
+/// 16 (emoji-sr's 64×64 layers) 0.9–0.96×, 32 1.2×, 64–256 1.3–1.9× (F(2×2)).
 pub const MIN_CHANNELS: usize = 32;
 
-/// `G`, the weight transform of F(2, 3) (4 × 3).
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
-
-/// The transforms' vectors: 8 lanes where they divide a tile row's `half` tiles, else 4 ([`applies`]
-/// makes it a multiple of 4).
+/// The transforms' vectors: 8 lanes where they divide a tile row's tiles, else 4 ([`fits`] makes
+/// it a multiple of 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lanes {
     #[cfg(target_arch = "x86_64")]
@@ -67,23 +114,23 @@ enum Lanes {
 }
 
 impl Lanes {
-    /// For tile rows of `half` tiles, on a CPU where [`applies`] found SIMD.
-    fn of(half: usize) -> Self {
+    /// For tile rows of `per_row` tiles, on a CPU where [`fits`] found SIMD.
+    fn of(per_row: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
-        return if half.is_multiple_of(8) {
+        return if per_row.is_multiple_of(8) {
             Lanes::Avx
         } else {
             Lanes::Sse
         };
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         return {
-            let _ = half;
+            let _ = per_row;
             Lanes::Simd128
         };
         #[allow(unreachable_code)]
         {
-            let _ = half;
-            unreachable!("winograd: applies() needs SIMD")
+            let _ = per_row;
+            unreachable!("winograd: fits() needs SIMD")
         }
     }
 }
@@ -91,7 +138,7 @@ impl Lanes {
 /// Runs `$f::<S>($args)` with the [`Simd`] type of `$lanes`, compiled for its features.
 macro_rules! with_lanes {
     ($lanes:expr, $f:ident($($arg:expr),* $(,)?)) => {{
-        // SAFETY: [`applies`] found SIMD, so this CPU has AVX2 and FMA (x86) or this build has
+        // SAFETY: [`fits`] found SIMD, so this CPU has AVX2 and FMA (x86) or this build has
         // SIMD128 (wasm); the functions check their operands' lengths.
         #[allow(unused_unsafe)]
         unsafe {
@@ -110,80 +157,94 @@ macro_rules! with_lanes {
 /// The transforms compiled for AVX2 + FMA, whichever vector type `S` they use.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Simd, POSITIONS};
+    use super::{Simd, Tile};
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn pad_channel<S: Simd>(
+        tile: Tile,
         x: &[f32],
         w: usize,
         affine: Option<([f32; 2], bool)>,
         plane: &mut [f32],
         pp: &mut [f32],
     ) {
-        super::pad_channel::<S>(x, w, affine, plane, pp)
+        super::pad_channel::<S>(tile, x, w, affine, plane, pp)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn input_channel<S: Simd>(pp: &[f32], half: usize, v: &mut [&mut [f32]; POSITIONS]) {
-        super::input_channel::<S>(pp, half, v)
+    pub unsafe fn input_channel<S: Simd>(
+        tile: Tile,
+        pp: &[f32],
+        per_row: usize,
+        v: &mut [&mut [f32]],
+    ) {
+        super::input_channel::<S>(tile, pp, per_row, v)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn output_channel<S: Simd>(
-        m: &[&[f32]; POSITIONS],
+        tile: Tile,
+        m: &[&[f32]],
         w: usize,
         init: f32,
         residual: Option<&[f32]>,
         scale: f32,
         out: &mut [f32],
     ) {
-        super::output_channel::<S>(m, w, init, residual, scale, out)
+        super::output_channel::<S>(tile, m, w, init, residual, scale, out)
     }
 }
 
-/// Whether F(2×2, 3×3) runs this convolution on this CPU: a 3×3 kernel, stride 1, one pixel of
-/// padding on every side, [`MIN_CHANNELS`] in and out, an even height and a width of whole
-/// 8-pixel runs (4 tiles, the narrowest vector), at least [`MIN_TILES`] blocks, and SIMD for the
-/// GEMMs (AVX2 + FMA natively, SIMD128 in a browser).
-pub fn applies(g: &Geometry) -> bool {
+/// Whether `tile` can run this convolution on this CPU: a 3×3 kernel, stride 1, one pixel of
+/// padding on every side, [`MIN_CHANNELS`] in and out, a height of whole blocks and a width of
+/// whole runs of 4 blocks (the narrowest vector), at least [`MIN_TILES`] blocks, and SIMD for
+/// the GEMMs (AVX2 + FMA natively, SIMD128 in a browser).
+pub fn fits(g: &Geometry, tile: Tile) -> bool {
     let [_, _, h, w] = g.x;
-    let fits = g.k == [3, 3] && g.stride == 1 && g.pad == [1; 4];
+    let m = tile.m();
+    let kernel = g.k == [3, 3] && g.stride == 1 && g.pad == [1; 4];
     let channels = g.x[1] >= MIN_CHANNELS && g.co >= MIN_CHANNELS;
-    fits && channels
-        && h.is_multiple_of(2)
-        && w.is_multiple_of(8)
-        && h * w / 4 >= MIN_TILES
+    kernel
+        && channels
+        && h.is_multiple_of(m)
+        && w.is_multiple_of(4 * m)
+        && (h / m) * (w / m) >= MIN_TILES
         && direct::width(1, 4).is_some()
 }
 
-/// The length of [`pack_weight`]'s output.
-pub fn packed_len(co: usize, ci: usize) -> usize {
-    POSITIONS * direct::packed_len(co, ci, 1)
+/// The tile that runs this convolution, if Winograd does: F(4×4) where it [`fits`], else
+/// F(2×2) where that does.
+pub fn tile(g: &Geometry) -> Option<Tile> {
+    [Tile::F4, Tile::F2].into_iter().find(|&t| fits(g, t))
 }
 
-/// The weight `[Co, Ci, 3, 3]` transformed, `U[ξ] = G g Gᵀ` per channel pair, each position's
-/// `[Co, Ci]` matrix in the order the microkernel reads it ([`direct::pack_weight`] of a 1×1
-/// kernel), position after position.
-pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
+/// The length of [`pack_weight`]'s output.
+pub fn packed_len(co: usize, ci: usize, tile: Tile) -> usize {
+    tile.positions() * direct::packed_len(co, ci, 1)
+}
+
+/// The weight `[Co, Ci, 3, 3]` transformed for `tile`, `U[ξ] = G g Gᵀ` per channel pair, each
+/// position's `[Co, Ci]` matrix in the order the microkernel reads it ([`direct::pack_weight`]
+/// of a 1×1 kernel), position after position.
+pub fn pack_weight(w: &[f32], ws: &[usize], tile: Tile) -> Vec<f32> {
     let (co, ci) = (ws[0], ws[1]);
     assert_eq!(&ws[2..], [3, 3], "winograd weight");
-    let mut u = vec![vec![0f32; co * ci]; POSITIONS];
+    let (g_t, alpha) = (tile.g(), tile.m() + 2);
+    let mut u = vec![vec![0f32; co * ci]; tile.positions()];
     for (pair, g) in w.chunks_exact(9).enumerate() {
-        // G g, 4 × 3, then (G g) Gᵀ, 4 × 4.
-        let mut gg = [[0f64; 3]; 4];
-        for (a, row) in gg.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|i| G[a][i] * g[i * 3 + j] as f64).sum();
-            }
-        }
-        for a in 0..4 {
-            for b in 0..4 {
-                let v: f64 = (0..3).map(|j| gg[a][j] * G[b][j]).sum();
-                u[a * 4 + b][pair] = v as f32;
+        // G g, α × 3, then (G g) Gᵀ, α × α.
+        let gg: Vec<[f64; 3]> = g_t
+            .iter()
+            .map(|row| std::array::from_fn(|j| (0..3).map(|i| row[i] * g[i * 3 + j] as f64).sum()))
+            .collect();
+        for a in 0..alpha {
+            for b in 0..alpha {
+                let v: f64 = (0..3).map(|j| gg[a][j] * g_t[b][j]).sum();
+                u[a * alpha + b][pair] = v as f32;
             }
         }
     }
-    let mut packed = Vec::with_capacity(packed_len(co, ci));
+    let mut packed = Vec::with_capacity(packed_len(co, ci, tile));
     for u in &u {
         packed.extend(direct::pack_weight(u, &[co, ci, 1, 1]));
     }
@@ -192,18 +253,18 @@ pub fn pack_weight(w: &[f32], ws: &[usize]) -> Vec<f32> {
 
 /// Bytes of `V` and `M` one band of tile rows keeps, so that they stay in a core's L2 (512 KiB on
 /// the EPYC of BENCHMARKS.md) beside the padded input's rows and the weights the GEMMs stream:
-/// a whole 32×32 image's would not (512 KiB each at 32 channels), and the transforms' stores and
-/// the GEMMs' loads would go to L3.
+/// a whole 32×32 image's would not (512 KiB each at 32 channels, F(2×2)), and the transforms'
+/// stores and the GEMMs' loads would go to L3.
 const BAND_BYTES: usize = 192 << 10;
 
-/// Tile rows per band for `ci` input and `co` output channels and tile rows of `half` tiles: as
-/// many as [`BAND_BYTES`] holds, at least one, rounded up to a whole number of pairs of 8-lane
-/// vectors (the microkernel's widest tile) where a row is not one.
-fn band_rows(ci: usize, co: usize, half: usize, rows: usize) -> usize {
-    let per_row = POSITIONS * (ci + co) * half * 4;
-    let band = (BAND_BYTES / per_row).max(1);
-    // Whole pairs of 8-lane vectors, the microkernel's widest tile (`half` is a multiple of 4).
-    let step = match half % 16 {
+/// Tile rows per band for `ci` input and `co` output channels, tile rows of `per_row` tiles and
+/// `positions` positions: as many as [`BAND_BYTES`] holds, at least one, rounded up to a whole
+/// number of pairs of 8-lane vectors (the microkernel's widest tile) where a row is not one.
+fn band_rows(ci: usize, co: usize, per_row: usize, rows: usize, positions: usize) -> usize {
+    let per_band_row = positions * (ci + co) * per_row * 4;
+    let band = (BAND_BYTES / per_band_row).max(1);
+    // Whole pairs of 8-lane vectors, the microkernel's widest tile (`per_row` is a multiple of 4).
+    let step = match per_row % 16 {
         0 => 1,
         8 => 2,
         _ => 4,
@@ -211,14 +272,15 @@ fn band_rows(ci: usize, co: usize, half: usize, rows: usize) -> usize {
     band.next_multiple_of(step).min(rows)
 }
 
-/// Runs the convolution into `out` (`[N, Co, H, W]`, every element written), with `packed`
-/// from [`pack_weight`].
+/// Runs the convolution with `tile` into `out` (`[N, Co, H, W]`, every element written), with
+/// `packed` from [`pack_weight`] for that tile.
 ///
 /// # Panics
-/// Where F(2×2, 3×3) does not apply ([`applies`]), or an operand's length does not match `g`.
+/// Where `tile` does not fit ([`fits`]), or an operand's length does not match `g`.
 pub fn conv(
     x: &[f32],
     g: &Geometry,
+    tile: Tile,
     packed: &[f32],
     norm: Option<Prologue<'_>>,
     e: Epilogue<'_>,
@@ -227,10 +289,10 @@ pub fn conv(
     let [n, ci, h, w] = g.x;
     let co = g.co;
     let (image, out_image) = (ci * h * w, co * h * w);
-    assert!(applies(g), "winograd geometry");
+    assert!(fits(g, tile), "winograd geometry");
     assert_eq!(x.len(), n * image, "winograd input");
     assert_eq!(out.len(), n * out_image, "winograd output");
-    assert_eq!(packed.len(), packed_len(co, ci), "winograd weight");
+    assert_eq!(packed.len(), packed_len(co, ci, tile), "winograd weight");
     assert!(
         norm.is_none_or(|p| p.affine.len() == n * ci),
         "winograd prologue"
@@ -242,7 +304,7 @@ pub fn conv(
         t if t > 1 && out.len() * ci * 9 >= direct::PARALLEL_MACS => t,
         _ => 1,
     };
-    let plan = Plan::new(g);
+    let plan = Plan::new(g, tile);
     let x_of = |b: usize| &x[b * image..(b + 1) * image];
     let norm_of = |b: usize| norm.map(|p| p.of_image(b, ci));
     let e_of = |b: usize| e.of_image(b, co, out_image);
@@ -251,7 +313,7 @@ pub fn conv(
         direct::whole_images(out, out_image, threads, |b0, o| {
             let mut pp = pool::take(ci * plan.padded);
             for (b, ob) in (b0..).zip(o.chunks_mut(out_image)) {
-                pad_image(x_of(b), g, norm_of(b), 1, &mut pp);
+                pad_image(x_of(b), &plan, norm_of(b), 1, &mut pp);
                 // SAFETY: `ob` is this image's output, this thread's alone.
                 unsafe {
                     bands(
@@ -273,7 +335,7 @@ pub fn conv(
         // three steps.
         let mut pp = pool::take(ci * plan.padded);
         for (b, ob) in out.chunks_mut(out_image).enumerate() {
-            pad_image(x_of(b), g, norm_of(b), threads, &mut pp);
+            pad_image(x_of(b), &plan, norm_of(b), threads, &mut pp);
             let o = ob.as_mut_ptr();
             if plan.bands >= threads {
                 // SAFETY: as below; each thread writes its own tile rows.
@@ -298,38 +360,51 @@ pub fn conv(
 /// A convolution's sizes as its steps need them.
 struct Plan {
     g: Geometry,
-    /// Tiles per tile row (`W/2`) and tile rows (`H/2`).
-    half: usize,
+    tile: Tile,
+    /// The block's side m, and the tile's positions α².
+    m: usize,
+    positions: usize,
+    /// Tiles per tile row (`W/m`) and tile rows (`H/m`).
+    per_row: usize,
     rows: usize,
+    /// A padded row's length: m phases of `W/m + 1` values ([`pad_channel`]).
+    wp: usize,
     /// Tile rows per band ([`band_rows`]) and bands.
     band: usize,
     bands: usize,
-    /// One channel's padded plane ([`pad_channel`]).
+    /// One channel's padded plane, `(H + 2) · wp`.
     padded: usize,
     lanes: Lanes,
 }
 
 impl Plan {
-    fn new(g: &Geometry) -> Self {
+    fn new(g: &Geometry, tile: Tile) -> Self {
         let [_, ci, h, w] = g.x;
-        let (half, rows) = (w / 2, h / 2);
-        let band = band_rows(ci, g.co, half, rows);
+        let (m, positions) = (tile.m(), tile.positions());
+        let (per_row, rows) = (w / m, h / m);
+        let wp = m * (per_row + 1);
+        let band = band_rows(ci, g.co, per_row, rows, positions);
         Self {
             g: *g,
-            half,
+            tile,
+            m,
+            positions,
+            per_row,
             rows,
+            wp,
             band,
             bands: rows.div_ceil(band),
-            padded: padded_len(h, w),
-            lanes: Lanes::of(half),
+            padded: (h + 2) * wp,
+            lanes: Lanes::of(per_row),
         }
     }
 }
 
-/// How many bands [`conv`] splits an image of `g` into, for the tests of its thread splits.
+/// How many bands [`conv`] splits an image of `g` into with `tile`, for the tests of its thread
+/// splits.
 #[cfg(test)]
-pub(super) fn band_count(g: &Geometry) -> usize {
-    Plan::new(g).bands
+pub(super) fn band_count(g: &Geometry, tile: Tile) -> usize {
+    Plan::new(g, tile).bands
 }
 
 /// `0..len` in `k` runs of about equal length.
@@ -339,9 +414,9 @@ fn ranges(len: usize, k: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// One image's input channels (`x`, `[Ci, H, W]`) padded into `pp` ([`pad_channel`], one plane
 /// per channel), normalised by `norm` as they are copied, on `k` threads.
-fn pad_image(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, k: usize, pp: &mut [f32]) {
-    let [_, ci, h, w] = g.x;
-    let padded = padded_len(h, w);
+fn pad_image(x: &[f32], plan: &Plan, norm: Option<(&[[f32; 2]], bool)>, k: usize, pp: &mut [f32]) {
+    let [_, ci, h, w] = plan.g.x;
+    let padded = plan.padded;
     let mut runs: [(usize, &mut [f32]); direct::MAX_PARTS] = Default::default();
     let k = k.min(ci);
     let mut rest = &mut pp[..ci * padded];
@@ -350,13 +425,13 @@ fn pad_image(x: &[f32], g: &Geometry, norm: Option<(&[[f32; 2]], bool)>, k: usiz
         *run = (c0, head);
         rest = tail;
     }
-    let lanes = Lanes::of(w / 2);
+    let (lanes, tile) = (plan.lanes, plan.tile);
     threads::for_each(&mut runs[..k], |(c0, pp)| {
         let mut plane = pool::take(h * w);
         for (c, pc) in (*c0..).zip(pp.chunks_exact_mut(padded)) {
             let affine = norm.map(|(ab, silu)| (ab[c], silu));
             let x = &x[c * h * w..][..h * w];
-            with_lanes!(lanes, pad_channel(x, w, affine, &mut plane, pc));
+            with_lanes!(lanes, pad_channel(tile, x, w, affine, &mut plane, pc));
         }
         pool::give(plane);
     });
@@ -379,18 +454,18 @@ unsafe fn bands(
     out: *mut f32,
 ) {
     let [_, ci, _, _] = plan.g.x;
-    let co = plan.g.co;
-    let most = plan.band * plan.half;
+    let (co, positions) = (plan.g.co, plan.positions);
+    let most = plan.band * plan.per_row;
     let (mut v, mut m) = (
-        pool::take(POSITIONS * ci * most),
-        pool::take(POSITIONS * co * most),
+        pool::take(positions * ci * most),
+        pool::take(positions * co * most),
     );
     for start in (t0..t1).step_by(plan.band) {
         let ty = (start, (start + plan.band).min(t1));
-        let tiles = (ty.1 - ty.0) * plan.half;
+        let tiles = (ty.1 - ty.0) * plan.per_row;
         let (v, m) = (
-            &mut v[..POSITIONS * ci * tiles],
-            &mut m[..POSITIONS * co * tiles],
+            &mut v[..positions * ci * tiles],
+            &mut m[..positions * co * tiles],
         );
         // SAFETY: passed on from the caller.
         unsafe { band_conv(pp, plan, packed, e, ty, (v, m), k, out) };
@@ -406,9 +481,9 @@ fn split_slabs(
     chunk: usize,
     rows: usize,
     k: usize,
-) -> [[&mut [f32]; POSITIONS]; direct::MAX_PARTS] {
+) -> [Slabs<'_>; direct::MAX_PARTS] {
     let row = chunk / rows;
-    let mut parts: [[&mut [f32]; POSITIONS]; direct::MAX_PARTS] = Default::default();
+    let mut parts: [Slabs<'_>; direct::MAX_PARTS] = std::array::from_fn(|_| no_slabs());
     for (xi, mut slab) in slabs.chunks_exact_mut(chunk).enumerate() {
         for (part, (r0, r1)) in parts.iter_mut().zip(ranges(rows, k)) {
             let (head, tail) = std::mem::take(&mut slab).split_at_mut((r1 - r0) * row);
@@ -419,8 +494,8 @@ fn split_slabs(
     parts
 }
 
-/// Tile rows `ty.0..ty.1` of one image: the input transform into `V` (`[16][Ci][tiles]`), the
-/// 16 GEMMs into `M` (`[16][Co][tiles]`), the output transform into `out` (the image's
+/// Tile rows `ty.0..ty.1` of one image: the input transform into `V` (`[α²][Ci][tiles]`), the
+/// α² GEMMs into `M` (`[α²][Co][tiles]`), the output transform into `out` (the image's
 /// `[Co, H, W]`, these tile rows' pixel rows of every channel), each step split among `k`
 /// threads: by input channels, positions, output channels.
 ///
@@ -439,27 +514,31 @@ unsafe fn band_conv(
 ) {
     let [_, ci, h, w] = plan.g.x;
     let co = plan.g.co;
-    let (half, lanes) = (plan.half, plan.lanes);
-    let tiles = (ty.1 - ty.0) * half;
+    let (per_row, lanes, tile, positions) = (plan.per_row, plan.lanes, plan.tile, plan.positions);
+    let tiles = (ty.1 - ty.0) * per_row;
     let plane = h * w;
     // (1) The input transform, input channels split among the threads. A band's tile rows read
-    // padded rows 2·ty.0 … 2·ty.1 + 1.
-    let rows = (2 * ty.0 * (w + 2), (2 * ty.1 + 2) * (w + 2));
+    // padded rows m·ty.0 … m·ty.1 + 1.
+    let rows = (plan.m * ty.0 * plan.wp, (plan.m * ty.1 + 2) * plan.wp);
     let k_in = k.min(ci);
     let mut v_parts = split_slabs(v, ci * tiles, ci, k_in);
-    let mut jobs: [(usize, usize, [&mut [f32]; POSITIONS]); direct::MAX_PARTS] = Default::default();
+    let mut jobs: [(usize, usize, Slabs<'_>); direct::MAX_PARTS] =
+        std::array::from_fn(|_| (0, 0, no_slabs()));
     for ((job, r), vp) in jobs.iter_mut().zip(ranges(ci, k_in)).zip(&mut v_parts) {
-        *job = (r.0, r.1, std::mem::take(vp));
+        *job = (r.0, r.1, std::mem::replace(vp, no_slabs()));
     }
     threads::for_each(&mut jobs[..k_in], |(c0, c1, vp)| {
         for c in *c0..*c1 {
             let at = (c - *c0) * tiles;
-            let mut dst: [&mut [f32]; POSITIONS] = Default::default();
-            for (d, slab) in dst.iter_mut().zip(vp.iter_mut()) {
+            let mut dst = no_slabs();
+            for (d, slab) in dst.iter_mut().zip(&mut vp[..positions]) {
                 *d = &mut slab[at..at + tiles];
             }
             let pc = &pp[c * plan.padded..][rows.0..rows.1];
-            with_lanes!(lanes, input_channel(pc, half, &mut dst));
+            with_lanes!(
+                lanes,
+                input_channel(tile, pc, per_row, &mut dst[..positions])
+            );
         }
     });
     // (2) The GEMMs, positions split among the threads, each in one pass over the input
@@ -482,7 +561,8 @@ unsafe fn band_conv(
         },
         vectors: (0, direct::vectors(width, 1, tiles)),
     };
-    let mut slots: [(usize, &mut [f32]); POSITIONS] = Default::default();
+    let mut slots: [(usize, &mut [f32]); MAX_POSITIONS] =
+        std::array::from_fn(|_| (0, Default::default()));
     for (xi, (slot, mx)) in slots
         .iter_mut()
         .zip(m.chunks_exact_mut(co * tiles))
@@ -491,9 +571,9 @@ unsafe fn band_conv(
         *slot = (xi, mx);
     }
     let mut groups: [&mut [(usize, &mut [f32])]; direct::MAX_PARTS] = Default::default();
-    let k_gemm = k.min(POSITIONS);
-    let mut rest = &mut slots[..];
-    for (group, (a, b)) in groups.iter_mut().zip(ranges(POSITIONS, k_gemm)) {
+    let k_gemm = k.min(positions);
+    let mut rest = &mut slots[..positions];
+    for (group, (a, b)) in groups.iter_mut().zip(ranges(positions, k_gemm)) {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(b - a);
         *group = head;
         rest = tail;
@@ -510,7 +590,7 @@ unsafe fn band_conv(
         }
     });
     // (3) The output transform, output channels split among the threads; channel c's rows
-    // 2·ty.0 … 2·ty.1 of `out`.
+    // m·ty.0 … m·ty.1 of `out`.
     let m = &*m;
     let k_out = k.min(co);
     let mut runs = [(0, 0); direct::MAX_PARTS];
@@ -519,46 +599,48 @@ unsafe fn band_conv(
     }
     // SAFETY: the threads write disjoint channels' rows; the caller promised the rows are ours.
     let o = unsafe { threads::Shared::new(out) };
-    let (first, len) = (2 * ty.0 * w, 2 * (ty.1 - ty.0) * w);
+    let (first, len) = (plan.m * ty.0 * w, plan.m * (ty.1 - ty.0) * w);
     threads::for_each(&mut runs[..k_out], |&mut (c0, c1)| {
         for c in c0..c1 {
-            let src: [&[f32]; POSITIONS] =
-                std::array::from_fn(|xi| &m[(xi * co + c) * tiles..][..tiles]);
+            let src: [&[f32]; MAX_POSITIONS] = std::array::from_fn(|xi| match xi < positions {
+                true => &m[(xi * co + c) * tiles..][..tiles],
+                false => &[],
+            });
             let init = e.bias.map_or(0.0, |b| b[c]) + e.channel_add.map_or(0.0, |a| a[c]);
             let residual = e.residual.map(|r| &r[c * plane + first..][..len]);
             // SAFETY: channel c's rows of this band, written by this thread alone.
             let oc = unsafe { std::slice::from_raw_parts_mut(o.get().add(c * plane + first), len) };
-            with_lanes!(lanes, output_channel(&src, w, init, residual, e.scale, oc));
+            with_lanes!(
+                lanes,
+                output_channel(tile, &src[..positions], w, init, residual, e.scale, oc)
+            );
         }
     });
 }
 
-/// The length of [`pad_channel`]'s plane for an `h × w` image.
-fn padded_len(h: usize, w: usize) -> usize {
-    (h + 2) * (w + 2)
-}
-
-/// One input channel (`x`, `H × W`, row length `w`) into `pp`, `H + 2` rows of `W + 2` with a
-/// zero row above and below, normalised by `affine` first (into `plane`, `H × W` values, in one
-/// pass: per row, the call and its SiLU's setup cost as much as a 32-value row).
-/// Each row is split by the parity of its padded column `p` (image column `p − 1`):
-/// `[even p: W/2 + 1 values | odd p: W/2 + 1 values]`, so that [`input_channel`] finds a tile's
-/// four columns as four runs of consecutive values.
+/// One input channel (`x`, `H × W`, row length `w`) into `pp`, `H + 2` rows with a zero row
+/// above and below, normalised by `affine` first (into `plane`, `H × W` values, in one pass:
+/// per row, the call and its SiLU's setup cost as much as a 32-value row). Each row is split by
+/// its padded column `p` (image column `p − 1`) into m phases of `W/m + 1` values, phase
+/// `p mod m` holding column `p` at `p / m`, so that [`input_channel`] finds a tile's α columns
+/// as α runs of consecutive values. The slots past the padded row are zero.
 ///
 /// # Safety
-/// The CPU has `S`'s features; `W/2` is a multiple of `S::LANES`.
+/// The CPU has `S`'s features; `W/m` is a multiple of `S::LANES`.
 #[inline(always)]
 unsafe fn pad_channel<S: Simd>(
+    tile: Tile,
     x: &[f32],
     w: usize,
     affine: Option<([f32; 2], bool)>,
     plane: &mut [f32],
     pp: &mut [f32],
 ) {
-    let (l, half) = (S::LANES, w / 2);
-    let wp = w + 2;
+    let (l, m) = (S::LANES, tile.m());
+    let q = w / m + 1;
+    let wp = m * q;
     let h = x.len() / w;
-    assert!(half.is_multiple_of(l) && pp.len() == (h + 2) * wp && plane.len() == x.len());
+    assert!((w / m).is_multiple_of(l) && pp.len() == (h + 2) * wp && plane.len() == x.len());
     let x = match affine {
         Some((ab, silu)) => {
             groupnorm::apply_row(x, plane, ab, silu);
@@ -569,124 +651,244 @@ unsafe fn pad_channel<S: Simd>(
     pp[..wp].fill(0.0);
     pp[(h + 1) * wp..].fill(0.0);
     for (src, dst) in x.chunks_exact(w).zip(pp[wp..].chunks_exact_mut(wp)) {
-        let (even, odd) = dst.split_at_mut(half + 1);
-        // Image column 2i is padded column 2i + 1 (odd, at i); 2i + 1 is 2i + 2 (even, at i + 1).
-        even[0] = 0.0;
-        odd[half] = 0.0;
-        let (e, o, p) = (even.as_mut_ptr().add(1), odd.as_mut_ptr(), src.as_ptr());
-        for i in (0..half).step_by(l) {
-            let (a, b) = S::unzip(S::load(p.add(2 * i)), S::load(p.add(2 * i + l)));
-            S::store(o.add(i), a);
-            S::store(e.add(i), b);
-        }
-    }
-}
-
-/// One input channel's tiles, `Bᵀ d B`, from its padded rows `pp` ([`pad_channel`]; the band's,
-/// `2·rows + 2` of them) into `v[ξ]` (`rows · half` values each, tile row after tile row),
-/// `S::LANES` tiles at a time: tile `tx` reads padded columns `2tx … 2tx + 3`, which are
-/// `even[tx], odd[tx], even[tx + 1], odd[tx + 1]`, so that both of `Bᵀ`'s passes (down the rows,
-/// then across) run on whole vectors loaded as they lie.
-///
-/// # Safety
-/// The CPU has `S`'s features; `half` is a multiple of `S::LANES`.
-#[inline(always)]
-unsafe fn input_channel<S: Simd>(pp: &[f32], half: usize, v: &mut [&mut [f32]; POSITIONS]) {
-    let l = S::LANES;
-    let wp = 2 * half + 2;
-    let h = pp.len() / wp - 2;
-    let tiles = h / 2 * half;
-    assert!(half.is_multiple_of(l) && pp.len() == (h + 2) * wp);
-    assert!(v.iter().all(|v| v.len() == tiles), "winograd tiles");
-    let vp = v.each_mut().map(|v| v.as_mut_ptr());
-    let p = pp.as_ptr();
-    for ty in 0..h / 2 {
-        for tx in (0..half).step_by(l) {
-            // Padded columns 2tx + 0…3 of the tile's rows 2ty + 0…3.
-            let r: [[S::V; 4]; 4] = std::array::from_fn(|k| {
-                let even = p.add((2 * ty + k) * wp + tx);
-                let odd = even.add(half + 1);
-                [
-                    S::load(even),
-                    S::load(odd),
-                    S::load(even.add(1)),
-                    S::load(odd.add(1)),
-                ]
-            });
-            let at = ty * half + tx;
-            for a in 0..4 {
-                // Bᵀ down (d0 − d2, d1 + d2, d2 − d1, d1 − d3), then across.
-                let e: [S::V; 4] = std::array::from_fn(|j| match a {
-                    0 => S::sub(r[0][j], r[2][j]),
-                    1 => S::add(r[1][j], r[2][j]),
-                    2 => S::sub(r[2][j], r[1][j]),
-                    _ => S::sub(r[1][j], r[3][j]),
-                });
-                S::store(vp[4 * a].add(at), S::sub(e[0], e[2]));
-                S::store(vp[4 * a + 1].add(at), S::add(e[1], e[2]));
-                S::store(vp[4 * a + 2].add(at), S::sub(e[2], e[1]));
-                S::store(vp[4 * a + 3].add(at), S::sub(e[1], e[3]));
+        let (d, p) = (dst.as_mut_ptr(), src.as_ptr());
+        // Phase j's slot i holds padded column m·i + j, image column m·i + j − 1.
+        let at = |j: usize, i: usize| d.add(j * q + i);
+        match tile {
+            Tile::F2 => {
+                // Image column 2i is padded column 2i + 1 (odd, at i); 2i + 1 is 2i + 2 (even,
+                // at i + 1).
+                *at(0, 0) = 0.0;
+                *at(1, q - 1) = 0.0;
+                for i in (0..q - 1).step_by(l) {
+                    let (a, b) = S::unzip(S::load(p.add(2 * i)), S::load(p.add(2 * i + l)));
+                    S::store(at(1, i), a);
+                    S::store(at(0, i + 1), b);
+                }
+            }
+            Tile::F4 => {
+                // Image column 4i + r is padded column 4i + r + 1: phase r + 1 at i, or for
+                // r = 3 phase 0 at i + 1.
+                *at(0, 0) = 0.0;
+                for j in 1..4 {
+                    *at(j, q - 1) = 0.0;
+                }
+                for i in (0..q - 1).step_by(l) {
+                    let c = p.add(4 * i);
+                    let (e0, o0) = S::unzip(S::load(c), S::load(c.add(l)));
+                    let (e1, o1) = S::unzip(S::load(c.add(2 * l)), S::load(c.add(3 * l)));
+                    let (r0, r2) = S::unzip(e0, e1);
+                    let (r1, r3) = S::unzip(o0, o1);
+                    S::store(at(1, i), r0);
+                    S::store(at(2, i), r1);
+                    S::store(at(3, i), r2);
+                    S::store(at(0, i + 1), r3);
+                }
             }
         }
     }
 }
 
-/// One output channel from its 16 GEMM rows `m` (`T` values each): `Aᵀ m A` per tile, each 2×2
+/// One input channel's tiles, `Bᵀ d B`, from its padded rows `pp` ([`pad_channel`]; the band's,
+/// `m·rows + 2` of them) into `v[ξ]` (`rows · per_row` values each, tile row after tile row),
+/// `S::LANES` tiles at a time: tile `tx` reads padded columns `m·tx … m·tx + α − 1`, column
+/// `m·tx + j` being phase `j mod m`'s slot `tx + j / m`, so that both of `Bᵀ`'s passes (down
+/// the rows, then across) run on whole vectors loaded as they lie.
+///
+/// # Safety
+/// The CPU has `S`'s features; `per_row` is a multiple of `S::LANES`.
+#[inline(always)]
+unsafe fn input_channel<S: Simd>(tile: Tile, pp: &[f32], per_row: usize, v: &mut [&mut [f32]]) {
+    let (l, m) = (S::LANES, tile.m());
+    let q = per_row + 1;
+    let wp = m * q;
+    let h = pp.len() / wp - 2;
+    let tiles = h / m * per_row;
+    assert!(per_row.is_multiple_of(l) && pp.len() == (h + 2) * wp);
+    assert!(v.len() == tile.positions() && v.iter().all(|v| v.len() == tiles));
+    let p = pp.as_ptr();
+    match tile {
+        Tile::F2 => {
+            let vp: [*mut f32; 16] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
+            for ty in 0..h / 2 {
+                for tx in (0..per_row).step_by(l) {
+                    // Padded columns 2tx + 0…3 of the tile's rows 2ty + 0…3.
+                    let r: [[S::V; 4]; 4] = std::array::from_fn(|k| {
+                        let row = p.add((2 * ty + k) * wp + tx);
+                        std::array::from_fn(|j| S::load(row.add((j % 2) * q + j / 2)))
+                    });
+                    let at = ty * per_row + tx;
+                    // Bᵀ down each column, then across each row.
+                    let down: [[S::V; 4]; 4] =
+                        std::array::from_fn(|j| bt4::<S>(std::array::from_fn(|k| r[k][j])));
+                    for a in 0..4 {
+                        let across = bt4::<S>(std::array::from_fn(|j| down[j][a]));
+                        for (b, &v) in across.iter().enumerate() {
+                            S::store(vp[4 * a + b].add(at), v);
+                        }
+                    }
+                }
+            }
+        }
+        Tile::F4 => {
+            let vp: [*mut f32; 36] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
+            for ty in 0..h / 4 {
+                for tx in (0..per_row).step_by(l) {
+                    // Bᵀ down each of the tile's columns 4tx + j (rows 4ty + 0…5), then across.
+                    let down: [[S::V; 6]; 6] = std::array::from_fn(|j| {
+                        let col = p.add(4 * ty * wp + (j % 4) * q + tx + j / 4);
+                        bt6::<S>(std::array::from_fn(|k| S::load(col.add(k * wp))))
+                    });
+                    let at = ty * per_row + tx;
+                    for a in 0..6 {
+                        let across = bt6::<S>(std::array::from_fn(|j| down[j][a]));
+                        for (b, &v) in across.iter().enumerate() {
+                            S::store(vp[6 * a + b].add(at), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// F(2, 3)'s `Bᵀ d`: `(d0 − d2, d1 + d2, d2 − d1, d1 − d3)`.
+#[inline(always)]
+unsafe fn bt4<S: Simd>(d: [S::V; 4]) -> [S::V; 4] {
+    [
+        S::sub(d[0], d[2]),
+        S::add(d[1], d[2]),
+        S::sub(d[2], d[1]),
+        S::sub(d[1], d[3]),
+    ]
+}
+
+/// F(4, 3)'s `Bᵀ d`, the rows of `Bᵀ` being `(4, 0, −5, 0, 1, 0)`, `(0, −4, −4, 1, 1, 0)`,
+/// `(0, 4, −4, −1, 1, 0)`, `(0, −2, −1, 2, 1, 0)`, `(0, 2, −1, −2, 1, 0)`, `(0, 4, 0, −5, 0, 1)`.
+#[inline(always)]
+unsafe fn bt6<S: Simd>(d: [S::V; 6]) -> [S::V; 6] {
+    let (four, five, two) = (S::splat(4.0), S::splat(-5.0), S::splat(2.0));
+    let minus_four = S::splat(-4.0);
+    let (d12, d34) = (S::add(d[1], d[2]), S::add(d[3], d[4]));
+    let (d1m2, d4m3) = (S::sub(d[1], d[2]), S::sub(d[4], d[3]));
+    let (d4m2, d3m1) = (S::sub(d[4], d[2]), S::sub(d[3], d[1]));
+    let two_d3m1 = S::mul(two, d3m1);
+    [
+        S::mul_add(four, d[0], S::mul_add(five, d[2], d[4])),
+        S::mul_add(minus_four, d12, d34),
+        S::mul_add(four, d1m2, d4m3),
+        S::add(d4m2, two_d3m1),
+        S::sub(d4m2, two_d3m1),
+        S::mul_add(four, d[1], S::mul_add(five, d[3], d[5])),
+    ]
+}
+
+/// F(2, 3)'s `Aᵀ m`: `(m0 + m1 + m2, m1 − m2 − m3)`.
+#[inline(always)]
+unsafe fn at4<S: Simd>(m: [S::V; 4]) -> [S::V; 2] {
+    [
+        S::add(S::add(m[0], m[1]), m[2]),
+        S::sub(S::sub(m[1], m[2]), m[3]),
+    ]
+}
+
+/// F(4, 3)'s `Aᵀ m`, the rows of `Aᵀ` being `(1, 1, 1, 1, 1, 0)`, `(0, 1, −1, 2, −2, 0)`,
+/// `(0, 1, 1, 4, 4, 0)`, `(0, 1, −1, 8, −8, 1)`.
+#[inline(always)]
+unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
+    let (a, b) = (S::add(m[1], m[2]), S::sub(m[1], m[2]));
+    let (c, d) = (S::add(m[3], m[4]), S::sub(m[3], m[4]));
+    [
+        S::add(S::add(m[0], a), c),
+        S::mul_add(S::splat(2.0), d, b),
+        S::mul_add(S::splat(4.0), c, a),
+        S::add(S::mul_add(S::splat(8.0), d, b), m[5]),
+    ]
+}
+
+/// One output channel from its α² GEMM rows `m` (`T` values each): `Aᵀ m A` per tile, each m×m
 /// block written into `out` (the channel's `H × W` plane, row length `w`) as `(residual + (block
-/// + init)) · scale`, `S::LANES` tiles at a time, their left and right columns interleaved with
+/// + init)) · scale`, `S::LANES` tiles at a time, a block row's m columns interleaved with
 /// [`Simd::zip`].
 ///
 /// # Safety
-/// The CPU has `S`'s features; `w / 2` is a multiple of `S::LANES`.
+/// The CPU has `S`'s features; `w / m` is a multiple of `S::LANES`.
 #[inline(always)]
 unsafe fn output_channel<S: Simd>(
-    m: &[&[f32]; POSITIONS],
+    tile: Tile,
+    m: &[&[f32]],
     w: usize,
     init: f32,
     residual: Option<&[f32]>,
     scale: f32,
     out: &mut [f32],
 ) {
-    let l = S::LANES;
-    let half = w / 2;
+    let (l, mb) = (S::LANES, tile.m());
+    let per_row = w / mb;
     let h = out.len() / w;
-    let tiles = h / 2 * half;
-    assert!(half.is_multiple_of(l) && out.len() == h * w);
-    assert!(m.iter().all(|m| m.len() == tiles), "winograd tiles");
+    let tiles = h / mb * per_row;
+    assert!(per_row.is_multiple_of(l) && out.len() == h * w);
+    assert!(m.len() == tile.positions() && m.iter().all(|m| m.len() == tiles));
     assert!(residual.is_none_or(|r| r.len() == out.len()));
     let (init, scale_v) = (S::splat(init), S::splat(scale));
     let o = out.as_mut_ptr();
-    for ty in 0..h / 2 {
-        for tx in (0..half).step_by(l) {
-            let at = ty * half + tx;
-            let mv: [S::V; POSITIONS] = std::array::from_fn(|xi| S::load(m[xi].as_ptr().add(at)));
-            // Aᵀ across each row a (m0 + m1 + m2, m1 − m2 − m3), then down.
-            let s0: [S::V; 4] =
-                std::array::from_fn(|a| S::add(S::add(mv[4 * a], mv[4 * a + 1]), mv[4 * a + 2]));
-            let s1: [S::V; 4] = std::array::from_fn(|a| {
-                S::sub(S::sub(mv[4 * a + 1], mv[4 * a + 2]), mv[4 * a + 3])
-            });
-            let down = |s: [S::V; 4]| {
-                (
-                    S::add(S::add(s[0], s[1]), s[2]),
-                    S::sub(S::sub(s[1], s[2]), s[3]),
-                )
-            };
-            // y[i][j]: the block's row i, column j.
-            let ((y00, y10), (y01, y11)) = (down(s0), down(s1));
-            for (i, (left, right)) in [(y00, y01), (y10, y11)].into_iter().enumerate() {
-                let (a, b) = S::zip(left, right);
-                let row = (2 * ty + i) * w + 2 * tx;
-                for (k, v) in [a, b].into_iter().enumerate() {
-                    let at = row + k * l;
-                    let mut v = S::add(v, init);
-                    if let Some(r) = residual {
-                        v = S::add(S::load(r.as_ptr().add(at)), v);
+    // Adds the epilogue to the `S::LANES` outputs at `at` and stores them.
+    let put = |at: usize, v: S::V| {
+        let mut v = S::add(v, init);
+        if let Some(r) = residual {
+            v = S::add(S::load(r.as_ptr().add(at)), v);
+        }
+        if scale != 1.0 {
+            v = S::mul(v, scale_v);
+        }
+        S::store(o.add(at), v);
+    };
+    match tile {
+        Tile::F2 => {
+            for ty in 0..h / 2 {
+                for tx in (0..per_row).step_by(l) {
+                    let at = ty * per_row + tx;
+                    // Aᵀ across each row a, then down each column.
+                    let across: [[S::V; 2]; 4] = std::array::from_fn(|a| {
+                        at4::<S>(std::array::from_fn(|b| {
+                            S::load(m[4 * a + b].as_ptr().add(at))
+                        }))
+                    });
+                    let [y0, y1] =
+                        std::array::from_fn(|j| at4::<S>(std::array::from_fn(|a| across[a][j])));
+                    // y_j[i]: the block's row i, column j.
+                    for i in 0..2 {
+                        let (a, b) = S::zip(y0[i], y1[i]);
+                        let row = (2 * ty + i) * w + 2 * tx;
+                        put(row, a);
+                        put(row + l, b);
                     }
-                    if scale != 1.0 {
-                        v = S::mul(v, scale_v);
+                }
+            }
+        }
+        Tile::F4 => {
+            for ty in 0..h / 4 {
+                for tx in (0..per_row).step_by(l) {
+                    let at = ty * per_row + tx;
+                    let across: [[S::V; 4]; 6] = std::array::from_fn(|a| {
+                        at6::<S>(std::array::from_fn(|b| {
+                            S::load(m[6 * a + b].as_ptr().add(at))
+                        }))
+                    });
+                    let [c0, c1, c2, c3]: [[S::V; 4]; 4] =
+                        std::array::from_fn(|j| at6::<S>(std::array::from_fn(|a| across[a][j])));
+                    // c_j[i]: the block's row i, column j; a row's four columns interleave as
+                    // (c0 c2, c1 c3) then those pairs.
+                    for i in 0..4 {
+                        let (p0, p1) = S::zip(c0[i], c2[i]);
+                        let (q0, q1) = S::zip(c1[i], c3[i]);
+                        let (o0, o1) = S::zip(p0, q0);
+                        let (o2, o3) = S::zip(p1, q1);
+                        let row = (4 * ty + i) * w + 4 * tx;
+                        for (k, v) in [o0, o1, o2, o3].into_iter().enumerate() {
+                            put(row + k * l, v);
+                        }
                     }
-                    S::store(o.add(at), v);
                 }
             }
         }
