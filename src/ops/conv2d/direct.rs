@@ -651,6 +651,15 @@ pub(super) trait Simd {
     unsafe fn splat(v: f32) -> Self::V;
     /// `LANES` values from `p`, unaligned.
     unsafe fn load(p: *const f32) -> Self::V;
+    /// `LANES / 2` values from `lo`, then `LANES / 2` from `hi`, unaligned: two rows' runs in
+    /// one vector ([`super::winograd`]'s transforms of two tile rows of 4 tiles).
+    unsafe fn load2(lo: *const f32, hi: *const f32) -> Self::V {
+        let mut v = [0f32; 16];
+        let half = Self::LANES / 2;
+        std::ptr::copy_nonoverlapping(lo, v.as_mut_ptr(), half);
+        std::ptr::copy_nonoverlapping(hi, v.as_mut_ptr().add(half), half);
+        Self::load(v.as_ptr())
+    }
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `a · b + c`.
     unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
@@ -885,6 +894,10 @@ pub(super) mod x86 {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
             _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn load2(lo: *const f32, hi: *const f32) -> __m256 {
+            _mm256_loadu2_m128(hi, lo)
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {

@@ -1005,7 +1005,8 @@ mod tests {
     /// SiLU before it and its whole epilogue, against the definition: input channel counts past
     /// the direct kernel's pass of 32 (the GEMMs take all of them in one), output counts that
     /// leave partial microkernel blocks, transforms 8 and 4 lanes wide (tile rows of a multiple
-    /// of 8 tiles or not), bands of one tile row and of several (the last one shorter), and on
+    /// of 8 tiles or not, and 8 over two tile rows of 4), bands of one tile row and of several
+    /// (the last one shorter), and on
     /// 1–3 threads each of [`winograd::conv`]'s splits: whole images per thread, an image's tile
     /// rows per thread, a band's steps per thread. Every thread count gives the same bits.
     #[test]
@@ -1017,13 +1018,16 @@ mod tests {
         let seed = r.seed();
         // (N, Ci, Co, H, W)
         let cases = [
-            (1, r.range(32, 40), r.range(32, 40), 2 * r.range(4, 9), 8),
+            (1, r.range(32, 40), r.range(32, 40), 4 * r.range(2, 5), 8),
+            (1, r.range(32, 40), r.range(32, 40), 10, 8),
             (2, r.range(32, 45), r.range(32, 45), 2 * r.range(4, 9), 16),
             (3, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 40),
             (1, r.range(60, 100), r.range(40, 64), 2 * r.range(4, 9), 32),
             (1, 32, 32, 16, 32),
             (2, r.range(33, 70), r.range(32, 40), 2 * r.range(2, 6), 24),
-            (1, r.range(32, 50), r.range(32, 50), 4 * r.range(4, 7), 16),
+            (1, r.range(32, 50), r.range(32, 50), 8 * r.range(2, 4), 16),
+            (1, r.range(32, 50), r.range(32, 50), 20, 16),
+            (1, 64, 64, 32, 16),
             (2, r.range(60, 100), r.range(40, 64), 4 * r.range(2, 6), 32),
             (1, 64, 64, 32, 32),
             (3, r.range(32, 40), r.range(32, 40), 4 * r.range(4, 6), 48),
@@ -1031,6 +1035,8 @@ mod tests {
         // [images, bands, steps] per thread, for each tile.
         let mut splits = [[false; 3]; 2];
         let mut runs = [0; 2];
+        // Transforms of one tile row per vector and of two, for each tile.
+        let mut pairs = [[false; 2]; 2];
         for (n, ci, co, h, w) in cases {
             let (xs, ws) = ([n, ci, h, w], [co, ci, 3, 3]);
             let p = Conv2dParams::same(3);
@@ -1065,6 +1071,7 @@ mod tests {
                     continue;
                 }
                 runs[ti] += 1;
+                pairs[ti][winograd::row_pairs(&g, tile) as usize] = true;
                 let packed = winograd::pack_weight(&wt, &ws, tile);
                 let run = |t: usize| {
                     let mut got = vec![f32::NAN; len];
@@ -1127,6 +1134,8 @@ mod tests {
             }
         }
         assert!(runs.iter().all(|&n| n >= 4), "{runs:?} (seed {seed})");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(pairs, [[true; 2]; 2], "one and two tile rows per vector");
         assert_eq!(
             splits, [[true; 3]; 2],
             "every thread split must run for each tile (seed {seed})"

@@ -101,12 +101,15 @@ pub const MIN_TILES: usize = 16;
 /// 16 (emoji-sr's 64×64 layers) 0.9–0.96×, 32 1.2×, 64–256 1.3–1.9× (F(2×2)).
 pub const MIN_CHANNELS: usize = 32;
 
-/// The transforms' vectors: 8 lanes where they divide a tile row's tiles, else 4 ([`fits`] makes
-/// it a multiple of 4).
+/// The transforms' vectors: 8 lanes where they divide a tile row's tiles; 8 lanes over two tile
+/// rows of 4 tiles (a 16×16 image's F(4×4) tiles, an 8×8 image's F(2×2) ones), which on 4 lanes
+/// ran the transforms at half the width; else 4 ([`fits`] makes a tile row a multiple of 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lanes {
     #[cfg(target_arch = "x86_64")]
     Avx,
+    #[cfg(target_arch = "x86_64")]
+    AvxRowPairs,
     #[cfg(target_arch = "x86_64")]
     Sse,
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -114,24 +117,44 @@ enum Lanes {
 }
 
 impl Lanes {
-    /// For tile rows of `per_row` tiles, on a CPU where [`fits`] found SIMD.
-    fn of(per_row: usize) -> Self {
+    /// For `rows` tile rows of `per_row` tiles, on a CPU where [`fits`] found SIMD.
+    fn of(per_row: usize, rows: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         return if per_row.is_multiple_of(8) {
             Lanes::Avx
+        } else if per_row == 4 && rows.is_multiple_of(2) {
+            Lanes::AvxRowPairs
         } else {
             Lanes::Sse
         };
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         return {
-            let _ = per_row;
+            let _ = (per_row, rows);
             Lanes::Simd128
         };
         #[allow(unreachable_code)]
         {
-            let _ = per_row;
+            let _ = (per_row, rows);
             unreachable!("winograd: fits() needs SIMD")
         }
+    }
+
+    /// Tile rows per vector: 2 for [`Lanes::AvxRowPairs`], else 1.
+    fn rows(self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self == Lanes::AvxRowPairs {
+            return 2;
+        }
+        1
+    }
+
+    /// The lanes [`pad_channel`] runs at: its rows are image rows, one at a time.
+    fn of_rows(self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if self == Lanes::AvxRowPairs {
+            return Lanes::Sse;
+        }
+        self
     }
 }
 
@@ -145,6 +168,8 @@ macro_rules! with_lanes {
             match $lanes {
                 #[cfg(target_arch = "x86_64")]
                 Lanes::Avx => x86::$f::<direct::x86::Avx<1>>($($arg),*),
+                #[cfg(target_arch = "x86_64")]
+                Lanes::AvxRowPairs => x86::$f::<direct::x86::Avx<2>>($($arg),*),
                 #[cfg(target_arch = "x86_64")]
                 Lanes::Sse => x86::$f::<direct::x86::Sse>($($arg),*),
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -177,14 +202,15 @@ mod x86 {
         pp: &[f32],
         per_row: usize,
         v: &mut [&mut [f32]],
+        at: usize,
     ) {
-        super::input_channel::<S>(tile, pp, per_row, v)
+        super::input_channel::<S>(tile, pp, per_row, v, at)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn output_channel<S: Simd>(
         tile: Tile,
-        m: &[&[f32]],
+        m: (&[f32], usize, usize),
         w: usize,
         init: f32,
         residual: Option<&[f32]>,
@@ -340,9 +366,11 @@ pub fn conv(
             if plan.bands >= threads {
                 // SAFETY: as below; each thread writes its own tile rows.
                 let o = unsafe { threads::Shared::new(o) };
+                // Whole vectors' tile rows (pairs for [`Lanes::AvxRowPairs`]) per thread.
+                let step = plan.lanes.rows();
                 let mut runs = [(0, 0); direct::MAX_PARTS];
-                for (run, r) in runs.iter_mut().zip(ranges(plan.rows, threads)) {
-                    *run = r;
+                for (run, (a, b)) in runs.iter_mut().zip(ranges(plan.rows / step, threads)) {
+                    *run = (a * step, b * step);
                 }
                 threads::for_each(&mut runs[..threads], |run| {
                     // SAFETY: the runs of tile rows are disjoint, so are the rows they write.
@@ -395,7 +423,7 @@ impl Plan {
             band,
             bands: rows.div_ceil(band),
             padded: (h + 2) * wp,
-            lanes: Lanes::of(per_row),
+            lanes: Lanes::of(per_row, rows),
         }
     }
 }
@@ -405,6 +433,12 @@ impl Plan {
 #[cfg(test)]
 pub(super) fn band_count(g: &Geometry, tile: Tile) -> usize {
     Plan::new(g, tile).bands
+}
+
+/// Whether [`conv`]'s transforms run two tile rows per vector for `g` with `tile`, for the tests.
+#[cfg(test)]
+pub(super) fn row_pairs(g: &Geometry, tile: Tile) -> bool {
+    Plan::new(g, tile).lanes.rows() == 2
 }
 
 /// `0..len` in `k` runs of about equal length.
@@ -425,7 +459,7 @@ fn pad_image(x: &[f32], plan: &Plan, norm: Option<(&[[f32; 2]], bool)>, k: usize
         *run = (c0, head);
         rest = tail;
     }
-    let (lanes, tile) = (plan.lanes, plan.tile);
+    let (lanes, tile) = (plan.lanes.of_rows(), plan.tile);
     threads::for_each(&mut runs[..k], |(c0, pp)| {
         let mut plane = pool::take(h * w);
         for (c, pc) in (*c0..).zip(pp.chunks_exact_mut(padded)) {
@@ -530,14 +564,10 @@ unsafe fn band_conv(
     threads::for_each(&mut jobs[..k_in], |(c0, c1, vp)| {
         for c in *c0..*c1 {
             let at = (c - *c0) * tiles;
-            let mut dst = no_slabs();
-            for (d, slab) in dst.iter_mut().zip(&mut vp[..positions]) {
-                *d = &mut slab[at..at + tiles];
-            }
             let pc = &pp[c * plan.padded..][rows.0..rows.1];
             with_lanes!(
                 lanes,
-                input_channel(tile, pc, per_row, &mut dst[..positions])
+                input_channel(tile, pc, per_row, &mut vp[..positions], at)
             );
         }
     });
@@ -602,17 +632,21 @@ unsafe fn band_conv(
     let (first, len) = (plan.m * ty.0 * w, plan.m * (ty.1 - ty.0) * w);
     threads::for_each(&mut runs[..k_out], |&mut (c0, c1)| {
         for c in c0..c1 {
-            let src: [&[f32]; MAX_POSITIONS] = std::array::from_fn(|xi| match xi < positions {
-                true => &m[(xi * co + c) * tiles..][..tiles],
-                false => &[],
-            });
             let init = e.bias.map_or(0.0, |b| b[c]) + e.channel_add.map_or(0.0, |a| a[c]);
             let residual = e.residual.map(|r| &r[c * plane + first..][..len]);
             // SAFETY: channel c's rows of this band, written by this thread alone.
             let oc = unsafe { std::slice::from_raw_parts_mut(o.get().add(c * plane + first), len) };
             with_lanes!(
                 lanes,
-                output_channel(tile, &src[..positions], w, init, residual, e.scale, oc)
+                output_channel(
+                    tile,
+                    (m, co * tiles, c * tiles),
+                    w,
+                    init,
+                    residual,
+                    e.scale,
+                    oc
+                )
             );
         }
     });
@@ -690,39 +724,61 @@ unsafe fn pad_channel<S: Simd>(
 }
 
 /// One input channel's tiles, `Bᵀ d B`, from its padded rows `pp` ([`pad_channel`]; the band's,
-/// `m·rows + 2` of them) into `v[ξ]` (`rows · per_row` values each, tile row after tile row),
+/// `m·rows + 2` of them) into `v[ξ][at..]` (`rows · per_row` values each, tile row after tile
+/// row),
 /// `S::LANES` tiles at a time: tile `tx` reads padded columns `m·tx … m·tx + α − 1`, column
 /// `m·tx + j` being phase `j mod m`'s slot `tx + j / m`, so that both of `Bᵀ`'s passes (down
-/// the rows, then across) run on whole vectors loaded as they lie.
+/// the rows, then across) run on whole vectors loaded as they lie. With `S::ROWS` = 2 a vector
+/// holds two tile rows of `per_row = LANES / 2` tiles, the second's half loaded `m` padded rows
+/// further on.
+///
+/// Plain loops rather than `array::from_fn`: its closures pass through core's generic wrappers,
+/// compiled without AVX, and there the intrinsics stopped inlining (2× slower forwards).
 ///
 /// # Safety
-/// The CPU has `S`'s features; `per_row` is a multiple of `S::LANES`.
+/// The CPU has `S`'s features; `per_row` is a multiple of `S::LANES / S::ROWS` (equal to it for
+/// two rows, whose count is then even).
 #[inline(always)]
-unsafe fn input_channel<S: Simd>(tile: Tile, pp: &[f32], per_row: usize, v: &mut [&mut [f32]]) {
-    let (l, m) = (S::LANES, tile.m());
+unsafe fn input_channel<S: Simd>(
+    tile: Tile,
+    pp: &[f32],
+    per_row: usize,
+    v: &mut [&mut [f32]],
+    at: usize,
+) {
+    let (l, m, pair) = (S::LANES / S::ROWS, tile.m(), S::ROWS == 2);
     let q = per_row + 1;
     let wp = m * q;
     let h = pp.len() / wp - 2;
-    let tiles = h / m * per_row;
+    let (rows, tiles) = (h / m, h / m * per_row);
     assert!(per_row.is_multiple_of(l) && pp.len() == (h + 2) * wp);
-    assert!(v.len() == tile.positions() && v.iter().all(|v| v.len() == tiles));
+    assert!(!pair || (per_row == l && rows.is_multiple_of(2)));
+    assert!(v.len() == tile.positions() && v.iter().all(|v| v.len() >= at + tiles));
     let p = pp.as_ptr();
+    let zero = S::splat(0.0);
+    // From one tile row to the next: m padded rows.
+    let next = m * wp;
     match tile {
         Tile::F2 => {
-            let vp: [*mut f32; 16] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
-            for ty in 0..h / 2 {
+            let mut vp = [std::ptr::null_mut(); 16];
+            for (vp, v) in vp.iter_mut().zip(v.iter_mut()) {
+                *vp = v.as_mut_ptr().add(at);
+            }
+            for ty in (0..rows).step_by(S::ROWS) {
                 for tx in (0..per_row).step_by(l) {
-                    // Padded columns 2tx + 0…3 of the tile's rows 2ty + 0…3.
-                    let r: [[S::V; 4]; 4] = std::array::from_fn(|k| {
-                        let row = p.add((2 * ty + k) * wp + tx);
-                        std::array::from_fn(|j| S::load(row.add((j % 2) * q + j / 2)))
-                    });
+                    // Bᵀ down each of the tile's columns 2tx + j (rows 2ty + 0…3), then across.
+                    let mut down = [[zero; 4]; 4];
+                    for (j, dj) in down.iter_mut().enumerate() {
+                        let col = p.add(2 * ty * wp + (j % 2) * q + tx + j / 2);
+                        let mut d = [zero; 4];
+                        for (k, d) in d.iter_mut().enumerate() {
+                            *d = load_rows::<S>(col.add(k * wp), next);
+                        }
+                        *dj = bt4::<S>(d);
+                    }
                     let at = ty * per_row + tx;
-                    // Bᵀ down each column, then across each row.
-                    let down: [[S::V; 4]; 4] =
-                        std::array::from_fn(|j| bt4::<S>(std::array::from_fn(|k| r[k][j])));
                     for a in 0..4 {
-                        let across = bt4::<S>(std::array::from_fn(|j| down[j][a]));
+                        let across = bt4::<S>([down[0][a], down[1][a], down[2][a], down[3][a]]);
                         for (b, &v) in across.iter().enumerate() {
                             S::store(vp[4 * a + b].add(at), v);
                         }
@@ -731,17 +787,29 @@ unsafe fn input_channel<S: Simd>(tile: Tile, pp: &[f32], per_row: usize, v: &mut
             }
         }
         Tile::F4 => {
-            let vp: [*mut f32; 36] = std::array::from_fn(|xi| v[xi].as_mut_ptr());
-            for ty in 0..h / 4 {
+            let mut vp = [std::ptr::null_mut(); 36];
+            for (vp, v) in vp.iter_mut().zip(v.iter_mut()) {
+                *vp = v.as_mut_ptr().add(at);
+            }
+            for ty in (0..rows).step_by(S::ROWS) {
                 for tx in (0..per_row).step_by(l) {
                     // Bᵀ down each of the tile's columns 4tx + j (rows 4ty + 0…5), then across.
-                    let down: [[S::V; 6]; 6] = std::array::from_fn(|j| {
+                    let mut down = [[zero; 6]; 6];
+                    for (j, dj) in down.iter_mut().enumerate() {
                         let col = p.add(4 * ty * wp + (j % 4) * q + tx + j / 4);
-                        bt6::<S>(std::array::from_fn(|k| S::load(col.add(k * wp))))
-                    });
+                        let mut d = [zero; 6];
+                        for (k, d) in d.iter_mut().enumerate() {
+                            *d = load_rows::<S>(col.add(k * wp), next);
+                        }
+                        *dj = bt6::<S>(d);
+                    }
                     let at = ty * per_row + tx;
                     for a in 0..6 {
-                        let across = bt6::<S>(std::array::from_fn(|j| down[j][a]));
+                        let mut t = [zero; 6];
+                        for (t, dj) in t.iter_mut().zip(&down) {
+                            *t = dj[a];
+                        }
+                        let across = bt6::<S>(t);
                         for (b, &v) in across.iter().enumerate() {
                             S::store(vp[6 * a + b].add(at), v);
                         }
@@ -749,6 +817,16 @@ unsafe fn input_channel<S: Simd>(tile: Tile, pp: &[f32], per_row: usize, v: &mut
                 }
             }
         }
+    }
+}
+
+/// `S::LANES` values at `at`, or with two tile rows per vector (`S::ROWS` = 2) half from `at`
+/// and half from `at + next`, the next tile row's.
+#[inline(always)]
+unsafe fn load_rows<S: Simd>(at: *const f32, next: usize) -> S::V {
+    match S::ROWS {
+        2 => S::load2(at, at.add(next)),
+        _ => S::load(at),
     }
 }
 
@@ -806,31 +884,36 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
     ]
 }
 
-/// One output channel from its α² GEMM rows `m` (`T` values each): `Aᵀ m A` per tile, each m×m
+/// One output channel from its α² GEMM rows (`T` values each, row ξ at `m.0[ξ·m.1 + m.2..]`):
+/// `Aᵀ m A` per tile, each m×m
 /// block written into `out` (the channel's `H × W` plane, row length `w`) as `(residual + (block
 /// + init)) · scale`, `S::LANES` tiles at a time, a block row's m columns interleaved with
-/// [`Simd::zip`].
+/// [`Simd::zip`]. With `S::ROWS` = 2 (two tile rows per vector, each a whole image row of
+/// blocks), the interleaved vectors' first half is the upper tile row's pixel row, the second
+/// half the lower's. Plain loops, as in [`input_channel`].
 ///
 /// # Safety
-/// The CPU has `S`'s features; `w / m` is a multiple of `S::LANES`.
+/// The CPU has `S`'s features; `w / m` is a multiple of `S::LANES / S::ROWS` (equal to it for two
+/// rows, whose count is then even).
 #[inline(always)]
 unsafe fn output_channel<S: Simd>(
     tile: Tile,
-    m: &[&[f32]],
+    (m, stride, first): (&[f32], usize, usize),
     w: usize,
     init: f32,
     residual: Option<&[f32]>,
     scale: f32,
     out: &mut [f32],
 ) {
-    let (l, mb) = (S::LANES, tile.m());
+    let (l, mb, pair) = (S::LANES, tile.m(), S::ROWS == 2);
     let per_row = w / mb;
     let h = out.len() / w;
-    let tiles = h / mb * per_row;
-    assert!(per_row.is_multiple_of(l) && out.len() == h * w);
-    assert!(m.len() == tile.positions() && m.iter().all(|m| m.len() == tiles));
+    let (rows, tiles) = (h / mb, h / mb * per_row);
+    assert!(per_row.is_multiple_of(l / S::ROWS) && out.len() == h * w);
+    assert!(!pair || (per_row == l / 2 && rows.is_multiple_of(2)));
+    assert!((tile.positions() - 1) * stride + first + tiles <= m.len());
     assert!(residual.is_none_or(|r| r.len() == out.len()));
-    let (init, scale_v) = (S::splat(init), S::splat(scale));
+    let (init, scale_v, zero) = (S::splat(init), S::splat(scale), S::splat(0.0));
     let o = out.as_mut_ptr();
     // Adds the epilogue to the `S::LANES` outputs at `at` and stores them.
     let put = |at: usize, v: S::V| {
@@ -843,50 +926,77 @@ unsafe fn output_channel<S: Simd>(
         }
         S::store(o.add(at), v);
     };
+    // Where the k-th of a block row's `n` interleaved vectors goes, `row` being that pixel row
+    // of the upper tile row's blocks (`tx` their first): on, or for two rows the second half a
+    // block's height down, at the row's start.
+    let place = |row: usize, k: usize, n: usize| match pair {
+        true => row + (k / (n / 2)) * mb * w + (k % (n / 2)) * l,
+        false => row + k * l,
+    };
+    let mut mp = [std::ptr::null(); MAX_POSITIONS];
+    for (xi, mp) in mp.iter_mut().enumerate().take(tile.positions()) {
+        *mp = m.as_ptr().add(xi * stride + first);
+    }
     match tile {
         Tile::F2 => {
-            for ty in 0..h / 2 {
-                for tx in (0..per_row).step_by(l) {
+            for ty in (0..rows).step_by(S::ROWS) {
+                for tx in (0..per_row).step_by(l / S::ROWS) {
                     let at = ty * per_row + tx;
                     // Aᵀ across each row a, then down each column.
-                    let across: [[S::V; 2]; 4] = std::array::from_fn(|a| {
-                        at4::<S>(std::array::from_fn(|b| {
-                            S::load(m[4 * a + b].as_ptr().add(at))
-                        }))
-                    });
-                    let [y0, y1] =
-                        std::array::from_fn(|j| at4::<S>(std::array::from_fn(|a| across[a][j])));
+                    let mut across = [[zero; 2]; 4];
+                    for (a, ra) in across.iter_mut().enumerate() {
+                        let mut t = [zero; 4];
+                        for (b, t) in t.iter_mut().enumerate() {
+                            *t = S::load(mp[4 * a + b].add(at));
+                        }
+                        *ra = at4::<S>(t);
+                    }
+                    let mut y = [[zero; 2]; 2];
+                    for (j, yj) in y.iter_mut().enumerate() {
+                        *yj = at4::<S>([across[0][j], across[1][j], across[2][j], across[3][j]]);
+                    }
                     // y_j[i]: the block's row i, column j.
+                    let [y0, y1] = y;
                     for i in 0..2 {
                         let (a, b) = S::zip(y0[i], y1[i]);
                         let row = (2 * ty + i) * w + 2 * tx;
-                        put(row, a);
-                        put(row + l, b);
+                        put(place(row, 0, 2), a);
+                        put(place(row, 1, 2), b);
                     }
                 }
             }
         }
         Tile::F4 => {
-            for ty in 0..h / 4 {
-                for tx in (0..per_row).step_by(l) {
+            for ty in (0..rows).step_by(S::ROWS) {
+                for tx in (0..per_row).step_by(l / S::ROWS) {
                     let at = ty * per_row + tx;
-                    let across: [[S::V; 4]; 6] = std::array::from_fn(|a| {
-                        at6::<S>(std::array::from_fn(|b| {
-                            S::load(m[6 * a + b].as_ptr().add(at))
-                        }))
-                    });
-                    let [c0, c1, c2, c3]: [[S::V; 4]; 4] =
-                        std::array::from_fn(|j| at6::<S>(std::array::from_fn(|a| across[a][j])));
-                    // c_j[i]: the block's row i, column j; a row's four columns interleave as
-                    // (c0 c2, c1 c3) then those pairs.
+                    let mut across = [[zero; 4]; 6];
+                    for (a, ra) in across.iter_mut().enumerate() {
+                        let mut t = [zero; 6];
+                        for (b, t) in t.iter_mut().enumerate() {
+                            *t = S::load(mp[6 * a + b].add(at));
+                        }
+                        *ra = at6::<S>(t);
+                    }
+                    let mut y = [[zero; 4]; 4];
+                    for (j, yj) in y.iter_mut().enumerate() {
+                        let mut t = [zero; 6];
+                        for (t, ra) in t.iter_mut().zip(&across) {
+                            *t = ra[j];
+                        }
+                        *yj = at6::<S>(t);
+                    }
+                    // y_j[i]: the block's row i, column j; a row's four columns interleave as
+                    // (y0 y2, y1 y3) then those pairs.
+                    let [y0, y1, y2, y3] = y;
                     for i in 0..4 {
-                        let (p0, p1) = S::zip(c0[i], c2[i]);
-                        let (q0, q1) = S::zip(c1[i], c3[i]);
+                        let (p0, p1) = S::zip(y0[i], y2[i]);
+                        let (q0, q1) = S::zip(y1[i], y3[i]);
                         let (o0, o1) = S::zip(p0, q0);
                         let (o2, o3) = S::zip(p1, q1);
                         let row = (4 * ty + i) * w + 4 * tx;
                         for (k, v) in [o0, o1, o2, o3].into_iter().enumerate() {
-                            put(row + k * l, v);
+                            put(place(row, k, 4), v);
                         }
                     }
                 }
