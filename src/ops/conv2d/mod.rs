@@ -1,7 +1,7 @@
 //! 2-D convolution (3×3 and 1×1, stride 1 and 2, asymmetric padding): `shaders/conv2d.wgsl` and
-//! its CPU reference: Winograd's F(2×2, 3×3) for 3×3 stride-1 'same' convolutions ([`winograd`])
-//! and a direct convolution for the others ([`direct`]) where this CPU has the SIMD for them,
-//! else im2row + sgemm.
+//! its CPU reference: Winograd's F(4×4, 3×3) and F(2×2, 3×3) for 3×3 stride-1 'same'
+//! convolutions ([`winograd`]) and a direct convolution for the others ([`direct`]) where this
+//! CPU has the SIMD for them, else im2row + sgemm.
 
 pub mod direct;
 pub mod winograd;
