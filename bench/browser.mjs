@@ -1,7 +1,7 @@
 // The in-browser benchmark (issue 8): in one headless Chromium (WebGPU on SwiftShader, the e2e
 // harness's flags), the median ms per UNet forward (output read back to the host) of every
 // shipped model at batch 1 and 4, on
-//   ours-webgpu      the app page's WebGPU backend (window.stepwiseBench, ?debug=bench)
+//   ours-webgpu      the app page's WebGPU backend (window.stepwiseBench, ?debug=bench&backend=gpu)
 //   ours-cpu         the app page's CPU backend (?backend=cpu&threads=2; wasm: the page's thread
 //                    and one Web Worker, which split batches of 2 or more; src/cpu/workers.rs)
 //   ours-cpu-1t      the same on one thread (?threads=1: no worker)
@@ -171,6 +171,8 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
         'ours-cpu': '&backend=cpu&threads=2',
         'ours-cpu-1t': '&backend=cpu&threads=1',
         'ours-cpu-1t-simd128': '&backend=cpu&threads=1&simd=128',
+        // WebGPU on any adapter: the page alone picks the CPU backend on a software one.
+        'ours-webgpu': '&backend=gpu',
       }[kind] ?? '';
       ({ page, errors } = await open(browser, `${base}/?debug=bench${cpu}`, () => typeof window.stepwiseBench === 'function'));
     } else {
@@ -332,7 +334,7 @@ async function main() {
       }
     }
     if (args.page) {
-      log('page figures: fashion, 50 DDIM steps, WebGPU');
+      log('page figures: fashion, 50 DDIM steps, the backend the page picks');
       try { res.page = await pageFigures(browser, srv.base); } catch (e) { res.page = { error: String(e.message).split('\n')[0] }; }
     }
     for (const kind of args.rows) await runRows(browser, srv.base, kind, args.models, args.batches, args.runs, args.rowBudgetS * 1000, res.results);

@@ -54,20 +54,47 @@ pub struct BackendInfo {
     pub gpu: bool,
     /// "GPU: adapter (api, type)" or "CPU backend on N threads, SIMD (why)".
     pub description: String,
+    /// The CPU runs although WebGPU opened: its adapter is itself a CPU implementation.
+    pub software_gpu: bool,
 }
 
-/// Picks the backend once per page: WebGPU when the browser has it and an adapter opens,
-/// otherwise the CPU reference backend. `force_cpu` is the `?backend=cpu` URL switch.
-pub async fn init_backend(force_cpu: bool) -> BackendInfo {
-    let (compute, info) = if force_cpu {
+/// Which backend the page asked for (`?backend=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// WebGPU where an adapter opens on a real GPU, else the CPU backend.
+    Auto,
+    /// `?backend=cpu`.
+    Cpu,
+    /// `?backend=gpu`: WebGPU on any adapter, software ones included.
+    Gpu,
+}
+
+impl Choice {
+    /// The page URL's `?backend=cpu|gpu`; anything else is [`Choice::Auto`].
+    pub fn from_url() -> Self {
+        match super::settings::param("backend").as_deref() {
+            Some("cpu") => Choice::Cpu,
+            Some("gpu") => Choice::Gpu,
+            _ => Choice::Auto,
+        }
+    }
+}
+
+/// Picks the backend once per page: WebGPU when the browser has it and an adapter opens on a
+/// GPU, otherwise the CPU backend. A CPU adapter (SwiftShader, a browser's fallback where
+/// it has no usable GPU) gives way to the CPU backend unless `?backend=gpu` asks for it: there
+/// a drawn fashion step (guidance's pair) took 2.1 s through WebGPU and 44–52 ms on the CPU
+/// backend (BENCHMARKS.md).
+pub async fn init_backend(choice: Choice) -> BackendInfo {
+    let (compute, info) = if choice == Choice::Cpu {
         (
             Compute::Cpu(CpuBackend),
-            cpu_info("requested with ?backend=cpu".into()),
+            cpu_info("requested with ?backend=cpu".into(), false),
         )
     } else if !super::has_webgpu() {
         (
             Compute::Cpu(CpuBackend),
-            cpu_info("this browser has no WebGPU".into()),
+            cpu_info("this browser has no WebGPU".into(), false),
         )
     } else {
         match GpuBackend::new().await {
@@ -75,25 +102,40 @@ pub async fn init_backend(force_cpu: bool) -> BackendInfo {
                 // wgpu passes on only GPUAdapterInfo's description (empty on SwiftShader); ask
                 // the browser for the vendor and architecture too.
                 let wgpu = g.ctx.describe();
-                let description = match super::browser_adapter_info().await {
+                let adapter = match super::browser_adapter_info().await {
                     // SwiftShader: "google swiftshader (BrowserWebGpu, Cpu)".
                     Some(b) => match wgpu.strip_prefix("unnamed adapter ") {
-                        Some(api) => format!("GPU: {b} {api}"),
-                        None => format!("GPU: {b} · {wgpu}"),
+                        Some(api) => format!("{b} {api}"),
+                        None => format!("{b} · {wgpu}"),
                     },
-                    None => format!("GPU: {wgpu}"),
+                    None => wgpu,
                 };
-                (
-                    Compute::Gpu(g),
-                    BackendInfo {
-                        gpu: true,
-                        description,
-                    },
-                )
+                let software = g.ctx.adapter_info.device_type == wgpu::DeviceType::Cpu;
+                if software && choice == Choice::Auto {
+                    drop(g);
+                    (
+                        Compute::Cpu(CpuBackend),
+                        cpu_info(
+                            format!(
+                                "WebGPU's adapter, {adapter}, runs on the CPU; ?backend=gpu uses it"
+                            ),
+                            true,
+                        ),
+                    )
+                } else {
+                    (
+                        Compute::Gpu(g),
+                        BackendInfo {
+                            gpu: true,
+                            description: format!("GPU: {adapter}"),
+                            software_gpu: false,
+                        },
+                    )
+                }
             }
             Err(e) => (
                 Compute::Cpu(CpuBackend),
-                cpu_info(format!("WebGPU failed: {e}")),
+                cpu_info(format!("WebGPU failed: {e}"), false),
             ),
         }
     };
@@ -147,7 +189,7 @@ pub fn lose_device() -> bool {
 }
 
 /// Starts the CPU backend's workers and says how many threads it has.
-fn cpu_info(why: String) -> BackendInfo {
+fn cpu_info(why: String, software_gpu: bool) -> BackendInfo {
     let threads = crate::cpu::workers::start();
     let on = if threads == 1 {
         "1 thread".to_string()
@@ -157,6 +199,7 @@ fn cpu_info(why: String) -> BackendInfo {
     BackendInfo {
         gpu: false,
         description: format!("CPU backend on {on}, {} ({why})", crate::cpu::WASM_SIMD),
+        software_gpu,
     }
 }
 

@@ -293,7 +293,7 @@ pub fn GenerateView(
                         run.error.set(Some(format!(
                             "The GPU device was lost ({why}) during the run. Setting up a new one…"
                         )));
-                        let info = engine::init_backend(false).await;
+                        let info = engine::init_backend(engine::Choice::from_url()).await;
                         let msg = format!(
                             "The GPU device was lost ({why}) during the run; the frames so far are kept. Now running on {} — press {} to run again.",
                             info.description,

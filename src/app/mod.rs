@@ -179,7 +179,7 @@ fn expose_bench() {
 #[component]
 fn App() -> impl IntoView {
     let backend = RwSignal::new(None::<engine::BackendInfo>);
-    let force_cpu = settings::param("backend").as_deref() == Some("cpu");
+    let choice = engine::Choice::from_url();
     // `?threads=N`: the CPU backend's threads, the page's included (default: the cores, at most
     // four); 1 starts no worker.
     if let Some(n) = settings::param("threads").and_then(|v| v.parse::<usize>().ok()) {
@@ -191,7 +191,7 @@ fn App() -> impl IntoView {
         _ => {}
     }
     leptos::task::spawn_local(async move {
-        backend.set(Some(engine::init_backend(force_cpu).await));
+        backend.set(Some(engine::init_backend(choice).await));
     });
     view! {
         <header>
@@ -204,7 +204,10 @@ fn App() -> impl IntoView {
         <main>
             {move || backend.get().filter(|b| !b.gpu).map(|b| view! {
                 <div class="banner" role="status" id="cpu-banner">
-                    {format!("WebGPU is not available here, so the CPU backend runs instead (much slower): {}.", b.description)}
+                    {match b.software_gpu {
+                        true => format!("This browser's WebGPU runs on the CPU, so the CPU backend runs instead (much faster there): {}.", b.description),
+                        false => format!("WebGPU is not available here, so the CPU backend runs instead (much slower): {}.", b.description),
+                    }}
                 </div>
             })}
             <generate::GenerateView backend=backend />

@@ -163,6 +163,10 @@ impl Inputs {
         q.append("batch", &self.batch.get().to_string());
         self.cmp_a.append(&q, "a");
         self.cmp_b.append(&q, "b");
+        // The backend asked for stays with the page (a reload, a shared link, a device lost).
+        if let Some(b) = param("backend") {
+            q.append("backend", &b);
+        }
         String::from(q.to_string())
     }
 

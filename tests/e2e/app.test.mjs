@@ -307,6 +307,19 @@ test('a phone-sized screen gets one column; a missing model says so', { timeout:
   await page.close();
 });
 
+test('where WebGPU\'s adapter runs on the CPU (SwiftShader here) the page runs the CPU backend and says why', { timeout: RUN_TIMEOUT }, async () => {
+  // `backend: 'auto'` keeps the harness from asking for WebGPU (any value but cpu/gpu is the default).
+  const { page, errors, frames } = await generate({ backend: 'auto', model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
+  const adapter = await page.textContent('#adapter');
+  assert.match(adapter, /^CPU backend on \d+ threads?, .+ \(WebGPU's adapter, .+, runs on the CPU; \?backend=gpu uses it\)$/, adapter);
+  assert.match(await page.textContent('#cpu-banner'), /WebGPU runs on the CPU, so the CPU backend runs instead \(much faster there\)/);
+  assert.equal(frames, 4);
+  // The choice stays in the address bar with the settings.
+  assert.equal(new URL(page.url()).searchParams.get('backend'), 'auto');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the CPU backend runs with a visible banner (?backend=cpu, as where WebGPU is missing)', { timeout: RUN_TIMEOUT }, async () => {
   const { page, errors, frames } = await generate({ backend: 'cpu', model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
   assert.match(await page.textContent('#cpu-banner'), /CPU backend runs instead/);

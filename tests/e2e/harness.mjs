@@ -64,8 +64,16 @@ export async function launch() {
   });
 }
 
-/// A page that records console errors and uncaught exceptions.
+/// A page that records console errors and uncaught exceptions. The app's URLs get
+/// `backend=gpu` unless they name a backend: on its own the page picks the CPU backend where
+/// WebGPU's adapter is a CPU one (SwiftShader here), and these tests are WebGPU's; the default
+/// has its own test (app.test.mjs, `backend: 'auto'`).
 export async function openPage(browser, url) {
+  const u = new URL(url);
+  if (!u.searchParams.has('backend') && (u.pathname === '/' || u.pathname.endsWith('/index.html'))) {
+    u.searchParams.set('backend', 'gpu');
+    url = u.toString();
+  }
   const page = await browser.newPage();
   const errors = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });

@@ -24,7 +24,7 @@ test(`soak: ${RUNS} generations with switches and stops`, { timeout: 3_600_000 }
   const errors = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${srv.base}/?debug=gpu&model=fashion&seed=5`);
+  await page.goto(`${srv.base}/?debug=gpu&backend=gpu&model=fashion&seed=5`);
   await page.waitForSelector('#generate:not([disabled])', { timeout: 120_000 });
   const cdp = await page.context().newCDPSession(page);
   const heap = async () => {
