@@ -725,15 +725,7 @@ unsafe fn pad_channel<S: Simd>(
 
 /// One input channel's tiles, `Bᵀ d B`, from its padded rows `pp` ([`pad_channel`]; the band's,
 /// `m·rows + 2` of them) into `v[ξ][at..]` (`rows · per_row` values each, tile row after tile
-/// row),
-/// `S::LANES` tiles at a time: tile `tx` reads padded columns `m·tx … m·tx + α − 1`, column
-/// `m·tx + j` being phase `j mod m`'s slot `tx + j / m`, so that both of `Bᵀ`'s passes (down
-/// the rows, then across) run on whole vectors loaded as they lie. With `S::ROWS` = 2 a vector
-/// holds two tile rows of `per_row = LANES / 2` tiles, the second's half loaded `m` padded rows
-/// further on.
-///
-/// Plain loops rather than `array::from_fn`: its closures pass through core's generic wrappers,
-/// compiled without AVX, and there the intrinsics stopped inlining (2× slower forwards).
+/// row), `S::LANES` tiles at a time ([`input_tiles`]).
 ///
 /// # Safety
 /// The CPU has `S`'s features; `per_row` is a multiple of `S::LANES / S::ROWS` (equal to it for
@@ -747,73 +739,66 @@ unsafe fn input_channel<S: Simd>(
     at: usize,
 ) {
     let (l, m, pair) = (S::LANES / S::ROWS, tile.m(), S::ROWS == 2);
-    let q = per_row + 1;
-    let wp = m * q;
+    let wp = m * (per_row + 1);
     let h = pp.len() / wp - 2;
     let (rows, tiles) = (h / m, h / m * per_row);
     assert!(per_row.is_multiple_of(l) && pp.len() == (h + 2) * wp);
     assert!(!pair || (per_row == l && rows.is_multiple_of(2)));
     assert!(v.len() == tile.positions() && v.iter().all(|v| v.len() >= at + tiles));
-    let p = pp.as_ptr();
-    let zero = S::splat(0.0);
+    let mut vp = [std::ptr::null_mut(); MAX_POSITIONS];
+    for (vp, v) in vp.iter_mut().zip(v.iter_mut()) {
+        *vp = v.as_mut_ptr().add(at);
+    }
+    match tile {
+        Tile::F2 => input_tiles::<S, 4>(pp.as_ptr(), per_row, rows, &vp),
+        Tile::F4 => input_tiles::<S, 6>(pp.as_ptr(), per_row, rows, &vp),
+    }
+}
+
+/// [`input_channel`]'s loop for tiles of `A` = m + 2: tile `tx` reads padded columns
+/// `m·tx … m·tx + A − 1`, column `m·tx + j` being phase `j mod m`'s slot `tx + j / m`, so that
+/// both of `Bᵀ`'s passes (down the rows, then across) run on whole vectors loaded as they lie;
+/// position ξ = `A·a + b` goes to `vp[ξ]`. With `S::ROWS` = 2 a vector holds two tile rows of
+/// `per_row = LANES / 2` tiles, the second's half loaded `m` padded rows further on.
+///
+/// Plain loops rather than `array::from_fn`: its closures pass through core's generic wrappers,
+/// compiled without AVX, and there the intrinsics stopped inlining (2× slower forwards).
+///
+/// # Safety
+/// As [`input_channel`]'s, which checked the lengths.
+#[inline(always)]
+unsafe fn input_tiles<S: Simd, const A: usize>(
+    p: *const f32,
+    per_row: usize,
+    rows: usize,
+    vp: &[*mut f32; MAX_POSITIONS],
+) {
+    let (l, m) = (S::LANES / S::ROWS, A - 2);
+    let q = per_row + 1;
+    let wp = m * q;
     // From one tile row to the next: m padded rows.
     let next = m * wp;
-    match tile {
-        Tile::F2 => {
-            let mut vp = [std::ptr::null_mut(); 16];
-            for (vp, v) in vp.iter_mut().zip(v.iter_mut()) {
-                *vp = v.as_mut_ptr().add(at);
-            }
-            for ty in (0..rows).step_by(S::ROWS) {
-                for tx in (0..per_row).step_by(l) {
-                    // Bᵀ down each of the tile's columns 2tx + j (rows 2ty + 0…3), then across.
-                    let mut down = [[zero; 4]; 4];
-                    for (j, dj) in down.iter_mut().enumerate() {
-                        let col = p.add(2 * ty * wp + (j % 2) * q + tx + j / 2);
-                        let mut d = [zero; 4];
-                        for (k, d) in d.iter_mut().enumerate() {
-                            *d = load_rows::<S>(col.add(k * wp), next);
-                        }
-                        *dj = bt4::<S>(d);
-                    }
-                    let at = ty * per_row + tx;
-                    for a in 0..4 {
-                        let across = bt4::<S>([down[0][a], down[1][a], down[2][a], down[3][a]]);
-                        for (b, &v) in across.iter().enumerate() {
-                            S::store(vp[4 * a + b].add(at), v);
-                        }
-                    }
+    let zero = S::splat(0.0);
+    for ty in (0..rows).step_by(S::ROWS) {
+        for tx in (0..per_row).step_by(l) {
+            // Bᵀ down each of the tile's columns m·tx + j (rows m·ty + 0…A−1), then across.
+            let mut down = [[zero; A]; A];
+            for (j, dj) in down.iter_mut().enumerate() {
+                let col = p.add(m * ty * wp + (j % m) * q + tx + j / m);
+                let mut d = [zero; A];
+                for (k, d) in d.iter_mut().enumerate() {
+                    *d = load_rows::<S>(col.add(k * wp), next);
                 }
+                *dj = b_t::<S, A>(d);
             }
-        }
-        Tile::F4 => {
-            let mut vp = [std::ptr::null_mut(); 36];
-            for (vp, v) in vp.iter_mut().zip(v.iter_mut()) {
-                *vp = v.as_mut_ptr().add(at);
-            }
-            for ty in (0..rows).step_by(S::ROWS) {
-                for tx in (0..per_row).step_by(l) {
-                    // Bᵀ down each of the tile's columns 4tx + j (rows 4ty + 0…5), then across.
-                    let mut down = [[zero; 6]; 6];
-                    for (j, dj) in down.iter_mut().enumerate() {
-                        let col = p.add(4 * ty * wp + (j % 4) * q + tx + j / 4);
-                        let mut d = [zero; 6];
-                        for (k, d) in d.iter_mut().enumerate() {
-                            *d = load_rows::<S>(col.add(k * wp), next);
-                        }
-                        *dj = bt6::<S>(d);
-                    }
-                    let at = ty * per_row + tx;
-                    for a in 0..6 {
-                        let mut t = [zero; 6];
-                        for (t, dj) in t.iter_mut().zip(&down) {
-                            *t = dj[a];
-                        }
-                        let across = bt6::<S>(t);
-                        for (b, &v) in across.iter().enumerate() {
-                            S::store(vp[6 * a + b].add(at), v);
-                        }
-                    }
+            let at = ty * per_row + tx;
+            for a in 0..A {
+                let mut t = [zero; A];
+                for (t, dj) in t.iter_mut().zip(&down) {
+                    *t = dj[a];
+                }
+                for (b, &v) in b_t::<S, A>(t).iter().enumerate() {
+                    S::store(vp[A * a + b].add(at), v);
                 }
             }
         }
@@ -828,6 +813,30 @@ unsafe fn load_rows<S: Simd>(at: *const f32, next: usize) -> S::V {
         2 => S::load2(at, at.add(next)),
         _ => S::load(at),
     }
+}
+
+/// `Bᵀ d` for tiles of `A` values: [`bt4`] or [`bt6`].
+#[inline(always)]
+unsafe fn b_t<S: Simd, const A: usize>(d: [S::V; A]) -> [S::V; A] {
+    let mut r = d;
+    match A {
+        4 => r.copy_from_slice(&bt4::<S>([d[0], d[1], d[2], d[3]])),
+        6 => r.copy_from_slice(&bt6::<S>([d[0], d[1], d[2], d[3], d[4], d[5]])),
+        _ => unreachable!("winograd tiles are 4 or 6 wide"),
+    }
+    r
+}
+
+/// `Aᵀ m` for tiles of `A` values, `M` = A − 2 out: [`at4`] or [`at6`].
+#[inline(always)]
+unsafe fn a_t<S: Simd, const A: usize, const M: usize>(m: [S::V; A]) -> [S::V; M] {
+    let mut r = [m[0]; M];
+    match A {
+        4 => r.copy_from_slice(&at4::<S>([m[0], m[1], m[2], m[3]])),
+        6 => r.copy_from_slice(&at6::<S>([m[0], m[1], m[2], m[3], m[4], m[5]])),
+        _ => unreachable!("winograd tiles are 4 or 6 wide"),
+    }
+    r
 }
 
 /// F(2, 3)'s `Bᵀ d`: `(d0 − d2, d1 + d2, d2 − d1, d1 − d3)`.
@@ -885,12 +894,8 @@ unsafe fn at6<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
 }
 
 /// One output channel from its α² GEMM rows (`T` values each, row ξ at `m.0[ξ·m.1 + m.2..]`):
-/// `Aᵀ m A` per tile, each m×m
-/// block written into `out` (the channel's `H × W` plane, row length `w`) as `(residual + (block
-/// + init)) · scale`, `S::LANES` tiles at a time, a block row's m columns interleaved with
-/// [`Simd::zip`]. With `S::ROWS` = 2 (two tile rows per vector, each a whole image row of
-/// blocks), the interleaved vectors' first half is the upper tile row's pixel row, the second
-/// half the lower's. Plain loops, as in [`input_channel`].
+/// `Aᵀ m A` per tile, each m×m block written into `out` (the channel's `H × W` plane, row length
+/// `w`) as `(residual + (block + init)) · scale`, `S::LANES` tiles at a time ([`output_tiles`]).
 ///
 /// # Safety
 /// The CPU has `S`'s features; `w / m` is a multiple of `S::LANES / S::ROWS` (equal to it for two
@@ -913,6 +918,34 @@ unsafe fn output_channel<S: Simd>(
     assert!(!pair || (per_row == l / 2 && rows.is_multiple_of(2)));
     assert!((tile.positions() - 1) * stride + first + tiles <= m.len());
     assert!(residual.is_none_or(|r| r.len() == out.len()));
+    let mut mp = [std::ptr::null(); MAX_POSITIONS];
+    for (xi, mp) in mp.iter_mut().enumerate().take(tile.positions()) {
+        *mp = m.as_ptr().add(xi * stride + first);
+    }
+    let e = (init, residual, scale);
+    match tile {
+        Tile::F2 => output_tiles::<S, 4, 2>(&mp, w, rows, e, out),
+        Tile::F4 => output_tiles::<S, 6, 4>(&mp, w, rows, e, out),
+    }
+}
+
+/// [`output_channel`]'s loop for tiles of `A` values and blocks of `M` = A − 2: `Aᵀ` across each
+/// row, then down each column; a block row's `M` columns interleaved with [`Simd::zip`] (for 4,
+/// `(c0 c2, c1 c3)` then those pairs) into `M` vectors of pixels. With `S::ROWS` = 2 (two tile
+/// rows per vector, each a whole image row of blocks), the interleaved vectors' first half is the
+/// upper tile row's pixel row, the second half the lower's. Plain loops, as in [`input_tiles`].
+///
+/// # Safety
+/// As [`output_channel`]'s, which checked the lengths.
+#[inline(always)]
+unsafe fn output_tiles<S: Simd, const A: usize, const M: usize>(
+    mp: &[*const f32; MAX_POSITIONS],
+    w: usize,
+    rows: usize,
+    (init, residual, scale): (f32, Option<&[f32]>, f32),
+    out: &mut [f32],
+) {
+    let (l, per_row) = (S::LANES, w / M);
     let (init, scale_v, zero) = (S::splat(init), S::splat(scale), S::splat(0.0));
     let o = out.as_mut_ptr();
     // Adds the epilogue to the `S::LANES` outputs at `at` and stores them.
@@ -926,81 +959,63 @@ unsafe fn output_channel<S: Simd>(
         }
         S::store(o.add(at), v);
     };
-    // Where the k-th of a block row's `n` interleaved vectors goes, `row` being that pixel row
-    // of the upper tile row's blocks (`tx` their first): on, or for two rows the second half a
-    // block's height down, at the row's start.
-    let place = |row: usize, k: usize, n: usize| match pair {
-        true => row + (k / (n / 2)) * mb * w + (k % (n / 2)) * l,
-        false => row + k * l,
-    };
-    let mut mp = [std::ptr::null(); MAX_POSITIONS];
-    for (xi, mp) in mp.iter_mut().enumerate().take(tile.positions()) {
-        *mp = m.as_ptr().add(xi * stride + first);
-    }
-    match tile {
-        Tile::F2 => {
-            for ty in (0..rows).step_by(S::ROWS) {
-                for tx in (0..per_row).step_by(l / S::ROWS) {
-                    let at = ty * per_row + tx;
-                    // Aᵀ across each row a, then down each column.
-                    let mut across = [[zero; 2]; 4];
-                    for (a, ra) in across.iter_mut().enumerate() {
-                        let mut t = [zero; 4];
-                        for (b, t) in t.iter_mut().enumerate() {
-                            *t = S::load(mp[4 * a + b].add(at));
-                        }
-                        *ra = at4::<S>(t);
-                    }
-                    let mut y = [[zero; 2]; 2];
-                    for (j, yj) in y.iter_mut().enumerate() {
-                        *yj = at4::<S>([across[0][j], across[1][j], across[2][j], across[3][j]]);
-                    }
-                    // y_j[i]: the block's row i, column j.
-                    let [y0, y1] = y;
-                    for i in 0..2 {
-                        let (a, b) = S::zip(y0[i], y1[i]);
-                        let row = (2 * ty + i) * w + 2 * tx;
-                        put(place(row, 0, 2), a);
-                        put(place(row, 1, 2), b);
-                    }
+    for ty in (0..rows).step_by(S::ROWS) {
+        for tx in (0..per_row).step_by(l / S::ROWS) {
+            let at = ty * per_row + tx;
+            let mut across = [[zero; M]; A];
+            for (a, ra) in across.iter_mut().enumerate() {
+                let mut t = [zero; A];
+                for (b, t) in t.iter_mut().enumerate() {
+                    *t = S::load(mp[A * a + b].add(at));
                 }
+                *ra = a_t::<S, A, M>(t);
             }
-        }
-        Tile::F4 => {
-            for ty in (0..rows).step_by(S::ROWS) {
-                for tx in (0..per_row).step_by(l / S::ROWS) {
-                    let at = ty * per_row + tx;
-                    let mut across = [[zero; 4]; 6];
-                    for (a, ra) in across.iter_mut().enumerate() {
-                        let mut t = [zero; 6];
-                        for (b, t) in t.iter_mut().enumerate() {
-                            *t = S::load(mp[6 * a + b].add(at));
-                        }
-                        *ra = at6::<S>(t);
-                    }
-                    let mut y = [[zero; 4]; 4];
-                    for (j, yj) in y.iter_mut().enumerate() {
-                        let mut t = [zero; 6];
-                        for (t, ra) in t.iter_mut().zip(&across) {
-                            *t = ra[j];
-                        }
-                        *yj = at6::<S>(t);
-                    }
-                    // y_j[i]: the block's row i, column j; a row's four columns interleave as
-                    // (y0 y2, y1 y3) then those pairs.
-                    let [y0, y1, y2, y3] = y;
-                    for i in 0..4 {
-                        let (p0, p1) = S::zip(y0[i], y2[i]);
-                        let (q0, q1) = S::zip(y1[i], y3[i]);
-                        let (o0, o1) = S::zip(p0, q0);
-                        let (o2, o3) = S::zip(p1, q1);
-                        let row = (4 * ty + i) * w + 4 * tx;
-                        for (k, v) in [o0, o1, o2, o3].into_iter().enumerate() {
-                            put(place(row, k, 4), v);
-                        }
-                    }
+            // y[j][i]: the block's row i, column j.
+            let mut y = [[zero; M]; M];
+            for (j, yj) in y.iter_mut().enumerate() {
+                let mut t = [zero; A];
+                for (t, ra) in t.iter_mut().zip(&across) {
+                    *t = ra[j];
+                }
+                *yj = a_t::<S, A, M>(t);
+            }
+            for i in 0..M {
+                let mut cols = [zero; M];
+                for (c, yj) in cols.iter_mut().zip(&y) {
+                    *c = yj[i];
+                }
+                let row = (M * ty + i) * w + M * tx;
+                for (k, v) in interleave::<S, M>(cols).into_iter().enumerate() {
+                    // For two tile rows, the second half is a block's height down.
+                    let at = match S::ROWS {
+                        2 => row + (k / (M / 2)) * M * w + (k % (M / 2)) * l,
+                        _ => row + k * l,
+                    };
+                    put(at, v);
                 }
             }
         }
     }
+}
+
+/// `M` vectors of `S::LANES` blocks' columns 0…M−1, as `M` vectors of pixels: lane by lane, the
+/// blocks' `M` columns side by side.
+#[inline(always)]
+unsafe fn interleave<S: Simd, const M: usize>(c: [S::V; M]) -> [S::V; M] {
+    let mut r = c;
+    match M {
+        2 => {
+            let (a, b) = S::zip(c[0], c[1]);
+            r[0] = a;
+            r[1] = b;
+        }
+        4 => {
+            let (p0, p1) = S::zip(c[0], c[2]);
+            let (q0, q1) = S::zip(c[1], c[3]);
+            let ((o0, o1), (o2, o3)) = (S::zip(p0, q0), S::zip(p1, q1));
+            r.copy_from_slice(&[o0, o1, o2, o3]);
+        }
+        _ => unreachable!("winograd blocks are 2 or 4 wide"),
+    }
+    r
 }
