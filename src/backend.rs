@@ -48,6 +48,15 @@ pub struct InputNorm<'a, T> {
     pub silu: bool,
 }
 
+/// An attention layer's projections, for [`Backend::attention`]: `qkv` is `[3C, C]` (`to_q`,
+/// `to_k` and `to_v` stacked), `qkv_bias` `[3C]`, `out` `[C, C]` (`to_out.0`), `out_bias` `[C]`.
+pub struct AttentionWeights<'a, T> {
+    pub qkv: &'a T,
+    pub qkv_bias: &'a T,
+    pub out: &'a T,
+    pub out_bias: &'a T,
+}
+
 /// 2-D convolution settings: `pad` is `[top, left, bottom, right]` (diffusers' `downsample_padding=0`
 /// pads only bottom and right).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +209,25 @@ pub trait Backend: 'static {
 
     /// Softmax over the last `cols` elements of each row, numerically safe (max subtracted).
     fn softmax_rows(&self, x: &Self::Tensor, cols: usize) -> Result<Self::Tensor>;
+
+    /// diffusers' `Attention` over the pixels of `normed` (`[N, C, H, W]`, after the block's
+    /// group norm): q, k, v projections, `heads` heads of softmax(q kᵀ/√d) v, `to_out`, plus
+    /// `residual` (`[N, C, H, W]`), divided by `rescale`; NCHW out. This default composes
+    /// `matmul` and `softmax_rows` ([`crate::ops::attention::composed`]); the CPU backend runs
+    /// it fused, per head and block of query rows on its threads.
+    fn attention(
+        &self,
+        normed: &Self::Tensor,
+        residual: &Self::Tensor,
+        w: AttentionWeights<'_, Self::Tensor>,
+        heads: usize,
+        rescale: f32,
+    ) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        crate::ops::attention::composed(self, normed, residual, w, heads, rescale)
+    }
 
     /// `x · sigmoid(x)`.
     fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;

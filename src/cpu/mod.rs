@@ -19,7 +19,10 @@ pub const WASM_SIMD: &str = if cfg!(target_feature = "relaxed-simd") {
     "SIMD128"
 };
 
-use crate::backend::{Backend, Conv2dParams, ConvEpilogue, InputNorm, MatmulSpec, Tensor};
+use crate::backend::{
+    AttentionWeights, Backend, BiasMode, Conv2dParams, ConvEpilogue, InputNorm, MatmulSpec,
+    Strides, Tensor,
+};
 use crate::error::{Error, Result};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
 
@@ -340,6 +343,65 @@ impl Backend for CpuBackend {
         Ok(CpuTensor::compute(&x.shape, |out| {
             attention::softmax_cpu(&x.data, cols, out)
         }))
+    }
+
+    fn attention(
+        &self,
+        normed: &CpuTensor,
+        residual: &CpuTensor,
+        w: AttentionWeights<'_, CpuTensor>,
+        heads: usize,
+        rescale: f32,
+    ) -> Result<CpuTensor> {
+        let [n, c, p] = attention::check(normed, residual, &w, heads)?;
+        // Channel-major throughout: q, k, v = W_qkv · x per sample ([3C, P]), the fused core
+        // into [C, P], and to_out's W · o lands in NCHW with its bias and the residual.
+        let project = |m: usize, out_scale: f32| MatmulSpec {
+            m,
+            n: p,
+            k: c,
+            batch: n,
+            batch_inner: 1,
+            a: Strides {
+                outer: 0,
+                ..Strides::row_major(m, c)
+            },
+            b: Strides::row_major(c, p),
+            c: Strides::row_major(m, p),
+            alpha: 1.0,
+            out_scale,
+            bias: BiasMode::PerRow,
+        };
+        let (to_qkv, to_out) = (project(3 * c, 1.0), project(c, 1.0 / rescale));
+        matmul::check(
+            w.qkv.numel(),
+            normed.numel(),
+            Some(w.qkv_bias.shape()),
+            None,
+            n * 3 * c * p,
+            &to_qkv,
+        )?;
+        matmul::check(
+            w.out.numel(),
+            n * c * p,
+            Some(w.out_bias.shape()),
+            Some(residual.numel()),
+            residual.numel(),
+            &to_out,
+        )?;
+        let mut qkv = pool::take(n * 3 * c * p);
+        let qkv_bias = Some(&w.qkv_bias.data[..]);
+        matmul::cpu(&w.qkv.data, &normed.data, qkv_bias, None, &to_qkv, &mut qkv);
+        let mut o = pool::take(n * c * p);
+        let scale = 1.0 / ((c / heads) as f32).sqrt();
+        attention::core_cpu(&qkv, [n, c, p], heads, scale, &mut o);
+        pool::give(qkv);
+        let y = CpuTensor::compute(&normed.shape, |out| {
+            let (bias, res) = (Some(&w.out_bias.data[..]), Some(&residual.data[..]));
+            matmul::cpu(&w.out.data, &o, bias, res, &to_out, out)
+        });
+        pool::give(o);
+        Ok(y)
     }
 
     fn silu(&self, x: &CpuTensor) -> Result<CpuTensor> {
