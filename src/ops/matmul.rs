@@ -87,6 +87,10 @@ pub unsafe fn sgemm(
     c: (*mut f32, isize, isize),
 ) {
     use crate::cpu::threads::{self, Shared};
+    if m <= GEMV_ROWS && a.2 == 1 && b.1 == 1 {
+        // SAFETY: forwarded from the caller; rows of `a` and columns of `b` are contiguous.
+        return unsafe { gemv([m, k, n], alpha, a, b, accumulate, c) };
+    }
     let parts = threads::count().min(MAX_PARTS);
     if parts < 2 || m < 2 * parts || m * k * n < crate::ops::conv2d::direct::PARALLEL_MACS {
         // SAFETY: forwarded from the caller.
@@ -113,6 +117,78 @@ pub unsafe fn sgemm(
             )
         }
     });
+}
+
+/// The most rows of `a` [`sgemm`] computes as dot products ([`gemv`]).
+const GEMV_ROWS: usize = 4;
+
+/// [`sgemm`] for a few rows of `a` against a `b` whose columns are contiguous (an `nn.Linear`'s
+/// `Wᵀ` read in place: the time and class embeddings' layers at batch 1–4): each output one dot
+/// product over contiguous memory. The `gemm` crate packs all of `b` first, which made each of
+/// these 16–64 k multiply-adds cost 5–8 µs.
+///
+/// # Safety
+/// As for [`sgemm`], with `a.2 == 1` and `b.1 == 1`.
+unsafe fn gemv(
+    [m, k, n]: [usize; 3],
+    alpha: f32,
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize, isize),
+    accumulate: bool,
+    c: (*mut f32, isize, isize),
+) {
+    let mut dots = [0f32; GEMV_COLUMNS];
+    for i in 0..m {
+        for j0 in (0..n).step_by(GEMV_COLUMNS) {
+            let cols = GEMV_COLUMNS.min(n - j0);
+            // SAFETY: row i of `a` (k values), columns j0.. of `b` (k values each) and
+            // c[i][j0..] lie inside their allocations, as the caller vouched.
+            unsafe {
+                let row = std::slice::from_raw_parts(a.0.offset(i as isize * a.1), k);
+                let b0 = b.0.offset(j0 as isize * b.2);
+                dot_columns(row, b0, b.2, &mut dots[..cols]);
+                for (j, &v) in (j0..).zip(&dots[..cols]) {
+                    let at = c.0.offset(i as isize * c.1 + j as isize * c.2);
+                    *at = if accumulate {
+                        *at + alpha * v
+                    } else {
+                        alpha * v
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Columns of `b` per [`dot_columns`] call.
+const GEMV_COLUMNS: usize = 64;
+
+simd_fn! {
+/// `out[j] = Σ_p x[p]·b[j·stride + p]` for each j < `out.len()`, each in 8 interleaved partial
+/// sums (one running sum would be a serial dependency chain). `b` must address `out.len()`
+/// columns of `x.len()` values (see [`gemv`]).
+fn dot_columns(x: &[f32], b: *const f32, stride: isize, out: &mut [f32]) {
+    let k = x.len();
+    let k8 = k / 8 * 8;
+    for (j, o) in out.iter_mut().enumerate() {
+        // SAFETY: as the caller vouched, column j of `b` is k values from b + j·stride.
+        let y = unsafe { std::slice::from_raw_parts(b.offset(j as isize * stride), k) };
+        let mut acc = [0f32; 8];
+        for (xs, ys) in x[..k8].chunks_exact(8).zip(y[..k8].chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += xs[l] * ys[l];
+            }
+        }
+        let mut sum = 0.0;
+        for a in acc {
+            sum += a;
+        }
+        for (&a, &b) in x[k8..].iter().zip(&y[k8..]) {
+            sum += a * b;
+        }
+        *o = sum;
+    }
+}
 }
 
 /// The most parts [`sgemm`] splits into.
@@ -407,6 +483,46 @@ mod tests {
                              (seed {seed})"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// A few rows against an `nn.Linear`'s `Wᵀ` read in place take the dot-product path
+    /// ([`gemv`]): against the definition, assigned or accumulated, into a row-major or a
+    /// transposed output, with k on both sides of a multiple of 8.
+    #[test]
+    fn sgemm_of_a_few_rows_matches_the_definition() {
+        let mut r = TestRng::from_env_or_clock();
+        let seed = r.seed();
+        for case in 0..16 {
+            let m = 1 + case % GEMV_ROWS;
+            let (k, n) = (r.range(1, 300), r.range(1, 70));
+            let accumulate = case % 2 == 1;
+            let (a, w, c0) = (r.randn(m * k), r.randn(n * k), r.randn(m * n));
+            let (cr, cc) = if case % 4 < 2 { (n, 1) } else { (1, m) };
+            let mut c = c0.clone();
+            // SAFETY: a is m×k row-major, w n×k (B = wᵀ: row stride 1, column stride k), c m×n.
+            unsafe {
+                sgemm(
+                    [m, k, n],
+                    0.75,
+                    (a.as_ptr(), k as isize, 1),
+                    (w.as_ptr(), 1, k as isize),
+                    accumulate,
+                    (c.as_mut_ptr(), cr as isize, cc as isize),
+                )
+            };
+            for i in 0..m {
+                for j in 0..n {
+                    let at = i * cr + j * cc;
+                    let dot: f64 = (0..k).map(|p| (a[i * k + p] * w[j * k + p]) as f64).sum();
+                    let want = 0.75 * dot + if accumulate { c0[at] as f64 } else { 0.0 };
+                    assert!(
+                        (c[at] as f64 - want).abs() < 1e-4 * (k as f64).sqrt().max(1.0),
+                        "{m}×{k}×{n} at ({i},{j}): {} vs {want} (seed {seed})",
+                        c[at]
+                    );
                 }
             }
         }
