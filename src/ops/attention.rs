@@ -280,7 +280,6 @@ pub fn core_cpu(qkv: &[f32], [n, c, p]: [usize; 3], heads: usize, scale: f32, ou
                     let q = qkv.as_ptr().add(q0 + i0);
                     let k = qkv.as_ptr().add(q0 + c * p);
                     let v = qkv.as_ptr().add(q0 + 2 * c * p);
-                    let sc = scores.as_mut_ptr();
                     // scores[i][j] = scale · Σ_d q[d][i]·k[d][j]
                     super::matmul::sgemm(
                         [rows, hd, p],
@@ -288,7 +287,7 @@ pub fn core_cpu(qkv: &[f32], [n, c, p]: [usize; 3], heads: usize, scale: f32, ou
                         (q, pi, pp),
                         (k, pp, pi),
                         false,
-                        (sc, pp, pi),
+                        (scores.as_mut_ptr(), pp, pi),
                     );
                     softmax_in_place(&mut scores[..rows * p], p);
                     // out[e][i] = Σ_j scores[i][j]·v[e][j]
@@ -296,7 +295,7 @@ pub fn core_cpu(qkv: &[f32], [n, c, p]: [usize; 3], heads: usize, scale: f32, ou
                     super::matmul::sgemm(
                         [rows, p, hd],
                         1.0,
-                        (sc, pp, pi),
+                        (scores.as_ptr(), pp, pi),
                         (v, pi, pp),
                         false,
                         (dst, pi, pp),
