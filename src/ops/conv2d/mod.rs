@@ -1008,7 +1008,7 @@ mod tests {
     /// of 8 tiles or not, and 8 over two tile rows of 4), bands of one tile row and of several
     /// (the last one shorter), and on
     /// 1–3 threads each of [`winograd::conv`]'s splits: whole images per thread, an image's tile
-    /// rows per thread, a band's steps per thread. Every thread count gives the same bits.
+    /// rows per thread, an image's output channels per thread. Every thread count gives the same bits.
     #[test]
     fn winograd_matches_the_definition() {
         use crate::cpu::threads;
@@ -1032,7 +1032,7 @@ mod tests {
             (1, 64, 64, 32, 32),
             (3, r.range(32, 40), r.range(32, 40), 4 * r.range(4, 6), 48),
         ];
-        // [images, bands, steps] per thread, for each tile.
+        // [images, bands, channels] per thread, for each tile.
         let mut splits = [[false; 3]; 2];
         let mut runs = [0; 2];
         // Transforms of one tile row per vector and of two, for each tile.

@@ -23,9 +23,9 @@
 //! the α² GEMMs into `M`, `[α²][Co][tiles]`; (3) the output transform with the bias, channel
 //! term, residual and scale ([`super::direct::Epilogue`]). On several threads a batch that
 //! divides among them runs whole images per thread; else an image's tile rows split evenly
-//! among the threads, or, with fewer bands than threads, each band's steps: its input
-//! channels, then its positions ξ (each thread reads only its ξ's weights), then its output
-//! channels. Every split gives the same bits.
+//! among the threads, or, with fewer bands than threads, its output channels (each thread
+//! transforming the whole input, so that a band's steps need no join between them). Every split
+//! gives the same bits.
 //!
 //! Where it runs ([`tile`]): 3×3, stride 1, padding 1, at least [`MIN_CHANNELS`] in and out, at
 //! least [`MIN_TILES`] blocks, F(4×4) where the image is 16×16 or more and its sides divide
@@ -334,6 +334,7 @@ pub fn conv(
     let x_of = |b: usize| &x[b * image..(b + 1) * image];
     let norm_of = |b: usize| norm.map(|p| p.of_image(b, ci));
     let e_of = |b: usize| e.of_image(b, co, out_image);
+    let all = all_channels(co);
     if n.is_multiple_of(threads) {
         // Whole images per thread (on one thread: every image).
         direct::whole_images(out, out_image, threads, |b0, o| {
@@ -348,7 +349,7 @@ pub fn conv(
                         packed,
                         e_of(b),
                         (0, plan.rows),
-                        1,
+                        all,
                         ob.as_mut_ptr(),
                     )
                 };
@@ -357,29 +358,35 @@ pub fn conv(
         });
     } else {
         // One image at a time on every thread: its tile rows split evenly among the threads
-        // (each running its share in bands) where there are bands enough, else each band's
-        // three steps.
+        // (each running its share in bands) where there are bands enough, else its output
+        // channels, each thread transforming the whole input (a band's input transform is
+        // about 2/Co of its GEMMs' work) so that the band's three steps need no join between
+        // them.
         let mut pp = pool::take(ci * plan.padded);
         for (b, ob) in out.chunks_mut(out_image).enumerate() {
             pad_image(x_of(b), &plan, norm_of(b), threads, &mut pp);
-            let o = ob.as_mut_ptr();
-            if plan.bands >= threads {
-                // SAFETY: as below; each thread writes its own tile rows.
-                let o = unsafe { threads::Shared::new(o) };
+            // SAFETY: as below; each thread writes its own tile rows or channels.
+            let o = unsafe { threads::Shared::new(ob.as_mut_ptr()) };
+            let mut jobs = [((0, 0), all); direct::MAX_PARTS];
+            let k = if plan.bands >= threads {
                 // Whole vectors' tile rows (pairs for [`Lanes::AvxRowPairs`]) per thread.
                 let step = plan.lanes.rows();
-                let mut runs = [(0, 0); direct::MAX_PARTS];
-                for (run, (a, b)) in runs.iter_mut().zip(ranges(plan.rows / step, threads)) {
-                    *run = (a * step, b * step);
+                for (job, (a, b)) in jobs.iter_mut().zip(ranges(plan.rows / step, threads)) {
+                    job.0 = (a * step, b * step);
                 }
-                threads::for_each(&mut runs[..threads], |run| {
-                    // SAFETY: the runs of tile rows are disjoint, so are the rows they write.
-                    unsafe { bands(&pp, &plan, packed, e_of(b), *run, 1, o.get()) };
-                });
+                threads
             } else {
-                // SAFETY: `ob` is this image's output, borrowed for the call.
-                unsafe { bands(&pp, &plan, packed, e_of(b), (0, plan.rows), threads, o) };
-            }
+                let (spans, k) = direct::split(co, threads);
+                for (job, span) in jobs.iter_mut().zip(&spans[..k]) {
+                    *job = ((0, plan.rows), *span);
+                }
+                k
+            };
+            threads::for_each(&mut jobs[..k], |&mut (run, span)| {
+                // SAFETY: the jobs' runs of tile rows, or their channels, are disjoint, so are
+                // the outputs they write.
+                unsafe { bands(&pp, &plan, packed, e_of(b), run, span, o.get()) };
+            });
         }
         pool::give(pp);
     }
@@ -472,19 +479,19 @@ fn pad_image(x: &[f32], plan: &Plan, norm: Option<(&[[f32; 2]], bool)>, k: usize
 }
 
 /// Tile rows `t0..t1` of one image in bands of [`Plan::band`] rows, from its padded input `pp`
-/// ([`pad_image`]) into its output at `out` (`[Co, H, W]`), each band's steps split among `k`
-/// threads.
+/// ([`pad_image`]) into the output channels of `span` ([`direct::blocks`]) at `out` (the image's
+/// `[Co, H, W]`), on this thread.
 ///
 /// # Safety
 /// `out` points to the image's whole output, and no other thread touches these tile rows'
-/// pixels while this runs.
+/// pixels of these channels while this runs.
 unsafe fn bands(
     pp: &[f32],
     plan: &Plan,
     packed: &[f32],
     e: Epilogue<'_>,
     (t0, t1): (usize, usize),
-    k: usize,
+    span: Span,
     out: *mut f32,
 ) {
     let [_, ci, _, _] = plan.g.x;
@@ -502,36 +509,26 @@ unsafe fn bands(
             &mut m[..positions * co * tiles],
         );
         // SAFETY: passed on from the caller.
-        unsafe { band_conv(pp, plan, packed, e, ty, (v, m), k, out) };
+        unsafe { band_conv(pp, plan, packed, e, ty, span, (v, m), out) };
     }
     pool::give(v);
     pool::give(m);
 }
 
-/// Splits each of `slabs`' `chunk`-long slabs (one per position) into the `k` parts of
-/// [`ranges`]`(rows, k)`, a slab being `rows` rows: part `i` gets its rows of every slab.
-fn split_slabs(
-    slabs: &mut [f32],
-    chunk: usize,
-    rows: usize,
-    k: usize,
-) -> [Slabs<'_>; direct::MAX_PARTS] {
-    let row = chunk / rows;
-    let mut parts: [Slabs<'_>; direct::MAX_PARTS] = std::array::from_fn(|_| no_slabs());
-    for (xi, mut slab) in slabs.chunks_exact_mut(chunk).enumerate() {
-        for (part, (r0, r1)) in parts.iter_mut().zip(ranges(rows, k)) {
-            let (head, tail) = std::mem::take(&mut slab).split_at_mut((r1 - r0) * row);
-            part[xi] = head;
-            slab = tail;
-        }
+/// Every one of `co` channels' [`direct::blocks`].
+fn all_channels(co: usize) -> Span {
+    Span {
+        first: 0,
+        count: direct::blocks(co).count(),
     }
-    parts
 }
 
-/// Tile rows `ty.0..ty.1` of one image: the input transform into `V` (`[α²][Ci][tiles]`), the
-/// α² GEMMs into `M` (`[α²][Co][tiles]`), the output transform into `out` (the image's
-/// `[Co, H, W]`, these tile rows' pixel rows of every channel), each step split among `k`
-/// threads: by input channels, positions, output channels.
+/// Tile rows `ty.0..ty.1` of one image, output channels `span`: the input transform of every
+/// input channel into `V` (`[α²][Ci][tiles]`), the α² GEMMs of `span`'s channels into their rows
+/// of `M` (`[α²][Co][tiles]`), each in one pass over the input channels (a band's V, `ci × tiles`
+/// per position, is in L2 already, and one pass saves the accumulators' loads and stores between
+/// passes), then those channels' output transform into `out` (the image's `[Co, H, W]`, these
+/// tile rows' pixel rows).
 ///
 /// # Safety
 /// As [`bands`]'.
@@ -542,38 +539,28 @@ unsafe fn band_conv(
     packed: &[f32],
     e: Epilogue<'_>,
     ty: (usize, usize),
+    span: Span,
     (v, m): (&mut [f32], &mut [f32]),
-    k: usize,
     out: *mut f32,
 ) {
     let [_, ci, h, w] = plan.g.x;
     let co = plan.g.co;
     let (per_row, lanes, tile, positions) = (plan.per_row, plan.lanes, plan.tile, plan.positions);
     let tiles = (ty.1 - ty.0) * per_row;
-    let plane = h * w;
-    // (1) The input transform, input channels split among the threads. A band's tile rows read
-    // padded rows m·ty.0 … m·ty.1 + 1.
+    // (1) The input transform. A band's tile rows read padded rows m·ty.0 … m·ty.1 + 1.
     let rows = (plan.m * ty.0 * plan.wp, (plan.m * ty.1 + 2) * plan.wp);
-    let k_in = k.min(ci);
-    let mut v_parts = split_slabs(v, ci * tiles, ci, k_in);
-    let mut jobs: [(usize, usize, Slabs<'_>); direct::MAX_PARTS] =
-        std::array::from_fn(|_| (0, 0, no_slabs()));
-    for ((job, r), vp) in jobs.iter_mut().zip(ranges(ci, k_in)).zip(&mut v_parts) {
-        *job = (r.0, r.1, std::mem::replace(vp, no_slabs()));
+    let mut slabs = no_slabs();
+    for (slab, vx) in slabs.iter_mut().zip(v.chunks_exact_mut(ci * tiles)) {
+        *slab = vx;
     }
-    threads::for_each(&mut jobs[..k_in], |(c0, c1, vp)| {
-        for c in *c0..*c1 {
-            let at = (c - *c0) * tiles;
-            let pc = &pp[c * plan.padded..][rows.0..rows.1];
-            with_lanes!(
-                lanes,
-                input_channel(tile, pc, per_row, &mut vp[..positions], at)
-            );
-        }
-    });
-    // (2) The GEMMs, positions split among the threads, each in one pass over the input
-    // channels: a band's V (`ci × tiles` per position) is in L2 already, and one pass saves
-    // the accumulators' loads and stores between passes.
+    for c in 0..ci {
+        let pc = &pp[c * plan.padded..][rows.0..rows.1];
+        with_lanes!(
+            lanes,
+            input_channel(tile, pc, per_row, &mut slabs[..positions], c * tiles)
+        );
+    }
+    // (2) The GEMMs.
     let v = &*v;
     let gemm = Geometry {
         x: [1, ci, 1, tiles],
@@ -584,72 +571,51 @@ unsafe fn band_conv(
     };
     let width = direct::width(1, tiles).expect("a band is a whole number of vectors");
     let u_len = direct::packed_len(co, ci, 1);
-    let all = Part {
-        span: Span {
-            first: 0,
-            count: direct::blocks(co).count(),
-        },
+    let part = Part {
+        span,
         vectors: (0, direct::vectors(width, 1, tiles)),
     };
-    let mut slots: [(usize, &mut [f32]); MAX_POSITIONS] =
-        std::array::from_fn(|_| (0, Default::default()));
-    for (xi, (slot, mx)) in slots
-        .iter_mut()
-        .zip(m.chunks_exact_mut(co * tiles))
-        .enumerate()
-    {
-        *slot = (xi, mx);
+    for (xi, mx) in m.chunks_exact_mut(co * tiles).enumerate() {
+        let q = &v[xi * ci * tiles..][..ci * tiles];
+        let u = &packed[xi * u_len..][..u_len];
+        // SAFETY: `width` is this CPU's (`direct::width`); `q`, `u` and the slab hold this 1×1
+        // geometry's operands.
+        unsafe {
+            direct::run_kernel(
+                width,
+                q,
+                &gemm,
+                u,
+                part,
+                ci,
+                Epilogue::NONE,
+                mx.as_mut_ptr(),
+            )
+        };
     }
-    let mut groups: [&mut [(usize, &mut [f32])]; direct::MAX_PARTS] = Default::default();
-    let k_gemm = k.min(positions);
-    let mut rest = &mut slots[..positions];
-    for (group, (a, b)) in groups.iter_mut().zip(ranges(positions, k_gemm)) {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(b - a);
-        *group = head;
-        rest = tail;
-    }
-    threads::for_each(&mut groups[..k_gemm], |group| {
-        for (xi, mx) in group.iter_mut() {
-            let q = &v[*xi * ci * tiles..][..ci * tiles];
-            let u = &packed[*xi * u_len..][..u_len];
-            // SAFETY: `width` is this CPU's (`direct::width`); `q`, `u` and the slab hold this
-            // 1×1 geometry's operands, and the slab is this thread's alone.
-            unsafe {
-                direct::run_kernel(width, q, &gemm, u, all, ci, Epilogue::NONE, mx.as_mut_ptr())
-            };
-        }
-    });
-    // (3) The output transform, output channels split among the threads; channel c's rows
-    // m·ty.0 … m·ty.1 of `out`.
+    // (3) The output transform: channel c's rows m·ty.0 … m·ty.1 of `out`.
     let m = &*m;
-    let k_out = k.min(co);
-    let mut runs = [(0, 0); direct::MAX_PARTS];
-    for (run, r) in runs.iter_mut().zip(ranges(co, k_out)) {
-        *run = r;
-    }
-    // SAFETY: the threads write disjoint channels' rows; the caller promised the rows are ours.
-    let o = unsafe { threads::Shared::new(out) };
+    let plane = h * w;
     let (first, len) = (plan.m * ty.0 * w, plan.m * (ty.1 - ty.0) * w);
-    threads::for_each(&mut runs[..k_out], |&mut (c0, c1)| {
-        for c in c0..c1 {
-            let init = e.bias.map_or(0.0, |b| b[c]) + e.channel_add.map_or(0.0, |a| a[c]);
-            let residual = e.residual.map(|r| &r[c * plane + first..][..len]);
-            // SAFETY: channel c's rows of this band, written by this thread alone.
-            let oc = unsafe { std::slice::from_raw_parts_mut(o.get().add(c * plane + first), len) };
-            with_lanes!(
-                lanes,
-                output_channel(
-                    tile,
-                    (m, co * tiles, c * tiles),
-                    w,
-                    init,
-                    residual,
-                    e.scale,
-                    oc
-                )
-            );
-        }
-    });
+    let (c0, c1) = span.channels(co);
+    for c in c0..c1 {
+        let init = e.bias.map_or(0.0, |b| b[c]) + e.channel_add.map_or(0.0, |a| a[c]);
+        let residual = e.residual.map(|r| &r[c * plane + first..][..len]);
+        // SAFETY: channel c's rows of this band, the caller promised, are ours alone.
+        let oc = unsafe { std::slice::from_raw_parts_mut(out.add(c * plane + first), len) };
+        with_lanes!(
+            lanes,
+            output_channel(
+                tile,
+                (m, co * tiles, c * tiles),
+                w,
+                init,
+                residual,
+                e.scale,
+                oc
+            )
+        );
+    }
 }
 
 /// One input channel (`x`, `H × W`, row length `w`) into `pp`, `H + 2` rows with a zero row
