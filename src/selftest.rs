@@ -122,19 +122,28 @@ const TOL: f64 = 1e-5;
 
 pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for case in 0..12 {
-        let k = if case % 3 == 0 { 1 } else { 3 };
-        let stride = if case % 2 == 0 { 1 } else { 2 };
+    for case in 0..14 {
+        // Cases 12 and 13: 3 × 3 at stride 1 with outputs at least 8 wide, which CPU adapters
+        // run in `conv2d_wide3`, across its 8-column and 8-channel tiles.
+        let wide3 = case >= 12;
+        let k = if case % 3 == 0 && !wide3 { 1 } else { 3 };
+        let stride = if case % 2 == 0 || wide3 { 1 } else { 2 };
         // Cases 8 and 9 cross the tiled kernel's 32-channel and 16-deep K tiles; 10 and 11 have
         // K long enough (900-1260) for several K splits.
-        let (n, ci, co) = if case >= 10 {
+        let (n, ci, co) = if wide3 {
+            (r.range(1, 3), r.range(1, 20), r.range(9, 23))
+        } else if (10..12).contains(&case) {
             (r.range(1, 3), r.range(100, 140), r.range(33, 70))
         } else if case >= 8 {
             (r.range(1, 3), r.range(17, 40), r.range(65, 140))
         } else {
             (r.range(1, 3), r.range(1, 20), r.range(1, 23))
         };
-        let (h, w) = (r.range(k, 19), r.range(k, 21));
+        let (h, w) = if wide3 {
+            (r.range(3, 12), r.range(9, 30))
+        } else {
+            (r.range(k, 19), r.range(k, 21))
+        };
         let pad = match case % 4 {
             0 => [k / 2; 4],
             1 => [0, 0, 1, 1],
@@ -165,7 +174,7 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
             scale,
         };
         let got = g.conv2d_epilogue(&x.gpu, &wt.gpu, bias.then_some(&b.gpu), p, epilogue)?;
-        if case >= 10 && crate::ops::conv2d::split_k(&o, ci * k * k).0 < 2 {
+        if (10..12).contains(&case) && crate::ops::conv2d::split_k(&o, ci * k * k).0 < 2 {
             return Err(crate::error::Error::Other(format!(
                 "conv2d self-test: case {case} ({o:?}, K {}) should split K",
                 ci * k * k

@@ -23,9 +23,9 @@ fn the_profiler_times_each_kernel() {
     let report = p.report();
     let entries: Vec<&str> = report.iter().map(|k| k.entry).collect();
     assert_eq!(entries.len(), 2, "{report:?}");
-    // A 20-wide output on a CPU adapter runs the 8 × 8 register kernel.
+    // A 20-wide 3 × 3 output on a CPU adapter runs the 8 × 8 register kernel for 3-wide taps.
     assert!(
-        entries.contains(&"conv2d_wide") && entries.contains(&"silu"),
+        entries.contains(&"conv2d_wide3") && entries.contains(&"silu"),
         "{report:?}"
     );
     for k in &report {
