@@ -102,6 +102,40 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// Where output channels c..c+3's weights start (`wstride` apart), each channel clamped to the
+// last so that tiles past `cout` read valid memory; those channels are not written.
+fn weight_rows(c: u32, wstride: u32) -> vec4<u32> {
+    return min(vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cout - 1u)) * wstride;
+}
+
+// The stores of `conv2d_wide`'s and `conv2d_wide3`'s tile at `at` = (image, first channel, output
+// row, first column), from their accumulators as columns (`a[j]`: column ox0 + j, channels
+// co0..co0+3; `a4`: columns ox0 + 4..7; `b`, `b4`: the same for channels co0+4..co0+7),
+// transposed to per-channel rows of four columns.
+fn store_wide(at: vec4<u32>, a: mat4x4<f32>, a4: mat4x4<f32>, b: mat4x4<f32>, b4: mat4x4<f32>) {
+    let n = at.x;
+    let co0 = at.y;
+    let oy = at.z;
+    let ox0 = at.w;
+    let ra = transpose(a);
+    let rb = transpose(a4);
+    let sa = transpose(b);
+    let sb = transpose(b4);
+    for (var c = 0u; c < 8u; c++) {
+        let co = co0 + c;
+        if (co >= p.cout) { break; }
+        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
+        var lo = ra[c & 3u];
+        var hi = rb[c & 3u];
+        if (c >= 4u) { lo = sa[c & 3u]; hi = sb[c & 3u]; }
+        for (var j = 0u; j < 4u; j++) {
+            let ox = ox0 + j;
+            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, lo[j]); }
+            if (ox + 4u < p.wo) { out[obase + ox + 4u] = epilogue(n, co, obase + ox + 4u, hi[j]); }
+        }
+    }
+}
+
 // The same for outputs at least 8 columns wide: 8 channels × 8 consecutive columns per
 // invocation, 16 vec4 accumulators. A CPU adapter runs each invocation in a SIMD lane and every
 // load of these kernels as a gather, so loads per multiply-add decide its speed: 16 per 64 here
@@ -126,16 +160,8 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
-    // Clamp channel indices so that tiles past `cout` read valid memory; they are not written.
-    let last = p.cout - 1u;
-    let w0 = min(co0, last) * wstride;
-    let w1 = min(co0 + 1u, last) * wstride;
-    let w2 = min(co0 + 2u, last) * wstride;
-    let w3 = min(co0 + 3u, last) * wstride;
-    let w4 = min(co0 + 4u, last) * wstride;
-    let w5 = min(co0 + 5u, last) * wstride;
-    let w6 = min(co0 + 6u, last) * wstride;
-    let w7 = min(co0 + 7u, last) * wstride;
+    let wa = weight_rows(co0, wstride);
+    let wb = weight_rows(co0 + 4u, wstride);
     let w_last = i32(p.w) - 1;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
@@ -145,8 +171,8 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             let xrow = xplane + u32(iy) * p.w;
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
-                let wv = vec4<f32>(wt[w0 + widx], wt[w1 + widx], wt[w2 + widx], wt[w3 + widx]);
-                let wu = vec4<f32>(wt[w4 + widx], wt[w5 + widx], wt[w6 + widx], wt[w7 + widx]);
+                let wv = vec4<f32>(wt[wa.x + widx], wt[wa.y + widx], wt[wa.z + widx], wt[wa.w + widx]);
+                let wu = vec4<f32>(wt[wb.x + widx], wt[wb.y + widx], wt[wb.z + widx], wt[wb.w + widx]);
                 // Input columns of the eight outputs; out-of-image taps read a clamped address
                 // and are zeroed (the padding).
                 let ixa = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
@@ -164,24 +190,9 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             }
         }
     }
-    // Transpose to per-channel rows of four columns for the stores.
-    let ra = transpose(mat4x4<f32>(a0, a1, a2, a3));
-    let rb = transpose(mat4x4<f32>(a4, a5, a6, a7));
-    let sa = transpose(mat4x4<f32>(b0, b1, b2, b3));
-    let sb = transpose(mat4x4<f32>(b4, b5, b6, b7));
-    for (var c = 0u; c < 8u; c++) {
-        let co = co0 + c;
-        if (co >= p.cout) { break; }
-        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
-        var lo = ra[c & 3u];
-        var hi = rb[c & 3u];
-        if (c >= 4u) { lo = sa[c & 3u]; hi = sb[c & 3u]; }
-        for (var j = 0u; j < 4u; j++) {
-            let ox = ox0 + j;
-            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, lo[j]); }
-            if (ox + 4u < p.wo) { out[obase + ox + 4u] = epilogue(n, co, obase + ox + 4u, hi[j]); }
-        }
-    }
+    store_wide(vec4<u32>(n, co0, oy, ox0),
+               mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(a4, a5, a6, a7),
+               mat4x4<f32>(b0, b1, b2, b3), mat4x4<f32>(b4, b5, b6, b7));
 }
 
 // `conv2d_wide` for the common 3-wide kernels at stride 1 (a UNet's 3×3 convolutions): the three
@@ -204,15 +215,8 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     let ksize = p.kh * 3u;
     let wstride = p.cin * ksize;
-    let last = p.cout - 1u;
-    let w0 = min(co0, last) * wstride;
-    let w1 = min(co0 + 1u, last) * wstride;
-    let w2 = min(co0 + 2u, last) * wstride;
-    let w3 = min(co0 + 3u, last) * wstride;
-    let w4 = min(co0 + 4u, last) * wstride;
-    let w5 = min(co0 + 5u, last) * wstride;
-    let w6 = min(co0 + 6u, last) * wstride;
-    let w7 = min(co0 + 7u, last) * wstride;
+    let wa = weight_rows(co0, wstride);
+    let wb = weight_rows(co0 + 4u, wstride);
     let w_last = i32(p.w) - 1;
     // Input columns ox0 − pad_left + 0 … 9: those of tap kx for output column ox0 + j are j + kx.
     let ixa = vec4<i32>(i32(ox0) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3);
@@ -240,43 +244,29 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let yb = vec4<f32>(xb.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xb.xy);
             let zb = vec4<f32>(xb.zw, xc);
-                wv = vec4<f32>(wt[w0 + wk + 0u], wt[w1 + wk + 0u], wt[w2 + wk + 0u], wt[w3 + wk + 0u]);
-                wu = vec4<f32>(wt[w4 + wk + 0u], wt[w5 + wk + 0u], wt[w6 + wk + 0u], wt[w7 + wk + 0u]);
+                wv = vec4<f32>(wt[wa.x + wk + 0u], wt[wa.y + wk + 0u], wt[wa.z + wk + 0u], wt[wa.w + wk + 0u]);
+                wu = vec4<f32>(wt[wb.x + wk + 0u], wt[wb.y + wk + 0u], wt[wb.z + wk + 0u], wt[wb.w + wk + 0u]);
                 a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
                 a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
                 b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
                 b4 += xb.x * wu; b5 += xb.y * wu; b6 += xb.z * wu; b7 += xb.w * wu;
-                wv = vec4<f32>(wt[w0 + wk + 1u], wt[w1 + wk + 1u], wt[w2 + wk + 1u], wt[w3 + wk + 1u]);
-                wu = vec4<f32>(wt[w4 + wk + 1u], wt[w5 + wk + 1u], wt[w6 + wk + 1u], wt[w7 + wk + 1u]);
+                wv = vec4<f32>(wt[wa.x + wk + 1u], wt[wa.y + wk + 1u], wt[wa.z + wk + 1u], wt[wa.w + wk + 1u]);
+                wu = vec4<f32>(wt[wb.x + wk + 1u], wt[wb.y + wk + 1u], wt[wb.z + wk + 1u], wt[wb.w + wk + 1u]);
                 a0 += ya.x * wv; a1 += ya.y * wv; a2 += ya.z * wv; a3 += ya.w * wv;
                 a4 += yb.x * wv; a5 += yb.y * wv; a6 += yb.z * wv; a7 += yb.w * wv;
                 b0 += ya.x * wu; b1 += ya.y * wu; b2 += ya.z * wu; b3 += ya.w * wu;
                 b4 += yb.x * wu; b5 += yb.y * wu; b6 += yb.z * wu; b7 += yb.w * wu;
-                wv = vec4<f32>(wt[w0 + wk + 2u], wt[w1 + wk + 2u], wt[w2 + wk + 2u], wt[w3 + wk + 2u]);
-                wu = vec4<f32>(wt[w4 + wk + 2u], wt[w5 + wk + 2u], wt[w6 + wk + 2u], wt[w7 + wk + 2u]);
+                wv = vec4<f32>(wt[wa.x + wk + 2u], wt[wa.y + wk + 2u], wt[wa.z + wk + 2u], wt[wa.w + wk + 2u]);
+                wu = vec4<f32>(wt[wb.x + wk + 2u], wt[wb.y + wk + 2u], wt[wb.z + wk + 2u], wt[wb.w + wk + 2u]);
                 a0 += za.x * wv; a1 += za.y * wv; a2 += za.z * wv; a3 += za.w * wv;
                 a4 += zb.x * wv; a5 += zb.y * wv; a6 += zb.z * wv; a7 += zb.w * wv;
                 b0 += za.x * wu; b1 += za.y * wu; b2 += za.z * wu; b3 += za.w * wu;
                 b4 += zb.x * wu; b5 += zb.y * wu; b6 += zb.z * wu; b7 += zb.w * wu;
         }
     }
-    let ra = transpose(mat4x4<f32>(a0, a1, a2, a3));
-    let rb = transpose(mat4x4<f32>(a4, a5, a6, a7));
-    let sa = transpose(mat4x4<f32>(b0, b1, b2, b3));
-    let sb = transpose(mat4x4<f32>(b4, b5, b6, b7));
-    for (var c = 0u; c < 8u; c++) {
-        let co = co0 + c;
-        if (co >= p.cout) { break; }
-        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
-        var lo = ra[c & 3u];
-        var hi = rb[c & 3u];
-        if (c >= 4u) { lo = sa[c & 3u]; hi = sb[c & 3u]; }
-        for (var j = 0u; j < 4u; j++) {
-            let ox = ox0 + j;
-            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, lo[j]); }
-            if (ox + 4u < p.wo) { out[obase + ox + 4u] = epilogue(n, co, obase + ox + 4u, hi[j]); }
-        }
-    }
+    store_wide(vec4<u32>(n, co0, oy, ox0),
+               mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(a4, a5, a6, a7),
+               mat4x4<f32>(b0, b1, b2, b3), mat4x4<f32>(b4, b5, b6, b7));
 }
 
 // The same convolution as an implicit GEMM through workgroup memory, for real GPUs:
