@@ -58,10 +58,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var acc3 = vec4<f32>(0.0);
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
-    // Clamp channel indices so that tiles past `cout` read valid memory; they are not written.
-    let c1 = min(co0 + 1u, p.cout - 1u);
-    let c2 = min(co0 + 2u, p.cout - 1u);
-    let c3 = min(co0 + 3u, p.cout - 1u);
+    let wa = weight_rows(co0, wstride);
     let w_last = i32(p.w) - 1;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
@@ -71,8 +68,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let xrow = xplane + u32(iy) * p.w;
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
-                let wv = vec4<f32>(wt[co0 * wstride + widx], wt[c1 * wstride + widx],
-                                   wt[c2 * wstride + widx], wt[c3 * wstride + widx]);
+                let wv = vec4<f32>(wt[wa.x + widx], wt[wa.y + widx], wt[wa.z + widx], wt[wa.w + widx]);
                 // Input columns of the four outputs; out-of-image taps read a clamped address
                 // and are zeroed (the padding).
                 let ix = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
@@ -88,18 +84,72 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             }
         }
     }
-    // Transpose to per-channel rows of four columns for the stores.
-    let rows = transpose(mat4x4<f32>(acc0, acc1, acc2, acc3));
+    store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
+}
+
+// The stores of `conv2d`'s and `conv2d3`'s tile at `at` = (image, first channel, output row,
+// first column) from its accumulators as columns (`a[j]`: column ox0 + j, channels co0..co0+3),
+// transposed to per-channel rows of four columns.
+fn store_tile(at: vec4<u32>, a: mat4x4<f32>) {
+    let rows = transpose(a);
     for (var c = 0u; c < 4u; c++) {
-        let co = co0 + c;
+        let co = at.y + c;
         if (co >= p.cout) { break; }
-        let obase = ((n * p.cout + co) * p.ho + oy) * p.wo;
+        let obase = ((at.x * p.cout + co) * p.ho + at.z) * p.wo;
         let row = rows[c];
         for (var j = 0u; j < 4u; j++) {
-            let ox = ox0 + j;
-            if (ox < p.wo) { out[obase + ox] = epilogue(n, co, obase + ox, row[j]); }
+            let ox = at.w + j;
+            if (ox < p.wo) { out[obase + ox] = epilogue(at.x, co, obase + ox, row[j]); }
         }
     }
+}
+
+// `conv2d` for 3-wide kernels at stride 1, as `conv2d_wide3` for `conv2d_wide`: the six input
+// columns that a row's three taps share are loaded once, 6 input loads for 12 weight loads where
+// `conv2d` makes 12 and 12.
+@compute @workgroup_size(64)
+fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
+    let t = register_tile(id);
+    let n = t.x;
+    let oy = t.z;
+    let co0 = t.y * 4u;
+    let ox0 = t.w * 4u;
+    var acc0 = vec4<f32>(0.0); // column ox0 + 0, channels co0..co0+3
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let ksize = p.kh * 3u;
+    let wa = weight_rows(co0, p.cin * ksize);
+    let w_last = i32(p.w) - 1;
+    // Input columns ox0 − pad_left + 0 … 5: those of tap kx for output column ox0 + j are j + kx.
+    let ixa = vec4<i32>(i32(ox0) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3);
+    let ixc = ixa.xy + vec2<i32>(4);
+    let ina = (ixa >= vec4<i32>(0)) & (ixa <= vec4<i32>(w_last));
+    let inc = (ixc >= vec2<i32>(0)) & (ixc <= vec2<i32>(w_last));
+    let ca = vec4<u32>(clamp(ixa, vec4<i32>(0), vec4<i32>(w_last)));
+    let cc = vec2<u32>(clamp(ixc, vec2<i32>(0), vec2<i32>(w_last)));
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xplane = (n * p.cin + ci) * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy + ky) - i32(p.pad_top);
+            if (iy < 0 || iy >= i32(p.h)) { continue; }
+            let xrow = xplane + u32(iy) * p.w;
+            let wk = ci * ksize + ky * 3u;
+            let xa = select(vec4<f32>(0.0), vec4<f32>(x[xrow + ca.x], x[xrow + ca.y], x[xrow + ca.z], x[xrow + ca.w]), ina);
+            let xc = select(vec2<f32>(0.0), vec2<f32>(x[xrow + cc.x], x[xrow + cc.y]), inc);
+            let ya = vec4<f32>(xa.yzw, xc.x);
+            let za = vec4<f32>(xa.zw, xc);
+            var wv = vec4<f32>(wt[wa.x + wk], wt[wa.y + wk], wt[wa.z + wk], wt[wa.w + wk]);
+            acc0 += xa.x * wv; acc1 += xa.y * wv; acc2 += xa.z * wv; acc3 += xa.w * wv;
+            wv = vec4<f32>(wt[wa.x + wk + 1u], wt[wa.y + wk + 1u], wt[wa.z + wk + 1u], wt[wa.w + wk + 1u]);
+            acc0 += ya.x * wv; acc1 += ya.y * wv; acc2 += ya.z * wv; acc3 += ya.w * wv;
+            wv = vec4<f32>(wt[wa.x + wk + 2u], wt[wa.y + wk + 2u], wt[wa.z + wk + 2u], wt[wa.w + wk + 2u]);
+            acc0 += za.x * wv; acc1 += za.y * wv; acc2 += za.z * wv; acc3 += za.w * wv;
+        }
+    }
+    store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
 }
 
 // Where output channels c..c+3's weights start (`wstride` apart), each channel clamped to the

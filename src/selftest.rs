@@ -122,16 +122,18 @@ const TOL: f64 = 1e-5;
 
 pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    for case in 0..14 {
-        // Cases 12 and 13: 3 × 3 at stride 1 with outputs at least 8 wide, which CPU adapters
-        // run in `conv2d_wide3`, across its 8-column and 8-channel tiles.
-        let wide3 = case >= 12;
-        let k = if case % 3 == 0 && !wide3 { 1 } else { 3 };
-        let stride = if case % 2 == 0 || wide3 { 1 } else { 2 };
+    for case in 0..16 {
+        // Cases 12 to 15: 3 × 3 at stride 1, which CPU adapters run in `conv2d_wide3` where
+        // outputs are at least 8 wide (12, 13: across its 8-column and 8-channel tiles) and in
+        // `conv2d3` where they are narrower (14, 15: across its 4-column and 4-channel tiles).
+        let (wide3, narrow3) = (case == 12 || case == 13, case >= 14);
+        let three = wide3 || narrow3;
+        let k = if case % 3 == 0 && !three { 1 } else { 3 };
+        let stride = if case % 2 == 0 || three { 1 } else { 2 };
         // Cases 8 and 9 cross the tiled kernel's 32-channel and 16-deep K tiles; 10 and 11 have
         // K long enough (900-1260) for several K splits.
-        let (n, ci, co) = if wide3 {
-            (r.range(1, 3), r.range(1, 20), r.range(9, 23))
+        let (n, ci, co) = if three {
+            (r.range(1, 3), r.range(1, 20), r.range(5, 23))
         } else if (10..12).contains(&case) {
             (r.range(1, 3), r.range(100, 140), r.range(33, 70))
         } else if case >= 8 {
@@ -141,6 +143,8 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         };
         let (h, w) = if wide3 {
             (r.range(3, 12), r.range(9, 30))
+        } else if narrow3 {
+            (r.range(3, 12), r.range(3, 8))
         } else {
             (r.range(k, 19), r.range(k, 21))
         };

@@ -465,7 +465,7 @@ pub(crate) fn split_k(o: &[usize], kdim: usize) -> (usize, usize) {
 /// GPU wrapper. CPU adapters run `conv2d_wide`, one invocation per 8 channels × 8 columns of
 /// output with no barriers (`conv2d_wide3` for 3-wide kernels at stride 1, which loads each
 /// input row's ten columns once for its three taps; `conv2d`, 4 × 4, where rows are narrower
-/// than 8); real GPUs run
+/// than 8, and `conv2d3` its version for 3-wide kernels); real GPUs run
 /// `conv2d_tiled` (workgroup-memory implicit GEMM, split-K where the output has few tiles), see
 /// [`GpuContext::tiled`]. All apply `e` as they store.
 pub fn gpu(
@@ -550,7 +550,8 @@ pub fn gpu(
         match (wide, ws[3] == 3 && p.stride == 1) {
             (true, true) => "conv2d_wide3",
             (true, false) => "conv2d_wide",
-            (false, _) => "conv2d",
+            (false, true) => "conv2d3",
+            (false, false) => "conv2d",
         },
         &params,
         &inputs,
