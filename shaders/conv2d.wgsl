@@ -1,6 +1,8 @@
 // 2-D convolution, NCHW, weights [Co, Ci, kh, kw], any stride and (asymmetric) zero padding.
 // Each invocation computes a 4 (output channels) × 4 (consecutive output columns) register tile:
 // 16 accumulators, no workgroup barriers (software rasterisers such as SwiftShader punish them).
+// `wtype`, the weights' type, is not declared here: the module is compiled with a prelude that
+// makes it f32 or (with `enable f16;`) f16 (ops::conv2d::SHADER, SHADER_F16). Sums are f32.
 
 struct Params {
     n: u32, cin: u32, h: u32, w: u32,
@@ -12,7 +14,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<wtype>; // f32, or f16 with f16 weights
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> chan_add: array<f32>; // [N, Co]
 @group(0) @binding(5) var<storage, read> residual: array<f32>; // like `out`
@@ -68,7 +70,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let xrow = xplane + u32(iy) * p.w;
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
-                let wv = vec4<f32>(wt[wa.x + widx], wt[wa.y + widx], wt[wa.z + widx], wt[wa.w + widx]);
+                let wv = weights4(wa, widx);
                 // Input columns of the four outputs; out-of-image taps read a clamped address
                 // and are zeroed (the padding).
                 let ix = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
@@ -141,15 +143,20 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             let xc = select(vec2<f32>(0.0), vec2<f32>(x[xrow + cc.x], x[xrow + cc.y]), inc);
             let ya = vec4<f32>(xa.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xc);
-            var wv = vec4<f32>(wt[wa.x + wk], wt[wa.y + wk], wt[wa.z + wk], wt[wa.w + wk]);
+            var wv = weights4(wa, wk);
             acc0 += xa.x * wv; acc1 += xa.y * wv; acc2 += xa.z * wv; acc3 += xa.w * wv;
-            wv = vec4<f32>(wt[wa.x + wk + 1u], wt[wa.y + wk + 1u], wt[wa.z + wk + 1u], wt[wa.w + wk + 1u]);
+            wv = weights4(wa, wk + 1u);
             acc0 += ya.x * wv; acc1 += ya.y * wv; acc2 += ya.z * wv; acc3 += ya.w * wv;
-            wv = vec4<f32>(wt[wa.x + wk + 2u], wt[wa.y + wk + 2u], wt[wa.z + wk + 2u], wt[wa.w + wk + 2u]);
+            wv = weights4(wa, wk + 2u);
             acc0 += za.x * wv; acc1 += za.y * wv; acc2 += za.z * wv; acc3 += za.w * wv;
         }
     }
     store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
+}
+
+// The weights at offset `k` of the four rows `rows` (from `weight_rows`), widened to f32.
+fn weights4(rows: vec4<u32>, k: u32) -> vec4<f32> {
+    return vec4<f32>(f32(wt[rows.x + k]), f32(wt[rows.y + k]), f32(wt[rows.z + k]), f32(wt[rows.w + k]));
 }
 
 // Where output channels c..c+3's weights start (`wstride` apart), each channel clamped to the
@@ -221,8 +228,8 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             let xrow = xplane + u32(iy) * p.w;
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
-                let wv = vec4<f32>(wt[wa.x + widx], wt[wa.y + widx], wt[wa.z + widx], wt[wa.w + widx]);
-                let wu = vec4<f32>(wt[wb.x + widx], wt[wb.y + widx], wt[wb.z + widx], wt[wb.w + widx]);
+                let wv = weights4(wa, widx);
+                let wu = weights4(wb, widx);
                 // Input columns of the eight outputs; out-of-image taps read a clamped address
                 // and are zeroed (the padding).
                 let ixa = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
@@ -294,20 +301,20 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let yb = vec4<f32>(xb.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xb.xy);
             let zb = vec4<f32>(xb.zw, xc);
-                wv = vec4<f32>(wt[wa.x + wk + 0u], wt[wa.y + wk + 0u], wt[wa.z + wk + 0u], wt[wa.w + wk + 0u]);
-                wu = vec4<f32>(wt[wb.x + wk + 0u], wt[wb.y + wk + 0u], wt[wb.z + wk + 0u], wt[wb.w + wk + 0u]);
+                wv = weights4(wa, wk + 0u);
+                wu = weights4(wb, wk + 0u);
                 a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
                 a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
                 b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
                 b4 += xb.x * wu; b5 += xb.y * wu; b6 += xb.z * wu; b7 += xb.w * wu;
-                wv = vec4<f32>(wt[wa.x + wk + 1u], wt[wa.y + wk + 1u], wt[wa.z + wk + 1u], wt[wa.w + wk + 1u]);
-                wu = vec4<f32>(wt[wb.x + wk + 1u], wt[wb.y + wk + 1u], wt[wb.z + wk + 1u], wt[wb.w + wk + 1u]);
+                wv = weights4(wa, wk + 1u);
+                wu = weights4(wb, wk + 1u);
                 a0 += ya.x * wv; a1 += ya.y * wv; a2 += ya.z * wv; a3 += ya.w * wv;
                 a4 += yb.x * wv; a5 += yb.y * wv; a6 += yb.z * wv; a7 += yb.w * wv;
                 b0 += ya.x * wu; b1 += ya.y * wu; b2 += ya.z * wu; b3 += ya.w * wu;
                 b4 += yb.x * wu; b5 += yb.y * wu; b6 += yb.z * wu; b7 += yb.w * wu;
-                wv = vec4<f32>(wt[wa.x + wk + 2u], wt[wa.y + wk + 2u], wt[wa.z + wk + 2u], wt[wa.w + wk + 2u]);
-                wu = vec4<f32>(wt[wb.x + wk + 2u], wt[wb.y + wk + 2u], wt[wb.z + wk + 2u], wt[wb.w + wk + 2u]);
+                wv = weights4(wa, wk + 2u);
+                wu = weights4(wb, wk + 2u);
                 a0 += za.x * wv; a1 += za.y * wv; a2 += za.z * wv; a3 += za.w * wv;
                 a4 += zb.x * wv; a5 += zb.y * wv; a6 += zb.z * wv; a7 += zb.w * wv;
                 b0 += za.x * wu; b1 += za.y * wu; b2 += za.z * wu; b3 += za.w * wu;
@@ -382,7 +389,7 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         for (var j = 0u; j < 8u; j++) {
             let k = k0 + a_k0 + j;
             var v = 0.0;
-            if (k < k_end) { v = wt[w_row + k]; }
+            if (k < k_end) { v = f32(wt[w_row + k]); }
             a_tile[(a_k0 + j) * 8u + a_m / 4u][a_m % 4u] = v;
         }
         let k = k0 + b_k;

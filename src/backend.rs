@@ -27,6 +27,15 @@ pub struct ConvEpilogue<'a, T> {
     pub scale: f32,
 }
 
+// By hand: a derive would ask `T: Copy`, and only references are copied.
+impl<T> Clone for ConvEpilogue<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ConvEpilogue<'_, T> {}
+
 impl<T> ConvEpilogue<'_, T> {
     /// Adds nothing, scales by 1.
     pub fn none() -> Self {
@@ -135,6 +144,13 @@ pub trait Backend: 'static {
 
     /// Copies host data into a new tensor.
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
+
+    /// Copies a convolution's weights into a new tensor, in the precision the backend keeps
+    /// weights in (the GPU's f16 weights, [`crate::gpu::GpuContext::f16_weights`]); only
+    /// [`Backend::conv2d`]'s `w` receives it.
+    fn upload_weight(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor> {
+        self.upload(shape, data)
+    }
 
     /// Reads a tensor back to the host. Async because WebGPU can only map buffers asynchronously.
     fn download(&self, t: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>>;

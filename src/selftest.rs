@@ -156,7 +156,8 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         };
         let p = Conv2dParams { stride, pad };
         let x = pair(g, &[n, ci, h, w], &r.randn(n * ci * h * w))?;
-        let wt = pair(g, &[co, ci, k, k], &r.randn(co * ci * k * k))?;
+        let wdata = r.randn(co * ci * k * k);
+        let wt = pair(g, &[co, ci, k, k], &wdata)?;
         let b = pair(g, &[co], &r.randn(co))?;
         let bias = case % 5 != 4;
         // The fused epilogue (ConvEpilogue) in some cases, against the CPU's separate ops.
@@ -165,13 +166,16 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         let add = pair(g, &[n, co], &r.randn(n * co))?;
         let res = pair(g, &o, &r.randn(o.iter().product()))?;
         let scale = if with_res { 0.7 } else { 1.0 };
-        let mut want = CpuBackend.conv2d(&x.cpu, &wt.cpu, bias.then_some(&b.cpu), p)?;
-        if with_add {
-            want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
-        }
-        if with_res {
-            want = CpuBackend.add(&res.cpu, &want, scale)?;
-        }
+        let reference = |w: &CpuTensor| -> Result<CpuTensor> {
+            let mut want = CpuBackend.conv2d(&x.cpu, w, bias.then_some(&b.cpu), p)?;
+            if with_add {
+                want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
+            }
+            if with_res {
+                want = CpuBackend.add(&res.cpu, &want, scale)?;
+            }
+            Ok(want)
+        };
         let epilogue = ConvEpilogue {
             channel_add: with_add.then_some(&add.gpu),
             residual: with_res.then_some(&res.gpu),
@@ -184,20 +188,25 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
                 ci * k * k
             )));
         }
-        out.push(
-            compare(
-                g,
-                format!(
-                    "conv2d {n}x{ci}x{h}x{w}->{co} k{k} s{stride} pad{pad:?}{}{}",
-                    if with_add { " +channel" } else { "" },
-                    if with_res { " +residual" } else { "" }
-                ),
-                &want,
-                &got,
-                TOL,
-            )
-            .await?,
+        let name = format!(
+            "conv2d {n}x{ci}x{h}x{w}->{co} k{k} s{stride} pad{pad:?}{}{}",
+            if with_add { " +channel" } else { "" },
+            if with_res { " +residual" } else { "" }
         );
+        out.push(compare(g, name.clone(), &reference(&wt.cpu)?, &got, TOL).await?);
+        // The same kernel reading f16 weights, against the CPU with the weights rounded the
+        // same way: widening an f16 is exact, so only the f32 sums' order differs.
+        if g.ctx.shader_f16 {
+            let wshape = [co, ci, k, k];
+            let w16 = GpuTensor::upload_f16(&g.ctx, &wshape, &wdata)?;
+            let rounded: Vec<f32> = wdata
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_f32())
+                .collect();
+            let want = reference(&CpuBackend.upload(&wshape, &rounded)?)?;
+            let got = g.conv2d_epilogue(&x.gpu, &w16, bias.then_some(&b.gpu), p, epilogue)?;
+            out.push(compare(g, format!("{name} f16 weights"), &want, &got, TOL).await?);
+        }
     }
     Ok(out)
 }

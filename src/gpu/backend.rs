@@ -9,31 +9,85 @@ use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, PooledBuffer};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
 
-/// A dense f32 tensor in a pooled GPU storage buffer; clones share the buffer.
+/// How a [`GpuTensor`] stores its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    /// Only convolution weights ([`GpuContext::f16_weights`]); the conv kernels widen each
+    /// value to f32 as they load it. Every other op reads and writes f32.
+    F16,
+}
+
+/// A dense tensor in a pooled GPU storage buffer; clones share the buffer.
 #[derive(Clone)]
 pub struct GpuTensor {
     buf: Rc<PooledBuffer>,
     shape: Vec<usize>,
+    dtype: DType,
 }
 
 impl GpuTensor {
-    /// An uninitialised tensor from the pool (every op writes all of its output).
+    /// An uninitialised f32 tensor from the pool (every op writes all of its output).
     pub fn empty(ctx: &GpuContext, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         Ok(Self {
             buf: ctx.alloc(n as u64 * 4)?,
             shape: shape.to_vec(),
+            dtype: DType::F32,
         })
+    }
+
+    /// An f16 tensor holding `data` rounded to nearest; the device needs `shader-f16` to read it.
+    pub fn upload_f16(ctx: &GpuContext, shape: &[usize], data: &[f32]) -> Result<Self> {
+        check_len(shape, data)?;
+        if !ctx.shader_f16 {
+            return Err(Error::Gpu(format!(
+                "f16 tensors need the shader-f16 feature, which {} lacks",
+                ctx.describe()
+            )));
+        }
+        // Whole 4-byte words (WebGPU copies and bindings are 4-byte aligned): an odd count gets
+        // one zero of padding that no kernel reads.
+        let mut half: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        if half.len() % 2 == 1 {
+            half.push(half::f16::ZERO);
+        }
+        let t = Self {
+            buf: ctx.alloc(half.len() as u64 * 2)?,
+            shape: shape.to_vec(),
+            dtype: DType::F16,
+        };
+        ctx.write(t.buffer(), &half);
+        Ok(t)
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.buffer()
     }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+fn check_len(shape: &[usize], data: &[f32]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(Error::shape(
+            "upload",
+            format!("shape {shape:?} needs {n} values, got {}", data.len()),
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for GpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuTensor{:?}", self.shape)
+        write!(f, "GpuTensor{:?}", self.shape)?;
+        if self.dtype == DType::F16 {
+            write!(f, " f16")?;
+        }
+        Ok(())
     }
 }
 
@@ -81,25 +135,39 @@ impl Backend for GpuBackend {
     type Tensor = GpuTensor;
 
     fn name(&self) -> String {
-        self.ctx.describe()
+        let name = self.ctx.describe();
+        if self.ctx.f16_weights.get() {
+            format!("{name}, f16 weights")
+        } else {
+            name
+        }
     }
 
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(Error::shape(
-                "upload",
-                format!("shape {shape:?} needs {n} values, got {}", data.len()),
-            ));
-        }
+        check_len(shape, data)?;
         let t = GpuTensor::empty(&self.ctx, shape)?;
         self.ctx.write(t.buffer(), data);
         Ok(t)
     }
 
+    fn upload_weight(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        if self.ctx.f16_weights.get() {
+            GpuTensor::upload_f16(&self.ctx, shape, data)
+        } else {
+            self.upload(shape, data)
+        }
+    }
+
     async fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         self.ctx.check()?;
-        self.ctx.read(t.buffer(), t.numel() as u64 * 4).await
+        match t.dtype {
+            DType::F32 => self.ctx.read(t.buffer(), t.numel() as u64 * 4).await,
+            DType::F16 => {
+                let words = self.ctx.read(t.buffer(), t.buffer().size()).await?;
+                let half: &[half::f16] = bytemuck::cast_slice(&words);
+                Ok(half[..t.numel()].iter().map(|v| v.to_f32()).collect())
+            }
+        }
     }
 
     fn conv2d(

@@ -64,6 +64,14 @@ pub struct GpuContext {
     /// fill the card, and a workgroup per softmax row. Off, everything runs the barrier-free register-tiled kernels that software
     /// rasterisers need. Chosen by adapter ([`tiled_kernels`]); tests set it to check both.
     pub tiled: Cell<bool>,
+    /// The device has `shader-f16` (requested wherever the adapter offers it).
+    pub shader_f16: bool,
+    /// Convolution weights are uploaded as f16 ([`Backend::upload_weight`]): half the memory and
+    /// the weight traffic, products and sums still in f32. Needs `shader_f16`; off by default
+    /// (natively `STEPWISE_PRECISION=f16` turns it on; the accuracy is in BENCHMARKS.md).
+    ///
+    /// [`Backend::upload_weight`]: crate::backend::Backend::upload_weight
+    pub f16_weights: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
     layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -108,6 +116,27 @@ fn tiled_kernels(info: &wgpu::AdapterInfo) -> bool {
     info.device_type != wgpu::DeviceType::Cpu
 }
 
+/// Whether convolution weights are stored as f16: natively `STEPWISE_PRECISION=f16` asks for it
+/// (`f32`, the default, does not), and an adapter without `shader-f16` is then an error rather
+/// than a silent f32 run.
+fn f16_weights(shader_f16: bool, adapter: &str) -> Result<bool> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(v) = std::env::var("STEPWISE_PRECISION") {
+        return match v.as_str() {
+            "f32" | "" => Ok(false),
+            "f16" if shader_f16 => Ok(true),
+            "f16" => Err(Error::Gpu(format!(
+                "STEPWISE_PRECISION=f16 needs the shader-f16 feature, which {adapter} lacks"
+            ))),
+            other => Err(Error::Gpu(format!(
+                "STEPWISE_PRECISION={other}: expected f32 or f16"
+            ))),
+        };
+    }
+    let _ = (shader_f16, adapter);
+    Ok(false)
+}
+
 impl GpuContext {
     /// Requests an adapter and a device with WebGPU's default limits (so what runs natively also
     /// runs in any browser). `WGPU_BACKEND` (e.g. `vulkan`) selects the native API.
@@ -137,6 +166,9 @@ impl GpuContext {
         };
         #[cfg(target_arch = "wasm32")]
         let features = wgpu::Features::empty();
+        // f16 weights when asked for (`f16_weights`) and in the kernel tests.
+        let features = features | (adapter.features() & wgpu::Features::SHADER_F16);
+        let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("stepwise"),
@@ -181,8 +213,11 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let f16 = f16_weights(shader_f16, &adapter.get_info().name)?;
         Ok(Self {
             tiled: Cell::new(tiled_kernels(&adapter.get_info())),
+            shader_f16,
+            f16_weights: Cell::new(f16),
             adapter_info: adapter.get_info(),
             limits,
             modules: RefCell::default(),
@@ -376,7 +411,7 @@ impl GpuContext {
 
     /// Writes host data into a buffer. Pending commands are submitted first so that the write
     /// cannot overtake earlier ops that still read the (pooled, reused) buffer.
-    pub fn write(&self, buffer: &wgpu::Buffer, data: &[f32]) {
+    pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, data: &[T]) {
         if self.encoder.borrow().is_some() {
             self.flush();
         }

@@ -25,7 +25,7 @@ impl<B: Backend> Conv2d<B> {
     ) -> Result<Self> {
         let wshape = [cout, cin, kernel, kernel];
         Ok(Self {
-            weight: b.upload(&wshape, &vs.get("weight", &wshape)?)?,
+            weight: b.upload_weight(&wshape, &vs.get("weight", &wshape)?)?,
             bias: b.upload(&[cout], &vs.get("bias", &[cout])?)?,
             params,
         })

@@ -11,7 +11,7 @@ use crate::cpu::pool;
 use crate::cpu::transpose::transpose;
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
+use crate::gpu::{grid_1d, DType, GpuTensor};
 
 /// Validates operand shapes and returns the output shape `[N, Co, Ho, Wo]`.
 pub fn out_shape(
@@ -411,9 +411,23 @@ fn im2row(
     }
 }
 
+/// The kernels with f32 weights.
 pub const SHADER: Shader = Shader {
     name: "conv2d",
-    source: include_str!("../../../shaders/conv2d.wgsl"),
+    source: concat!(
+        "alias wtype = f32;\n",
+        include_str!("../../../shaders/conv2d.wgsl")
+    ),
+    inputs: 5,
+};
+
+/// The same kernels reading f16 weights ([`DType::F16`]); the device needs `shader-f16`.
+pub const SHADER_F16: Shader = Shader {
+    name: "conv2d_f16",
+    source: concat!(
+        "enable f16;\nalias wtype = f16;\n",
+        include_str!("../../../shaders/conv2d.wgsl")
+    ),
     inputs: 5,
 };
 
@@ -483,6 +497,15 @@ pub fn gpu(
         e.residual.map(|t| t.shape()),
     )?;
     let (xs, ws) = (x.shape(), w.shape());
+    if x.dtype() != DType::F32 {
+        return Err(Error::Gpu(
+            "conv2d: the input must be f32 (only weights may be f16)".into(),
+        ));
+    }
+    let shader = match w.dtype() {
+        DType::F32 => SHADER,
+        DType::F16 => SHADER_F16,
+    };
     let out = GpuTensor::empty(ctx, &o)?;
     let kdim = ws[1] * ws[2] * ws[3];
     let pixels = o[0] * o[2] * o[3];
@@ -520,12 +543,12 @@ pub fn gpu(
     if ctx.tiled.get() {
         let grid = [tiles[0] as u32, tiles[1] as u32, splits as u32];
         if splits == 1 {
-            ctx.dispatch(SHADER, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
+            ctx.dispatch(shader, "conv2d_tiled", &params, &inputs, out.buffer(), grid)?;
             return Ok(out);
         }
         let partial = GpuTensor::empty(ctx, &[splits, o[1], pixels])?;
         ctx.dispatch(
-            SHADER,
+            shader,
             "conv2d_tiled",
             &params,
             &inputs,
@@ -535,7 +558,7 @@ pub fn gpu(
         let sum_inputs = [Some(partial.buffer()), None, bias, add, residual];
         let grid = grid_1d(o.iter().product())?;
         ctx.dispatch(
-            SHADER,
+            shader,
             "conv2d_split_sum",
             &params,
             &sum_inputs,
@@ -546,7 +569,7 @@ pub fn gpu(
     }
     let invocations = o[0] * o[1].div_ceil(co_per) * o[2] * o[3].div_ceil(x_per);
     ctx.dispatch(
-        SHADER,
+        shader,
         match (wide, ws[3] == 3 && p.stride == 1) {
             (true, true) => "conv2d_wide3",
             (true, false) => "conv2d_wide",
