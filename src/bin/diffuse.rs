@@ -665,6 +665,10 @@ mod cli {
                 let gpu = pollster::block_on(GpuBackend::new())?;
                 let t = time_forward(&gpu, &files, &input, args.runs)?;
                 let m = report("gpu", &gpu.name(), t);
+                println!(
+                    "gpu buffers held: {:.1} MiB (weights, pooled activations, readback)",
+                    gpu.ctx.bytes_held() as f64 / (1 << 20) as f64
+                );
                 print_profile(&gpu, args.runs + 1);
                 Some(m)
             }
