@@ -61,7 +61,6 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
     let wa = weight_rows(co0, wstride);
-    let w_last = i32(p.w) - 1;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -71,14 +70,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
                 let wv = weights4(wa, widx);
-                // Input columns of the four outputs; out-of-image taps read a clamped address
-                // and are zeroed (the padding).
-                let ix = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
-                let inside = (ix >= vec4<i32>(0)) & (ix <= vec4<i32>(w_last));
-                let cx = vec4<u32>(clamp(ix, vec4<i32>(0), vec4<i32>(w_last)));
-                let xv = select(vec4<f32>(0.0),
-                                vec4<f32>(x[xrow + cx.x], x[xrow + cx.y], x[xrow + cx.z], x[xrow + cx.w]),
-                                inside);
+                // The four outputs' input columns at this tap.
+                let xv = load4(xrow, columns(tap_columns(ox0, kx)));
                 acc0 += xv.x * wv;
                 acc1 += xv.y * wv;
                 acc2 += xv.z * wv;
@@ -124,14 +117,10 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     var acc3 = vec4<f32>(0.0);
     let ksize = p.kh * 3u;
     let wa = weight_rows(co0, p.cin * ksize);
-    let w_last = i32(p.w) - 1;
     // Input columns ox0 − pad_left + 0 … 5: those of tap kx for output column ox0 + j are j + kx.
-    let ixa = vec4<i32>(i32(ox0) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3);
-    let ixc = ixa.xy + vec2<i32>(4);
-    let ina = (ixa >= vec4<i32>(0)) & (ixa <= vec4<i32>(w_last));
-    let inc = (ixc >= vec2<i32>(0)) & (ixc <= vec2<i32>(w_last));
-    let ca = vec4<u32>(clamp(ixa, vec4<i32>(0), vec4<i32>(w_last)));
-    let cc = vec2<u32>(clamp(ixc, vec2<i32>(0), vec2<i32>(w_last)));
+    let ixa = tap_columns(ox0, 0u);
+    let ca = columns(ixa);
+    let cc = columns(ixa + vec4<i32>(4)); // .xy
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -139,8 +128,8 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             if (iy < 0 || iy >= i32(p.h)) { continue; }
             let xrow = xplane + u32(iy) * p.w;
             let wk = ci * ksize + ky * 3u;
-            let xa = select(vec4<f32>(0.0), vec4<f32>(x[xrow + ca.x], x[xrow + ca.y], x[xrow + ca.z], x[xrow + ca.w]), ina);
-            let xc = select(vec2<f32>(0.0), vec2<f32>(x[xrow + cc.x], x[xrow + cc.y]), inc);
+            let xa = load4(xrow, ca);
+            let xc = load2(xrow, cc);
             let ya = vec4<f32>(xa.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xc);
             var wv = weights4(wa, wk);
@@ -152,6 +141,32 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         }
     }
     store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
+}
+
+// Input columns of one row: where to read (clamped into the row) and which are inside it. Taps
+// outside the image read the clamped address and are zeroed: the padding.
+struct Columns {
+    at: vec4<u32>,
+    inside: vec4<bool>,
+}
+
+fn columns(ix: vec4<i32>) -> Columns {
+    let last = vec4<i32>(i32(p.w) - 1);
+    return Columns(vec4<u32>(clamp(ix, vec4<i32>(0), last)), (ix >= vec4<i32>(0)) & (ix <= last));
+}
+
+// The input columns that tap `kx` reads for output columns ox0 .. ox0 + 3.
+fn tap_columns(ox0: u32, kx: u32) -> vec4<i32> {
+    return vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
+}
+
+// Row `row`'s input at `c`, zero outside the image; `load2` the first two of `c` only.
+fn load4(row: u32, c: Columns) -> vec4<f32> {
+    return select(vec4<f32>(0.0), vec4<f32>(x[row + c.at.x], x[row + c.at.y], x[row + c.at.z], x[row + c.at.w]), c.inside);
+}
+
+fn load2(row: u32, c: Columns) -> vec2<f32> {
+    return select(vec2<f32>(0.0), vec2<f32>(x[row + c.at.x], x[row + c.at.y]), c.inside.xy);
 }
 
 // The weights at offset `k` of the four rows `rows` (from `weight_rows`), widened to f32.
@@ -219,7 +234,6 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let wstride = p.cin * ksize; // distance between output channels in the weights
     let wa = weight_rows(co0, wstride);
     let wb = weight_rows(co0 + 4u, wstride);
-    let w_last = i32(p.w) - 1;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -230,16 +244,10 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
                 let widx = ci * ksize + ky * p.kw + kx;
                 let wv = weights4(wa, widx);
                 let wu = weights4(wb, widx);
-                // Input columns of the eight outputs; out-of-image taps read a clamped address
-                // and are zeroed (the padding).
-                let ixa = vec4<i32>(i32(ox0 * p.stride + kx) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3) * i32(p.stride);
-                let ixb = ixa + vec4<i32>(4 * i32(p.stride));
-                let ina = (ixa >= vec4<i32>(0)) & (ixa <= vec4<i32>(w_last));
-                let inb = (ixb >= vec4<i32>(0)) & (ixb <= vec4<i32>(w_last));
-                let ca = vec4<u32>(clamp(ixa, vec4<i32>(0), vec4<i32>(w_last)));
-                let cb = vec4<u32>(clamp(ixb, vec4<i32>(0), vec4<i32>(w_last)));
-                let xa = select(vec4<f32>(0.0), vec4<f32>(x[xrow + ca.x], x[xrow + ca.y], x[xrow + ca.z], x[xrow + ca.w]), ina);
-                let xb = select(vec4<f32>(0.0), vec4<f32>(x[xrow + cb.x], x[xrow + cb.y], x[xrow + cb.z], x[xrow + cb.w]), inb);
+                // The eight outputs' input columns at this tap.
+                let ixa = tap_columns(ox0, kx);
+                let xa = load4(xrow, columns(ixa));
+                let xb = load4(xrow, columns(ixa + vec4<i32>(4 * i32(p.stride))));
                 a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
                 a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
                 b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
@@ -274,17 +282,11 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let wstride = p.cin * ksize;
     let wa = weight_rows(co0, wstride);
     let wb = weight_rows(co0 + 4u, wstride);
-    let w_last = i32(p.w) - 1;
     // Input columns ox0 − pad_left + 0 … 9: those of tap kx for output column ox0 + j are j + kx.
-    let ixa = vec4<i32>(i32(ox0) - i32(p.pad_left)) + vec4<i32>(0, 1, 2, 3);
-    let ixb = ixa + vec4<i32>(4);
-    let ixc = ixa.xy + vec2<i32>(8);
-    let ina = (ixa >= vec4<i32>(0)) & (ixa <= vec4<i32>(w_last));
-    let inb = (ixb >= vec4<i32>(0)) & (ixb <= vec4<i32>(w_last));
-    let inc = (ixc >= vec2<i32>(0)) & (ixc <= vec2<i32>(w_last));
-    let ca = vec4<u32>(clamp(ixa, vec4<i32>(0), vec4<i32>(w_last)));
-    let cb = vec4<u32>(clamp(ixb, vec4<i32>(0), vec4<i32>(w_last)));
-    let cc = vec2<u32>(clamp(ixc, vec2<i32>(0), vec2<i32>(w_last)));
+    let ixa = tap_columns(ox0, 0u);
+    let ca = columns(ixa);
+    let cb = columns(ixa + vec4<i32>(4));
+    let cc = columns(ixa + vec4<i32>(8)); // .xy
     var wv: vec4<f32>;
     var wu: vec4<f32>;
     for (var ci = 0u; ci < p.cin; ci++) {
@@ -294,9 +296,9 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             if (iy < 0 || iy >= i32(p.h)) { continue; }
             let xrow = xplane + u32(iy) * p.w;
             let wk = ci * ksize + ky * 3u;
-            let xa = select(vec4<f32>(0.0), vec4<f32>(x[xrow + ca.x], x[xrow + ca.y], x[xrow + ca.z], x[xrow + ca.w]), ina);
-            let xb = select(vec4<f32>(0.0), vec4<f32>(x[xrow + cb.x], x[xrow + cb.y], x[xrow + cb.z], x[xrow + cb.w]), inb);
-            let xc = select(vec2<f32>(0.0), vec2<f32>(x[xrow + cc.x], x[xrow + cc.y]), inc);
+            let xa = load4(xrow, ca);
+            let xb = load4(xrow, cb);
+            let xc = load2(xrow, cc);
             let ya = vec4<f32>(xa.yzw, xb.x);
             let yb = vec4<f32>(xb.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xb.xy);
