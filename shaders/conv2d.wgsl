@@ -52,12 +52,10 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let co0 = t.y * 4u;
     let ox0 = t.w * 4u;
 
-    // Four accumulators held in named registers: a dynamically indexed private array would be
-    // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
-    var acc0 = vec4<f32>(0.0); // column ox0 + 0, channels co0..co0+3
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // The tile's sums, column j for output column ox0 + j (channels co0..co0+3 in it). A matrix,
+    // not an array, so that LLVM-based drivers (lavapipe, SwiftShader) keep it in registers: a
+    // dynamically indexed private array is spilled to memory, 10-100x slower.
+    var acc = mat4x4<f32>();
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
     let wa = weight_rows(co0, wstride);
@@ -71,15 +69,11 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 let widx = ci * ksize + ky * p.kw + kx;
                 let wv = weights4(wa, widx);
                 // The four outputs' input columns at this tap.
-                let xv = load4(xrow, columns(tap_columns(ox0, kx)));
-                acc0 += xv.x * wv;
-                acc1 += xv.y * wv;
-                acc2 += xv.z * wv;
-                acc3 += xv.w * wv;
+                acc += outer(wv, load4(xrow, columns(tap_columns(ox0, kx))));
             }
         }
     }
-    store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
+    store_tile(vec4<u32>(n, co0, oy, ox0), acc);
 }
 
 // The stores of `conv2d`'s and `conv2d3`'s tile at `at` = (image, first channel, output row,
@@ -111,10 +105,7 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let oy = t.z;
     let co0 = t.y * 4u;
     let ox0 = t.w * 4u;
-    var acc0 = vec4<f32>(0.0); // column ox0 + 0, channels co0..co0+3
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc = mat4x4<f32>(); // as in `conv2d`
     let ksize = p.kh * 3u;
     let wa = weight_rows(co0, p.cin * ksize);
     // Input columns ox0 − pad_left + 0 … 5: those of tap kx for output column ox0 + j are j + kx.
@@ -132,15 +123,12 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             let xc = load2(xrow, cc);
             let ya = vec4<f32>(xa.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xc);
-            var wv = weights4(wa, wk);
-            acc0 += xa.x * wv; acc1 += xa.y * wv; acc2 += xa.z * wv; acc3 += xa.w * wv;
-            wv = weights4(wa, wk + 1u);
-            acc0 += ya.x * wv; acc1 += ya.y * wv; acc2 += ya.z * wv; acc3 += ya.w * wv;
-            wv = weights4(wa, wk + 2u);
-            acc0 += za.x * wv; acc1 += za.y * wv; acc2 += za.z * wv; acc3 += za.w * wv;
+            acc += outer(weights4(wa, wk), xa);
+            acc += outer(weights4(wa, wk + 1u), ya);
+            acc += outer(weights4(wa, wk + 2u), za);
         }
     }
-    store_tile(vec4<u32>(n, co0, oy, ox0), mat4x4<f32>(acc0, acc1, acc2, acc3));
+    store_tile(vec4<u32>(n, co0, oy, ox0), acc);
 }
 
 // Input columns of one row: where to read (clamped into the row) and which are inside it. Taps
@@ -167,6 +155,12 @@ fn load4(row: u32, c: Columns) -> vec4<f32> {
 
 fn load2(row: u32, c: Columns) -> vec2<f32> {
     return select(vec2<f32>(0.0), vec2<f32>(x[row + c.at.x], x[row + c.at.y]), c.inside.xy);
+}
+
+// w ⊗ x: one tap's products for four channels (`w`) × four output columns (`x`), column j
+// being x[j] · w, the accumulators' layout.
+fn outer(w: vec4<f32>, x: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(w * x.x, w * x.y, w * x.z, w * x.w);
 }
 
 // The weights at offset `k` of the four rows `rows` (from `weight_rows`), widened to f32.
@@ -223,13 +217,13 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let co0 = t.y * 8u;
     let ox0 = t.w * 8u;
 
-    // Sixteen accumulators held in named registers: a dynamically indexed private array would be
-    // spilled to memory by LLVM-based drivers (lavapipe, SwiftShader), 10-100x slower.
-    // aJ: column ox0 + J, channels co0..co0+3; bJ: the same column, channels co0+4..co0+7.
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    // The sums in four matrices (kept in registers, as in `conv2d`), a column per output column:
+    // `a` columns ox0..ox0+3 and `a4` ox0+4..ox0+7 for channels co0..co0+3, `b` and `b4` the same
+    // for channels co0+4..co0+7.
+    var a = mat4x4<f32>();
+    var a4 = mat4x4<f32>();
+    var b = mat4x4<f32>();
+    var b4 = mat4x4<f32>();
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
     let wa = weight_rows(co0, wstride);
@@ -248,16 +242,14 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
                 let ixa = tap_columns(ox0, kx);
                 let xa = load4(xrow, columns(ixa));
                 let xb = load4(xrow, columns(ixa + vec4<i32>(4 * i32(p.stride))));
-                a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
-                a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
-                b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
-                b4 += xb.x * wu; b5 += xb.y * wu; b6 += xb.z * wu; b7 += xb.w * wu;
+                a += outer(wv, xa);
+                a4 += outer(wv, xb);
+                b += outer(wu, xa);
+                b4 += outer(wu, xb);
             }
         }
     }
-    store_wide(vec4<u32>(n, co0, oy, ox0),
-               mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(a4, a5, a6, a7),
-               mat4x4<f32>(b0, b1, b2, b3), mat4x4<f32>(b4, b5, b6, b7));
+    store_wide(vec4<u32>(n, co0, oy, ox0), a, a4, b, b4);
 }
 
 // `conv2d_wide` for the common 3-wide kernels at stride 1 (a UNet's 3×3 convolutions): the three
@@ -273,11 +265,10 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let oy = t.z;
     let co0 = t.y * 8u;
     let ox0 = t.w * 8u;
-    // As in `conv2d_wide`: aJ column ox0 + J, channels co0..co0+3; bJ channels co0+4..co0+7.
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    var a = mat4x4<f32>(); // as in `conv2d_wide`
+    var a4 = mat4x4<f32>();
+    var b = mat4x4<f32>();
+    var b4 = mat4x4<f32>();
     let ksize = p.kh * 3u;
     let wstride = p.cin * ksize;
     let wa = weight_rows(co0, wstride);
@@ -287,8 +278,6 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let ca = columns(ixa);
     let cb = columns(ixa + vec4<i32>(4));
     let cc = columns(ixa + vec4<i32>(8)); // .xy
-    var wv: vec4<f32>;
-    var wu: vec4<f32>;
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -303,29 +292,28 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let yb = vec4<f32>(xb.yzw, xc.x);
             let za = vec4<f32>(xa.zw, xb.xy);
             let zb = vec4<f32>(xb.zw, xc);
-                wv = weights4(wa, wk + 0u);
-                wu = weights4(wb, wk + 0u);
-                a0 += xa.x * wv; a1 += xa.y * wv; a2 += xa.z * wv; a3 += xa.w * wv;
-                a4 += xb.x * wv; a5 += xb.y * wv; a6 += xb.z * wv; a7 += xb.w * wv;
-                b0 += xa.x * wu; b1 += xa.y * wu; b2 += xa.z * wu; b3 += xa.w * wu;
-                b4 += xb.x * wu; b5 += xb.y * wu; b6 += xb.z * wu; b7 += xb.w * wu;
-                wv = weights4(wa, wk + 1u);
-                wu = weights4(wb, wk + 1u);
-                a0 += ya.x * wv; a1 += ya.y * wv; a2 += ya.z * wv; a3 += ya.w * wv;
-                a4 += yb.x * wv; a5 += yb.y * wv; a6 += yb.z * wv; a7 += yb.w * wv;
-                b0 += ya.x * wu; b1 += ya.y * wu; b2 += ya.z * wu; b3 += ya.w * wu;
-                b4 += yb.x * wu; b5 += yb.y * wu; b6 += yb.z * wu; b7 += yb.w * wu;
-                wv = weights4(wa, wk + 2u);
-                wu = weights4(wb, wk + 2u);
-                a0 += za.x * wv; a1 += za.y * wv; a2 += za.z * wv; a3 += za.w * wv;
-                a4 += zb.x * wv; a5 += zb.y * wv; a6 += zb.z * wv; a7 += zb.w * wv;
-                b0 += za.x * wu; b1 += za.y * wu; b2 += za.z * wu; b3 += za.w * wu;
-                b4 += zb.x * wu; b5 += zb.y * wu; b6 += zb.z * wu; b7 += zb.w * wu;
+            // Tap kx reads columns kx.. of the ten: x for kx = 0, y for 1, z for 2.
+            var wv = weights4(wa, wk);
+            var wu = weights4(wb, wk);
+            a += outer(wv, xa);
+            a4 += outer(wv, xb);
+            b += outer(wu, xa);
+            b4 += outer(wu, xb);
+            wv = weights4(wa, wk + 1u);
+            wu = weights4(wb, wk + 1u);
+            a += outer(wv, ya);
+            a4 += outer(wv, yb);
+            b += outer(wu, ya);
+            b4 += outer(wu, yb);
+            wv = weights4(wa, wk + 2u);
+            wu = weights4(wb, wk + 2u);
+            a += outer(wv, za);
+            a4 += outer(wv, zb);
+            b += outer(wu, za);
+            b4 += outer(wu, zb);
         }
     }
-    store_wide(vec4<u32>(n, co0, oy, ox0),
-               mat4x4<f32>(a0, a1, a2, a3), mat4x4<f32>(a4, a5, a6, a7),
-               mat4x4<f32>(b0, b1, b2, b3), mat4x4<f32>(b4, b5, b6, b7));
+    store_wide(vec4<u32>(n, co0, oy, ox0), a, a4, b, b4);
 }
 
 // The same convolution as an implicit GEMM through workgroup memory, for real GPUs:
