@@ -31,26 +31,30 @@ fn epilogue(img: u32, co: u32, idx: u32, v: f32) -> f32 {
     return o * p.out_scale;
 }
 
-// The output tile of `conv2d`'s or `conv2d_wide`'s invocation `id`: (image, channel tile, output
-// row, column tile), from id = ((n · co_tiles + co_tile) · ho + oy) · x_tiles + x_tile, so that
-// neighbouring invocations share input rows.
-fn register_tile(id: u32) -> vec4<u32> {
+// A register kernel's output tile: image `n`, output row `oy`, channels co0.., columns ox0...
+struct Tile {
+    n: u32,
+    co0: u32,
+    oy: u32,
+    ox0: u32,
+}
+
+// The `size` × `size` tile (channels × columns) of invocation gid + gid.y · nwg.x · 64, numbered
+// ((n · co_tiles + co_tile) · ho + oy) · x_tiles + x_tile so that neighbouring invocations share
+// input rows. Invocations past the last tile get n ≥ p.n and return.
+fn register_tile(gid: vec3<u32>, nwg: vec3<u32>, size: u32) -> Tile {
+    let id = gid.x + gid.y * nwg.x * 64u;
     let x_tile = id % p.x_tiles;
     let oy = (id / p.x_tiles) % p.ho;
     let co_tile = (id / (p.x_tiles * p.ho)) % p.co_tiles;
     let n = id / (p.x_tiles * p.ho * p.co_tiles);
-    return vec4<u32>(n, co_tile, oy, x_tile);
+    return Tile(n, co_tile * size, oy, x_tile * size);
 }
 
 @compute @workgroup_size(64)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;
-    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
-    let t = register_tile(id);
-    let n = t.x;
-    let oy = t.z;
-    let co0 = t.y * 4u;
-    let ox0 = t.w * 4u;
+    let t = register_tile(gid, nwg, 4u);
+    if (t.n >= p.n) { return; }
 
     // The tile's sums, column j for output column ox0 + j (channels co0..co0+3 in it). A matrix,
     // not an array, so that LLVM-based drivers (lavapipe, SwiftShader) keep it in registers: a
@@ -58,37 +62,35 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var acc = mat4x4<f32>();
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
-    let wa = weight_rows(co0, wstride);
+    let wa = weight_rows(t.co0, wstride);
     for (var ci = 0u; ci < p.cin; ci++) {
-        let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let xrow = xplane + u32(iy) * p.w;
+            let row = input_row(t, ci, ky);
+            if (row < 0) { continue; } // padding
+            let xrow = u32(row);
             for (var kx = 0u; kx < p.kw; kx++) {
                 let widx = ci * ksize + ky * p.kw + kx;
                 let wv = weights4(wa, widx);
                 // The four outputs' input columns at this tap.
-                acc += outer(wv, load4(xrow, columns(tap_columns(ox0, kx))));
+                acc += outer(wv, load4(xrow, columns(tap_columns(t.ox0, kx))));
             }
         }
     }
-    store_tile(vec4<u32>(n, co0, oy, ox0), acc);
+    store_tile(t, acc);
 }
 
-// The stores of `conv2d`'s and `conv2d3`'s tile at `at` = (image, first channel, output row,
-// first column) from its accumulators as columns (`a[j]`: column ox0 + j, channels co0..co0+3),
-// transposed to per-channel rows of four columns.
-fn store_tile(at: vec4<u32>, a: mat4x4<f32>) {
+// The stores of `conv2d`'s and `conv2d3`'s tile `t` from its accumulators as columns (`a[j]`:
+// column ox0 + j, channels co0..co0+3), transposed to per-channel rows of four columns.
+fn store_tile(t: Tile, a: mat4x4<f32>) {
     let rows = transpose(a);
     for (var c = 0u; c < 4u; c++) {
-        let co = at.y + c;
+        let co = t.co0 + c;
         if (co >= p.cout) { break; }
-        let obase = ((at.x * p.cout + co) * p.ho + at.z) * p.wo;
+        let obase = ((t.n * p.cout + co) * p.ho + t.oy) * p.wo;
         let row = rows[c];
         for (var j = 0u; j < 4u; j++) {
-            let ox = at.w + j;
-            if (ox < p.wo) { out[obase + ox] = epilogue(at.x, co, obase + ox, row[j]); }
+            let ox = t.ox0 + j;
+            if (ox < p.wo) { out[obase + ox] = epilogue(t.n, co, obase + ox, row[j]); }
         }
     }
 }
@@ -98,26 +100,20 @@ fn store_tile(at: vec4<u32>, a: mat4x4<f32>) {
 // `conv2d` makes 12 and 12.
 @compute @workgroup_size(64)
 fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;
-    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
-    let t = register_tile(id);
-    let n = t.x;
-    let oy = t.z;
-    let co0 = t.y * 4u;
-    let ox0 = t.w * 4u;
+    let t = register_tile(gid, nwg, 4u);
+    if (t.n >= p.n) { return; }
     var acc = mat4x4<f32>(); // as in `conv2d`
     let ksize = p.kh * 3u;
-    let wa = weight_rows(co0, p.cin * ksize);
+    let wa = weight_rows(t.co0, p.cin * ksize);
     // Input columns ox0 − pad_left + 0 … 5: those of tap kx for output column ox0 + j are j + kx.
-    let ixa = tap_columns(ox0, 0u);
+    let ixa = tap_columns(t.ox0, 0u);
     let ca = columns(ixa);
     let cc = columns(ixa + vec4<i32>(4)); // .xy
     for (var ci = 0u; ci < p.cin; ci++) {
-        let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy + ky) - i32(p.pad_top);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let xrow = xplane + u32(iy) * p.w;
+            let row = input_row(t, ci, ky);
+            if (row < 0) { continue; } // padding
+            let xrow = u32(row);
             let wk = ci * ksize + ky * 3u;
             let xa = load4(xrow, ca);
             let xc = load2(xrow, cc);
@@ -128,7 +124,7 @@ fn conv2d3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             acc += outer(weights4(wa, wk + 2u), za);
         }
     }
-    store_tile(vec4<u32>(n, co0, oy, ox0), acc);
+    store_tile(t, acc);
 }
 
 // Input columns of one row: where to read (clamped into the row) and which are inside it. Taps
@@ -141,6 +137,14 @@ struct Columns {
 fn columns(ix: vec4<i32>) -> Columns {
     let last = vec4<i32>(i32(p.w) - 1);
     return Columns(vec4<u32>(clamp(ix, vec4<i32>(0), last)), (ix >= vec4<i32>(0)) & (ix <= last));
+}
+
+// Where input row oy · stride + ky − pad_top of channel `ci` of tile `t`'s image starts in `x`,
+// or −1 where that row is padding.
+fn input_row(t: Tile, ci: u32, ky: u32) -> i32 {
+    let iy = i32(t.oy * p.stride + ky) - i32(p.pad_top);
+    if (iy < 0 || iy >= i32(p.h)) { return -1; }
+    return i32(((t.n * p.cin + ci) * p.h + u32(iy)) * p.w);
 }
 
 // The input columns that tap `kx` reads for output columns ox0 .. ox0 + 3.
@@ -174,19 +178,35 @@ fn weight_rows(c: u32, wstride: u32) -> vec4<u32> {
     return min(vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cout - 1u)) * wstride;
 }
 
-// The stores of `conv2d_wide`'s and `conv2d_wide3`'s tile at `at` = (image, first channel, output
-// row, first column), from their accumulators as columns (`a[j]`: column ox0 + j, channels
-// co0..co0+3; `a4`: columns ox0 + 4..7; `b`, `b4`: the same for channels co0+4..co0+7),
-// transposed to per-channel rows of four columns.
-fn store_wide(at: vec4<u32>, a: mat4x4<f32>, a4: mat4x4<f32>, b: mat4x4<f32>, b4: mat4x4<f32>) {
-    let n = at.x;
-    let co0 = at.y;
-    let oy = at.z;
-    let ox0 = at.w;
-    let ra = transpose(a);
-    let rb = transpose(a4);
-    let sa = transpose(b);
-    let sb = transpose(b4);
+// The 8 × 8 tile's sums of `conv2d_wide` and `conv2d_wide3`, a matrix column per output column:
+// `a` columns ox0..ox0+3 and `a4` ox0+4..ox0+7 for channels co0..co0+3, `b` and `b4` the same
+// for channels co0+4..co0+7.
+struct Sums8 {
+    a: mat4x4<f32>,
+    a4: mat4x4<f32>,
+    b: mat4x4<f32>,
+    b4: mat4x4<f32>,
+}
+
+// `s` plus one tap: the weights at offset `k` of rows `wa` (channels co0..co0+3) and `wb`
+// (co0+4..co0+7) times input columns `xa` (for outputs ox0..ox0+3) and `xb` (ox0+4..ox0+7).
+fn tap8(s: Sums8, wa: vec4<u32>, wb: vec4<u32>, k: u32, xa: vec4<f32>, xb: vec4<f32>) -> Sums8 {
+    let wv = weights4(wa, k);
+    let wu = weights4(wb, k);
+    return Sums8(s.a + outer(wv, xa), s.a4 + outer(wv, xb), s.b + outer(wu, xa), s.b4 + outer(wu, xb));
+}
+
+// The stores of `conv2d_wide`'s and `conv2d_wide3`'s tile `t` from its sums, transposed to
+// per-channel rows of four columns.
+fn store_wide(t: Tile, s: Sums8) {
+    let n = t.n;
+    let co0 = t.co0;
+    let oy = t.oy;
+    let ox0 = t.ox0;
+    let ra = transpose(s.a);
+    let rb = transpose(s.a4);
+    let sa = transpose(s.b);
+    let sb = transpose(s.b4);
     for (var c = 0u; c < 8u; c++) {
         let co = co0 + c;
         if (co >= p.cout) { break; }
@@ -209,47 +229,28 @@ fn store_wide(at: vec4<u32>, a: mat4x4<f32>, a4: mat4x4<f32>, b: mat4x4<f32>, b4
 // Narrower outputs (the 4×4 layers) would leave half of each tile idle and keep `conv2d` (`conv2d3`).
 @compute @workgroup_size(64)
 fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;
-    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
-    let t = register_tile(id);
-    let n = t.x;
-    let oy = t.z;
-    let co0 = t.y * 8u;
-    let ox0 = t.w * 8u;
-
-    // The sums in four matrices (kept in registers, as in `conv2d`), a column per output column:
-    // `a` columns ox0..ox0+3 and `a4` ox0+4..ox0+7 for channels co0..co0+3, `b` and `b4` the same
-    // for channels co0+4..co0+7.
-    var a = mat4x4<f32>();
-    var a4 = mat4x4<f32>();
-    var b = mat4x4<f32>();
-    var b4 = mat4x4<f32>();
+    let t = register_tile(gid, nwg, 8u);
+    if (t.n >= p.n) { return; }
+    var acc = Sums8(); // kept in registers, as in `conv2d`
     let ksize = p.kh * p.kw;
     let wstride = p.cin * ksize; // distance between output channels in the weights
-    let wa = weight_rows(co0, wstride);
-    let wb = weight_rows(co0 + 4u, wstride);
+    let wa = weight_rows(t.co0, wstride);
+    let wb = weight_rows(t.co0 + 4u, wstride);
     for (var ci = 0u; ci < p.cin; ci++) {
-        let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let xrow = xplane + u32(iy) * p.w;
+            let row = input_row(t, ci, ky);
+            if (row < 0) { continue; } // padding
+            let xrow = u32(row);
             for (var kx = 0u; kx < p.kw; kx++) {
-                let widx = ci * ksize + ky * p.kw + kx;
-                let wv = weights4(wa, widx);
-                let wu = weights4(wb, widx);
                 // The eight outputs' input columns at this tap.
-                let ixa = tap_columns(ox0, kx);
+                let ixa = tap_columns(t.ox0, kx);
                 let xa = load4(xrow, columns(ixa));
                 let xb = load4(xrow, columns(ixa + vec4<i32>(4 * i32(p.stride))));
-                a += outer(wv, xa);
-                a4 += outer(wv, xb);
-                b += outer(wu, xa);
-                b4 += outer(wu, xb);
+                acc = tap8(acc, wa, wb, ci * ksize + ky * p.kw + kx, xa, xb);
             }
         }
     }
-    store_wide(vec4<u32>(n, co0, oy, ox0), a, a4, b, b4);
+    store_wide(t, acc);
 }
 
 // `conv2d_wide` for the common 3-wide kernels at stride 1 (a UNet's 3×3 convolutions): the three
@@ -258,32 +259,23 @@ fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 // makes 24 and 24.
 @compute @workgroup_size(64)
 fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * nwg.x * 64u;
-    if (id >= p.n * p.co_tiles * p.ho * p.x_tiles) { return; }
-    let t = register_tile(id);
-    let n = t.x;
-    let oy = t.z;
-    let co0 = t.y * 8u;
-    let ox0 = t.w * 8u;
-    var a = mat4x4<f32>(); // as in `conv2d_wide`
-    var a4 = mat4x4<f32>();
-    var b = mat4x4<f32>();
-    var b4 = mat4x4<f32>();
+    let t = register_tile(gid, nwg, 8u);
+    if (t.n >= p.n) { return; }
+    var acc = Sums8();
     let ksize = p.kh * 3u;
     let wstride = p.cin * ksize;
-    let wa = weight_rows(co0, wstride);
-    let wb = weight_rows(co0 + 4u, wstride);
+    let wa = weight_rows(t.co0, wstride);
+    let wb = weight_rows(t.co0 + 4u, wstride);
     // Input columns ox0 − pad_left + 0 … 9: those of tap kx for output column ox0 + j are j + kx.
-    let ixa = tap_columns(ox0, 0u);
+    let ixa = tap_columns(t.ox0, 0u);
     let ca = columns(ixa);
     let cb = columns(ixa + vec4<i32>(4));
     let cc = columns(ixa + vec4<i32>(8)); // .xy
     for (var ci = 0u; ci < p.cin; ci++) {
-        let xplane = (n * p.cin + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy + ky) - i32(p.pad_top);
-            if (iy < 0 || iy >= i32(p.h)) { continue; }
-            let xrow = xplane + u32(iy) * p.w;
+            let row = input_row(t, ci, ky);
+            if (row < 0) { continue; } // padding
+            let xrow = u32(row);
             let wk = ci * ksize + ky * 3u;
             let xa = load4(xrow, ca);
             let xb = load4(xrow, cb);
@@ -293,27 +285,12 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let za = vec4<f32>(xa.zw, xb.xy);
             let zb = vec4<f32>(xb.zw, xc);
             // Tap kx reads columns kx.. of the ten: x for kx = 0, y for 1, z for 2.
-            var wv = weights4(wa, wk);
-            var wu = weights4(wb, wk);
-            a += outer(wv, xa);
-            a4 += outer(wv, xb);
-            b += outer(wu, xa);
-            b4 += outer(wu, xb);
-            wv = weights4(wa, wk + 1u);
-            wu = weights4(wb, wk + 1u);
-            a += outer(wv, ya);
-            a4 += outer(wv, yb);
-            b += outer(wu, ya);
-            b4 += outer(wu, yb);
-            wv = weights4(wa, wk + 2u);
-            wu = weights4(wb, wk + 2u);
-            a += outer(wv, za);
-            a4 += outer(wv, zb);
-            b += outer(wu, za);
-            b4 += outer(wu, zb);
+            acc = tap8(acc, wa, wb, wk, xa, xb);
+            acc = tap8(acc, wa, wb, wk + 1u, ya, yb);
+            acc = tap8(acc, wa, wb, wk + 2u, za, zb);
         }
     }
-    store_wide(vec4<u32>(n, co0, oy, ox0), a, a4, b, b4);
+    store_wide(t, acc);
 }
 
 // The same convolution as an implicit GEMM through workgroup memory, for real GPUs:
