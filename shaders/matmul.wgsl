@@ -3,6 +3,8 @@
 // batch index z split as (z / batch_inner, z % batch_inner): linear layers, 1×1 projections of NCHW
 // activations and multi-head attention products all run here without transposes or copies.
 // Each invocation computes a 4×4 register tile (no barriers: see conv2d.wgsl).
+// B's element type `btype` comes from a prelude (ops::matmul::SHADER, SHADER_F16): f32, or f16
+// for a linear layer's f16 weights, widened as loaded; sums are f32.
 //
 // Split-K (real GPUs, where the output has too few tiles to fill the card, e.g. a time-embedding
 // projection with one row and K = 512): dispatch z runs over (batch entry, split), each split sums
@@ -21,7 +23,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<btype>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
@@ -56,7 +58,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var kk = k_begin; kk < k_end; kk++) {
         let ak = kk * p.a_col;
         let bk = kk * p.b_row;
-        let bv = vec4<f32>(b[bc.x + bk], b[bc.y + bk], b[bc.z + bk], b[bc.w + bk]);
+        let bv = vec4<f32>(f32(b[bc.x + bk]), f32(b[bc.y + bk]), f32(b[bc.z + bk]), f32(b[bc.w + bk]));
         acc0 += a[ar.x + ak] * bv;
         acc1 += a[ar.y + ak] * bv;
         acc2 += a[ar.z + ak] * bv;

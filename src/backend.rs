@@ -145,9 +145,9 @@ pub trait Backend: 'static {
     /// Copies host data into a new tensor.
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
 
-    /// Copies a convolution's weights into a new tensor, in the precision the backend keeps
-    /// weights in (the GPU's f16 weights, [`crate::gpu::GpuContext::f16_weights`]); only
-    /// [`Backend::conv2d`]'s `w` receives it.
+    /// Copies a layer's weights into a new tensor, in the precision the backend keeps weights
+    /// in (the GPU's f16 weights, [`crate::gpu::GpuContext::f16_weights`]). Only a convolution's
+    /// `w` and a matmul's `b` (a linear layer's weights) receive such a tensor.
     fn upload_weight(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor> {
         self.upload(shape, data)
     }

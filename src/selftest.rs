@@ -90,6 +90,19 @@ fn pair(g: &GpuBackend, shape: &[usize], data: &[f32]) -> Result<Pair> {
     })
 }
 
+/// The f16 weights of `data` on the GPU, and on the CPU the same values (rounded to f16, widened
+/// back exactly): a kernel reading them must match the CPU to f32 accuracy.
+fn f16_pair(g: &GpuBackend, shape: &[usize], data: &[f32]) -> Result<Pair> {
+    let rounded: Vec<f32> = data
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    Ok(Pair {
+        cpu: CpuBackend.upload(shape, &rounded)?,
+        gpu: GpuTensor::upload_f16(&g.ctx, shape, data)?,
+    })
+}
+
 async fn compare(
     g: &GpuBackend,
     name: String,
@@ -197,14 +210,9 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         // The same kernel reading f16 weights, against the CPU with the weights rounded the
         // same way: widening an f16 is exact, so only the f32 sums' order differs.
         if g.ctx.shader_f16 {
-            let wshape = [co, ci, k, k];
-            let w16 = GpuTensor::upload_f16(&g.ctx, &wshape, &wdata)?;
-            let rounded: Vec<f32> = wdata
-                .iter()
-                .map(|&v| half::f16::from_f32(v).to_f32())
-                .collect();
-            let want = reference(&CpuBackend.upload(&wshape, &rounded)?)?;
-            let got = g.conv2d_epilogue(&x.gpu, &w16, bias.then_some(&b.gpu), p, epilogue)?;
+            let w16 = f16_pair(g, &[co, ci, k, k], &wdata)?;
+            let want = reference(&w16.cpu)?;
+            let got = g.conv2d_epilogue(&x.gpu, &w16.gpu, bias.then_some(&b.gpu), p, epilogue)?;
             out.push(compare(g, format!("{name} f16 weights"), &want, &got, TOL).await?);
         }
     }
@@ -312,7 +320,8 @@ pub async fn matmul(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         };
         let (a_len, b_len) = (3 + m * k * batch, 5 + k * n * batch);
         let at = pair(g, &[a_len], &r.randn(a_len))?;
-        let bt = pair(g, &[b_len], &r.randn(b_len))?;
+        let bdata = r.randn(b_len);
+        let bt = pair(g, &[b_len], &bdata)?;
         let blen = if bias_mode == BiasMode::PerRow { m } else { n };
         let bias = pair(g, &[blen], &r.randn(blen))?;
         let shape = [batch, m, n];
@@ -339,7 +348,19 @@ pub async fn matmul(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
                 "matmul self-test: case {case} ({spec:?}) should split K"
             )));
         }
-        out.push(compare(g, format!("matmul m{m} n{n} k{k} batch {outer}x{inner} bias {bias_mode:?} residual {use_res}"), &want, &got, TOL).await?);
+        let name = format!(
+            "matmul m{m} n{n} k{k} batch {outer}x{inner} bias {bias_mode:?} residual {use_res}"
+        );
+        out.push(compare(g, name.clone(), &want, &got, TOL).await?);
+        // B as f16 weights (a linear layer's), against the CPU on the same rounded values.
+        if g.ctx.shader_f16 {
+            let b16 = f16_pair(g, &[b_len], &bdata)?;
+            let (bias_c, bias_g) = (use_bias.then_some(&bias.cpu), use_bias.then_some(&bias.gpu));
+            let (res_c, res_g) = (use_res.then_some(&res.cpu), use_res.then_some(&res.gpu));
+            let want = CpuBackend.matmul(&at.cpu, &b16.cpu, bias_c, res_c, &shape, &spec)?;
+            let got = g.matmul(&at.gpu, &b16.gpu, bias_g, res_g, &shape, &spec)?;
+            out.push(compare(g, format!("{name} f16 B"), &want, &got, TOL).await?);
+        }
     }
     Ok(out)
 }

@@ -95,8 +95,8 @@ fn gpu_tiled_kernels_match_diffusers() {
 
 #[test]
 fn gpu_with_f16_weights_matches_diffusers() {
-    // Convolution weights rounded to f16 (`STEPWISE_PRECISION=f16`), both kernel sets: most
-    // fixtures' weights are f32, so this measures the rounding's cost, bounded at 2e-3.
+    // Convolution and linear weights rounded to f16 (`STEPWISE_PRECISION=f16`), both kernel
+    // sets: most fixtures' weights are f32, so this measures the rounding's cost, bounded at 2e-3.
     let largest = gpu_case(false, true, 2e-3).max(gpu_case(true, true, 2e-3));
     // Some fixtures' weights are f16 already (and come out as exact as f32 ones); the others
     // must show the rounding, or the weights were never stored as f16.

@@ -60,7 +60,9 @@ fn run<B: Backend>(b: &B, dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<f32>
         .collect()
 }
 
-fn check<B: Backend>(b: &B, device: &str, tol: f64) {
+/// Every case's outputs within `tol` of diffusers; returns the largest relative L2.
+fn check<B: Backend>(b: &B, device: &str, tol: f64) -> f64 {
+    let mut largest = 0f64;
     for dir in cases() {
         let expected = read_tensors(
             &std::fs::read(dir.join("expected.safetensors")).unwrap(),
@@ -80,8 +82,10 @@ fn check<B: Backend>(b: &B, device: &str, tol: f64) {
                 "{}: {key} relative L2 {err:e} > {tol:e} on the {device}",
                 dir.display()
             );
+            largest = largest.max(err);
         }
     }
+    largest
 }
 
 #[test]
@@ -92,6 +96,19 @@ fn cpu_matches_diffusers() {
 #[test]
 fn gpu_matches_diffusers() {
     check(&common::gpu(), "gpu", 1e-3);
+}
+
+#[test]
+fn gpu_with_f16_weights_matches_diffusers() {
+    // The decoders' convolution and linear weights rounded to f16 (`STEPWISE_PRECISION=f16`):
+    // the fixtures' weights are f32, so the rounding must show, within 2e-3.
+    let g = common::gpu();
+    g.ctx.f16_weights.set(true);
+    let largest = check(&g, "gpu with f16 weights", 2e-3);
+    assert!(
+        largest > 1e-5,
+        "no output moved from f32 (largest rel L2 {largest:e}): f16 weights unused?"
+    );
 }
 
 #[test]

@@ -24,20 +24,34 @@ fn assert_passed(checks: stepwise::Result<Vec<Check>>) {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-/// The conv2d self-test, whose every case also runs with f16 weights: lavapipe (CI's adapter)
-/// has `shader-f16`, so those checks must be there, not skipped.
-fn assert_conv2d_passed(g: &GpuBackend, r: &mut TestRng) {
+/// A self-test whose every case also runs with f16 weights (checks named `...{suffix}`):
+/// lavapipe (CI's adapter) has `shader-f16`, so those `cases` checks must be there, not skipped.
+fn assert_passed_with_f16(
+    g: &GpuBackend,
+    checks: stepwise::Result<Vec<Check>>,
+    suffix: &str,
+    cases: usize,
+) {
     assert!(
         g.ctx.shader_f16,
         "{} lacks shader-f16: the f16-weight kernels cannot be checked",
         g.ctx.describe()
     );
-    let checks = pollster::block_on(selftest::conv2d(g, r));
-    let f16 = checks.as_ref().map_or(0, |c| {
-        c.iter().filter(|c| c.name.ends_with("f16 weights")).count()
-    });
-    assert_eq!(f16, 16, "one f16-weight check per case");
+    let f16 = checks
+        .as_ref()
+        .map_or(0, |c| c.iter().filter(|c| c.name.ends_with(suffix)).count());
+    assert_eq!(f16, cases, "one check with f16 weights per case");
     assert_passed(checks);
+}
+
+fn assert_conv2d_passed(g: &GpuBackend, r: &mut TestRng) {
+    let checks = pollster::block_on(selftest::conv2d(g, r));
+    assert_passed_with_f16(g, checks, "f16 weights", 16);
+}
+
+fn assert_matmul_passed(g: &GpuBackend, r: &mut TestRng) {
+    let checks = pollster::block_on(selftest::matmul(g, r));
+    assert_passed_with_f16(g, checks, "f16 B", 10);
 }
 
 #[test]
@@ -66,7 +80,7 @@ fn group_norm_matches_cpu() {
 fn matmul_matches_cpu_with_strides_bias_and_residual() {
     let (g, mut r) = setup("matmul");
     g.ctx.tiled.set(false);
-    assert_passed(pollster::block_on(selftest::matmul(&g, &mut r)));
+    assert_matmul_passed(&g, &mut r);
 }
 
 #[test]
@@ -74,7 +88,7 @@ fn matmul_split_k_matches_cpu() {
     // Real GPUs' matmul: small outputs with a long K are summed in K splits, then added up.
     let (g, mut r) = setup("matmul_split_k");
     g.ctx.tiled.set(true);
-    assert_passed(pollster::block_on(selftest::matmul(&g, &mut r)));
+    assert_matmul_passed(&g, &mut r);
 }
 
 #[test]

@@ -13,8 +13,8 @@ use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, r
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
-    /// Only convolution weights ([`GpuContext::f16_weights`]); the conv kernels widen each
-    /// value to f32 as they load it. Every other op reads and writes f32.
+    /// Only weights ([`GpuContext::f16_weights`]): a convolution's `w` and a matmul's `b`, whose
+    /// kernels widen each value to f32 as they load it. Every other op reads and writes f32.
     F16,
 }
 

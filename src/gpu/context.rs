@@ -66,8 +66,8 @@ pub struct GpuContext {
     pub tiled: Cell<bool>,
     /// The device has `shader-f16` (requested wherever the adapter offers it).
     pub shader_f16: bool,
-    /// Convolution weights are uploaded as f16 ([`Backend::upload_weight`]): half the memory and
-    /// the weight traffic, products and sums still in f32. Needs `shader_f16`; off by default
+    /// Convolution and linear weights are uploaded as f16 ([`Backend::upload_weight`]): half the
+    /// memory and the weight traffic, products and sums still in f32. Needs `shader_f16`; off by default
     /// (natively `STEPWISE_PRECISION=f16` turns it on; the accuracy is in BENCHMARKS.md).
     ///
     /// [`Backend::upload_weight`]: crate::backend::Backend::upload_weight
@@ -116,9 +116,9 @@ fn tiled_kernels(info: &wgpu::AdapterInfo) -> bool {
     info.device_type != wgpu::DeviceType::Cpu
 }
 
-/// Whether convolution weights are stored as f16: natively `STEPWISE_PRECISION=f16` asks for it
-/// (`f32`, the default, does not), and an adapter without `shader-f16` is then an error rather
-/// than a silent f32 run.
+/// Whether weights (convolutions', linear layers') are stored as f16: natively
+/// `STEPWISE_PRECISION=f16` asks for it (`f32`, the default, does not), and an adapter without
+/// `shader-f16` is then an error rather than a silent f32 run.
 fn f16_weights(shader_f16: bool, adapter: &str) -> Result<bool> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Ok(v) = std::env::var("STEPWISE_PRECISION") {

@@ -132,7 +132,7 @@ impl<B: Backend> Linear<B> {
         out_features: usize,
     ) -> Result<Self> {
         Ok(Self {
-            weight: b.upload(&[out_features, in_features], weight)?,
+            weight: b.upload_weight(&[out_features, in_features], weight)?,
             bias: b.upload(&[out_features], bias)?,
             in_features,
             out_features,

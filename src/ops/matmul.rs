@@ -6,7 +6,7 @@ use crate::backend::Tensor;
 use crate::backend::{BiasMode, MatmulSpec, Strides};
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
+use crate::gpu::{grid_1d, DType, GpuTensor};
 
 fn max_index(s: &Strides, rows: usize, cols: usize, spec: &MatmulSpec) -> usize {
     let outer = (spec.batch - 1) / spec.batch_inner.max(1);
@@ -311,9 +311,23 @@ pub fn cpu(
     }
 }
 
+/// The kernels with an f32 B.
 pub const SHADER: Shader = Shader {
     name: "matmul",
-    source: include_str!("../../shaders/matmul.wgsl"),
+    source: concat!(
+        "alias btype = f32;\n",
+        include_str!("../../shaders/matmul.wgsl")
+    ),
+    inputs: 4,
+};
+
+/// The same kernels reading an f16 B (a linear layer's f16 weights, [`DType::F16`]).
+pub const SHADER_F16: Shader = Shader {
+    name: "matmul_f16",
+    source: concat!(
+        "enable f16;\nalias btype = f16;\n",
+        include_str!("../../shaders/matmul.wgsl")
+    ),
     inputs: 4,
 };
 
@@ -366,6 +380,15 @@ pub fn gpu(
     out_shape: &[usize],
     spec: &MatmulSpec,
 ) -> Result<GpuTensor> {
+    if a.dtype() != DType::F32 {
+        return Err(Error::Gpu(
+            "matmul: A must be f32 (only B, a linear layer's weights, may be f16)".into(),
+        ));
+    }
+    let shader = match b.dtype() {
+        DType::F32 => SHADER,
+        DType::F16 => SHADER_F16,
+    };
     let out = GpuTensor::empty(ctx, out_shape)?;
     let (splits, k_chunk) = if ctx.tiled.get() {
         split_k(spec)
@@ -410,15 +433,15 @@ pub fn gpu(
     ];
     let inputs = [Some(a.buffer()), Some(b.buffer()), bias, residual];
     if splits == 1 {
-        ctx.dispatch(SHADER, "matmul", &params, &inputs, out.buffer(), grid)?;
+        ctx.dispatch(shader, "matmul", &params, &inputs, out.buffer(), grid)?;
         return Ok(out);
     }
     let partial = GpuTensor::empty(ctx, &[splits, spec.batch, spec.m, spec.n])?;
-    ctx.dispatch(SHADER, "matmul", &params, &inputs, partial.buffer(), grid)?;
+    ctx.dispatch(shader, "matmul", &params, &inputs, partial.buffer(), grid)?;
     let sum_inputs = [Some(partial.buffer()), None, bias, residual];
     let grid = grid_1d(spec.batch * spec.m * spec.n)?;
     ctx.dispatch(
-        SHADER,
+        shader,
         "matmul_split_sum",
         &params,
         &sum_inputs,
