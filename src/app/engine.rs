@@ -123,11 +123,12 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
                         ),
                     )
                 } else {
+                    let precision = f16_weights(&g);
                     (
                         Compute::Gpu(g),
                         BackendInfo {
                             gpu: true,
-                            description: format!("GPU: {adapter}"),
+                            description: format!("GPU: {adapter}{precision}"),
                             software_gpu: false,
                         },
                     )
@@ -143,6 +144,21 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
     forget_models(|_| true);
     DESCRIPTION.with(|d| d.borrow_mut().clone_from(&info.description));
     info
+}
+
+/// `?precision=f16`: the GPU keeps weights as f16 where the adapter has `shader-f16` (half the
+/// memory; exact for the shipped models, which are stored as f16; ARCHITECTURE.md). Returns what
+/// the adapter line adds: that f16 weights are on, or why not.
+fn f16_weights(g: &GpuBackend) -> &'static str {
+    if super::settings::param("precision").as_deref() != Some("f16") {
+        return "";
+    }
+    if g.ctx.shader_f16 {
+        g.ctx.f16_weights.set(true);
+        ", f16 weights"
+    } else {
+        " (f32 weights: ?precision=f16 needs shader-f16, which this adapter lacks)"
+    }
 }
 
 /// Why the page's GPU device was lost, if it was (a run then fails with "GPU device lost").

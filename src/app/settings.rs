@@ -163,9 +163,12 @@ impl Inputs {
         q.append("batch", &self.batch.get().to_string());
         self.cmp_a.append(&q, "a");
         self.cmp_b.append(&q, "b");
-        // The backend asked for stays with the page (a reload, a shared link, a device lost).
-        if let Some(b) = param("backend") {
-            q.append("backend", &b);
+        // The backend and weight precision asked for stay with the page (a reload, a shared
+        // link, a device lost).
+        for key in ["backend", "precision"] {
+            if let Some(v) = param(key) {
+                q.append(key, &v);
+            }
         }
         String::from(q.to_string())
     }

@@ -320,6 +320,20 @@ test('where WebGPU\'s adapter runs on the CPU (SwiftShader here) the page runs t
   await page.close();
 });
 
+test('?precision=f16 on an adapter without shader-f16 (SwiftShader) says so and runs in f32', { timeout: RUN_TIMEOUT }, async () => {
+  const { page, errors, hash, frames } = await generate({ model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1, precision: 'f16' });
+  const adapter = await page.textContent('#adapter');
+  assert.match(adapter, /^GPU: .+ \(f32 weights: \?precision=f16 needs shader-f16, which this adapter lacks\)$/, adapter);
+  assert.equal(frames, 4);
+  // The request stays in the address bar with the settings, and the run is the f32 one.
+  assert.equal(new URL(page.url()).searchParams.get('precision'), 'f16');
+  const plain = await generate({ model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
+  assert.equal(hash, plain.hash);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await plain.page.close();
+});
+
 test('the CPU backend runs with a visible banner (?backend=cpu, as where WebGPU is missing)', { timeout: RUN_TIMEOUT }, async () => {
   const { page, errors, frames } = await generate({ backend: 'cpu', model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
   assert.match(await page.textContent('#cpu-banner'), /CPU backend runs instead/);
