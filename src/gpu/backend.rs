@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::backend::{Backend, Conv2dParams, ConvEpilogue, MatmulSpec, Tensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, PooledBuffer};
+use crate::gpu::context::{GpuContext, PooledBuffer, Shader};
 use crate::ops::{attention, conv2d, elementwise, embedding, groupnorm, matmul, resample};
 
 /// How a [`GpuTensor`] stores its elements.
@@ -95,6 +95,27 @@ impl Tensor for GpuTensor {
     fn shape(&self) -> &[usize] {
         &self.shape
     }
+}
+
+/// The variant of `op`'s shader for its weights' type (`f32` or `f16`, compiled from one WGSL
+/// file with different preludes), once its activation `input` is checked to be f32: only
+/// weights may be f16.
+pub fn weight_variant(
+    op: &str,
+    input: &GpuTensor,
+    weights: &GpuTensor,
+    f32: Shader,
+    f16: Shader,
+) -> Result<Shader> {
+    if input.dtype != DType::F32 {
+        return Err(Error::Gpu(format!(
+            "{op}: the input must be f32 (only weights may be f16)"
+        )));
+    }
+    Ok(match weights.dtype {
+        DType::F32 => f32,
+        DType::F16 => f16,
+    })
 }
 
 /// A 1-D grid of 64-wide workgroups for `invocations`, folded into y past the per-dimension

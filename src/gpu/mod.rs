@@ -20,5 +20,5 @@ pub mod context;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod profile;
 
-pub use backend::{grid_1d, DType, GpuBackend, GpuTensor};
+pub use backend::{grid_1d, weight_variant, DType, GpuBackend, GpuTensor};
 pub use context::GpuContext;

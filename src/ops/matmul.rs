@@ -6,7 +6,7 @@ use crate::backend::Tensor;
 use crate::backend::{BiasMode, MatmulSpec, Strides};
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, DType, GpuTensor};
+use crate::gpu::{grid_1d, weight_variant, GpuTensor};
 
 fn max_index(s: &Strides, rows: usize, cols: usize, spec: &MatmulSpec) -> usize {
     let outer = (spec.batch - 1) / spec.batch_inner.max(1);
@@ -321,7 +321,7 @@ pub const SHADER: Shader = Shader {
     inputs: 4,
 };
 
-/// The same kernels reading an f16 B (a linear layer's f16 weights, [`DType::F16`]).
+/// The same kernels reading an f16 B (a linear layer's f16 weights, [`crate::gpu::DType::F16`]).
 pub const SHADER_F16: Shader = Shader {
     name: "matmul_f16",
     source: concat!(
@@ -380,15 +380,7 @@ pub fn gpu(
     out_shape: &[usize],
     spec: &MatmulSpec,
 ) -> Result<GpuTensor> {
-    if a.dtype() != DType::F32 {
-        return Err(Error::Gpu(
-            "matmul: A must be f32 (only B, a linear layer's weights, may be f16)".into(),
-        ));
-    }
-    let shader = match b.dtype() {
-        DType::F32 => SHADER,
-        DType::F16 => SHADER_F16,
-    };
+    let shader = weight_variant("matmul", a, b, SHADER, SHADER_F16)?;
     let out = GpuTensor::empty(ctx, out_shape)?;
     let (splits, k_chunk) = if ctx.tiled.get() {
         split_k(spec)

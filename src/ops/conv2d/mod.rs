@@ -11,7 +11,7 @@ use crate::cpu::pool;
 use crate::cpu::transpose::transpose;
 use crate::error::{Error, Result};
 use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, DType, GpuTensor};
+use crate::gpu::{grid_1d, weight_variant, GpuTensor};
 
 /// Validates operand shapes and returns the output shape `[N, Co, Ho, Wo]`.
 pub fn out_shape(
@@ -421,7 +421,7 @@ pub const SHADER: Shader = Shader {
     inputs: 5,
 };
 
-/// The same kernels reading f16 weights ([`DType::F16`]); the device needs `shader-f16`.
+/// The same kernels reading f16 weights ([`crate::gpu::DType::F16`]); the device needs `shader-f16`.
 pub const SHADER_F16: Shader = Shader {
     name: "conv2d_f16",
     source: concat!(
@@ -497,15 +497,7 @@ pub fn gpu(
         e.residual.map(|t| t.shape()),
     )?;
     let (xs, ws) = (x.shape(), w.shape());
-    if x.dtype() != DType::F32 {
-        return Err(Error::Gpu(
-            "conv2d: the input must be f32 (only weights may be f16)".into(),
-        ));
-    }
-    let shader = match w.dtype() {
-        DType::F32 => SHADER,
-        DType::F16 => SHADER_F16,
-    };
+    let shader = weight_variant("conv2d", x, w, SHADER, SHADER_F16)?;
     let out = GpuTensor::empty(ctx, &o)?;
     let kdim = ws[1] * ws[2] * ws[3];
     let pixels = o[0] * o[2] * o[3];
