@@ -5,7 +5,7 @@
 mod common;
 
 use stepwise::backend::Conv2dParams;
-use stepwise::gpu::GpuBackend;
+use stepwise::gpu::{GpuBackend, GpuTensor};
 use stepwise::selftest::{self, Check, TestRng};
 use stepwise::Backend;
 
@@ -140,4 +140,11 @@ fn shape_errors_are_reported_not_panicked() {
         err.contains("num_groups (2) must divide num_channels (3)"),
         "{err}"
     );
+    // Only weights may be f16: an f16 activation is refused by name, not misread.
+    let x16 = GpuTensor::upload_f16(&g.ctx, &[1, 2, 8, 8], &[0.0; 128]).unwrap();
+    let err = g
+        .conv2d(&x16, &w, None, Conv2dParams::same(3))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv2d: the input must be f32"), "{err}");
 }
