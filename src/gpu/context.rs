@@ -67,8 +67,9 @@ pub struct GpuContext {
     /// The device has `shader-f16` (requested wherever the adapter offers it).
     pub shader_f16: bool,
     /// Convolution and linear weights are uploaded as f16 ([`Backend::upload_weight`]): half the
-    /// memory and the weight traffic, products and sums still in f32. Needs `shader_f16`; off by default
-    /// (natively `STEPWISE_PRECISION=f16` turns it on; the accuracy is in BENCHMARKS.md).
+    /// memory and the weight traffic, products and sums still in f32. Needs `shader_f16`; off
+    /// by default (natively `STEPWISE_PRECISION=f16` turns it on, in the page
+    /// `?precision=f16`; the accuracy is in BENCHMARKS.md).
     ///
     /// [`Backend::upload_weight`]: crate::backend::Backend::upload_weight
     pub f16_weights: Cell<bool>,
