@@ -5,6 +5,8 @@
 //   ours-cpu         the app page's CPU backend (?backend=cpu&threads=2; wasm: the page's thread
 //                    and one Web Worker, which split batches of 2 or more; src/cpu/workers.rs)
 //   ours-cpu-1t      the same on one thread (?threads=1: no worker)
+//   ours-webgpu-f16  opt-in: the WebGPU backend with f16 weights (?precision=f16), an error row where
+//                    the adapter lacks shader-f16 (SwiftShader does) rather than f32 timings
 //   ours-cpu-1t-simd128  opt-in: that with the baseline module (?simd=128), not the relaxed-SIMD
 //                    one the page loads where the browser has relaxed SIMD (scripts/wasm_relaxed.mjs)
 //   ort-webgpu       onnxruntime-web's webgpu EP, imported as the docs say for WebGPU
@@ -17,7 +19,7 @@
 // the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
 //
 //   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
-//                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ours-cpu-1t-simd128,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
+//                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ours-cpu-1t-simd128,ours-webgpu-f16,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
 //                          [--row-budget-s S] [--no-page] [--out FILE]
 //
 // --runs (default 5) timed runs per row after one warm-up, fewer (at least 3) where they would
@@ -43,7 +45,7 @@ const ALL_MODELS = [...SHIPPED_MODELS, 'cifar10'];
 const CIFAR10_DIR = join(ROOT, 'target/fixtures/cifar10_like');
 /// A model's folder, relative to the root.
 const modelDir = (m) => (m === 'cifar10' ? 'target/fixtures/cifar10_like' : `assets/models/${m}`);
-const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep', 'ours-cpu-1t-simd128'];
+const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-wasm-2t', 'ort-wasm-1t', 'ort-webgpu-jsep', 'ours-cpu-1t-simd128', 'ours-webgpu-f16'];
 // ort-webgpu-jsep (the JS "JSEP" webgpu EP of the package's default entry) is opt-in: on
 // SwiftShader it takes 1.4-1.7x the /webgpu bundle's C++ EP's time at batch 1, 0.9-1.9x at
 // batch 4 (and its emoji-sr output is right where the C++ EP's is not); it adds ~7 minutes.
@@ -109,6 +111,15 @@ async function open(browser, url, ready) {
   return { page, errors };
 }
 
+/// The page's adapter line once the backend is chosen (it says "detecting" until then).
+async function adapterLine(page) {
+  await page.waitForFunction(() => {
+    const text = document.querySelector('#adapter')?.textContent;
+    return text !== undefined && !text.includes('detecting');
+  }, null, { timeout: 60_000 });
+  return page.textContent('#adapter');
+}
+
 /// Our row: the app page's window.stepwiseBench, first a check (one forward, compared with
 /// PyTorch's output), then, only if it passes, a warm-up and `runs` timed forwards.
 async function oursRow(page, model, batch, runs, budgetMs) {
@@ -151,6 +162,7 @@ async function ortRow(page, model, batch, ep, numThreads, runs, budgetMs) {
 
 const ROW_LABEL = {
   'ours-webgpu': 'ours webgpu',
+  'ours-webgpu-f16': 'ours webgpu, f16 weights',
   'ours-cpu': 'ours cpu (wasm, 2 threads)',
   'ours-cpu-1t': 'ours cpu (wasm, 1 thread)',
   'ours-cpu-1t-simd128': 'ours cpu (1 thread, SIMD128)',
@@ -173,6 +185,7 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
         'ours-cpu-1t-simd128': '&backend=cpu&threads=1&simd=128',
         // WebGPU on any adapter: the page alone picks the CPU backend on a software one.
         'ours-webgpu': '&backend=gpu',
+        'ours-webgpu-f16': '&backend=gpu&precision=f16',
       }[kind] ?? '';
       ({ page, errors } = await open(browser, `${base}/?debug=bench${cpu}`, () => typeof window.stepwiseBench === 'function'));
     } else {
@@ -187,7 +200,10 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
       log(`${kind}: ${m} batch ${b}`);
       let r;
       try {
-        if (kind.startsWith('ours')) r = await oursRow(page, m, b, runs, budgetMs);
+        const adapter = kind === 'ours-webgpu-f16' ? await adapterLine(page) : '';
+        if (kind === 'ours-webgpu-f16' && !/, f16 weights/.test(adapter)) {
+          r = { error: `no f16 weights: ${adapter}` };
+        } else if (kind.startsWith('ours')) r = await oursRow(page, m, b, runs, budgetMs);
         else if (kind === 'ort-webgpu' || kind === 'ort-webgpu-jsep') r = await ortRow(page, m, b, 'webgpu', null, runs, budgetMs);
         else r = await ortRow(page, m, b, 'wasm', kind === 'ort-wasm-2t' ? 2 : 1, runs, budgetMs);
       } catch (e) {
@@ -297,6 +313,7 @@ function table(res, models, batches, rows) {
       const ratio = (a, c) => (r[a]?.stats && r[c]?.stats ? `${(r[a].stats.median / r[c].stats.median).toFixed(2)}×` : 'n/a');
       const parts = [];
       if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu')) parts.push(`ours-webgpu/ort-webgpu ${ratio('ours-webgpu', 'ort-webgpu')}`);
+      if (rows.includes('ours-webgpu-f16') && rows.includes('ours-webgpu')) parts.push(`ours-webgpu-f16/ours-webgpu ${ratio('ours-webgpu-f16', 'ours-webgpu')}`);
       if (rows.includes('ours-webgpu') && rows.includes('ort-webgpu-jsep')) parts.push(`ours-webgpu/ort-webgpu-jsep ${ratio('ours-webgpu', 'ort-webgpu-jsep')}`);
       if (rows.includes('ours-cpu') && rows.includes('ort-wasm-2t')) parts.push(`ours-cpu/ort-wasm-2t ${ratio('ours-cpu', 'ort-wasm-2t')}`);
       if (rows.includes('ours-cpu-1t') && rows.includes('ort-wasm-1t')) parts.push(`ours-cpu-1t/ort-wasm-1t ${ratio('ours-cpu-1t', 'ort-wasm-1t')}`);
