@@ -5,6 +5,8 @@
 # timestamps), once per STEPWISE_KERNELS kernel; the cifar10 architecture's output is also checked
 # against diffusers' (made on the machine by make_cifar10_like.py) with each kernel; then
 # PyTorch CUDA on the same model and input where a bench input is present.
+# Each bench runs once per weight precision in PRECISIONS (default f32,f16: STEPWISE_PRECISION,
+# f16 weights where the adapter has shader-f16, said and skipped where it has not).
 # Usage: scripts/profile_gpu.sh [models (default: cifar10,fashion)] [kernels (default:
 # register,tiled)]; RUNS=20 by default. Bench inputs (with PyTorch's output to check) are read
 # from target/onnx/<model>/bench_input_b<N>.json where present.
@@ -14,6 +16,7 @@ if command -v nvidia-smi >/dev/null; then source scripts/cuda_env.sh; fi
 MODELS=${1:-cifar10,fashion}
 KERNELS=${2:-register,tiled}
 RUNS=${RUNS:-20}
+PRECISIONS=${PRECISIONS:-f32,f16}
 DIFFUSE=${DIFFUSE:-target/release/diffuse}
 dir() { if [ "$1" = cifar10 ]; then echo target/fixtures/cifar10_like; else echo "assets/models/$1"; fi; }
 if [[ ,$MODELS, == *,cifar10,* ]] && [ ! -f target/fixtures/cifar10_like/config.json ]; then
@@ -38,9 +41,14 @@ PY
             check=target/onnx/$m/bench_input_b$b.json
             args=(bench --model "$(dir $m)" --batch $b --device gpu)
             if [ -f "$check" ] && [ "$m" != cifar10 ]; then args+=(--check "$check"); fi
-            echo "== $m batch $b conv $k"
-            STEPWISE_KERNELS=$k "$DIFFUSE" "${args[@]}" --runs "$RUNS" --json
-            STEPWISE_KERNELS=$k STEPWISE_PROFILE=1 "$DIFFUSE" "${args[@]}" --runs 3
+            for p in ${PRECISIONS//,/ }; do
+                echo "== $m batch $b conv $k weights $p"
+                run=(env STEPWISE_KERNELS="$k" STEPWISE_PRECISION="$p" "$DIFFUSE" "${args[@]}")
+                if ! "${run[@]}" --runs "$RUNS" --json; then
+                    echo "($m batch $b: no $p run on this adapter)"; continue
+                fi
+                STEPWISE_PROFILE=1 "${run[@]}" --runs 3
+            done
         done
     done
     # PyTorch CUDA (f32 and bf16 autocast) on the same model, where a bench input is here.
