@@ -1,6 +1,7 @@
 // 2-D convolution, NCHW, weights [Co, Ci, kh, kw], any stride and (asymmetric) zero padding.
-// Each invocation computes a 4 (output channels) × 4 (consecutive output columns) register tile:
-// 16 accumulators, no workgroup barriers (software rasterisers such as SwiftShader punish them).
+// Each invocation computes a 4 (output channels) × 4 (consecutive output columns) register tile,
+// its sums in one 4 × 4 matrix, with no workgroup barriers (software rasterisers such as
+// SwiftShader punish them).
 // `wtype`, the weights' type, is not declared here: the module is compiled with a prelude that
 // makes it f32 or (with `enable f16;`) f16 (ops::conv2d::SHADER, SHADER_F16). Sums are f32.
 
@@ -223,7 +224,7 @@ fn store_wide(t: Tile, s: Sums8) {
 }
 
 // The same for outputs at least 8 columns wide: 8 channels × 8 consecutive columns per
-// invocation, 16 vec4 accumulators. A CPU adapter runs each invocation in a SIMD lane and every
+// invocation, four 4 × 4 matrices of sums (`Sums8`). A CPU adapter runs each invocation in a SIMD lane and every
 // load of these kernels as a gather, so loads per multiply-add decide its speed: 16 per 64 here
 // against 8 per 16 in `conv2d` (lavapipe: 1.5-1.8x on emoji at batch 4; SwiftShader: BENCHMARKS.md).
 // Narrower outputs (the 4×4 layers) would leave half of each tile idle and keep `conv2d` (`conv2d3`).
