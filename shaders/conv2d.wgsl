@@ -224,9 +224,10 @@ fn store_wide(t: Tile, s: Sums8) {
 }
 
 // The same for outputs at least 8 columns wide: 8 channels × 8 consecutive columns per
-// invocation, four 4 × 4 matrices of sums (`Sums8`). A CPU adapter runs each invocation in a SIMD lane and every
-// load of these kernels as a gather, so loads per multiply-add decide its speed: 16 per 64 here
-// against 8 per 16 in `conv2d` (lavapipe: 1.5-1.8x on emoji at batch 4; SwiftShader: BENCHMARKS.md).
+// invocation, four 4 × 4 matrices of sums (`Sums8`). A CPU adapter runs each invocation in a SIMD
+// lane and every load of these kernels as a gather, so loads per multiply-add decide its speed:
+// 16 per 64 here against 8 per 16 in `conv2d` (lavapipe: 1.5-1.8x on emoji at batch 4;
+// SwiftShader: BENCHMARKS.md).
 // Narrower outputs (the 4×4 layers) would leave half of each tile idle and keep `conv2d` (`conv2d3`).
 @compute @workgroup_size(64)
 fn conv2d_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
