@@ -259,6 +259,7 @@ where
     let model_shape = [n, c + extra, h, w];
     unet.check_inputs(&model_shape, &[0.0], cond.map(|cd| cd.labels.as_slice()))?;
     let all_timesteps = sched.timesteps().to_vec();
+    sched.set_num_images(n);
     let (begin, mut sample) = match plan.start.take() {
         Some(start) => {
             if start.sample.len() != len {

@@ -62,6 +62,12 @@ fn golden_loops_match_diffusers() {
     let bytes = read("loops.safetensors");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let cases = manifest["cases"].as_array().unwrap();
+    // N of the fixtures' N×C×H×W (dynamic thresholding's quantile is per image).
+    let images = manifest["shape"][0].as_u64().unwrap() as usize;
+    assert!(
+        images > 1,
+        "thresholding needs several images to be checked per image"
+    );
     assert!(cases.len() > 100, "only {} cases", cases.len());
     let mut failures = Vec::new();
     let mut worst = (0.0f64, String::new());
@@ -72,6 +78,7 @@ fn golden_loops_match_diffusers() {
         let steps = case["steps"].as_u64().unwrap() as usize;
         let mut s = sampler(case["config"].as_str().unwrap(), kind, eta);
         s.set_timesteps(steps).unwrap();
+        s.set_num_images(images);
 
         let expected_t: Vec<f32> = case["timesteps"]
             .as_array()

@@ -6,9 +6,10 @@
 
 use super::forward::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
+use super::threshold::DynamicThresholding;
 use super::{
-    alpha_cumprod_at, check_lengths, int_timestep, reject_thresholding, SamplerError, SamplerKind,
-    Scheduler, SchedulerConfig, StepOutput,
+    alpha_cumprod_at, check_lengths, int_timestep, SamplerError, SamplerKind, Scheduler,
+    SchedulerConfig, StepOutput,
 };
 
 const NAME: &str = "DDIMScheduler";
@@ -19,6 +20,8 @@ pub struct DDIMSchedulerConfig {
     pub beta: BetaConfig,
     pub clip_sample: bool,
     pub clip_sample_range: f32,
+    /// Dynamic thresholding of x̂_0 (`thresholding`); where set, it replaces `clip_sample`.
+    pub thresholding: Option<DynamicThresholding>,
     /// Use ᾱ = 1 past the last step (else ᾱ_0).
     pub set_alpha_to_one: bool,
     pub steps_offset: i64,
@@ -32,6 +35,7 @@ impl Default for DDIMSchedulerConfig {
             beta: BetaConfig::default(),
             clip_sample: true,
             clip_sample_range: 1.0,
+            thresholding: None,
             set_alpha_to_one: true,
             steps_offset: 0,
             prediction_type: PredictionType::Epsilon,
@@ -43,7 +47,6 @@ impl Default for DDIMSchedulerConfig {
 impl DDIMSchedulerConfig {
     /// The keys `DDIMScheduler` accepts, defaults for the absent ones.
     pub fn from_config(c: &SchedulerConfig) -> Result<Self, SamplerError> {
-        reject_thresholding(NAME, c)?;
         let d = Self::default();
         Ok(Self {
             beta: c.beta_config()?,
@@ -51,6 +54,7 @@ impl DDIMSchedulerConfig {
             clip_sample_range: c
                 .clip_sample_range
                 .map_or(d.clip_sample_range, |v| v as f32),
+            thresholding: DynamicThresholding::from_config(NAME, c)?,
             set_alpha_to_one: c.set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
             steps_offset: c.steps_offset.unwrap_or(d.steps_offset),
             prediction_type: c.prediction_type_or(d.prediction_type)?,
@@ -70,6 +74,8 @@ pub struct DDIMScheduler {
     alphas_cumprod: Vec<f32>,
     final_alpha_cumprod: f32,
     num_inference_steps: Option<usize>,
+    /// N of the N×C×H×W slices `step` gets (only thresholding needs it).
+    num_images: Option<usize>,
     timesteps: Vec<f32>,
 }
 
@@ -92,6 +98,7 @@ impl DDIMScheduler {
             alphas_cumprod,
             final_alpha_cumprod,
             num_inference_steps: None,
+            num_images: None,
         })
     }
 
@@ -142,6 +149,10 @@ impl Scheduler for DDIMScheduler {
 
     fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
         Ok(sample.to_vec())
+    }
+
+    fn set_num_images(&mut self, images: usize) {
+        self.num_images = Some(images);
     }
 
     fn needs_step_noise(&self) -> bool {
@@ -209,8 +220,10 @@ impl Scheduler for DDIMScheduler {
                 ),
             };
 
-        // 4. clip "predicted x_0"
-        if self.config.clip_sample {
+        // 4. threshold or clip "predicted x_0"
+        if let Some(th) = self.config.thresholding {
+            th.apply(NAME, &mut pred_original_sample, self.num_images)?;
+        } else if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             for v in &mut pred_original_sample {
                 *v = v.clamp(-r, r);

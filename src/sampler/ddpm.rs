@@ -7,9 +7,10 @@
 
 use super::forward::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
+use super::threshold::DynamicThresholding;
 use super::{
-    alpha_cumprod_at, check_lengths, int_timestep, reject_thresholding, SamplerError, SamplerKind,
-    Scheduler, SchedulerConfig, StepOutput,
+    alpha_cumprod_at, check_lengths, int_timestep, SamplerError, SamplerKind, Scheduler,
+    SchedulerConfig, StepOutput,
 };
 
 const NAME: &str = "DDPMScheduler";
@@ -48,6 +49,8 @@ pub struct DDPMSchedulerConfig {
     pub variance_type: VarianceType,
     pub clip_sample: bool,
     pub clip_sample_range: f32,
+    /// Dynamic thresholding of x̂_0 (`thresholding`); where set, it replaces `clip_sample`.
+    pub thresholding: Option<DynamicThresholding>,
     pub prediction_type: PredictionType,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: i64,
@@ -60,6 +63,7 @@ impl Default for DDPMSchedulerConfig {
             variance_type: VarianceType::FixedSmall,
             clip_sample: true,
             clip_sample_range: 1.0,
+            thresholding: None,
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: TimestepSpacing::Leading,
             steps_offset: 0,
@@ -70,7 +74,6 @@ impl Default for DDPMSchedulerConfig {
 impl DDPMSchedulerConfig {
     /// The keys `DDPMScheduler` accepts, defaults for the absent ones.
     pub fn from_config(c: &SchedulerConfig) -> Result<Self, SamplerError> {
-        reject_thresholding(NAME, c)?;
         let d = Self::default();
         Ok(Self {
             beta: c.beta_config()?,
@@ -79,6 +82,7 @@ impl DDPMSchedulerConfig {
             clip_sample_range: c
                 .clip_sample_range
                 .map_or(d.clip_sample_range, |v| v as f32),
+            thresholding: DynamicThresholding::from_config(NAME, c)?,
             prediction_type: c.prediction_type_or(d.prediction_type)?,
             timestep_spacing: c.timestep_spacing_or(d.timestep_spacing)?,
             steps_offset: c.steps_offset.unwrap_or(d.steps_offset),
@@ -93,6 +97,8 @@ pub struct DDPMScheduler {
     alphas_cumprod: Vec<f32>,
     timesteps: Vec<f32>,
     timesteps_int: Vec<i64>,
+    /// N of the N×C×H×W slices `step` gets (only thresholding needs it).
+    num_images: Option<usize>,
 }
 
 impl DDPMScheduler {
@@ -103,6 +109,7 @@ impl DDPMScheduler {
         Ok(Self {
             timesteps: timesteps_int.iter().map(|&t| t as f32).collect(),
             timesteps_int,
+            num_images: None,
             alphas_cumprod,
             config,
         })
@@ -161,6 +168,10 @@ impl Scheduler for DDPMScheduler {
         Ok(sample.to_vec())
     }
 
+    fn set_num_images(&mut self, images: usize) {
+        self.num_images = Some(images);
+    }
+
     fn needs_step_noise(&self) -> bool {
         true
     }
@@ -206,8 +217,10 @@ impl Scheduler for DDPMScheduler {
                 .collect(),
         };
 
-        // 3. clip x̂_0 to the data range
-        if self.config.clip_sample {
+        // 3. threshold or clip x̂_0 to the data range
+        if let Some(th) = self.config.thresholding {
+            th.apply(NAME, &mut pred_original_sample, self.num_images)?;
+        } else if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             for v in &mut pred_original_sample {
                 *v = v.clamp(-r, r);

@@ -13,10 +13,8 @@ use super::schedule::{
     check_steps, dpm_solver_timesteps, np_interp_index, np_linspace, sigma_from_alpha_cumprod,
     BetaConfig, BetaSchedule, PredictionType, TimestepSpacing,
 };
-use super::{
-    check_lengths, reject_thresholding, SamplerError, SamplerKind, Scheduler, SchedulerConfig,
-    StepOutput,
-};
+use super::threshold::DynamicThresholding;
+use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
 const NAME: &str = "DPMSolverMultistepScheduler";
 
@@ -77,6 +75,8 @@ pub struct DPMSolverMultistepSchedulerConfig {
     pub sigma_schedule: SigmaSchedule,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: i64,
+    /// Dynamic thresholding of the data prediction (`thresholding`).
+    pub thresholding: Option<DynamicThresholding>,
 }
 
 impl Default for DPMSolverMultistepSchedulerConfig {
@@ -94,6 +94,7 @@ impl Default for DPMSolverMultistepSchedulerConfig {
             sigma_schedule: SigmaSchedule::Discrete,
             timestep_spacing: TimestepSpacing::Linspace,
             steps_offset: 0,
+            thresholding: None,
         }
     }
 }
@@ -102,7 +103,6 @@ impl DPMSolverMultistepSchedulerConfig {
     /// The keys `DPMSolverMultistepScheduler` accepts, defaults for the absent ones; options this
     /// crate does not implement are errors naming them.
     pub fn from_config(c: &SchedulerConfig) -> Result<Self, SamplerError> {
-        reject_thresholding(NAME, c)?;
         let karras = c.use_karras_sigmas == Some(true);
         let exponential = c.use_exponential_sigmas == Some(true);
         let beta_sigmas = c.use_beta_sigmas == Some(true);
@@ -225,6 +225,7 @@ impl DPMSolverMultistepSchedulerConfig {
             sigma_schedule,
             timestep_spacing: c.timestep_spacing_or(d.timestep_spacing)?,
             steps_offset: c.steps_offset.unwrap_or(d.steps_offset),
+            thresholding: DynamicThresholding::from_config(NAME, c)?,
         })
     }
 
@@ -283,6 +284,8 @@ pub struct DPMSolverMultistepScheduler {
     lower_order_nums: usize,
     step_index: Option<usize>,
     num_inference_steps: Option<usize>,
+    /// N of the N×C×H×W slices `step` gets (only thresholding needs it).
+    num_images: Option<usize>,
 }
 
 impl DPMSolverMultistepScheduler {
@@ -302,6 +305,7 @@ impl DPMSolverMultistepScheduler {
             lower_order_nums: 0,
             step_index: None,
             num_inference_steps: None,
+            num_images: None,
         })
     }
 
@@ -328,12 +332,18 @@ impl DPMSolverMultistepScheduler {
     }
 
     /// diffusers' `convert_model_output`: x̂_0 for the ++ forms (Lu et al. 2022b, eq. 9), ε̂ for
-    /// the noise-prediction forms.
-    fn convert_model_output(&self, model_output: &[f32], sample: &[f32], sigma: f32) -> Vec<f32> {
+    /// the noise-prediction forms; with thresholding, x̂_0 is thresholded (and ε̂ re-derived from
+    /// it for the noise-prediction forms).
+    fn convert_model_output(
+        &self,
+        model_output: &[f32],
+        sample: &[f32],
+        sigma: f32,
+    ) -> Result<Vec<f32>, SamplerError> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
         let zip = model_output.iter().zip(sample);
         if self.config.data_prediction() {
-            match self.config.prediction_type {
+            let mut x0: Vec<f32> = match self.config.prediction_type {
                 PredictionType::Epsilon => {
                     zip.map(|(&m, &x)| (x - sigma_t * m) / alpha_t).collect()
                 }
@@ -341,15 +351,33 @@ impl DPMSolverMultistepScheduler {
                 PredictionType::VPrediction => {
                     zip.map(|(&m, &x)| alpha_t * x - sigma_t * m).collect()
                 }
+            };
+            if let Some(th) = self.config.thresholding {
+                th.apply(NAME, &mut x0, self.num_images)?;
             }
+            Ok(x0)
         } else {
-            match self.config.prediction_type {
+            let epsilon: Vec<f32> = match self.config.prediction_type {
                 PredictionType::Epsilon => model_output.to_vec(),
                 PredictionType::Sample => zip.map(|(&m, &x)| (x - alpha_t * m) / sigma_t).collect(),
                 PredictionType::VPrediction => {
                     zip.map(|(&m, &x)| alpha_t * m + sigma_t * x).collect()
                 }
-            }
+            };
+            let Some(th) = self.config.thresholding else {
+                return Ok(epsilon);
+            };
+            let mut x0: Vec<f32> = epsilon
+                .iter()
+                .zip(sample)
+                .map(|(&e, &x)| (x - sigma_t * e) / alpha_t)
+                .collect();
+            th.apply(NAME, &mut x0, self.num_images)?;
+            Ok(x0
+                .iter()
+                .zip(sample)
+                .map(|(&x0, &x)| (x - alpha_t * x0) / sigma_t)
+                .collect())
         }
     }
 
@@ -703,6 +731,10 @@ impl Scheduler for DPMSolverMultistepScheduler {
         Ok(sample.to_vec())
     }
 
+    fn set_num_images(&mut self, images: usize) {
+        self.num_images = Some(images);
+    }
+
     fn needs_step_noise(&self) -> bool {
         self.config.is_sde()
     }
@@ -737,7 +769,7 @@ impl Scheduler for DPMSolverMultistepScheduler {
                 || cfg.final_sigmas_type == FinalSigmasType::Zero);
         let lower_order_second = idx + 2 == num_steps && cfg.lower_order_final && num_steps < 15;
 
-        let converted = self.convert_model_output(model_output, sample, self.sigmas[idx]);
+        let converted = self.convert_model_output(model_output, sample, self.sigmas[idx])?;
         // The preview: x̂_0 directly, or from ε̂ via x̂_0 = (x − σ_t ε̂)/α_t.
         let pred_original_sample = if cfg.data_prediction() {
             converted.clone()

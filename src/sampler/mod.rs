@@ -16,6 +16,7 @@ pub mod dpm_solver;
 pub mod euler_ancestral;
 pub mod forward;
 pub mod schedule;
+pub mod threshold;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,7 @@ pub use dpm_solver::{
 pub use euler_ancestral::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
 pub use forward::NoiseLevel;
 pub use schedule::{BetaConfig, BetaSchedule, PredictionType, TimestepSpacing};
+pub use threshold::DynamicThresholding;
 
 /// Everything that can go wrong configuring or stepping a sampler; messages name the values.
 #[derive(Debug, Error)]
@@ -89,6 +91,14 @@ pub enum SamplerError {
         len: usize,
         expected: usize,
     },
+    #[error("{scheduler}: dynamic thresholding works per image: call set_num_images before step")]
+    NumImagesNotSet { scheduler: &'static str },
+    #[error("{scheduler}: {len} values do not split into {images} images (set_num_images)")]
+    ImagesMismatch {
+        scheduler: &'static str,
+        len: usize,
+        images: usize,
+    },
     #[error("{scheduler}: step at timestep {timestep} needs noise, but none was given")]
     MissingNoise {
         scheduler: &'static str,
@@ -131,6 +141,10 @@ pub trait Scheduler: Send {
     /// The model's input at `timestep` (identity except for σ-space samplers, which divide by
     /// √(σ² + 1)); an error if `timestep` is not in the schedule of such a sampler.
     fn scale_model_input(&self, sample: &[f32], timestep: f32) -> Result<Vec<f32>, SamplerError>;
+    /// The number of images N in the N×C×H×W slices `step` gets. Every update is elementwise
+    /// except dynamic thresholding (`"thresholding": true`), whose quantile is per image: a
+    /// sampler with it refuses to step until this is set. The others ignore it.
+    fn set_num_images(&mut self, _images: usize) {}
     /// Whether `step` draws on fresh noise (then pass noise to every step; a step that does not
     /// need it, like DDPM at t = 0, ignores it, as diffusers does not draw there).
     fn needs_step_noise(&self) -> bool;
@@ -501,20 +515,6 @@ pub(crate) fn int_timestep(t: f32) -> i64 {
     t.round() as i64
 }
 
-/// Reject diffusers options this crate does not implement, naming them.
-pub(crate) fn reject_thresholding(
-    scheduler: &'static str,
-    config: &SchedulerConfig,
-) -> Result<(), SamplerError> {
-    if config.thresholding == Some(true) {
-        return Err(SamplerError::Unsupported {
-            scheduler,
-            feature: "thresholding = true (dynamic thresholding, Saharia et al. 2022)".into(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,11 +562,14 @@ mod tests {
             err.contains("sigmoid") && err.contains("beta_schedule"),
             "{err}"
         );
-        let cfg = SchedulerConfig::from_json_str(r#"{"thresholding": true}"#).unwrap();
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"thresholding": true, "dynamic_thresholding_ratio": -0.1}"#,
+        )
+        .unwrap();
         let err = build(SamplerKind::Ddpm, &cfg, 0.0)
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("thresholding"), "{err}");
+        assert!(err.contains("dynamic_thresholding_ratio"), "{err}");
     }
 }
