@@ -51,9 +51,7 @@ impl DDIMSchedulerConfig {
         Ok(Self {
             beta: c.beta_config()?,
             clip_sample: c.clip_sample.unwrap_or(d.clip_sample),
-            clip_sample_range: c
-                .clip_sample_range
-                .map_or(d.clip_sample_range, |v| v as f32),
+            clip_sample_range: c.clip_sample_range_or(d.clip_sample_range)?,
             thresholding: DynamicThresholding::from_config(NAME, c)?,
             set_alpha_to_one: c.set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
             steps_offset: c.steps_offset.unwrap_or(d.steps_offset),

@@ -79,9 +79,7 @@ impl DDPMSchedulerConfig {
             beta: c.beta_config()?,
             variance_type: VarianceType::parse(c.variance_type.as_deref())?,
             clip_sample: c.clip_sample.unwrap_or(d.clip_sample),
-            clip_sample_range: c
-                .clip_sample_range
-                .map_or(d.clip_sample_range, |v| v as f32),
+            clip_sample_range: c.clip_sample_range_or(d.clip_sample_range)?,
             thresholding: DynamicThresholding::from_config(NAME, c)?,
             prediction_type: c.prediction_type_or(d.prediction_type)?,
             timestep_spacing: c.timestep_spacing_or(d.timestep_spacing)?,

@@ -247,6 +247,9 @@ impl DPMSolverMultistepSchedulerConfig {
 /// diffusers' `_sigma_to_t`: the fractional training timestep whose log σ matches, by linear
 /// interpolation in log σ (numpy mixed precision: f32 table, f64 query).
 fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    if log_sigmas.len() < 2 {
+        return 0.0; // one training timestep: every σ is at t = 0
+    }
     let log_sigma = libm::log(sigma.max(1e-10));
     let last_at_or_below = log_sigmas
         .iter()

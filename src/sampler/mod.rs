@@ -429,6 +429,19 @@ impl SchedulerConfig {
             .map_or(Ok(default), str::parse)
     }
 
+    /// `clip_sample_range`: x̂₀ is clamped to [−r, r], so r must be a number ≥ 0.
+    pub(crate) fn clip_sample_range_or(&self, default: f32) -> Result<f32, SamplerError> {
+        match self.clip_sample_range {
+            None => Ok(default),
+            Some(r) if r.is_finite() && r >= 0.0 => Ok(r as f32),
+            Some(r) => Err(SamplerError::UnsupportedValue {
+                field: "clip_sample_range",
+                value: r.to_string(),
+                supported: "a finite number ≥ 0",
+            }),
+        }
+    }
+
     pub(crate) fn timestep_spacing_or(
         &self,
         default: TimestepSpacing,

@@ -1,0 +1,172 @@
+//! Broken and hostile `scheduler_config.json` files (a model folder from anywhere carries one):
+//! every sampler built from them, over a whole run, either refuses with an error that names the
+//! problem or runs. Never a panic, and never a hang.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde_json::{json, Value};
+use stepwise::sampler::{build, SamplerKind, SchedulerConfig};
+
+/// Values no config should hold, and edge values a config may hold.
+fn hostile_numbers() -> Vec<Value> {
+    vec![
+        json!(0),
+        json!(-1),
+        json!(-0.5),
+        json!(1e-30),
+        json!(1.5),
+        json!(2),
+        json!(1e30),
+        json!(4294967297u64),
+        json!("NaN"),
+        json!("Infinity"),
+        json!("-Infinity"),
+    ]
+}
+
+fn fields() -> Vec<(&'static str, Vec<Value>)> {
+    let mut f: Vec<(&'static str, Vec<Value>)> = [
+        "beta_start",
+        "beta_end",
+        "clip_sample_range",
+        "dynamic_thresholding_ratio",
+        "sample_max_value",
+        "lambda_min_clipped",
+    ]
+    .into_iter()
+    .map(|k| (k, hostile_numbers()))
+    .collect();
+    f.extend([
+        (
+            "num_train_timesteps",
+            vec![json!(0), json!(1), json!(2), json!(3), json!(100_000_000)],
+        ),
+        ("steps_offset", vec![json!(-5), json!(999), json!(5000)]),
+        ("solver_order", vec![json!(0), json!(4), json!(100)]),
+        (
+            "trained_betas",
+            vec![
+                json!([]),
+                json!([0.5]),
+                json!([0.0, 0.0, 0.0]),
+                json!([1.0, 1.0, 1.0, 1.0]),
+                json!([-0.5, 0.2, 0.3]),
+                json!([2.0, 0.1, 0.1]),
+            ],
+        ),
+        (
+            "beta_schedule",
+            vec![json!("sigmoid"), json!(""), json!("squaredcos_cap_v2")],
+        ),
+        (
+            "timestep_spacing",
+            vec![
+                json!("leading"),
+                json!("trailing"),
+                json!("linspace"),
+                json!("x"),
+            ],
+        ),
+        (
+            "prediction_type",
+            vec![json!("sample"), json!("v_prediction"), json!("flow")],
+        ),
+        (
+            "variance_type",
+            vec![
+                json!("fixed_large_log"),
+                json!("learned"),
+                json!("learned_range"),
+                json!("fixed_small_log"),
+            ],
+        ),
+    ]);
+    f
+}
+
+/// The companion flags under which each field's value is actually used.
+fn bases() -> Vec<Value> {
+    vec![
+        json!({}),
+        json!({"clip_sample": true, "thresholding": true}),
+        json!({"rescale_betas_zero_snr": true, "timestep_spacing": "trailing"}),
+        json!({"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "solver_order": 3}),
+        json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "num_train_timesteps": 4}),
+    ]
+}
+
+/// A full run of `kind` at `steps` steps with a stand-in model; Ok(()) or the first error.
+fn run(config: &SchedulerConfig, kind: SamplerKind, steps: usize) -> Result<(), String> {
+    let mut s = build(kind, config, 0.7).map_err(|e| e.to_string())?;
+    s.set_timesteps(steps).map_err(|e| e.to_string())?;
+    s.set_num_images(2);
+    let len = 2 * 3 * 4;
+    let mut x: Vec<f32> = (0..len)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.4 * s.init_noise_sigma())
+        .collect();
+    let noise: Vec<f32> = (0..len)
+        .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.5)
+        .collect();
+    let timesteps = s.timesteps().to_vec();
+    for t in timesteps {
+        let model_in = s.scale_model_input(&x, t).map_err(|e| e.to_string())?;
+        let out: Vec<f32> = model_in.iter().map(|v| 0.9 * v + 0.1).collect();
+        x = s
+            .step(&out, t, &x, Some(&noise))
+            .map_err(|e| e.to_string())?
+            .prev_sample;
+    }
+    Ok(())
+}
+
+#[test]
+fn hostile_scheduler_configs_never_panic() {
+    let mut panics = Vec::new();
+    let mut runs = 0;
+    let mut refused = 0;
+    for base in bases() {
+        for (field, values) in fields() {
+            for value in values {
+                let mut cfg = base.clone();
+                cfg[field] = value.clone();
+                let text = cfg
+                    .to_string()
+                    .replace("\"NaN\"", "NaN")
+                    .replace("\"Infinity\"", "Infinity");
+                let text = text.replace("\"-Infinity\"", "-Infinity");
+                let config = match SchedulerConfig::from_json_str(&text) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        assert!(!e.to_string().is_empty());
+                        refused += 1;
+                        continue;
+                    }
+                };
+                for kind in SamplerKind::ALL {
+                    for steps in [1, 2, 7, 1000] {
+                        let result = catch_unwind(AssertUnwindSafe(|| run(&config, kind, steps)));
+                        match result {
+                            Err(_) => panics.push(format!("{kind:?}, {steps} steps, {text}")),
+                            Ok(Err(msg)) => {
+                                assert!(!msg.is_empty());
+                                refused += 1;
+                            }
+                            Ok(Ok(())) => runs += 1,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{runs} runs completed, {refused} refused with an error");
+    assert!(
+        panics.is_empty(),
+        "{} configs panicked:\n{}",
+        panics.len(),
+        panics.join("\n")
+    );
+    assert!(
+        runs > 100 && refused > 100,
+        "runs {runs}, refused {refused}"
+    );
+}
