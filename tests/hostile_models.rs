@@ -136,6 +136,18 @@ fn config_field_of_wrong_type() {
 }
 
 #[test]
+fn time_embedding_that_divides_by_zero() {
+    // block_out_channels[0] = 16: half = 8, and freq_shift 8 makes diffusers' first frequency 0/0.
+    let dir = scratch("freq_shift");
+    edit_config(&dir, |v| v["freq_shift"] = 8.into());
+    let e = err_of(&dir);
+    assert!(
+        e.contains("freq_shift") && e.contains("= 0") && e.contains("NaN"),
+        "{e}"
+    );
+}
+
+#[test]
 fn groups_that_do_not_divide_channels() {
     let dir = scratch("groups");
     edit_config(&dir, |v| v["norm_num_groups"] = 5.into());

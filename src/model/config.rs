@@ -284,6 +284,19 @@ impl UNet2DConfig {
                 "positional, learned",
             ));
         }
+        // Timesteps(block_out_channels[0], ...): frequency i is exp(−ln(10⁴)·i / (half − freq_shift)),
+        // so half = freq_shift makes the first one 0/0 and every output NaN (in diffusers too).
+        let half = self.block_out_channels[0] / 2;
+        if self.time_embedding_type == "positional" && half > 0 && half as f32 == self.freq_shift {
+            return Err(Error::config(
+                "freq_shift",
+                format!(
+                    "{} with block_out_channels[0] = {}: the sinusoidal time embedding divides by \
+                     block_out_channels[0] / 2 − freq_shift = 0, which makes every output NaN",
+                    self.freq_shift, self.block_out_channels[0]
+                ),
+            ));
+        }
         if self.time_embedding_type == "learned" && self.num_train_timesteps.is_none() {
             return Err(Error::config(
                 "num_train_timesteps",
