@@ -275,6 +275,10 @@ where
             (start.begin_index, start.sample)
         }
         None => {
+            // Step i is timesteps[i]. (diffusers finds the first step's index from its timestep,
+            // which picks the second of a repeated timestep, as Karras σ's on a cosine schedule
+            // give, and then runs past the end; an explicit start index is what it means.)
+            sched.set_begin_index(0)?;
             // diffusers: latents = randn(shape) * scheduler.init_noise_sigma
             let sigma = sched.init_noise_sigma();
             let x = initial_noise(noise_source, len)?

@@ -245,3 +245,48 @@ fn bad_sampler_arguments_are_named() {
     let e = run(&["--sampler", "ddpm", "--steps", "1001", "--class", "1"]);
     assert!(e.contains("1001") && !e.contains("panicked"), "{e}");
 }
+
+#[test]
+fn a_run_takes_repeated_timesteps_in_order() {
+    // Karras σ's on a cosine schedule repeat the first timestep (998 four times at 8 steps).
+    // diffusers' DPM-Solver finds its first step index from that timestep, takes the second
+    // repeat and runs off the end; a run from noise starts at index 0 and takes all 8 steps.
+    let config = r#"{"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "squaredcos_cap_v2",
+        "use_karras_sigmas": true, "euler_at_final": true, "solver_type": "heun"}"#;
+    let mut s = sampler::build(
+        sampler::SamplerKind::DpmSolverMultistep,
+        &SchedulerConfig::from_json_str(config).unwrap(),
+        0.0,
+    )
+    .unwrap();
+    s.set_timesteps(8).unwrap();
+    let ts = s.timesteps().to_vec();
+    assert!(
+        ts[0] == ts[1],
+        "the schedule no longer repeats a timestep: {ts:?}"
+    );
+
+    let tmp = std::env::temp_dir().join(format!("stepwise-repeat-{}", std::process::id()));
+    let model = tmp.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        let from = root().join("tests/fixtures/unet/attn_multihead").join(f);
+        std::fs::copy(from, model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("scheduler_config.json"), config).unwrap();
+    let frames = tmp.join("frames");
+    let args: Vec<String> = ["--sampler", "dpm++2m", "--steps", "8", "--device", "cpu"]
+        .map(String::from)
+        .into_iter()
+        .chain(["--model".into(), model.display().to_string()])
+        .chain(["--frames".into(), frames.display().to_string()])
+        .collect();
+    let x = sample_to(&args, &tmp.join("out.safetensors"), &[]);
+    assert!(x.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        std::fs::read_dir(&frames).unwrap().count(),
+        8,
+        "one frame per step"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
