@@ -60,7 +60,7 @@ impl DynamicThresholding {
         images: Option<usize>,
     ) -> Result<(), SamplerError> {
         let images = images.ok_or(SamplerError::NumImagesNotSet { scheduler })?;
-        if images == 0 || x0.len() % images != 0 {
+        if images == 0 || !x0.len().is_multiple_of(images) {
             return Err(SamplerError::ImagesMismatch {
                 scheduler,
                 len: x0.len(),
