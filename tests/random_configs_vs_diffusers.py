@@ -1,0 +1,309 @@
+"""Fresh random models and scheduler configs, checked against diffusers through the fixed CLI.
+
+The golden files under tests/fixtures/ pin chosen cases; this draws new ones on every run, the way
+the product is checked from outside: models and scheduler configs that are not in the
+repository, through `diffuse forward` and `diffuse sample --noise`.
+
+- UNets: a random UNet2DModel config within what the engine supports (1-4 blocks of either
+  kind, 1-3 layers, groups, head widths, mid block or none, scale-shift, class or timestep
+  embeddings, learned time embeddings, centred input, padding 0/1, f32/f16/bf16 weights, legacy
+  attention names, odd and non-square sizes), random weights; diffusers' output in float64
+  against ours on the CPU (relative L2 <= 1e-4) and on the GPU with each kernel set (<= 1e-3).
+- Scheduler configs: a random config of any of the four classes (schedules, spacings, offsets,
+  prediction types, clipping, thresholding, zero-SNR rescale, DPM-Solver variants, Karras
+  sigmas, ...) driving a random sampler over a small UNet for a random number of steps, with
+  noise injected into diffusers' loop; the final samples must agree to relative L2 1e-3 or 30
+  times diffusers' own f32 rounding, whichever is larger: the loops run in f32 on both sides,
+  and some runs amplify rounding enormously (one DPM-Solver step in noise prediction from
+  sigma = 1e4 cancels terms of 1e4 to leave O(1): there diffusers' own f32 and f64 runs differ
+  by 6e-4, and one ulp of its f32 log-SNR step moves the result by 1e-2). The rounding is
+  measured by running diffusers' loop again in float64. Where diffusers' result is not finite,
+  ours must say so (an error naming non-finite values); where diffusers refuses a config, ours
+  must refuse it too.
+
+  python tests/random_configs_vs_diffusers.py --diffuse target/debug/diffuse [--unets N]
+      [--schedulers M] [--seed S]
+
+The seed is printed; --seed S reproduces a run. Exits 1 on any mismatch, listing each case.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       EulerAncestralDiscreteScheduler, UNet2DModel)
+from diffusers.schedulers import (scheduling_ddim, scheduling_ddpm, scheduling_dpmsolver_multistep,
+                                  scheduling_euler_ancestral_discrete)
+from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import load_file, save_file
+
+diffusers_logging.set_verbosity_error()
+ROOT = Path(__file__).resolve().parent.parent
+LEGACY = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++2m": DPMSolverMultistepScheduler,
+            "euler-a": EulerAncestralDiscreteScheduler}
+SCHEDULER_MODULES = [scheduling_ddpm, scheduling_ddim, scheduling_dpmsolver_multistep,
+                     scheduling_euler_ancestral_discrete]
+SCHEDULER_UNET = ROOT / "tests/fixtures/unet/attn_multihead"
+
+
+def rel_l2(a, b):
+    return float(((a.double() - b.double()).norm() / b.double().norm()).item())
+
+
+def run_diffuse(args, env=None):
+    p = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    return p.returncode, p.stderr.strip()
+
+
+def random_unet_config(r):
+    n = r.randint(1, 4)
+    groups = r.choice([1, 2, 4, 8])
+    channels = [groups * r.choice([2, 3, 4, 6, 8]) for _ in range(n)]
+    cfg = dict(
+        in_channels=r.choice([1, 2, 3, 4, 6]), out_channels=r.choice([1, 3, 4]),
+        block_out_channels=channels,
+        down_block_types=[r.choice(["DownBlock2D", "AttnDownBlock2D"]) for _ in range(n)],
+        up_block_types=[r.choice(["UpBlock2D", "AttnUpBlock2D"]) for _ in range(n)],
+        layers_per_block=r.randint(1, 3), norm_num_groups=groups,
+        center_input_sample=r.random() < 0.3, flip_sin_to_cos=r.random() < 0.5,
+        freq_shift=r.choice([0, 1]), downsample_padding=r.choice([0, 1]),
+        mid_block_scale_factor=r.choice([1.0, 1.41421356]), norm_eps=r.choice([1e-5, 1e-6]),
+        resnet_time_scale_shift=r.choice(["default", "scale_shift"]),
+        add_attention=r.random() < 0.7,
+        mid_block_type=r.choice(["UNetMidBlock2D", "UNetMidBlock2D", None]),
+    )
+    head = r.choice([None, groups, 1, 2, 8])
+    cfg["attention_head_dim"] = head if head is not None and all(c % head == 0 for c in channels) else None
+    if r.random() < 0.3:
+        cfg["attn_norm_num_groups"] = r.choice([1, groups])
+    if r.random() < 0.25:
+        cfg["time_embedding_type"] = "learned"
+        cfg["num_train_timesteps"] = 1000
+    if r.random() < 0.3:
+        cfg["time_embedding_dim"] = r.choice([16, 24, 40])
+    c = r.random()
+    if c < 0.3:
+        cfg["num_class_embeds"] = r.randint(2, 12)
+    elif c < 0.4:
+        cfg["class_embed_type"] = "timestep"
+    return cfg
+
+
+def check_unet(seed, work, diffuse):
+    r = random.Random(seed)
+    cfg = random_unet_config(r)
+    torch.manual_seed(seed)
+    model = UNet2DModel(**cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # random init leaves norms at (1, 0): perturb so every weight matters
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    dtype = r.choice(["f32", "f32", "f16", "bf16"])
+    tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    state = {k: v.to(tdt).contiguous() for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.float() for k, v in state.items()})  # the reference sees the stored values
+    legacy = r.random() < 0.3
+    if legacy:
+        renamed = {}
+        for k, v in state.items():
+            for new, old in LEGACY.items():
+                k = k.replace(f".{new}.", f".{old}.")
+            renamed[k] = v
+        state = renamed
+    d = work / f"unet-{seed}"
+    d.mkdir()
+    save_file(state, d / "diffusion_pytorch_model.safetensors")
+    config = {"_class_name": "UNet2DModel", **{k: v for k, v in dict(model.config).items() if not k.startswith("_")}}
+    (d / "config.json").write_text(json.dumps(config, default=list))
+    m = 2 ** (len(cfg["block_out_channels"]) - 1)
+    h, w = m * r.randint(1, max(1, 24 // m)), m * r.randint(1, max(1, 24 // m))
+    n = r.randint(1, 3)
+    sample = torch.randn(n, cfg["in_channels"], h, w, generator=g)
+    if r.random() < 0.5 or cfg.get("time_embedding_type") == "learned":
+        timestep = torch.randint(0, 1000, (r.choice([1, n]),), generator=g)
+    else:
+        timestep = torch.rand(r.choice([1, n]), generator=g) * 999
+    inputs = {"sample": sample, "timestep": timestep}
+    labels = None
+    if cfg.get("num_class_embeds"):
+        labels = torch.randint(0, cfg["num_class_embeds"], (n,), generator=g)
+    elif cfg.get("class_embed_type") == "timestep":
+        labels = torch.randint(0, 1000, (n,), generator=g)
+    if labels is not None:
+        inputs["class_labels"] = labels
+    save_file(inputs, d / "input.safetensors")
+    # float64, except where diffusers itself cannot (class_embed_type "timestep" feeds float32
+    # projections into the MLP).
+    ft = torch.float32 if cfg.get("class_embed_type") == "timestep" else torch.float64
+    with torch.no_grad():
+        ts = timestep if timestep.dtype == torch.int64 else timestep.to(ft)
+        ref = model.to(ft)(sample.to(ft), ts, class_labels=labels).sample.float()
+    what = f"unet seed {seed}: {json.dumps(cfg)}, {dtype} weights{', legacy names' if legacy else ''}, input {[n, cfg['in_channels'], h, w]}"
+    if not torch.isfinite(ref).all():
+        # A degenerate config (block_out_channels[0] = 2 with freq_shift 1 divides by zero in
+        # the time embedding): ours must refuse it by name.
+        rc, err = run_diffuse([diffuse, "forward", "--model", str(d), "--input", str(d / "input.safetensors"),
+                               "--output", str(d / "out.safetensors"), "--device", "cpu"])
+        if rc != 0 and "NaN" in err:
+            return what, ["diffusers gives NaN; ours refuses: " + err.splitlines()[-1][:120]], []
+        return what, [], [f"diffusers' output is not finite; ours: rc {rc}, {err[-300:]}"]
+    errors, figures = [], []
+    for name, device, env, tol in [("cpu", "cpu", {}, 1e-4), ("gpu", "gpu", {"STEPWISE_KERNELS": "register"}, 1e-3),
+                                   ("gpu tiled", "gpu", {"STEPWISE_KERNELS": "tiled"}, 1e-3)]:
+        out = d / f"out-{device}-{len(figures)}.safetensors"
+        rc, err = run_diffuse([diffuse, "forward", "--model", str(d), "--input", str(d / "input.safetensors"),
+                               "--output", str(out), "--device", device], env)
+        if rc != 0:
+            errors.append(f"{name}: diffuse failed: {err[-300:]}")
+            continue
+        got = load_file(out)["sample"]
+        if got.shape != ref.shape:
+            errors.append(f"{name}: shape {tuple(got.shape)}, diffusers {tuple(ref.shape)}")
+            continue
+        e = rel_l2(got, ref)
+        figures.append(f"{name} {e:.1e}")
+        if not e <= tol:
+            errors.append(f"{name}: relative L2 {e:.2e} > {tol:.0e}")
+    return what, figures, errors
+
+
+def random_scheduler_config(r):
+    cls = r.choice(list(SAMPLERS.values()))
+    cfg = {"_class_name": cls.__name__, "num_train_timesteps": r.choice([1000, 1000, 500, 100]),
+           "beta_schedule": r.choice(["linear", "scaled_linear", "squaredcos_cap_v2"]),
+           "prediction_type": r.choice(["epsilon", "epsilon", "v_prediction", "sample"]),
+           "timestep_spacing": r.choice(["leading", "trailing", "linspace"]), "steps_offset": r.choice([0, 1])}
+    if r.random() < 0.5:
+        cfg["beta_start"] = r.choice([0.0001, 0.00085])
+        cfg["beta_end"] = r.choice([0.02, 0.012])
+    if r.random() < 0.5:
+        cfg["clip_sample"] = r.random() < 0.5
+        cfg["clip_sample_range"] = r.choice([1.0, 2.0])
+    if r.random() < 0.25:
+        cfg["thresholding"] = True
+        cfg["dynamic_thresholding_ratio"] = r.choice([0.995, 0.9, 0.6])
+        cfg["sample_max_value"] = r.choice([1.0, 1.5, 0.8])
+    if r.random() < 0.2:
+        cfg["rescale_betas_zero_snr"] = True
+    if r.random() < 0.3:
+        cfg["variance_type"] = r.choice(["fixed_small", "fixed_large", "fixed_small_log"])
+    if r.random() < 0.3:
+        cfg["set_alpha_to_one"] = r.random() < 0.5
+    if r.random() < 0.5:
+        algorithm = r.choice(["dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver"])
+        cfg["algorithm_type"] = algorithm
+        cfg["solver_order"] = r.choice([1, 2] if algorithm == "sde-dpmsolver" else [1, 2, 3])
+        cfg["solver_type"] = r.choice(["midpoint", "heun"])
+        cfg["lower_order_final"] = r.random() < 0.7
+        cfg["euler_at_final"] = r.random() < 0.2
+        cfg["use_karras_sigmas"] = r.random() < 0.3
+        # diffusers refuses final_sigmas_type "zero" for the noise-prediction forms
+        cfg["final_sigmas_type"] = "sigma_min" if algorithm in ("dpmsolver", "sde-dpmsolver") else r.choice(["zero", "sigma_min"])
+    return cfg
+
+
+def diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet):
+    """diffusers' sampling loop with our noise injected into its randn_tensor."""
+    sched = SAMPLERS[sampler].from_config(cfg)
+    sched.set_timesteps(steps)
+    if hasattr(sched, "set_begin_index"):
+        # A run from step 0, said explicitly as the engine does (otherwise diffusers finds the
+        # first index from the timestep, which fails where Karras sigmas repeat a timestep).
+        sched.set_begin_index(0)
+    current = {"i": 0}
+
+    def injected(shape, generator=None, device=None, dtype=None, layout=None):
+        return step_noise[current["i"]].clone().reshape(shape)
+
+    for module in SCHEDULER_MODULES:
+        if hasattr(module, "randn_tensor"):
+            module.randn_tensor = injected
+    x = init * sched.init_noise_sigma
+    kwargs = {"eta": eta} if sampler == "ddim" else {}
+    with torch.no_grad():
+        for i, t in enumerate(sched.timesteps):
+            current["i"] = i
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **kwargs).prev_sample
+    return x
+
+
+def check_scheduler(seed, work, diffuse, unet, unet64):
+    r = random.Random(seed)
+    cfg = random_scheduler_config(r)
+    sampler = r.choice(list(SAMPLERS))
+    steps = r.choice([1, 2, 3, 5, 8, 13, 25])
+    eta = r.choice([0.0, 0.0, 0.5, 1.0]) if sampler == "ddim" else 0.0
+    batch = r.randint(1, 2)
+    what = f"scheduler seed {seed}: {sampler}, {steps} steps, eta {eta}, batch {batch}, {json.dumps(cfg)}"
+    d = work / f"sched-{seed}"
+    d.mkdir()
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"]:
+        shutil.copy(SCHEDULER_UNET / f, d / f)
+    (d / "scheduler_config.json").write_text(json.dumps(cfg))
+    c, hw = unet.config.in_channels, unet.config.sample_size
+    g = torch.Generator().manual_seed(seed)
+    init = torch.randn(batch, c, hw, hw, generator=g)
+    step_noise = torch.randn(steps, batch, c, hw, hw, generator=g)
+    save_file({"init": init.contiguous(), "step_noise": step_noise.contiguous()}, d / "noise.safetensors")
+
+    out = d / "out.safetensors"
+    rc, err = run_diffuse([diffuse, "sample", "--model", str(d), "--sampler", sampler, "--steps", str(steps),
+                           "--eta", str(eta), "--batch", str(batch), "--device", "cpu",
+                           "--noise", str(d / "noise.safetensors"), "--output", str(out)])
+    try:
+        x = diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet)
+        x64 = diffusers_loop(cfg, sampler, steps, eta, init.double(), step_noise.double(), unet64)
+    except Exception as e:  # diffusers refuses (e.g. Euler-a with prediction_type "sample")
+        if rc != 0:
+            return what, ["both refuse"], []
+        return what, [], [f"diffusers refuses ({type(e).__name__}: {e}), ours ran"]
+    if not torch.isfinite(x).all():
+        if rc != 0 and "non-finite" in err:
+            return what, ["diffusers not finite; ours says so"], []
+        return what, [], [f"diffusers' result is not finite; ours: rc {rc}, {err[-300:]}"]
+    if rc != 0:
+        return what, [], [f"diffuse failed: {err[-300:]}"]
+    e = rel_l2(load_file(out)["sample"], x)
+    tol = max(1e-3, 30 * rel_l2(x, x64))
+    return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--diffuse", default=str(ROOT / "target/debug/diffuse"))
+    ap.add_argument("--unets", type=int, default=6)
+    ap.add_argument("--schedulers", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=None)
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000_007
+    print(f"seed {seed} (reproduce with --seed {seed})", flush=True)
+    torch.set_num_threads(1)
+    unet = UNet2DModel.from_pretrained(SCHEDULER_UNET).eval()
+    unet64 = UNet2DModel.from_pretrained(SCHEDULER_UNET).eval().double()
+    failures = []
+    with tempfile.TemporaryDirectory(prefix="stepwise-random-") as tmp:
+        work = Path(tmp)
+        cases = [("unet", seed + i) for i in range(a.unets)] + [("scheduler", seed + 10_000 + i) for i in range(a.schedulers)]
+        for kind, s in cases:
+            what, figures, errors = check_unet(s, work, a.diffuse) if kind == "unet" else check_scheduler(s, work, a.diffuse, unet, unet64)
+            print(("FAIL " if errors else "ok   ") + what + (" -> " + ", ".join(figures) if figures else ""), flush=True)
+            for e in errors:
+                print("     " + e, flush=True)
+            if errors:
+                failures.append(what)
+    print(f"{len(failures)} of {a.unets + a.schedulers} random cases differ from diffusers")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
