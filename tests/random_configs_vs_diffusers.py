@@ -20,9 +20,13 @@ repository, through `diffuse forward` and `diffuse sample --noise`.
   measured by running diffusers' loop again in float64. Where diffusers' result is not finite,
   ours must say so (an error naming non-finite values); where diffusers refuses a config, ours
   must refuse it too.
+- Latent pipelines: a random AutoencoderKL (1-3 blocks, latent channels, scaling and shift
+  factors, with or without quant convs and mid attention) with a random UNet on its latents,
+  as a pipeline folder; `diffuse sample` on the CPU and the GPU writes `latents` and `image`,
+  checked against diffusers' loop and `AutoencoderKL.decode` in the same way.
 
   python tests/random_configs_vs_diffusers.py --diffuse target/debug/diffuse [--unets N]
-      [--schedulers M] [--seed S]
+      [--schedulers M] [--latents L] [--seed S]
 
 The seed is printed; --seed S reproduces a run. Exits 1 on any mismatch, listing each case.
 """
@@ -39,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, UNet2DModel)
 from diffusers.schedulers import (scheduling_ddim, scheduling_ddpm, scheduling_dpmsolver_multistep,
                                   scheduling_euler_ancestral_discrete)
@@ -63,6 +67,32 @@ def rel_l2(a, b):
 def run_diffuse(args, env=None):
     p = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     return p.returncode, p.stderr.strip()
+
+
+def perturb(model, g):
+    """Random init leaves norms at (1, 0): perturb every parameter so each one matters."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def save_model(model, folder, dtype, legacy):
+    """Saves `model` as a diffusers folder with weights rounded to `dtype` (and attention under
+    the legacy names if asked), and reloads the rounded values so that the reference sees them."""
+    folder.mkdir(parents=True)
+    tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    state = {k: v.to(tdt).contiguous() for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    if legacy:
+        renamed = {}
+        for k, v in state.items():
+            for new, old in LEGACY.items():
+                k = k.replace(f".{new}.", f".{old}.")
+            renamed[k] = v
+        state = renamed
+    save_file(state, folder / "diffusion_pytorch_model.safetensors")
+    config = {"_class_name": type(model).__name__, **{k: v for k, v in dict(model.config).items() if not k.startswith("_")}}
+    (folder / "config.json").write_text(json.dumps(config, default=list))
 
 
 def random_unet_config(r):
@@ -105,26 +135,11 @@ def check_unet(seed, work, diffuse):
     torch.manual_seed(seed)
     model = UNet2DModel(**cfg).eval()
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # random init leaves norms at (1, 0): perturb so every weight matters
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    perturb(model, g)
     dtype = r.choice(["f32", "f32", "f16", "bf16"])
-    tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    state = {k: v.to(tdt).contiguous() for k, v in model.state_dict().items()}
-    model.load_state_dict({k: v.float() for k, v in state.items()})  # the reference sees the stored values
     legacy = r.random() < 0.3
-    if legacy:
-        renamed = {}
-        for k, v in state.items():
-            for new, old in LEGACY.items():
-                k = k.replace(f".{new}.", f".{old}.")
-            renamed[k] = v
-        state = renamed
     d = work / f"unet-{seed}"
-    d.mkdir()
-    save_file(state, d / "diffusion_pytorch_model.safetensors")
-    config = {"_class_name": "UNet2DModel", **{k: v for k, v in dict(model.config).items() if not k.startswith("_")}}
-    (d / "config.json").write_text(json.dumps(config, default=list))
+    save_model(model, d, dtype, legacy)
     m = 2 ** (len(cfg["block_out_channels"]) - 1)
     h, w = m * r.randint(1, max(1, 24 // m)), m * r.randint(1, max(1, 24 // m))
     n = r.randint(1, 3)
@@ -278,11 +293,104 @@ def check_scheduler(seed, work, diffuse, unet, unet64):
     return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
 
 
+def random_vae_config(r):
+    n = r.randint(1, 3)
+    groups = r.choice([1, 2, 4])
+    return dict(
+        in_channels=r.choice([1, 3]), out_channels=r.choice([1, 3]), latent_channels=r.randint(1, 4),
+        block_out_channels=[groups * r.choice([2, 4, 6]) for _ in range(n)],
+        down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
+        layers_per_block=r.randint(1, 2), norm_num_groups=groups,
+        scaling_factor=r.choice([0.18215, 0.5, 1.3]), shift_factor=r.choice([None, None, 0.1, -0.2]),
+        use_quant_conv=r.random() < 0.8, use_post_quant_conv=r.random() < 0.8,
+        mid_block_add_attention=r.random() < 0.7,
+    )
+
+
+def check_latent(seed, work, diffuse):
+    """A latent pipeline folder (vae/, unet/, scheduler/): our sampling loop and decode through
+    diffuse sample (latents and image) against diffusers' loop and AutoencoderKL.decode."""
+    r = random.Random(seed)
+    vae_cfg = random_vae_config(r)
+    unet_cfg = random_unet_config(r)
+    # Unconditional, and positional time (diffusers' learned table takes only integer tensors,
+    # which Euler-a's float timesteps are not; the UNet cases cover it).
+    for key in ["num_class_embeds", "class_embed_type", "time_embedding_type", "num_train_timesteps"]:
+        unet_cfg.pop(key, None)
+    unet_cfg["in_channels"] = unet_cfg["out_channels"] = vae_cfg["latent_channels"]
+    m = 2 ** (len(unet_cfg["block_out_channels"]) - 1)
+    side = (m * r.randint(1, max(1, 8 // m)), m * r.randint(1, max(1, 8 // m)))
+    unet_cfg["sample_size"] = list(side)
+    sched_cfg = {"_class_name": "DDPMScheduler", "beta_schedule": r.choice(["linear", "scaled_linear"]),
+                 "prediction_type": r.choice(["epsilon", "v_prediction"]), "clip_sample": False}
+    sampler = r.choice(list(SAMPLERS))
+    steps, eta, batch = r.choice([1, 3, 6]), r.choice([0.0, 1.0]) if sampler == "ddim" else 0.0, r.randint(1, 2)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    vae, unet = AutoencoderKL(**vae_cfg).eval(), UNet2DModel(**unet_cfg).eval()
+    perturb(vae, g)
+    perturb(unet, g)
+    d = work / f"latent-{seed}"
+    dtype = r.choice(["f32", "f16", "bf16"])
+    save_model(vae, d / "vae", dtype, r.random() < 0.3)
+    save_model(unet, d / "unet", dtype, r.random() < 0.3)
+    (d / "scheduler").mkdir()
+    (d / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg))
+    (d / "model_index.json").write_text(json.dumps({
+        "_class_name": "LDMPipeline", "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}))
+    c = vae_cfg["latent_channels"]
+    init = torch.randn(batch, c, *side, generator=g)
+    step_noise = torch.randn(steps, batch, c, *side, generator=g)
+    save_file({"init": init.contiguous(), "step_noise": step_noise.contiguous()}, d / "noise.safetensors")
+    what = (f"latent seed {seed}: vae {json.dumps(vae_cfg)}, unet {json.dumps(unet_cfg)}, {sampler}, "
+            f"{steps} steps, eta {eta}, batch {batch}, {dtype} weights, {json.dumps(sched_cfg)}")
+
+    def reference(unet, vae, dt):
+        x = diffusers_loop(sched_cfg, sampler, steps, eta, init.to(dt), step_noise.to(dt), unet)
+        with torch.no_grad():
+            image = vae.decode(x / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)).sample
+        return x, image
+
+    latents, image = reference(unet, vae, torch.float32)
+    finite = bool(torch.isfinite(latents).all() and torch.isfinite(image).all())
+    if finite:
+        latents64, image64 = reference(unet.double(), vae.double(), torch.float64)
+        tol = max(1e-3, 30 * rel_l2(latents, latents64), 30 * rel_l2(image, image64))
+    errors, figures = [], []
+    for device in ["cpu", "gpu"]:
+        out = d / f"out-{device}.safetensors"
+        rc, err = run_diffuse([diffuse, "sample", "--model", str(d), "--sampler", sampler, "--steps", str(steps),
+                               "--eta", str(eta), "--batch", str(batch), "--device", device,
+                               "--noise", str(d / "noise.safetensors"), "--output", str(out)])
+        if not finite:
+            # A degenerate UNet config (see check_unet): ours must refuse it by name.
+            if rc != 0 and "NaN" in err:
+                figures.append(f"{device}: diffusers gives NaN; ours refuses")
+            else:
+                errors.append(f"{device}: diffusers' result is not finite; ours: rc {rc}, {err[-300:]}")
+            continue
+        if rc != 0:
+            errors.append(f"{device}: diffuse failed: {err[-300:]}")
+            continue
+        got = load_file(out)
+        for key, want in [("latents", latents), ("image", image)]:
+            if key not in got or got[key].shape != want.shape:
+                errors.append(f"{device}: {key} {tuple(got[key].shape) if key in got else 'missing'}, diffusers {tuple(want.shape)}")
+                continue
+            e = rel_l2(got[key], want)
+            figures.append(f"{device} {key} {e:.1e}")
+            if not e <= tol:
+                errors.append(f"{device}: {key} relative L2 {e:.2e} > {tol:.1e}")
+    return what, figures, errors
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffuse", default=str(ROOT / "target/debug/diffuse"))
     ap.add_argument("--unets", type=int, default=6)
     ap.add_argument("--schedulers", type=int, default=16)
+    ap.add_argument("--latents", type=int, default=3)
     ap.add_argument("--seed", type=int, default=None)
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000_007
@@ -293,15 +401,22 @@ def main():
     failures = []
     with tempfile.TemporaryDirectory(prefix="stepwise-random-") as tmp:
         work = Path(tmp)
-        cases = [("unet", seed + i) for i in range(a.unets)] + [("scheduler", seed + 10_000 + i) for i in range(a.schedulers)]
+        cases = ([("unet", seed + i) for i in range(a.unets)]
+                 + [("scheduler", seed + 10_000 + i) for i in range(a.schedulers)]
+                 + [("latent", seed + 20_000 + i) for i in range(a.latents)])
         for kind, s in cases:
-            what, figures, errors = check_unet(s, work, a.diffuse) if kind == "unet" else check_scheduler(s, work, a.diffuse, unet, unet64)
+            if kind == "unet":
+                what, figures, errors = check_unet(s, work, a.diffuse)
+            elif kind == "scheduler":
+                what, figures, errors = check_scheduler(s, work, a.diffuse, unet, unet64)
+            else:
+                what, figures, errors = check_latent(s, work, a.diffuse)
             print(("FAIL " if errors else "ok   ") + what + (" -> " + ", ".join(figures) if figures else ""), flush=True)
             for e in errors:
                 print("     " + e, flush=True)
             if errors:
                 failures.append(what)
-    print(f"{len(failures)} of {a.unets + a.schedulers} random cases differ from diffusers")
+    print(f"{len(failures)} of {len(cases)} random cases differ from diffusers")
     sys.exit(1 if failures else 0)
 
 
