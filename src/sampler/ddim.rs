@@ -242,7 +242,15 @@ impl Scheduler for DDIMScheduler {
         }
 
         // 6. "direction pointing to x_t" of eq. 12: √(1 − ᾱ_{t−Δ} − σ_t²) ε̂
-        let dir_coeff = (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt();
+        // For η ≤ 1 the radicand is ≥ 0 (σ_t² ≤ η²(1 − ᾱ_{t−Δ})), and exactly 0 at η = 1 where
+        // ᾱ_t = 0 (a zero-SNR schedule's first step): there f32 rounding can take it just below 0,
+        // where diffusers' sqrt returns NaN. Clamp that rounding; η > 1 keeps diffusers' NaN.
+        let radicand = 1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t;
+        let dir_coeff = if self.eta <= 1.0 {
+            radicand.max(0.0).sqrt()
+        } else {
+            radicand.sqrt()
+        };
         // 7. x_{t−Δ} without the random noise, eq. 12
         let sqrt_a_prev = alpha_prod_t_prev.sqrt();
         let mut prev_sample: Vec<f32> = pred_original_sample
@@ -309,6 +317,39 @@ mod tests {
         assert!((v(980, 960) - 0.32460).abs() < 1e-5);
         assert!((v(487, 486) - 0.00979).abs() < 1e-5);
         assert!((v(999, 998) - 0.02).abs() < 1e-5);
+    }
+
+    #[test]
+    fn eta_one_on_a_zero_snr_schedule_stays_finite() {
+        // At η = 1 the direction coefficient √(1 − ᾱ_{t−Δ} − σ_t²) is exactly 0 where ᾱ_t = 0
+        // (the first step of a zero-SNR schedule, with v prediction as such models use); f32
+        // rounding can take the radicand just below, where diffusers' sqrt gives NaN.
+        let mut nan_free = 0;
+        for big_t in [100, 250, 500, 777, 1000] {
+            for steps in 1..=40 {
+                let config = SchedulerConfig::from_json_str(&format!(
+                    r#"{{"num_train_timesteps": {big_t}, "rescale_betas_zero_snr": true,
+                        "timestep_spacing": "trailing", "prediction_type": "v_prediction"}}"#
+                ))
+                .unwrap();
+                let mut s =
+                    DDIMScheduler::new(DDIMSchedulerConfig::from_config(&config).unwrap()).unwrap();
+                s.eta = 1.0;
+                s.set_timesteps(steps).unwrap();
+                let t = s.timesteps()[0];
+                let x = [0.3f32, -1.2, 0.8];
+                let out = s
+                    .step(&[0.5, 0.1, -0.7], t, &x, Some(&[1.0, -0.5, 0.2]))
+                    .unwrap();
+                assert!(
+                    out.prev_sample.iter().all(|v| v.is_finite()),
+                    "T = {big_t}, {steps} steps, t = {t}: {:?}",
+                    out.prev_sample
+                );
+                nan_free += 1;
+            }
+        }
+        assert_eq!(nan_free, 200);
     }
 
     #[test]
