@@ -135,6 +135,72 @@ fn config_field_of_wrong_type() {
     assert!(e.contains("config.json") && e.contains("invalid"), "{e}");
 }
 
+/// A pipeline folder around the base UNet with this `model_index.json`.
+fn pipeline_with_index(name: &str, index: serde_json::Value) -> PathBuf {
+    let unet = scratch(name);
+    let dir = unet.with_file_name(format!(
+        "{}-pipeline",
+        unet.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::rename(&unet, dir.join("unet")).unwrap();
+    std::fs::write(dir.join("model_index.json"), index.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn pipeline_components_the_engine_cannot_run_are_named() {
+    // CompVis/ldm-celebahq-256: a UNet2DModel whose samples are VQ-VAE latents. Run as a pixel
+    // model it would draw latents as if they were the image.
+    let dir = pipeline_with_index(
+        "vqvae",
+        serde_json::json!({"_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"],
+            "scheduler": ["diffusers", "DDIMScheduler"], "vqvae": ["diffusers", "VQModel"]}),
+    );
+    let e = err_of(&dir);
+    assert!(
+        e.contains("vqvae: VQModel") && e.contains("model_index.json"),
+        "{e}"
+    );
+
+    let dir = pipeline_with_index(
+        "tiny-vae",
+        serde_json::json!({"unet": ["diffusers", "UNet2DModel"], "vae": ["diffusers", "AutoencoderTiny"]}),
+    );
+    let e = err_of(&dir);
+    assert!(
+        e.contains("AutoencoderTiny") && e.contains("AutoencoderKL"),
+        "{e}"
+    );
+
+    // Optional components diffusers saved as absent ([null, null]) are fine.
+    let dir = pipeline_with_index(
+        "optional",
+        serde_json::json!({"_class_name": ["custom", "Pipe"], "unet": ["diffusers", "UNet2DModel"],
+            "scheduler": ["diffusers", "PNDMScheduler"], "safety_checker": [null, null]}),
+    );
+    load(&dir).unwrap();
+
+    let dir = pipeline_with_index("garbled", serde_json::json!({"unet": "UNet2DModel"}));
+    let e = err_of(&dir);
+    assert!(
+        e.contains("component `unet`") && e.contains("[library, class]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_text_conditioned_unet_is_named() {
+    let dir = scratch("conditional");
+    edit_config(&dir, |v| v["_class_name"] = "UNet2DConditionModel".into());
+    let e = err_of(&dir);
+    assert!(
+        e.contains("UNet2DConditionModel") && e.contains("UNet2DModel"),
+        "{e}"
+    );
+}
+
 #[test]
 fn time_embedding_that_divides_by_zero() {
     // block_out_channels[0] = 16: half = 8, and freq_shift 8 makes diffusers' first frequency 0/0.

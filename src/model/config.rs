@@ -72,6 +72,9 @@ fn default_time_scale_shift() -> String {
 /// missing field differ where diffusers' do (e.g. `attention_head_dim: null` means one head).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct UNet2DConfig {
+    /// The diffusers class that wrote the file; only `UNet2DModel` (or none) is accepted.
+    #[serde(rename = "_class_name", default)]
+    pub class_name: Option<serde_json::Value>,
     #[serde(default)]
     pub sample_size: Option<SampleSize>,
     #[serde(default = "default_in_channels")]
@@ -196,6 +199,19 @@ impl UNet2DConfig {
     /// Checks everything the engine relies on, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
         use crate::model::limits::{self, at_most};
+        if let Some(class) = &self.class_name {
+            if class.as_str() != Some("UNet2DModel") {
+                let class = class
+                    .as_str()
+                    .map_or_else(|| class.to_string(), String::from);
+                return Err(Error::unsupported(
+                    "model class in the UNet's config.json `_class_name`",
+                    class,
+                    "UNet2DModel (text- or image-conditioned UNets such as UNet2DConditionModel \
+                     need inputs this engine does not have)",
+                ));
+            }
+        }
         limits::check_blocks(
             "block_out_channels",
             &self.block_out_channels,

@@ -102,9 +102,59 @@ fn text(src: &dyn FileSource, rel: &str) -> Result<Option<String>> {
     }
 }
 
+/// What a pipeline's `model_index.json` may list: the engine runs a `UNet2DModel` with a
+/// scheduler, and decodes with an `AutoencoderKL` `vae` where there is one. Any other component
+/// (a VQ-VAE, a text encoder, ...) changes what the UNet's samples mean, so a pipeline that lists
+/// one is refused by name rather than run as if it were not there.
+fn check_model_index(src: &dyn FileSource) -> Result<()> {
+    let path = format!("{}/model_index.json", src.describe());
+    let Some(text) = text(src, "model_index.json")? else {
+        return Ok(());
+    };
+    let index: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    for (name, entry) in index.iter().filter(|(k, _)| !k.starts_with('_')) {
+        // ["library", "Class"], or [null, null] for an optional component left out.
+        let class = match entry.as_array().map(Vec::as_slice) {
+            Some([_, serde_json::Value::String(class)]) => class.as_str(),
+            Some([serde_json::Value::Null, serde_json::Value::Null]) => continue,
+            _ => {
+                return Err(Error::config(
+                    "model_index.json",
+                    format!("{path}: component `{name}` is {entry}, not [library, class]"),
+                ))
+            }
+        };
+        let expected =
+            match name.as_str() {
+                "unet" => "UNet2DModel",
+                "vae" => "AutoencoderKL",
+                "scheduler" => continue, // the sampler is chosen by name; the class only sets the default
+                _ => return Err(Error::unsupported(
+                    "pipeline component in model_index.json",
+                    format!("{name}: {class}"),
+                    "unet (UNet2DModel), scheduler, and vae (AutoencoderKL) for latent models; \
+                     a VQ-VAE, text encoder or other component would change what the samples mean",
+                )),
+            };
+        if class != expected {
+            return Err(Error::unsupported(
+                &format!("`{name}` class in model_index.json"),
+                class,
+                expected,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the UNet config, weights and scheduler config from either folder layout.
 pub fn load_unet_files(src: &dyn FileSource) -> Result<UNetFiles> {
     let root = src.describe();
+    check_model_index(src)?;
     let pipeline =
         src.read("model_index.json")?.is_some() || src.read("unet/config.json")?.is_some();
     let (unet_dir, sched_path) = if pipeline {
