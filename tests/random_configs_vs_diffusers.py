@@ -54,7 +54,8 @@ from safetensors.torch import load_file, save_file
 
 diffusers_logging.set_verbosity_error()
 ROOT = Path(__file__).resolve().parent.parent
-LEGACY = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+sys.path.insert(0, str(ROOT / "tests/fixtures/vae"))
+from make_vae_fixtures import save_model  # noqa: E402  (a model folder with rounded weights, legacy names)
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++2m": DPMSolverMultistepScheduler,
             "euler-a": EulerAncestralDiscreteScheduler}
 SCHEDULER_MODULES = [scheduling_ddpm, scheduling_ddim, scheduling_dpmsolver_multistep,
@@ -76,25 +77,6 @@ def perturb(model, g):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
-
-
-def save_model(model, folder, dtype, legacy):
-    """Saves `model` as a diffusers folder with weights rounded to `dtype` (and attention under
-    the legacy names if asked), and reloads the rounded values so that the reference sees them."""
-    folder.mkdir(parents=True)
-    tdt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    state = {k: v.to(tdt).contiguous() for k, v in model.state_dict().items()}
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    if legacy:
-        renamed = {}
-        for k, v in state.items():
-            for new, old in LEGACY.items():
-                k = k.replace(f".{new}.", f".{old}.")
-            renamed[k] = v
-        state = renamed
-    save_file(state, folder / "diffusion_pytorch_model.safetensors")
-    config = {"_class_name": type(model).__name__, **{k: v for k, v in dict(model.config).items() if not k.startswith("_")}}
-    (folder / "config.json").write_text(json.dumps(config, default=list))
 
 
 def random_unet_config(r):
@@ -141,7 +123,7 @@ def check_unet(seed, work, diffuse):
     dtype = r.choice(["f32", "f32", "f16", "bf16"])
     legacy = r.random() < 0.3
     d = work / f"unet-{seed}"
-    save_model(model, d, dtype, legacy)
+    save_model(model, d, dtype, legacy, class_name="UNet2DModel")
     m = 2 ** (len(cfg["block_out_channels"]) - 1)
     h, w = m * r.randint(1, max(1, 24 // m)), m * r.randint(1, max(1, 24 // m))
     n = r.randint(1, 3)
@@ -345,7 +327,7 @@ def check_latent(seed, work, diffuse):
     d = work / f"latent-{seed}"
     dtype = r.choice(["f32", "f16", "bf16"])
     save_model(vae, d / "vae", dtype, r.random() < 0.3)
-    save_model(unet, d / "unet", dtype, r.random() < 0.3)
+    save_model(unet, d / "unet", dtype, r.random() < 0.3, class_name="UNet2DModel")
     (d / "scheduler").mkdir()
     (d / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg))
     (d / "model_index.json").write_text(json.dumps({
