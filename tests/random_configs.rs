@@ -1,7 +1,7 @@
-//! Fresh random UNet2DModel configs, scheduler configs and latent pipelines (AutoencoderKL +
-//! UNet) on every run, checked against diffusers through the fixed CLI (`diffuse forward` on the
-//! CPU and both GPU kernel sets, `diffuse sample --noise`): the way the product is checked from
-//! outside, on models not in the repository.
+//! Fresh random UNet2DModel configs, scheduler configs, latent pipelines (AutoencoderKL + UNet)
+//! and SDEdit runs on every run, checked against diffusers through the fixed CLI (`diffuse
+//! forward` on the CPU and both GPU kernel sets, `diffuse sample --noise`, `diffuse edit
+//! --noise`): the way the product is checked from outside, on models not in the repository.
 //! The cases and tolerances are in tests/random_configs_vs_diffusers.py; the seed is printed
 //! (`TEST_SEED=S cargo test --test random_configs` replays a run).
 
@@ -16,7 +16,7 @@ fn random_models_and_scheduler_configs_match_diffusers() {
     let out = Command::new(common::python())
         .arg(format!("{root}/tests/random_configs_vs_diffusers.py"))
         .args(["--diffuse", env!("CARGO_BIN_EXE_diffuse")])
-        .args(["--unets", "6", "--schedulers", "24", "--latents", "3"])
+        .args(["--unets", "6", "--schedulers", "24", "--latents", "3", "--edits", "8"])
         .args(["--seed", &seed.to_string()])
         .output()
         .expect("run tests/random_configs_vs_diffusers.py");
@@ -29,7 +29,7 @@ fn random_models_and_scheduler_configs_match_diffusers() {
     );
     // Every case ran and was compared (a crash of the script would not print this line).
     assert!(
-        stdout.contains("0 of 33 random cases differ from diffusers"),
+        stdout.contains("0 of 41 random cases differ from diffusers"),
         "{stdout}"
     );
 }

@@ -26,9 +26,12 @@ repository, through `diffuse forward` and `diffuse sample --noise`.
   factors, with or without quant convs and mid attention) with a random UNet on its latents,
   as a pipeline folder; `diffuse sample` on the CPU and the GPU writes `latents` and `image`,
   checked against diffusers' loop and `AutoencoderKL.decode` in the same way.
+- SDEdit: `diffuse edit --strength` under a random scheduler config against diffusers' img2img
+  loop (get_timesteps, set_begin_index, add_noise at the first kept timestep). Where the
+  strength leaves no step (diffusers' pipeline raises), the engine must return the image as is.
 
   python tests/random_configs_vs_diffusers.py --diffuse target/debug/diffuse [--unets N]
-      [--schedulers M] [--latents L] [--seed S]
+      [--schedulers M] [--latents L] [--edits E] [--seed S]
 
 The seed is printed; --seed S reproduces a run. Exits 1 on any mismatch, listing each case.
 """
@@ -211,18 +214,28 @@ def random_scheduler_config(r):
     return cfg
 
 
-def diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet, nudge=False):
+def diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet, nudge=False, image=None, strength=None):
     """diffusers' sampling loop with our noise injected into its randn_tensor. `nudge` moves
     every ᾱ_t down by one f32 ulp first (how far the result moves measures its sensitivity to
-    the schedule's own rounding, which the engine reproduces to an ulp, not bit for bit)."""
+    the schedule's own rounding, which the engine reproduces to an ulp, not bit for bit).
+
+    With `image` and `strength`, SDEdit as StableDiffusionImg2ImgPipeline does it: the last
+    int(steps·strength) steps, from add_noise(image, init) at the first of them."""
     sched = SAMPLERS[sampler].from_config(cfg)
     if nudge:
         sched.alphas_cumprod = sched.alphas_cumprod * (1 - 2**-24)
     sched.set_timesteps(steps)
+    begin = 0
+    if strength is not None:
+        init_timestep = min(int(steps * strength), steps)  # get_timesteps
+        begin = max(steps - init_timestep, 0) * sched.order
+        if begin >= len(sched.timesteps):
+            raise ValueError(f"strength {strength} of {steps} steps leaves no step (the pipeline refuses it)")
+    timesteps = sched.timesteps[begin:]
     if hasattr(sched, "set_begin_index"):
-        # A run from step 0, said explicitly as the engine does (otherwise diffusers finds the
-        # first index from the timestep, which fails where Karras sigmas repeat a timestep).
-        sched.set_begin_index(0)
+        # Said explicitly, as the engine does (otherwise diffusers finds the first index from the
+        # timestep, which fails where Karras sigmas repeat a timestep).
+        sched.set_begin_index(begin)
     current = {"i": 0}
 
     def injected(shape, generator=None, device=None, dtype=None, layout=None):
@@ -231,13 +244,77 @@ def diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet, nudge=False
     for module in SCHEDULER_MODULES:
         if hasattr(module, "randn_tensor"):
             module.randn_tensor = injected
-    x = init * sched.init_noise_sigma
+    if strength is None:
+        x = init * sched.init_noise_sigma
+    else:
+        x = sched.add_noise(image, init, timesteps[:1].repeat(image.shape[0]))
     kwargs = {"eta": eta} if sampler == "ddim" else {}
     with torch.no_grad():
-        for i, t in enumerate(sched.timesteps):
+        for i, t in enumerate(timesteps):
             current["i"] = i
             x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **kwargs).prev_sample
     return x
+
+
+def check_edit(seed, work, diffuse, unet, unet64):
+    """SDEdit (`diffuse edit --strength`) under a random scheduler config, against diffusers'
+    img2img loop: add_noise at the strength's first timestep, then the rest of the schedule."""
+    r = random.Random(seed)
+    cfg = random_scheduler_config(r)
+    sampler = r.choice(list(SAMPLERS))
+    steps = r.choice([1, 2, 3, 5, 8, 13, 25])
+    strength = r.choice([0.05, 0.3, 0.5, 0.75, 0.9, 1.0])
+    eta = r.choice([0.0, 0.5]) if sampler == "ddim" else 0.0
+    batch = r.randint(1, 2)
+    what = f"edit seed {seed}: {sampler}, {steps} steps, strength {strength}, eta {eta}, batch {batch}, {json.dumps(cfg)}"
+    d = work / f"edit-{seed}"
+    d.mkdir()
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"]:
+        shutil.copy(SCHEDULER_UNET / f, d / f)
+    (d / "scheduler_config.json").write_text(json.dumps(cfg))
+    c, hw = unet.config.in_channels, unet.config.sample_size
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, c, hw, hw, generator=g) * 2 - 1
+    eps = torch.randn(batch, c, hw, hw, generator=g)
+    step_noise = torch.randn(steps, batch, c, hw, hw, generator=g)
+    k = steps - max(steps - min(int(steps * strength), steps), 0)  # the steps this run takes
+    save_file({"image": image}, d / "image.safetensors")
+    save_file({"init": eps.contiguous(), "step_noise": step_noise[:max(k, 1)].contiguous()}, d / "noise.safetensors")
+    out = d / "out.safetensors"
+    rc, err = run_diffuse([diffuse, "edit", "--model", str(d), "--input", str(d / "image.safetensors"),
+                           "--sampler", sampler, "--steps", str(steps), "--strength", str(strength),
+                           "--eta", str(eta), "--device", "cpu", "--noise", str(d / "noise.safetensors"),
+                           "--output", str(out)])
+    if k == 0:
+        # No step left (diffusers' img2img pipeline raises here): the engine runs none, and the
+        # image comes back unchanged.
+        if rc != 0:  # fine where the config itself is one diffusers refuses
+            try:
+                diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, image=image, strength=1.0)
+            except Exception:
+                return what, ["no step, and both refuse the config"], []
+            return what, [], [f"no step to run, ours failed: {err[-300:]}"]
+        e = rel_l2(load_file(out)["sample"], image)
+        return what, [f"no step: image back, {e:.0e}"], [] if e == 0 else [f"no step to run, but the image moved by {e:.2e}"]
+    args = dict(image=image, strength=strength)
+    try:
+        x = diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, **args)
+        x64 = diffusers_loop(cfg, sampler, steps, eta, eps.double(), step_noise.double(), unet64,
+                             image=image.double(), strength=strength)
+        nudged = diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, nudge=True, **args)
+    except Exception as e:
+        if rc != 0:
+            return what, ["both refuse"], []
+        return what, [], [f"diffusers refuses ({type(e).__name__}: {e}), ours ran"]
+    if not torch.isfinite(x).all():
+        if rc != 0 and "non-finite" in err:
+            return what, ["diffusers not finite; ours says so"], []
+        return what, [], [f"diffusers' result is not finite; ours: rc {rc}, {err[-300:]}"]
+    if rc != 0:
+        return what, [], [f"diffuse failed: {err[-300:]}"]
+    e = rel_l2(load_file(out)["sample"], x)
+    tol = max(1e-3, 30 * rel_l2(x, x64), 30 * rel_l2(x, nudged))
+    return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
 
 
 def check_scheduler(seed, work, diffuse, unet, unet64):
@@ -385,6 +462,7 @@ def main():
     ap.add_argument("--unets", type=int, default=6)
     ap.add_argument("--schedulers", type=int, default=16)
     ap.add_argument("--latents", type=int, default=3)
+    ap.add_argument("--edits", type=int, default=8)
     ap.add_argument("--seed", type=int, default=None)
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000_007
@@ -397,14 +475,17 @@ def main():
         work = Path(tmp)
         cases = ([("unet", seed + i) for i in range(a.unets)]
                  + [("scheduler", seed + 10_000 + i) for i in range(a.schedulers)]
-                 + [("latent", seed + 20_000 + i) for i in range(a.latents)])
+                 + [("latent", seed + 20_000 + i) for i in range(a.latents)]
+                 + [("edit", seed + 30_000 + i) for i in range(a.edits)])
         for kind, s in cases:
             if kind == "unet":
                 what, figures, errors = check_unet(s, work, a.diffuse)
             elif kind == "scheduler":
                 what, figures, errors = check_scheduler(s, work, a.diffuse, unet, unet64)
-            else:
+            elif kind == "latent":
                 what, figures, errors = check_latent(s, work, a.diffuse)
+            else:
+                what, figures, errors = check_edit(s, work, a.diffuse, unet, unet64)
             print(("FAIL " if errors else "ok   ") + what + (" -> " + ", ".join(figures) if figures else ""), flush=True)
             for e in errors:
                 print("     " + e, flush=True)
