@@ -16,7 +16,8 @@ fn random_models_and_scheduler_configs_match_diffusers() {
     let out = Command::new(common::python())
         .arg(format!("{root}/tests/random_configs_vs_diffusers.py"))
         .args(["--diffuse", env!("CARGO_BIN_EXE_diffuse")])
-        .args(["--unets", "6", "--schedulers", "24", "--latents", "3", "--edits", "8"])
+        .args(["--unets", "6", "--schedulers", "24"])
+        .args(["--latents", "3", "--edits", "8"])
         .args(["--seed", &seed.to_string()])
         .output()
         .expect("run tests/random_configs_vs_diffusers.py");
