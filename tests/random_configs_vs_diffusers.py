@@ -289,6 +289,44 @@ def diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet, nudge=False
     return x
 
 
+def unet_folder_with_scheduler(d, cfg):
+    """A copy of the small fixture UNet with `cfg` as its scheduler_config.json."""
+    d.mkdir()
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"]:
+        shutil.copy(SCHEDULER_UNET / f, d / f)
+    (d / "scheduler_config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def judge(what, rc, err, out, cfg, reference):
+    """Ours (`diffuse` exited with `rc`, wrote `sample` to `out`) against `reference(f64=False,
+    nudge=False, exact_sqrt=False)`, diffusers' loop. The tolerance is 1e-3 or 30 times how far
+    diffusers' own result moves in float64 or with every ᾱ one ulp lower; a zero-SNR case may
+    also pass against the exact-sqrt schedule (rescale_zero_terminal_snr_exact)."""
+    try:
+        x = reference()
+        x64 = reference(f64=True)
+        nudged = reference(nudge=True)
+    except Exception as e:  # diffusers refuses (e.g. Euler-a with prediction_type "sample")
+        if rc != 0:
+            return what, ["both refuse"], []
+        return what, [], [f"diffusers refuses ({type(e).__name__}: {e}), ours ran"]
+    if not torch.isfinite(x).all():
+        if rc != 0 and "non-finite" in err:
+            return what, ["diffusers not finite; ours says so"], []
+        return what, [], [f"diffusers' result is not finite; ours: rc {rc}, {err[-300:]}"]
+    if rc != 0:
+        return what, [], [f"diffuse failed: {err[-300:]}"]
+    ours = load_file(out)["sample"]
+    e = rel_l2(ours, x)
+    tol = max(1e-3, 30 * rel_l2(x, x64), 30 * rel_l2(x, nudged))
+    if e > tol and cfg.get("rescale_betas_zero_snr"):
+        e_exact = rel_l2(ours, reference(exact_sqrt=True))
+        if e_exact <= tol:
+            return what, [f"{e:.1e}; {e_exact:.1e} with torch's sqrt made exact (tolerance {tol:.0e})"], []
+    return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
+
+
 def check_edit(seed, work, diffuse, unet, unet64):
     """SDEdit (`diffuse edit --strength`) under a random scheduler config, against diffusers'
     img2img loop: add_noise at the strength's first timestep, then the rest of the schedule."""
@@ -300,11 +338,7 @@ def check_edit(seed, work, diffuse, unet, unet64):
     eta = r.choice([0.0, 0.5]) if sampler == "ddim" else 0.0
     batch = r.randint(1, 2)
     what = f"edit seed {seed}: {sampler}, {steps} steps, strength {strength}, eta {eta}, batch {batch}, {json.dumps(cfg)}"
-    d = work / f"edit-{seed}"
-    d.mkdir()
-    for f in ["config.json", "diffusion_pytorch_model.safetensors"]:
-        shutil.copy(SCHEDULER_UNET / f, d / f)
-    (d / "scheduler_config.json").write_text(json.dumps(cfg))
+    d = unet_folder_with_scheduler(work / f"edit-{seed}", cfg)
     c, hw = unet.config.in_channels, unet.config.sample_size
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(batch, c, hw, hw, generator=g) * 2 - 1
@@ -329,33 +363,14 @@ def check_edit(seed, work, diffuse, unet, unet64):
             return what, [], [f"no step to run, ours failed: {err[-300:]}"]
         e = rel_l2(load_file(out)["sample"], image)
         return what, [f"no step: image back, {e:.0e}"], [] if e == 0 else [f"no step to run, but the image moved by {e:.2e}"]
-    args = dict(image=image, strength=strength)
-    loop_args = (eps, step_noise, unet, False, image, strength)
-    try:
-        x = diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, **args)
-        x64 = diffusers_loop(cfg, sampler, steps, eta, eps.double(), step_noise.double(), unet64,
-                             image=image.double(), strength=strength)
-        nudged = diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, nudge=True, **args)
-    except Exception as e:
-        if rc != 0:
-            return what, ["both refuse"], []
-        return what, [], [f"diffusers refuses ({type(e).__name__}: {e}), ours ran"]
-    if not torch.isfinite(x).all():
-        if rc != 0 and "non-finite" in err:
-            return what, ["diffusers not finite; ours says so"], []
-        return what, [], [f"diffusers' result is not finite; ours: rc {rc}, {err[-300:]}"]
-    if rc != 0:
-        return what, [], [f"diffuse failed: {err[-300:]}"]
-    ours = load_file(out)["sample"]
-    e = rel_l2(ours, x)
-    tol = max(1e-3, 30 * rel_l2(x, x64), 30 * rel_l2(x, nudged))
-    if e > tol and cfg.get("rescale_betas_zero_snr"):
-        # The same loop on the zero-SNR schedule as the engine computes it (exact sqrt).
-        exact = diffusers_loop(cfg, sampler, steps, eta, *loop_args, exact_sqrt=True)
-        e_exact = rel_l2(ours, exact)
-        if e_exact <= tol:
-            return what, [f"{e:.1e}; {e_exact:.1e} with torch's sqrt made exact (tolerance {tol:.0e})"], []
-    return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
+
+    def reference(f64=False, **kw):
+        if f64:
+            return diffusers_loop(cfg, sampler, steps, eta, eps.double(), step_noise.double(), unet64,
+                                  image=image.double(), strength=strength, **kw)
+        return diffusers_loop(cfg, sampler, steps, eta, eps, step_noise, unet, image=image, strength=strength, **kw)
+
+    return judge(what, rc, err, out, cfg, reference)
 
 
 def check_scheduler(seed, work, diffuse, unet, unet64):
@@ -371,11 +386,7 @@ def check_scheduler(seed, work, diffuse, unet, unet64):
         eta = 0.5
     batch = r.randint(1, 2)
     what = f"scheduler seed {seed}: {sampler}, {steps} steps, eta {eta}, batch {batch}, {json.dumps(cfg)}"
-    d = work / f"sched-{seed}"
-    d.mkdir()
-    for f in ["config.json", "diffusion_pytorch_model.safetensors"]:
-        shutil.copy(SCHEDULER_UNET / f, d / f)
-    (d / "scheduler_config.json").write_text(json.dumps(cfg))
+    d = unet_folder_with_scheduler(work / f"sched-{seed}", cfg)
     c, hw = unet.config.in_channels, unet.config.sample_size
     g = torch.Generator().manual_seed(seed)
     init = torch.randn(batch, c, hw, hw, generator=g)
@@ -386,31 +397,12 @@ def check_scheduler(seed, work, diffuse, unet, unet64):
     rc, err = run_diffuse([diffuse, "sample", "--model", str(d), "--sampler", sampler, "--steps", str(steps),
                            "--eta", str(eta), "--batch", str(batch), "--device", "cpu",
                            "--noise", str(d / "noise.safetensors"), "--output", str(out)])
-    try:
-        loop_args = (init, step_noise, unet)
-        x = diffusers_loop(cfg, sampler, steps, eta, *loop_args)
-        x64 = diffusers_loop(cfg, sampler, steps, eta, init.double(), step_noise.double(), unet64)
-        nudged = diffusers_loop(cfg, sampler, steps, eta, *loop_args, nudge=True)
-    except Exception as e:  # diffusers refuses (e.g. Euler-a with prediction_type "sample")
-        if rc != 0:
-            return what, ["both refuse"], []
-        return what, [], [f"diffusers refuses ({type(e).__name__}: {e}), ours ran"]
-    if not torch.isfinite(x).all():
-        if rc != 0 and "non-finite" in err:
-            return what, ["diffusers not finite; ours says so"], []
-        return what, [], [f"diffusers' result is not finite; ours: rc {rc}, {err[-300:]}"]
-    if rc != 0:
-        return what, [], [f"diffuse failed: {err[-300:]}"]
-    ours = load_file(out)["sample"]
-    e = rel_l2(ours, x)
-    tol = max(1e-3, 30 * rel_l2(x, x64), 30 * rel_l2(x, nudged))
-    if e > tol and cfg.get("rescale_betas_zero_snr"):
-        # The same loop on the zero-SNR schedule as the engine computes it (exact sqrt).
-        exact = diffusers_loop(cfg, sampler, steps, eta, *loop_args, exact_sqrt=True)
-        e_exact = rel_l2(ours, exact)
-        if e_exact <= tol:
-            return what, [f"{e:.1e}; {e_exact:.1e} with torch's sqrt made exact (tolerance {tol:.0e})"], []
-    return what, [f"{e:.1e} (tolerance {tol:.0e})"], [] if e <= tol else [f"relative L2 {e:.2e} > {tol:.1e}"]
+    def reference(f64=False, **kw):
+        if f64:
+            return diffusers_loop(cfg, sampler, steps, eta, init.double(), step_noise.double(), unet64, **kw)
+        return diffusers_loop(cfg, sampler, steps, eta, init, step_noise, unet, **kw)
+
+    return judge(what, rc, err, out, cfg, reference)
 
 
 def random_vae_config(r):
