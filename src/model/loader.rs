@@ -105,11 +105,12 @@ fn text(src: &dyn FileSource, rel: &str) -> Result<Option<String>> {
 /// What a pipeline's `model_index.json` may list: the engine runs a `UNet2DModel` with a
 /// scheduler, and decodes with an `AutoencoderKL` `vae` where there is one. Any other component
 /// (a VQ-VAE, a text encoder, ...) changes what the UNet's samples mean, so a pipeline that lists
-/// one is refused by name rather than run as if it were not there.
-fn check_model_index(src: &dyn FileSource) -> Result<()> {
+/// one is refused by name rather than run as if it were not there. Returns whether the folder
+/// has a `model_index.json`.
+fn check_model_index(src: &dyn FileSource) -> Result<bool> {
     let path = format!("{}/model_index.json", src.describe());
     let Some(text) = text(src, "model_index.json")? else {
-        return Ok(());
+        return Ok(false);
     };
     let index: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&text).map_err(|e| Error::Json {
@@ -148,15 +149,13 @@ fn check_model_index(src: &dyn FileSource) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Reads the UNet config, weights and scheduler config from either folder layout.
 pub fn load_unet_files(src: &dyn FileSource) -> Result<UNetFiles> {
     let root = src.describe();
-    check_model_index(src)?;
-    let pipeline =
-        src.read("model_index.json")?.is_some() || src.read("unet/config.json")?.is_some();
+    let pipeline = check_model_index(src)? || src.read("unet/config.json")?.is_some();
     let (unet_dir, sched_path) = if pipeline {
         ("unet/", "scheduler/scheduler_config.json")
     } else {

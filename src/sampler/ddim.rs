@@ -324,7 +324,6 @@ mod tests {
         // At η = 1 the direction coefficient √(1 − ᾱ_{t−Δ} − σ_t²) is exactly 0 where ᾱ_t = 0
         // (the first step of a zero-SNR schedule, with v prediction as such models use); f32
         // rounding can take the radicand just below, where diffusers' sqrt gives NaN.
-        let mut nan_free = 0;
         for big_t in [100, 250, 500, 777, 1000] {
             for steps in 1..=40 {
                 let config = SchedulerConfig::from_json_str(&format!(
@@ -346,10 +345,8 @@ mod tests {
                     "T = {big_t}, {steps} steps, t = {t}: {:?}",
                     out.prev_sample
                 );
-                nan_free += 1;
             }
         }
-        assert_eq!(nan_free, 200);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct DynamicThresholding {
 
 impl DynamicThresholding {
     /// `Some` where the config turns thresholding on; an error names a ratio torch's `quantile`
-    /// would refuse (outside [0, 1]) or a non-finite `sample_max_value`.
+    /// would refuse (outside [0, 1]) or a `sample_max_value` that is not a finite number > 0.
     pub fn from_config(
         scheduler: &'static str,
         c: &SchedulerConfig,
