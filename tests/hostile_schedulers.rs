@@ -170,3 +170,50 @@ fn hostile_scheduler_configs_never_panic() {
         "runs {runs}, refused {refused}"
     );
 }
+
+/// Configs as diffusers saves them for models of other noise processes (google/ncsnpp-*,
+/// openai/diffusers-cd_*, EDM and flow-matching models): a β schedule read from them would be the
+/// default one, so they are refused by class, naming it; DDPM-family classes are read as before.
+#[test]
+fn schedulers_of_other_noise_processes_are_named() {
+    let other = [
+        json!({"_class_name": "ScoreSdeVeScheduler", "num_train_timesteps": 2000,
+               "sigma_max": 348.0, "sigma_min": 0.01, "snr": 0.15, "sampling_eps": 1e-5}),
+        json!({"_class_name": "CMStochasticIterativeScheduler", "num_train_timesteps": 40,
+               "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "s_noise": 1.0,
+               "rho": 7.0, "clip_denoised": true}),
+        json!({"_class_name": "EDMEulerScheduler", "sigma_min": 0.002, "sigma_max": 80.0,
+               "sigma_data": 0.5, "num_train_timesteps": 1000, "prediction_type": "epsilon"}),
+        json!({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
+               "shift": 3.0}),
+        // An IPNDM config holds `trained_betas: null`, which is no β schedule either.
+        json!({"_class_name": "IPNDMScheduler", "num_train_timesteps": 1000, "trained_betas": null}),
+        // A class this engine has never heard of, with nothing to read a schedule from.
+        json!({"_class_name": "MyOwnScheduler", "num_train_timesteps": 1000, "sigma_max": 10.0}),
+    ];
+    for cfg in other {
+        let class = cfg["_class_name"].as_str().unwrap().to_string();
+        let e = SchedulerConfig::from_json_str(&cfg.to_string())
+            .expect_err(&class)
+            .to_string();
+        assert!(
+            e.contains(&class) && e.contains("not a DDPM-family"),
+            "{class}: {e}"
+        );
+    }
+    let ddpm_family = [
+        // Stable Diffusion's, and a bare one taking PNDM's defaults (diffusers' own βs).
+        json!({"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+               "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+               "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}),
+        json!({"_class_name": "PNDMScheduler"}),
+        json!({"_class_name": "UniPCMultistepScheduler", "solver_order": 2}),
+        // An unknown class with a β schedule is read as from_config would read it.
+        json!({"_class_name": "MyOwnScheduler", "beta_schedule": "squaredcos_cap_v2"}),
+        json!({"num_train_timesteps": 1000}),
+    ];
+    for cfg in ddpm_family {
+        let config = SchedulerConfig::from_json_str(&cfg.to_string()).expect("a β schedule");
+        run(&config, SamplerKind::Ddim, 7).unwrap();
+    }
+}

@@ -104,6 +104,12 @@ pub enum SamplerError {
         scheduler: &'static str,
         timestep: f32,
     },
+    #[error(
+        "scheduler class `{0}` is not a DDPM-family scheduler: its model was trained for another \
+         noise process (variance-exploding, EDM, consistency, flow matching or discrete tokens) \
+         and the samplers here run a β schedule, so they would only draw noise"
+    )]
+    OtherFamily(String),
     #[error("unknown sampler `{0}` (known: ddpm, ddim, dpm++2m, euler-a)")]
     UnknownSampler(String),
     #[error("scheduler class `{0}` has no sampler here (known: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler)")]
@@ -383,8 +389,67 @@ impl SchedulerConfig {
             }
         }
         let object: serde_json::Map<String, serde_json::Value> = map.into_iter().collect();
-        serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| SamplerError::Json(e.to_string()))
+        let config: Self = serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| SamplerError::Json(e.to_string()))?;
+        config.check_family()?;
+        Ok(config)
+    }
+
+    /// Refuses a config written for a scheduler of another noise process. Any DDPM-family class
+    /// (a β schedule over discrete timesteps: PNDM, LMS, UniPC, …) is read the way `from_config`
+    /// reads another class's config; a known class of another family, or an unknown class whose
+    /// config has no β schedule at all, would silently get the default βs instead.
+    fn check_family(&self) -> Result<(), SamplerError> {
+        /// diffusers' schedulers for other processes (their configs carry σ ranges, shifts or
+        /// token counts, not βs).
+        const OTHER: &[&str] = &[
+            "ScoreSdeVeScheduler",
+            "ScoreSdeVpScheduler",
+            "KarrasVeScheduler",
+            "CMStochasticIterativeScheduler",
+            "EDMEulerScheduler",
+            "EDMDPMSolverMultistepScheduler",
+            "FlowMatchEulerDiscreteScheduler",
+            "FlowMatchHeunDiscreteScheduler",
+            "FlowMatchLCMScheduler",
+            "IPNDMScheduler",
+            "VQDiffusionScheduler",
+            "AmusedScheduler",
+            "DDPMWuerstchenScheduler",
+        ];
+        /// diffusers' other DDPM-family schedulers: their defaults are the β schedule here.
+        const DDPM_FAMILY: &[&str] = &[
+            "PNDMScheduler",
+            "LMSDiscreteScheduler",
+            "EulerDiscreteScheduler",
+            "HeunDiscreteScheduler",
+            "KDPM2DiscreteScheduler",
+            "KDPM2AncestralDiscreteScheduler",
+            "DEISMultistepScheduler",
+            "UniPCMultistepScheduler",
+            "DPMSolverSinglestepScheduler",
+            "DPMSolverSDEScheduler",
+            "LCMScheduler",
+            "TCDScheduler",
+            "SASolverScheduler",
+            "DDIMInverseScheduler",
+            "DDIMParallelScheduler",
+            "DDPMParallelScheduler",
+            "RePaintScheduler",
+            "UnCLIPScheduler",
+        ];
+        let Some(class) = self.class_name.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        let has_betas = self.beta_start.is_some()
+            || self.beta_end.is_some()
+            || self.beta_schedule.is_some()
+            || self.trained_betas.is_some();
+        let ours = SamplerKind::from_class_name(class).is_some() || DDPM_FAMILY.contains(&class);
+        if OTHER.contains(&class) || (!ours && !has_betas) {
+            return Err(SamplerError::OtherFamily(class.into()));
+        }
+        Ok(())
     }
 
     /// Read and parse a scheduler_config.json file.
