@@ -5,8 +5,9 @@
 # timestamps), once per STEPWISE_KERNELS kernel; the cifar10 architecture's output is also checked
 # against diffusers' (made on the machine by make_cifar10_like.py) with each kernel; then
 # PyTorch CUDA on the same model and input where a bench input is present.
-# Each bench runs once per weight precision in PRECISIONS (default f32,f16: STEPWISE_PRECISION,
-# f16 weights where the adapter has shader-f16, said and skipped where it has not).
+# Each bench runs once per precision in PRECISIONS (default f32,f16,f16-arith: STEPWISE_PRECISION;
+# f16 weights, and f16 arithmetic in the tiled convolution, where the adapter has shader-f16, said
+# and skipped where it has not).
 # Usage: scripts/profile_gpu.sh [models (default: cifar10,fashion)] [kernels (default:
 # register,tiled)]; RUNS=20 by default. Bench inputs (with PyTorch's output to check) are read
 # from target/onnx/<model>/bench_input_b<N>.json where present.
@@ -16,7 +17,7 @@ if command -v nvidia-smi >/dev/null; then source scripts/cuda_env.sh; fi
 MODELS=${1:-cifar10,fashion}
 KERNELS=${2:-register,tiled}
 RUNS=${RUNS:-20}
-PRECISIONS=${PRECISIONS:-f32,f16}
+PRECISIONS=${PRECISIONS:-f32,f16,f16-arith}
 DIFFUSE=${DIFFUSE:-target/release/diffuse}
 dir() { if [ "$1" = cifar10 ]; then echo target/fixtures/cifar10_like; else echo "assets/models/$1"; fi; }
 if [[ ,$MODELS, == *,cifar10,* ]] && [ ! -f target/fixtures/cifar10_like/config.json ]; then

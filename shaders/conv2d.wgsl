@@ -3,7 +3,9 @@
 // its sums in one 4 × 4 matrix, with no workgroup barriers (software rasterisers such as
 // SwiftShader punish them).
 // `wtype`, the weights' type, is not declared here: the module is compiled with a prelude that
-// makes it f32 or (with `enable f16;`) f16 (ops::conv2d::SHADER, SHADER_F16). Sums are f32.
+// makes it f32 or (with `enable f16;`) f16 (ops::conv2d::SHADER, SHADER_F16). Sums are f32,
+// except in `conv2d_tiled` under SHADER_F16_ARITH's prelude, which makes `ctype` (its tiles'
+// and products' type) f16 and sets CHUNK_SUMS (see there).
 
 struct Params {
     n: u32, cin: u32, h: u32, w: u32,
@@ -306,11 +308,15 @@ fn conv2d_wide3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // writes its partial sums to `out` laid out [split][co][pixel]; conv2d_split_sum then adds the
 // splits and applies the epilogue into the NCHW output. With one split the tile writes the
 // output itself.
+//
+// f16 arithmetic (SHADER_F16_ARITH): the tiles hold f16 (`ctype`), and each K step's 16 products
+// are multiplied and summed in f16, then added to the f32 sums (CHUNK_SUMS), so an f16 sum never
+// has more than 16 terms. Otherwise `ctype` is f32 and the sums run in f32 throughout.
 const TM: u32 = 32u;
 const TN: u32 = 32u;
 const TK: u32 = 16u;
-var<workgroup> a_tile: array<vec4<f32>, 128>; // [TK][TM / 4]: weights
-var<workgroup> b_tile: array<vec4<f32>, 128>; // [TK][TN / 4]: gathered input
+var<workgroup> a_tile: array<vec4<ctype>, 128>; // [TK][TM / 4]: weights
+var<workgroup> b_tile: array<vec4<ctype>, 128>; // [TK][TN / 4]: gathered input
 
 @compute @workgroup_size(64)
 fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -354,12 +360,17 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    // The sums in `ctype`: the whole sums where that is f32, one K step's where it is f16.
+    var h0 = vec4<ctype>(0.0);
+    var h1 = vec4<ctype>(0.0);
+    var h2 = vec4<ctype>(0.0);
+    var h3 = vec4<ctype>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var j = 0u; j < 8u; j++) {
             let k = k0 + a_k0 + j;
             var v = 0.0;
             if (k < k_end) { v = f32(wt[w_row + k]); }
-            a_tile[(a_k0 + j) * 8u + a_m / 4u][a_m % 4u] = v;
+            a_tile[(a_k0 + j) * 8u + a_m / 4u][a_m % 4u] = ctype(v);
         }
         let k = k0 + b_k;
         let ci = k / ksize;
@@ -374,18 +385,34 @@ fn conv2d_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
             if (k_in && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
                 v = x[img_base[j] + ci * plane + u32(iy) * p.w + u32(ix)];
             }
-            b_tile[b_k * 8u + j][b_n] = v;
+            b_tile[b_k * 8u + j][b_n] = ctype(v);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             let a = a_tile[kk * 8u + t_m];
             let b = b_tile[kk * 8u + t_n];
-            acc0 += a.x * b;
-            acc1 += a.y * b;
-            acc2 += a.z * b;
-            acc3 += a.w * b;
+            h0 += a.x * b;
+            h1 += a.y * b;
+            h2 += a.z * b;
+            h3 += a.w * b;
+        }
+        if (CHUNK_SUMS) {
+            acc0 += vec4<f32>(h0);
+            acc1 += vec4<f32>(h1);
+            acc2 += vec4<f32>(h2);
+            acc3 += vec4<f32>(h3);
+            h0 = vec4<ctype>(0.0);
+            h1 = vec4<ctype>(0.0);
+            h2 = vec4<ctype>(0.0);
+            h3 = vec4<ctype>(0.0);
         }
         workgroupBarrier();
+    }
+    if (!CHUNK_SUMS) {
+        acc0 = vec4<f32>(h0);
+        acc1 = vec4<f32>(h1);
+        acc2 = vec4<f32>(h2);
+        acc3 = vec4<f32>(h3);
     }
     let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {

@@ -92,13 +92,15 @@ fn pair(g: &GpuBackend, shape: &[usize], data: &[f32]) -> Result<Pair> {
 
 /// The f16 weights of `data` on the GPU, and on the CPU the same values (rounded to f16, widened
 /// back exactly): a kernel reading them must match the CPU to f32 accuracy.
-fn f16_pair(g: &GpuBackend, shape: &[usize], data: &[f32]) -> Result<Pair> {
-    let rounded: Vec<f32> = data
-        .iter()
+fn round_f16(data: &[f32]) -> Vec<f32> {
+    data.iter()
         .map(|&v| half::f16::from_f32(v).to_f32())
-        .collect();
+        .collect()
+}
+
+fn f16_pair(g: &GpuBackend, shape: &[usize], data: &[f32]) -> Result<Pair> {
     Ok(Pair {
-        cpu: CpuBackend.upload(shape, &rounded)?,
+        cpu: CpuBackend.upload(shape, &round_f16(data))?,
         gpu: GpuTensor::upload_f16(&g.ctx, shape, data)?,
     })
 }
@@ -132,6 +134,8 @@ async fn compare(
 }
 
 const TOL: f64 = 1e-5;
+/// f16 products and 16-term f16 sums: each rounding is at most 2⁻¹¹ ≈ 4.9e-4 relative.
+pub const TOL_F16_ARITH: f64 = 2e-3;
 
 pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
     let mut out = Vec::new();
@@ -214,6 +218,23 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
             let want = reference(&w16.cpu)?;
             let got = g.conv2d_epilogue(&x.gpu, &w16.gpu, bias.then_some(&b.gpu), p, epilogue)?;
             out.push(compare(g, format!("{name} f16 weights"), &want, &got, TOL).await?);
+            // f16 arithmetic (the tiled kernel only): against the CPU with the input rounded to
+            // f16 as well, what remains is the f16 products and 16-term f16 sums.
+            if g.ctx.tiled.get() {
+                let x16 = CpuBackend.upload(&[n, ci, h, w], &round_f16(x.cpu.data()))?;
+                let mut want = CpuBackend.conv2d(&x16, &w16.cpu, bias.then_some(&b.cpu), p)?;
+                if with_add {
+                    want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
+                }
+                if with_res {
+                    want = CpuBackend.add(&res.cpu, &want, scale)?;
+                }
+                g.ctx.f16_arith.set(true);
+                let got = g.conv2d_epilogue(&x.gpu, &w16.gpu, bias.then_some(&b.gpu), p, epilogue);
+                g.ctx.f16_arith.set(false);
+                let name = format!("{name} f16 arithmetic");
+                out.push(compare(g, name, &want, &got?, TOL_F16_ARITH).await?);
+            }
         }
     }
     Ok(out)

@@ -83,21 +83,21 @@ fn cpu_matches_diffusers() {
 
 #[test]
 fn gpu_matches_diffusers() {
-    gpu_case(false, false, 1e-3);
+    gpu_case(false, false, false, 1e-3);
 }
 
 #[test]
 fn gpu_tiled_kernels_match_diffusers() {
     // The kernel set real GPUs run (tiled / split-K convolutions and matmuls, fused epilogues in
     // the split-K sums), forced on here since lavapipe is a CPU adapter.
-    gpu_case(true, false, 1e-3);
+    gpu_case(true, false, false, 1e-3);
 }
 
 #[test]
 fn gpu_with_f16_weights_matches_diffusers() {
     // Convolution and linear weights rounded to f16 (`STEPWISE_PRECISION=f16`), both kernel
     // sets: most fixtures' weights are f32, so this measures the rounding's cost, bounded at 2e-3.
-    let largest = gpu_case(false, true, 2e-3).max(gpu_case(true, true, 2e-3));
+    let largest = gpu_case(false, true, false, 2e-3).max(gpu_case(true, true, false, 2e-3));
     // Some fixtures' weights are f16 already (and come out as exact as f32 ones); the others
     // must show the rounding, or the weights were never stored as f16.
     assert!(
@@ -106,12 +106,24 @@ fn gpu_with_f16_weights_matches_diffusers() {
     );
 }
 
-/// Every golden case on the GPU with the kernel set and weight precision given, each within
-/// `tol` of diffusers; returns the largest relative L2.
-fn gpu_case(tiled: bool, f16_weights: bool, tol: f64) -> f64 {
+#[test]
+fn gpu_with_f16_arithmetic_matches_diffusers() {
+    // f16 weights and the tiled convolutions' f16 products and sums (`STEPWISE_PRECISION=f16-arith`):
+    // 1.8e-3 to 3.1e-3 when written (each convolution about 6e-4, tests/kernels.rs), bounded at 1e-2.
+    let largest = gpu_case(true, true, true, 1e-2);
+    assert!(
+        largest > 1e-4,
+        "largest rel L2 {largest:e}: f16 arithmetic unused?"
+    );
+}
+
+/// Every golden case on the GPU with the kernel set and precision given, each within `tol` of
+/// diffusers; returns the largest relative L2.
+fn gpu_case(tiled: bool, f16_weights: bool, f16_arith: bool, tol: f64) -> f64 {
     let g = common::gpu();
     g.ctx.tiled.set(tiled);
     g.ctx.f16_weights.set(f16_weights);
+    g.ctx.f16_arith.set(f16_arith);
     let mut largest = 0f64;
     for dir in cases() {
         let (shape, got) = run(&g, &dir);
@@ -119,7 +131,7 @@ fn gpu_case(tiled: bool, f16_weights: bool, tol: f64) -> f64 {
         assert_eq!(shape, want_shape, "{}", dir.display());
         let err = rel_l2(&got, &want);
         eprintln!(
-            "gpu (tiled {tiled}, f16 weights {f16_weights}) {}: rel L2 {err:e}",
+            "gpu (tiled {tiled}, f16 weights {f16_weights}, arithmetic {f16_arith}) {}: rel L2 {err:e}",
             dir.file_name().unwrap().to_string_lossy()
         );
         assert!(

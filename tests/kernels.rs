@@ -64,10 +64,28 @@ fn conv2d_matches_cpu() {
 
 #[test]
 fn conv2d_tiled_matches_cpu() {
-    // The workgroup-memory implicit GEMM with split-K (what real GPUs run), forced on here.
+    // The workgroup-memory implicit GEMM with split-K (what real GPUs run), forced on here,
+    // also with f16 arithmetic (within selftest::TOL_F16_ARITH of the CPU on f16-rounded inputs).
     let (g, mut r) = setup("conv2d_tiled");
     g.ctx.tiled.set(true);
-    assert_conv2d_passed(&g, &mut r);
+    let checks = pollster::block_on(selftest::conv2d(&g, &mut r)).unwrap();
+    let arith: Vec<_> = checks
+        .iter()
+        .filter(|c| c.name.ends_with("f16 arithmetic"))
+        .collect();
+    assert_eq!(arith.len(), 16, "one check with f16 arithmetic per case");
+    // Against that reference the f32 kernel is within 1e-6: more means f16 products and sums
+    // did run.
+    for c in &arith {
+        eprintln!("{}: relative L2 {:e}", c.name, c.rel_l2);
+        assert!(
+            c.rel_l2 > 1e-5,
+            "{}: {:e} is f32 accuracy",
+            c.name,
+            c.rel_l2
+        );
+    }
+    assert_passed_with_f16(&g, Ok(checks), "f16 weights", 16);
 }
 
 #[test]

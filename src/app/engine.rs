@@ -147,17 +147,28 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
 }
 
 /// `?precision=f16`: the GPU keeps weights as f16 where the adapter has `shader-f16` (half the
-/// memory; exact for the shipped models, which are stored as f16; ARCHITECTURE.md). Returns what
-/// the adapter line adds: that f16 weights are on, or why not.
+/// memory; exact for the shipped models, which are stored as f16; ARCHITECTURE.md);
+/// `?precision=f16-arith` also multiplies and sums in f16 in real GPUs' convolutions (about 1e-3
+/// per forward, BENCHMARKS.md). Returns what the adapter line adds: what is on, or why not.
 fn f16_weights(g: &GpuBackend) -> &'static str {
-    if super::settings::param("precision").as_deref() != Some("f16") {
-        return "";
+    let arith = match super::settings::param("precision").as_deref() {
+        Some("f16") => false,
+        Some("f16-arith") => true,
+        _ => return "",
+    };
+    if !g.ctx.shader_f16 {
+        return if arith {
+            " (f32 weights: ?precision=f16-arith needs shader-f16, which this adapter lacks)"
+        } else {
+            " (f32 weights: ?precision=f16 needs shader-f16, which this adapter lacks)"
+        };
     }
-    if g.ctx.shader_f16 {
-        g.ctx.f16_weights.set(true);
-        ", f16 weights"
+    g.ctx.f16_weights.set(true);
+    g.ctx.f16_arith.set(arith);
+    if arith && g.ctx.tiled.get() {
+        ", f16 weights and convolution arithmetic"
     } else {
-        " (f32 weights: ?precision=f16 needs shader-f16, which this adapter lacks)"
+        ", f16 weights"
     }
 }
 

@@ -157,10 +157,17 @@ impl Backend for GpuBackend {
 
     fn name(&self) -> String {
         let name = self.ctx.describe();
-        if self.ctx.f16_weights.get() {
-            format!("{name}, f16 weights")
-        } else {
-            name
+        match (
+            self.ctx.f16_weights.get(),
+            self.ctx.f16_arith.get(),
+            self.ctx.tiled.get(),
+        ) {
+            (false, _, _) => name,
+            (true, false, _) => format!("{name}, f16 weights"),
+            (true, true, true) => format!("{name}, f16 weights and convolution arithmetic"),
+            (true, true, false) => {
+                format!("{name}, f16 weights (f16 arithmetic is the tiled kernels' only)")
+            }
         }
     }
 

@@ -69,10 +69,16 @@ pub struct GpuContext {
     /// Convolution and linear weights are uploaded as f16 ([`Backend::upload_weight`]): half the
     /// memory and the weight traffic, products and sums still in f32. Needs `shader_f16`; off
     /// by default (natively `STEPWISE_PRECISION=f16` turns it on, in the page
-    /// `?precision=f16`; the accuracy is in BENCHMARKS.md).
+    /// `?precision=f16`; the accuracy is in BENCHMARKS.md; `f16-arith` turns on [`Self::f16_arith`]
+    /// too).
     ///
     /// [`Backend::upload_weight`]: crate::backend::Backend::upload_weight
     pub f16_weights: Cell<bool>,
+    /// With f16 weights, `conv2d_tiled` (real GPUs' convolution) also multiplies and sums in f16:
+    /// f16 tiles, each K step's 16 products summed in f16, then added to f32 sums
+    /// (`ops::conv2d::SHADER_F16_ARITH`). Off by default (natively `STEPWISE_PRECISION=f16-arith`,
+    /// in the page `?precision=f16-arith`; the accuracy is in BENCHMARKS.md).
+    pub f16_arith: Cell<bool>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Rc<wgpu::ComputePipeline>>>,
     layouts: RefCell<HashMap<u32, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -117,25 +123,27 @@ fn tiled_kernels(info: &wgpu::AdapterInfo) -> bool {
     info.device_type != wgpu::DeviceType::Cpu
 }
 
-/// Whether weights (convolutions', linear layers') are stored as f16: natively
-/// `STEPWISE_PRECISION=f16` asks for it (`f32`, the default, does not), and an adapter without
-/// `shader-f16` is then an error rather than a silent f32 run.
-fn f16_weights(shader_f16: bool, adapter: &str) -> Result<bool> {
+/// (f16 weights, f16 arithmetic): natively `STEPWISE_PRECISION=f16` asks for weights
+/// (convolutions', linear layers') stored as f16, `f16-arith` for those and f16 arithmetic in the
+/// tiled convolution (`f32`, the default, for neither); an adapter without `shader-f16` is then
+/// an error rather than a silent f32 run.
+fn precision(shader_f16: bool, adapter: &str) -> Result<(bool, bool)> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Ok(v) = std::env::var("STEPWISE_PRECISION") {
         return match v.as_str() {
-            "f32" | "" => Ok(false),
-            "f16" if shader_f16 => Ok(true),
-            "f16" => Err(Error::Gpu(format!(
-                "STEPWISE_PRECISION=f16 needs the shader-f16 feature, which {adapter} lacks"
+            "f32" | "" => Ok((false, false)),
+            "f16" | "f16-arith" if !shader_f16 => Err(Error::Gpu(format!(
+                "STEPWISE_PRECISION={v} needs the shader-f16 feature, which {adapter} lacks"
             ))),
+            "f16" => Ok((true, false)),
+            "f16-arith" => Ok((true, true)),
             other => Err(Error::Gpu(format!(
-                "STEPWISE_PRECISION={other}: expected f32 or f16"
+                "STEPWISE_PRECISION={other}: expected f32, f16 or f16-arith"
             ))),
         };
     }
     let _ = (shader_f16, adapter);
-    Ok(false)
+    Ok((false, false))
 }
 
 impl GpuContext {
@@ -167,7 +175,7 @@ impl GpuContext {
         };
         #[cfg(target_arch = "wasm32")]
         let features = wgpu::Features::empty();
-        // f16 weights when asked for (`f16_weights`) and in the kernel tests.
+        // f16 weights when asked for (`precision`) and in the kernel tests.
         let features = features | (adapter.features() & wgpu::Features::SHADER_F16);
         let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
         let (device, queue) = adapter
@@ -214,11 +222,12 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let f16 = f16_weights(shader_f16, &adapter.get_info().name)?;
+        let (f16_weights, f16_arith) = precision(shader_f16, &adapter.get_info().name)?;
         Ok(Self {
             tiled: Cell::new(tiled_kernels(&adapter.get_info())),
             shader_f16,
-            f16_weights: Cell::new(f16),
+            f16_weights: Cell::new(f16_weights),
+            f16_arith: Cell::new(f16_arith),
             adapter_info: adapter.get_info(),
             limits,
             modules: RefCell::default(),

@@ -415,7 +415,7 @@ fn im2row(
 pub const SHADER: Shader = Shader {
     name: "conv2d",
     source: concat!(
-        "alias wtype = f32;\n",
+        "alias wtype = f32;\nalias ctype = f32;\nconst CHUNK_SUMS = false;\n",
         include_str!("../../../shaders/conv2d.wgsl")
     ),
     inputs: 5,
@@ -425,7 +425,19 @@ pub const SHADER: Shader = Shader {
 pub const SHADER_F16: Shader = Shader {
     name: "conv2d_f16",
     source: concat!(
-        "enable f16;\nalias wtype = f16;\n",
+        "enable f16;\nalias wtype = f16;\nalias ctype = f32;\nconst CHUNK_SUMS = false;\n",
+        include_str!("../../../shaders/conv2d.wgsl")
+    ),
+    inputs: 5,
+};
+
+/// f16 weights and, in `conv2d_tiled`, f16 arithmetic: f16 tiles, each K step's 16 products
+/// multiplied and summed in f16 and added to f32 sums ([`crate::gpu::GpuContext::f16_arith`]).
+/// The register kernels (CPU adapters) are those of [`SHADER_F16`].
+pub const SHADER_F16_ARITH: Shader = Shader {
+    name: "conv2d_f16_arith",
+    source: concat!(
+        "enable f16;\nalias wtype = f16;\nalias ctype = f16;\nconst CHUNK_SUMS = true;\n",
         include_str!("../../../shaders/conv2d.wgsl")
     ),
     inputs: 5,
@@ -497,7 +509,10 @@ pub fn gpu(
         e.residual.map(|t| t.shape()),
     )?;
     let (xs, ws) = (x.shape(), w.shape());
-    let shader = weight_variant("conv2d", x, w, SHADER, SHADER_F16)?;
+    let mut shader = weight_variant("conv2d", x, w, SHADER, SHADER_F16)?;
+    if shader.name == SHADER_F16.name && ctx.f16_arith.get() {
+        shader = SHADER_F16_ARITH;
+    }
     let out = GpuTensor::empty(ctx, &o)?;
     let kdim = ws[1] * ws[2] * ws[3];
     let pixels = o[0] * o[2] * o[3];
