@@ -320,17 +320,20 @@ test('where WebGPU\'s adapter runs on the CPU (SwiftShader here) the page runs t
   await page.close();
 });
 
-test('?precision=f16 on an adapter without shader-f16 (SwiftShader) says so and runs in f32', { timeout: RUN_TIMEOUT }, async () => {
-  const { page, errors, hash, frames } = await generate({ model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1, precision: 'f16' });
-  const adapter = await page.textContent('#adapter');
-  assert.match(adapter, /^GPU: .+ \(f32 weights: \?precision=f16 needs shader-f16, which this adapter lacks\)$/, adapter);
-  assert.equal(frames, 4);
-  // The request stays in the address bar with the settings, and the run is the f32 one.
-  assert.equal(new URL(page.url()).searchParams.get('precision'), 'f16');
+test('?precision=f16 and f16-arith on an adapter without shader-f16 (SwiftShader) say so and run in f32', { timeout: 2 * RUN_TIMEOUT }, async () => {
   const plain = await generate({ model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1 });
-  assert.equal(hash, plain.hash);
-  assert.deepEqual(errors, []);
-  await page.close();
+  for (const precision of ['f16', 'f16-arith']) {
+    const { page, errors, hash, frames } = await generate({ model_url: CLASS_MODEL, sampler: 'ddim', steps: 3, seed: 5, class: 1, precision });
+    const adapter = await page.textContent('#adapter');
+    assert.ok(adapter.startsWith('GPU: ') && adapter.endsWith(` (f32 weights: ?precision=${precision} needs shader-f16, which this adapter lacks)`), adapter);
+    assert.equal(frames, 4);
+    // The request stays in the address bar with the settings, and the run is the f32 one.
+    assert.equal(new URL(page.url()).searchParams.get('precision'), precision);
+    assert.equal(hash, plain.hash);
+    assert.deepEqual(errors, []);
+    await page.close();
+  }
+  assert.deepEqual(plain.errors, []);
   await plain.page.close();
 });
 
