@@ -273,6 +273,10 @@ pub trait Backend: 'static {
     /// Nearest-neighbour 2× upsampling of `[N,C,H,W]`.
     fn upsample_nearest2x(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// 2×2 average pooling at stride 2 of `[N,C,H,W]` (torch's `AvgPool2d(2, 2)`: an odd last
+    /// row or column is dropped).
+    fn avg_pool2x2(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
     /// diffusers' `get_timestep_embedding` of `t: [N]` → `[N, dim]`.
     fn timestep_embedding(
         &self,

@@ -417,6 +417,9 @@ pub async fn elementwise(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> 
     let y = pair(g, &shape, &r.randn(len))?;
     let e = pair(g, &[n, 3 * c], &r.randn(n * 3 * c))?;
     let z = pair(g, &[n, 2, h, w], &r.randn(n * 2 * h * w))?;
+    // At least 2 × 2 for the pooling; odd sides drop their last row or column.
+    let (hq, wq) = (h + 1, w + 1);
+    let q = pair(g, &[n, c, hq, wq], &r.randn(n * c * hq * wq))?;
     let cases = [
         ("silu", CpuBackend.silu(&x.cpu)?, g.silu(&x.gpu)?),
         (
@@ -453,6 +456,11 @@ pub async fn elementwise(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> 
             "upsample_nearest2x",
             CpuBackend.upsample_nearest2x(&x.cpu)?,
             g.upsample_nearest2x(&x.gpu)?,
+        ),
+        (
+            "avg_pool2x2",
+            CpuBackend.avg_pool2x2(&q.cpu)?,
+            g.avg_pool2x2(&q.gpu)?,
         ),
     ];
     let mut out = Vec::new();

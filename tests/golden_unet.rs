@@ -22,8 +22,8 @@ fn cases() -> Vec<PathBuf> {
         .collect();
     v.sort();
     assert!(
-        v.len() >= 6,
-        "expected the 6 golden cases in {}, found {}",
+        v.len() >= 7,
+        "expected the 7 golden cases in {}, found {}",
         root.display(),
         v.len()
     );

@@ -165,4 +165,11 @@ fn shape_errors_are_reported_not_panicked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("conv2d: the input must be f32"), "{err}");
+    // A 1-row image has no 2×2 window to average (torch would return an empty tensor).
+    let row = g.upload(&[1, 2, 1, 8], &[0.0; 16]).unwrap();
+    let err = g.avg_pool2x2(&row).unwrap_err().to_string();
+    assert!(
+        err.contains("avg_pool2x2") && err.contains("[1, 2, 1, 8]"),
+        "{err}"
+    );
 }

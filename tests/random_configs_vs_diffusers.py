@@ -4,8 +4,8 @@ The golden files under tests/fixtures/ pin chosen cases; this draws new ones on 
 the product is checked from outside: models and scheduler configs that are not in the
 repository, through `diffuse forward` and `diffuse sample --noise`.
 
-- UNets: a random UNet2DModel config within what the engine supports (1-4 blocks of either
-  kind, 1-3 layers, groups, head widths, mid block or none, scale-shift, class or timestep
+- UNets: a random UNet2DModel config within what the engine supports (1-4 blocks of any
+  kind, conv or resnet resampling, 1-3 layers, groups, head widths, mid block or none, scale-shift, class or timestep
   embeddings, learned time embeddings, centred input, padding 0/1, f32/f16/bf16 weights, legacy
   attention names, odd and non-square sizes), random weights; diffusers' output in float64
   against ours on the CPU (relative L2 <= 1e-4) and on the GPU with each kernel set (<= 1e-3).
@@ -94,8 +94,10 @@ def random_unet_config(r):
     cfg = dict(
         in_channels=r.choice([1, 2, 3, 4, 6]), out_channels=r.choice([1, 3, 4]),
         block_out_channels=channels,
-        down_block_types=[r.choice(["DownBlock2D", "AttnDownBlock2D"]) for _ in range(n)],
-        up_block_types=[r.choice(["UpBlock2D", "AttnUpBlock2D"]) for _ in range(n)],
+        down_block_types=[r.choice(["DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D"])
+                          for _ in range(n)],
+        up_block_types=[r.choice(["UpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"]) for _ in range(n)],
+        downsample_type=r.choice(["conv", "resnet"]), upsample_type=r.choice(["conv", "resnet"]),
         layers_per_block=r.randint(1, 3), norm_num_groups=groups,
         center_input_sample=r.random() < 0.3, flip_sin_to_cos=r.random() < 0.5,
         freq_shift=r.choice([0, 1]), downsample_padding=r.choice([0, 1]),

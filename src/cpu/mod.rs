@@ -469,6 +469,13 @@ impl Backend for CpuBackend {
         }))
     }
 
+    fn avg_pool2x2(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let shape = resample::avg_pool_out_shape(&x.shape)?;
+        Ok(CpuTensor::compute(&shape, |out| {
+            resample::avg_pool_cpu(&x.data, &x.shape, out)
+        }))
+    }
+
     fn timestep_embedding(
         &self,
         t: &CpuTensor,

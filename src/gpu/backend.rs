@@ -289,6 +289,10 @@ impl Backend for GpuBackend {
         resample::gpu(&self.ctx, x)
     }
 
+    fn avg_pool2x2(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        resample::avg_pool_gpu(&self.ctx, x)
+    }
+
     fn timestep_embedding(
         &self,
         t: &GpuTensor,

@@ -1,13 +1,14 @@
-//! diffusers' UNet blocks: `DownBlock2D` / `AttnDownBlock2D`, `UNetMidBlock2D` (with or without
-//! attention) and `UpBlock2D` / `AttnUpBlock2D`, with their `Downsample2D` / `Upsample2D`; and the
-//! VAE's `DownEncoderBlock2D` (a [`DownBlock2D`] without time embedding or skips) and
-//! [`UpDecoderBlock2D`].
+//! diffusers' UNet blocks: `DownBlock2D` / `AttnDownBlock2D` / `ResnetDownsampleBlock2D`,
+//! `UNetMidBlock2D` (with or without attention) and `UpBlock2D` / `AttnUpBlock2D` /
+//! `ResnetUpsampleBlock2D`, with their `Downsample2D` / `Upsample2D` or resampling
+//! `ResnetBlock2D`; and the VAE's `DownEncoderBlock2D` (a [`DownBlock2D`] without time embedding
+//! or skips) and [`UpDecoderBlock2D`].
 
 use crate::backend::{Backend, Conv2dParams};
 use crate::error::{Error, Result};
 use crate::model::attention::Attention;
 use crate::model::layers::Conv2d;
-use crate::model::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::model::resnet::{Resample, ResnetBlock2D, ResnetConfig};
 use crate::model::weights::WeightView;
 
 /// Attention settings of a block: heads from `attention_head_dim`, norm groups, eps.
@@ -39,12 +40,29 @@ impl AttnConfig {
     }
 }
 
-/// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
+/// How a block changes the size at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockResample {
+    /// `Downsample2D(use_conv=True)` with this `downsample_padding` (a stride-2 3×3 conv), or
+    /// `Upsample2D(use_conv=True)` (nearest 2×, then a 3×3 conv; the padding is unused).
+    Conv { padding: usize },
+    /// A `ResnetBlock2D` with `down=True` / `up=True` (`ResnetDownsampleBlock2D`,
+    /// `ResnetUpsampleBlock2D`, `downsample_type` / `upsample_type` `"resnet"`).
+    Resnet,
+}
+
+/// A block's downsampler or upsampler.
+pub enum Resampler<B: Backend> {
+    /// The conv of a `Downsample2D` / `Upsample2D`.
+    Conv(Conv2d<B>),
+    Resnet(ResnetBlock2D<B>),
+}
+
+/// `DownBlock2D` (no attention), `AttnDownBlock2D` or `ResnetDownsampleBlock2D`.
 pub struct DownBlock2D<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<Attention<B>>,
-    /// `Downsample2D(use_conv=True)`: a stride-2 3×3 conv.
-    pub downsampler: Option<Conv2d<B>>,
+    pub downsampler: Option<Resampler<B>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -55,8 +73,7 @@ impl<B: Backend> DownBlock2D<B> {
         in_channels: usize,
         out_channels: usize,
         num_layers: usize,
-        add_downsample: bool,
-        downsample_padding: usize,
+        downsample: Option<BlockResample>,
         resnet: ResnetConfig,
         attn: Option<AttnConfig>,
     ) -> Result<Self> {
@@ -75,25 +92,24 @@ impl<B: Backend> DownBlock2D<B> {
                 attentions.push(a.load(b, &vs.pp("attentions").pp(i), out_channels)?);
             }
         }
-        // `Downsample2D`: padding 0 means F.pad(x, (0, 1, 0, 1)) then a stride-2 conv.
-        let p = downsample_padding;
-        let params = Conv2dParams {
-            stride: 2,
-            pad: if p == 0 { [0, 0, 1, 1] } else { [p, p, p, p] },
-        };
-        let downsampler = if add_downsample {
-            let dvs = vs.pp("downsamplers").pp(0).pp("conv");
-            Some(Conv2d::load(
-                b,
-                &dvs,
-                out_channels,
-                out_channels,
-                3,
-                params,
-            )?)
-        } else {
-            None
-        };
+        let dvs = vs.pp("downsamplers").pp(0);
+        let downsampler =
+            match downsample {
+                None => None,
+                // `Downsample2D`: padding 0 means F.pad(x, (0, 1, 0, 1)) then a stride-2 conv.
+                Some(BlockResample::Conv { padding: p }) => {
+                    let params = Conv2dParams {
+                        stride: 2,
+                        pad: if p == 0 { [0, 0, 1, 1] } else { [p, p, p, p] },
+                    };
+                    let conv =
+                        Conv2d::load(b, &dvs.pp("conv"), out_channels, out_channels, 3, params)?;
+                    Some(Resampler::Conv(conv))
+                }
+                Some(BlockResample::Resnet) => Some(Resampler::Resnet(
+                    ResnetBlock2D::load_resampling(b, &dvs, out_channels, resnet, Resample::Down)?,
+                )),
+            };
         Ok(Self {
             resnets,
             attentions,
@@ -117,8 +133,12 @@ impl<B: Backend> DownBlock2D<B> {
             }
             states.push(h.clone());
         }
-        if let Some(d) = &self.downsampler {
-            h = d.forward(b, &h)?;
+        match &self.downsampler {
+            None => {}
+            Some(Resampler::Conv(d)) => h = d.forward(b, &h)?,
+            Some(Resampler::Resnet(d)) => h = d.forward(b, &h, temb)?,
+        }
+        if self.downsampler.is_some() {
             states.push(h.clone());
         }
         Ok((h, states))
@@ -158,12 +178,11 @@ impl<B: Backend> UNetMidBlock2D<B> {
     }
 }
 
-/// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
+/// `UpBlock2D` (no attention), `AttnUpBlock2D` or `ResnetUpsampleBlock2D`.
 pub struct UpBlock2D<B: Backend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<Attention<B>>,
-    /// `Upsample2D(use_conv=True)`: nearest 2× then a 3×3 conv.
-    pub upsampler: Option<Conv2d<B>>,
+    pub upsampler: Option<Resampler<B>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,7 +194,7 @@ impl<B: Backend> UpBlock2D<B> {
         prev_output_channel: usize,
         out_channels: usize,
         num_layers: usize,
-        add_upsample: bool,
+        upsample: Option<BlockResample>,
         resnet: ResnetConfig,
         attn: Option<AttnConfig>,
     ) -> Result<Self> {
@@ -203,18 +222,22 @@ impl<B: Backend> UpBlock2D<B> {
                 attentions.push(a.load(b, &vs.pp("attentions").pp(i), out_channels)?);
             }
         }
-        let upsampler = if add_upsample {
-            Some(Conv2d::load(
-                b,
-                &vs.pp("upsamplers").pp(0).pp("conv"),
-                out_channels,
-                out_channels,
-                3,
-                Conv2dParams::same(3),
-            )?)
-        } else {
-            None
-        };
+        let uvs = vs.pp("upsamplers").pp(0);
+        let upsampler =
+            match upsample {
+                None => None,
+                Some(BlockResample::Conv { .. }) => Some(Resampler::Conv(Conv2d::load(
+                    b,
+                    &uvs.pp("conv"),
+                    out_channels,
+                    out_channels,
+                    3,
+                    Conv2dParams::same(3),
+                )?)),
+                Some(BlockResample::Resnet) => Some(Resampler::Resnet(
+                    ResnetBlock2D::load_resampling(b, &uvs, out_channels, resnet, Resample::Up)?,
+                )),
+            };
         Ok(Self {
             resnets,
             attentions,
@@ -241,9 +264,10 @@ impl<B: Backend> UpBlock2D<B> {
                 h = attn.forward(b, &h)?;
             }
         }
-        if let Some(u) = &self.upsampler {
-            h = b.upsample_nearest2x(&h)?;
-            h = u.forward(b, &h)?;
+        match &self.upsampler {
+            None => {}
+            Some(Resampler::Conv(u)) => h = u.forward(b, &b.upsample_nearest2x(&h)?)?,
+            Some(Resampler::Resnet(u)) => h = u.forward(b, &h, Some(temb))?,
         }
         Ok(h)
     }

@@ -261,20 +261,26 @@ impl UNet2DConfig {
             ));
         }
         for t in &self.down_block_types {
-            if !matches!(t.as_str(), "DownBlock2D" | "AttnDownBlock2D") {
+            if !matches!(
+                t.as_str(),
+                "DownBlock2D" | "AttnDownBlock2D" | "ResnetDownsampleBlock2D"
+            ) {
                 return Err(Error::unsupported(
                     "down block type in `down_block_types`",
                     t,
-                    "DownBlock2D, AttnDownBlock2D",
+                    "DownBlock2D, AttnDownBlock2D, ResnetDownsampleBlock2D",
                 ));
             }
         }
         for t in &self.up_block_types {
-            if !matches!(t.as_str(), "UpBlock2D" | "AttnUpBlock2D") {
+            if !matches!(
+                t.as_str(),
+                "UpBlock2D" | "AttnUpBlock2D" | "ResnetUpsampleBlock2D"
+            ) {
                 return Err(Error::unsupported(
                     "up block type in `up_block_types`",
                     t,
-                    "UpBlock2D, AttnUpBlock2D",
+                    "UpBlock2D, AttnUpBlock2D, ResnetUpsampleBlock2D",
                 ));
             }
         }
@@ -332,18 +338,18 @@ impl UNet2DConfig {
                 "default, scale_shift",
             ));
         }
-        if self.downsample_type != "conv" {
+        if !matches!(self.downsample_type.as_str(), "conv" | "resnet") {
             return Err(Error::unsupported(
                 "`downsample_type`",
                 &self.downsample_type,
-                "conv",
+                "conv, resnet",
             ));
         }
-        if self.upsample_type != "conv" {
+        if !matches!(self.upsample_type.as_str(), "conv" | "resnet") {
             return Err(Error::unsupported(
                 "`upsample_type`",
                 &self.upsample_type,
-                "conv",
+                "conv, resnet",
             ));
         }
         if self.downsample_padding > 1 {

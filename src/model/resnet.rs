@@ -1,5 +1,8 @@
 //! diffusers `ResnetBlock2D` (pre-norm, SiLU, time embedding added (`default`) or as
-//! scale-and-shift after the second norm (`scale_shift`), 1×1 `conv_shortcut` when channels change).
+//! scale-and-shift after the second norm (`scale_shift`), 1×1 `conv_shortcut` when channels change),
+//! and its `down=True` / `up=True` form, the downsampler and upsampler of `ResnetDownsampleBlock2D`,
+//! `ResnetUpsampleBlock2D` and of attention blocks with `downsample_type` / `upsample_type`
+//! `"resnet"`.
 
 use crate::backend::{Backend, Conv2dParams, ConvEpilogue};
 use crate::error::Result;
@@ -18,6 +21,18 @@ pub struct ResnetBlock2D<B: Backend> {
     pub time_embedding_norm: TimeScaleShift,
     pub out_channels: usize,
     pub output_scale_factor: f32,
+    /// `down=True` / `up=True`: both the input and `silu(norm1(x))` are resampled before `conv1`.
+    pub resample: Option<Resample>,
+}
+
+/// How a resampling `ResnetBlock2D` changes the size (diffusers' `Downsample2D` / `Upsample2D`
+/// without a conv).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resample {
+    /// 2×2 average pooling.
+    Down,
+    /// Nearest-neighbour 2× upsampling.
+    Up,
 }
 
 /// Settings shared by every resnet of a UNet.
@@ -68,6 +83,21 @@ impl<B: Backend> ResnetBlock2D<B> {
             time_embedding_norm: cfg.time_embedding_norm,
             out_channels,
             output_scale_factor: cfg.output_scale_factor,
+            resample: None,
+        })
+    }
+
+    /// A `ResnetBlock2D(channels, channels, down=True)` (or `up=True`): a block's resampler.
+    pub fn load_resampling(
+        b: &B,
+        vs: &WeightView,
+        channels: usize,
+        cfg: ResnetConfig,
+        resample: Resample,
+    ) -> Result<Self> {
+        Ok(Self {
+            resample: Some(resample),
+            ..Self::load(b, vs, channels, channels, cfg)?
         })
     }
 
@@ -99,12 +129,24 @@ impl<B: Backend> ResnetBlock2D<B> {
             channel_add,
             ..ConvEpilogue::none()
         };
-        let h = self
-            .conv1
-            .forward_normed(b, input, &self.norm1, true, add)?;
+        let (h, input) = match self.resample {
+            None => (
+                self.conv1
+                    .forward_normed(b, input, &self.norm1, true, add)?,
+                input.clone(),
+            ),
+            Some(r) => {
+                let resample = |x: &B::Tensor| match r {
+                    Resample::Down => b.avg_pool2x2(x),
+                    Resample::Up => b.upsample_nearest2x(x),
+                };
+                let h = resample(&self.norm1.forward(b, input, true)?)?;
+                (self.conv1.forward_epilogue(b, &h, add)?, resample(input)?)
+            }
+        };
         let shortcut = match &self.conv_shortcut {
-            Some(c) => c.forward(b, input)?,
-            None => input.clone(),
+            Some(c) => c.forward(b, &input)?,
+            None => input,
         };
         // `(shortcut + conv2(h)) / output_scale_factor`, as the convolution stores.
         let out = ConvEpilogue {

@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, Conv2dParams, ConvEpilogue, Tensor};
 use crate::error::{Error, Result};
-use crate::model::blocks::{AttnConfig, DownBlock2D, UNetMidBlock2D, UpBlock2D};
+use crate::model::blocks::{AttnConfig, BlockResample, DownBlock2D, UNetMidBlock2D, UpBlock2D};
 use crate::model::config::UNet2DConfig;
 use crate::model::embeddings::{TimeProj, TimestepEmbedding};
 use crate::model::layers::{Conv2d, GroupNorm};
@@ -157,14 +157,24 @@ impl<B: Backend> UNet2DModel<B> {
             let input_channel = output_channel;
             output_channel = ch[i];
             let has_attn = kind == "AttnDownBlock2D";
+            // get_down_block: a ResnetDownsampleBlock2D downsamples with a resnet, an
+            // AttnDownBlock2D as `downsample_type` says, a DownBlock2D with a conv.
+            let resnet_down =
+                kind == "ResnetDownsampleBlock2D" || (has_attn && cfg.downsample_type == "resnet");
+            let downsample = (i + 1 != n_blocks).then_some(if resnet_down {
+                BlockResample::Resnet
+            } else {
+                BlockResample::Conv {
+                    padding: cfg.downsample_padding,
+                }
+            });
             down_blocks.push(DownBlock2D::load(
                 b,
                 &vs.pp("down_blocks").pp(i),
                 input_channel,
                 output_channel,
                 cfg.layers_per_block,
-                i + 1 != n_blocks,
-                cfg.downsample_padding,
+                downsample,
                 resnet,
                 has_attn.then(|| attn(output_channel, 1.0, Some(groups))),
             )?);
@@ -206,6 +216,13 @@ impl<B: Backend> UNet2DModel<B> {
             output_channel = rev[i];
             let input_channel = rev[(i + 1).min(n_blocks - 1)];
             let has_attn = kind == "AttnUpBlock2D";
+            let resnet_up =
+                kind == "ResnetUpsampleBlock2D" || (has_attn && cfg.upsample_type == "resnet");
+            let upsample = (i + 1 != n_blocks).then_some(if resnet_up {
+                BlockResample::Resnet
+            } else {
+                BlockResample::Conv { padding: 1 }
+            });
             up_blocks.push(UpBlock2D::load(
                 b,
                 &vs.pp("up_blocks").pp(i),
@@ -213,7 +230,7 @@ impl<B: Backend> UNet2DModel<B> {
                 prev_output_channel,
                 output_channel,
                 cfg.layers_per_block + 1,
-                i + 1 != n_blocks,
+                upsample,
                 resnet,
                 has_attn.then(|| attn(output_channel, 1.0, Some(groups))),
             )?);

@@ -5,7 +5,9 @@
 
 use crate::backend::{Backend, Conv2dParams, ConvEpilogue};
 use crate::error::Result;
-use crate::model::blocks::{AttnConfig, DownBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
+use crate::model::blocks::{
+    AttnConfig, BlockResample, DownBlock2D, UNetMidBlock2D, UpDecoderBlock2D,
+};
 use crate::model::config::TimeScaleShift;
 use crate::model::layers::{Conv2d, GroupNorm};
 use crate::model::resnet::ResnetConfig;
@@ -85,8 +87,7 @@ impl<B: Backend> Encoder<B> {
                 input_channel,
                 output_channel,
                 cfg.layers_per_block,
-                i + 1 != n,
-                0,
+                (i + 1 != n).then_some(BlockResample::Conv { padding: 0 }),
                 cfg.resnet(),
                 None,
             )?);
