@@ -9,7 +9,7 @@ let srv, browser;
 before(async () => { srv = await startServer(); browser = await launch(); });
 after(async () => { await browser?.close(); srv?.server.close(); });
 
-const FIXTURES = ['attn_multihead', 'class_scale_shift', 'legacy_cifar_like', 'no_mid_attn_timestep_class', 'no_mid_learned_time', 'defaults_minimal_config']
+const FIXTURES = ['attn_multihead', 'class_scale_shift', 'legacy_cifar_like', 'no_mid_attn_timestep_class', 'no_mid_learned_time', 'defaults_minimal_config', 'resnet_resample']
   .map((f) => `/fixtures/unet/${f}`).join(',');
 
 test('kernels and golden UNets match on the browser GPU', { timeout: 600_000 }, async () => {
@@ -21,8 +21,8 @@ test('kernels and golden UNets match on the browser GPU', { timeout: 600_000 }, 
   const failed = result.checks.filter((c) => !(c.rel_l2 <= c.tol));
   console.log(`adapter ${result.adapter}, seed ${result.seed}: ${result.passed} passed, ${result.failed} failed`);
   assert.deepEqual(failed, [], `failing checks (seed ${result.seed})`);
-  assert.ok(result.checks.length >= 40, `expected every kernel family and 6 golden cases, got ${result.checks.length} checks`);
-  assert.ok(result.checks.filter((c) => c.name.startsWith('golden')).length === 6);
+  assert.ok(result.checks.length >= 40, `expected every kernel family and 7 golden cases, got ${result.checks.length} checks`);
+  assert.ok(result.checks.filter((c) => c.name.startsWith('golden')).length === 7);
   // The page probes both diffusers layouts (pipeline folder, bare UNet folder); the browser logs
   // the probe that 404s as a console error. Anything else is a real error.
   const real = errors.filter((e) => !/status of 404/.test(e));
