@@ -183,8 +183,8 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
         let add = pair(g, &[n, co], &r.randn(n * co))?;
         let res = pair(g, &o, &r.randn(o.iter().product()))?;
         let scale = if with_res { 0.7 } else { 1.0 };
-        let reference = |w: &CpuTensor| -> Result<CpuTensor> {
-            let mut want = CpuBackend.conv2d(&x.cpu, w, bias.then_some(&b.cpu), p)?;
+        let reference = |x: &CpuTensor, w: &CpuTensor| -> Result<CpuTensor> {
+            let mut want = CpuBackend.conv2d(x, w, bias.then_some(&b.cpu), p)?;
             if with_add {
                 want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
             }
@@ -210,25 +210,19 @@ pub async fn conv2d(g: &GpuBackend, r: &mut TestRng) -> Result<Vec<Check>> {
             if with_add { " +channel" } else { "" },
             if with_res { " +residual" } else { "" }
         );
-        out.push(compare(g, name.clone(), &reference(&wt.cpu)?, &got, TOL).await?);
+        out.push(compare(g, name.clone(), &reference(&x.cpu, &wt.cpu)?, &got, TOL).await?);
         // The same kernel reading f16 weights, against the CPU with the weights rounded the
         // same way: widening an f16 is exact, so only the f32 sums' order differs.
         if g.ctx.shader_f16 {
             let w16 = f16_pair(g, &[co, ci, k, k], &wdata)?;
-            let want = reference(&w16.cpu)?;
+            let want = reference(&x.cpu, &w16.cpu)?;
             let got = g.conv2d_epilogue(&x.gpu, &w16.gpu, bias.then_some(&b.gpu), p, epilogue)?;
             out.push(compare(g, format!("{name} f16 weights"), &want, &got, TOL).await?);
             // f16 arithmetic (the tiled kernel only): against the CPU with the input rounded to
             // f16 as well, what remains is the f16 products and 16-term f16 sums.
             if g.ctx.tiled.get() {
                 let x16 = CpuBackend.upload(&[n, ci, h, w], &round_f16(x.cpu.data()))?;
-                let mut want = CpuBackend.conv2d(&x16, &w16.cpu, bias.then_some(&b.cpu), p)?;
-                if with_add {
-                    want = CpuBackend.channel_modulate(&want, &add.cpu, 0, None)?;
-                }
-                if with_res {
-                    want = CpuBackend.add(&res.cpu, &want, scale)?;
-                }
+                let want = reference(&x16, &w16.cpu)?;
                 g.ctx.f16_arith.set(true);
                 let got = g.conv2d_epilogue(&x.gpu, &w16.gpu, bias.then_some(&b.gpu), p, epilogue);
                 g.ctx.f16_arith.set(false);

@@ -123,7 +123,7 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
                         ),
                     )
                 } else {
-                    let precision = f16_weights(&g);
+                    let precision = precision(&g);
                     (
                         Compute::Gpu(g),
                         BackendInfo {
@@ -150,7 +150,7 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
 /// memory; exact for the shipped models, which are stored as f16; ARCHITECTURE.md);
 /// `?precision=f16-arith` also multiplies and sums in f16 in real GPUs' convolutions (about 1e-3
 /// per forward, BENCHMARKS.md). Returns what the adapter line adds: what is on, or why not.
-fn f16_weights(g: &GpuBackend) -> &'static str {
+fn precision(g: &GpuBackend) -> &'static str {
     let arith = match super::settings::param("precision").as_deref() {
         Some("f16") => false,
         Some("f16-arith") => true,

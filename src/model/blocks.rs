@@ -133,12 +133,11 @@ impl<B: Backend> DownBlock2D<B> {
             }
             states.push(h.clone());
         }
-        match &self.downsampler {
-            None => {}
-            Some(Resampler::Conv(d)) => h = d.forward(b, &h)?,
-            Some(Resampler::Resnet(d)) => h = d.forward(b, &h, temb)?,
-        }
-        if self.downsampler.is_some() {
+        if let Some(d) = &self.downsampler {
+            h = match d {
+                Resampler::Conv(conv) => conv.forward(b, &h)?,
+                Resampler::Resnet(resnet) => resnet.forward(b, &h, temb)?,
+            };
             states.push(h.clone());
         }
         Ok((h, states))
@@ -264,10 +263,11 @@ impl<B: Backend> UpBlock2D<B> {
                 h = attn.forward(b, &h)?;
             }
         }
-        match &self.upsampler {
-            None => {}
-            Some(Resampler::Conv(u)) => h = u.forward(b, &b.upsample_nearest2x(&h)?)?,
-            Some(Resampler::Resnet(u)) => h = u.forward(b, &h, Some(temb))?,
+        if let Some(u) = &self.upsampler {
+            h = match u {
+                Resampler::Conv(conv) => conv.forward(b, &b.upsample_nearest2x(&h)?)?,
+                Resampler::Resnet(resnet) => resnet.forward(b, &h, Some(temb))?,
+            };
         }
         Ok(h)
     }
