@@ -6,6 +6,7 @@
 pub mod app;
 pub mod backend;
 pub mod cpu;
+pub mod defaults;
 pub mod edit;
 pub mod error;
 pub mod export;

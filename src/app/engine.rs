@@ -242,21 +242,9 @@ pub struct ModelEntry {
     /// Class names for class-conditional models (index = label).
     #[serde(default)]
     pub classes: Vec<String>,
-    /// Settings this model works best with, applied when it is picked.
-    #[serde(default)]
-    pub defaults: ModelDefaults,
     /// For a latent model: the `name` of a pixel model to time it against.
     #[serde(default)]
     pub pixel_peer: Option<String>,
-}
-
-/// A shipped model's preferred settings (from its training run's evaluation).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct ModelDefaults {
-    pub sampler: Option<String>,
-    pub steps: Option<usize>,
-    pub eta: Option<f32>,
-    pub guidance: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +290,8 @@ pub struct ModelInfo {
     pub default_sampler: SamplerKind,
     /// Size of the weights file in bytes, for the status line.
     pub weight_bytes: usize,
+    /// The folder's run defaults (its `stepwise.json`), applied when the model is picked.
+    pub defaults: crate::defaults::ModelDefaults,
 }
 
 const PIPELINE_FILES: [&str; 4] = [
@@ -319,8 +309,10 @@ const BARE_FILES: [&str; 3] = [
 ];
 
 /// Fetches a diffusers folder served at `url` (pipeline layout first, then a bare UNet folder)
-/// and builds the UNet on the page's backend. Cached: a second call is free.
-pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
+/// and builds the UNet on the page's backend. Cached: a second call is free. `shipped` folders
+/// (listed in `models/index.json`) also have a `stepwise.json` with their run defaults; others
+/// are not asked for one (each miss is a 404 the browser logs).
+pub async fn load_model(url: &str, shipped: bool) -> Result<ModelInfo, String> {
     let base = url.trim_end_matches('/').to_string();
     if COMPUTE.with(|c| c.borrow().is_none()) {
         return Err("the backend is not ready yet".into());
@@ -338,7 +330,8 @@ pub async fn load_model(url: &str) -> Result<ModelInfo, String> {
         }
         None => &BARE_FILES,
     };
-    for f in list {
+    let defaults: &[&str] = if shipped { &["stepwise.json"] } else { &[] };
+    for f in list.iter().chain(defaults) {
         if let Some(b) = fetch_bytes(&format!("{base}/{f}")).await? {
             files.insert(f.to_string(), b);
         }
@@ -489,6 +482,7 @@ fn build_model(
         default_sampler: scheduler.default_kind().unwrap_or(SamplerKind::Ddpm),
         scheduler,
         weight_bytes,
+        defaults: unet_files.defaults.clone(),
     };
     MODELS.with(|m| m.borrow_mut().insert(key.clone(), Rc::new(net)));
     INFOS.with(|m| m.borrow_mut().insert(key, info.clone()));
@@ -663,6 +657,8 @@ pub async fn run(
         .with(|m| m.borrow().get(url.trim_end_matches('/')).cloned())
         .ok_or_else(|| format!("model {url} is not loaded"))?;
     let mut sched = sampler::build(p.sampler, &info.scheduler, p.eta).map_err(|e| e.to_string())?;
+    // The model's choice (its stepwise.json), as `diffuse sample` makes it.
+    sched.set_use_clipped_model_output(info.defaults.use_clipped_model_output.unwrap_or(false));
     sched.set_timesteps(p.steps).map_err(|e| e.to_string())?;
     let on_frame = Rc::new(RefCell::new(on_frame));
     match (&*compute, &*net) {
@@ -1123,7 +1119,7 @@ pub async fn bench_forward(
         yield_to_browser(100).await;
     }
     // Cached after the first call, like any model the page loads.
-    load_model(model_url).await?;
+    load_model(model_url, false).await?;
     let key = model_url.trim_end_matches('/');
     let compute = COMPUTE
         .with(|c| c.borrow().clone())

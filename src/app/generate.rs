@@ -116,7 +116,6 @@ pub fn GenerateView(
                     title: format!("{u} (from the URL)"),
                     path: u,
                     classes: vec![],
-                    defaults: Default::default(),
                     pixel_peer: None,
                 },
             );
@@ -168,7 +167,7 @@ pub fn GenerateView(
         let path = e.path.clone();
         let explicit = explicit.clone();
         spawn_local(async move {
-            let r = engine::load_model(&path).await.map_err(|err| {
+            let r = engine::load_model(&path, e.name != URL_MODEL).await.map_err(|err| {
                 format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
             });
             if entry.get_untracked().map(|x| x.path) == Some(path.clone()) {
@@ -177,7 +176,7 @@ pub fn GenerateView(
                 last_loaded.set_value(Some(path));
                 if let Some(m) = r.as_ref().ok().filter(|_| !same_model) {
                     let keep = |k: &str| first_load.get_value() && explicit.contains(&k);
-                    let d = &e.defaults;
+                    let d = &m.defaults;
                     if let Some(k) = d
                         .sampler
                         .as_deref()
@@ -254,7 +253,7 @@ pub fn GenerateView(
         spawn_local(async move {
             // Upscaling runs the super-resolution model on the picture, not the picked model.
             let (m, params) = if upscale {
-                match engine::load_model(super::edit::UPSCALER_PATH).await {
+                match engine::load_model(super::edit::UPSCALER_PATH, true).await {
                     Ok(sr) => {
                         let steps = params.steps.min(sr.num_train_timesteps);
                         (sr, RunParams { steps, ..params })
@@ -420,6 +419,10 @@ where
                 disabled=move || s.sampler.get() != SamplerKind::Ddim
                 prop:value=move || s.eta.get().to_string()
                 on:input=move |e| if let Some(v) = range_value(&e) { s.eta.set(v) } />
+            <p class="hint" id="x0-clipping">{move || match models.info.get() {
+                Some(Ok(m)) => crate::defaults::x0_clipping_note(&m.scheduler, s.sampler.get(), &m.defaults),
+                _ => String::new(),
+            }}</p>
 
             {move || classes().map(|n| {
                 let names = class_names();

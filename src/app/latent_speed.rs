@@ -29,7 +29,7 @@ pub fn LatentSpeed() -> impl IntoView {
         busy.set(true);
         report.set(None);
         spawn_local(async move {
-            let r = match engine::load_model(&peer.path).await {
+            let r = match engine::load_model(&peer.path, true).await {
                 Ok(p) => engine::measure_speed(&info.url, &info, &p.url).await,
                 Err(e) => Err(format!("loading {}: {e}", peer.title)),
             };

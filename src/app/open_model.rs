@@ -108,7 +108,6 @@ pub fn OpenModel() -> impl IntoView {
             },
             path: format!("{FILES_PREFIX}{name}"),
             classes: vec![],
-            defaults: Default::default(),
             pixel_peer: None,
         };
         models.local.set(Some(LocalModel {

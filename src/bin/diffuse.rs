@@ -16,6 +16,7 @@ mod cli {
 
     use clap::{Parser, Subcommand, ValueEnum};
     use stepwise::cpu::CpuBackend;
+    use stepwise::defaults::Requested;
     use stepwise::gpu::GpuBackend;
     use stepwise::io::{read_tensors, write_tensors};
     use stepwise::model::loader::{load_unet_files, DirSource};
@@ -83,17 +84,24 @@ mod cli {
         #[arg(long)]
         model: PathBuf,
         /// ddpm, ddim, dpm++2m or euler-a (any of them on any model's training schedule).
+        /// Default: the model's (`stepwise.json` `defaults`), else its scheduler config's class.
         #[arg(long)]
-        sampler: SamplerKind,
-        /// Number of denoising steps (1 to the model's num_train_timesteps).
+        sampler: Option<SamplerKind>,
+        /// Number of denoising steps (1 to the model's num_train_timesteps). Default: the
+        /// model's, else 50 (1000 for DDPM), as diffusers' pipelines.
         #[arg(long)]
-        steps: usize,
-        /// DDIM's η: 0 is deterministic, 1 is DDPM-like.
-        #[arg(long, default_value_t = 0.0)]
-        eta: f32,
+        steps: Option<usize>,
+        /// DDIM's η: 0 is deterministic, 1 is DDPM-like. Default: the model's, else 0.
+        #[arg(long)]
+        eta: Option<f32>,
         /// Classifier-free guidance scale for class-conditional models (1 = no guidance).
-        #[arg(long, default_value_t = 1.0)]
-        guidance: f32,
+        /// Default: the model's, else 1.
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// DDIM: rebuild ε from the clipped x̂0 (diffusers' `use_clipped_model_output`).
+        /// Default: the model's, else off (diffusers' default).
+        #[arg(long)]
+        clipped_model_output: bool,
         /// The class to draw, for class-conditional models.
         #[arg(long)]
         class: Option<i64>,
@@ -227,8 +235,20 @@ mod cli {
             Some(text) => SchedulerConfig::from_json_str(text)?,
             None => SchedulerConfig::default(),
         };
-        let mut sched = sampler::build(a.sampler, &sched_cfg, a.eta)?;
-        sched.set_timesteps(a.steps)?;
+        let settings = files.defaults.resolve(
+            Requested {
+                sampler: a.sampler,
+                steps: a.steps,
+                eta: a.eta,
+                guidance: a.guidance,
+                use_clipped_model_output: a.clipped_model_output.then_some(true),
+            },
+            || Ok(sched_cfg.default_kind()?),
+        )?;
+        log::info!("run settings: {settings:?}");
+        let mut sched = sampler::build(settings.sampler, &sched_cfg, settings.eta)?;
+        sched.set_use_clipped_model_output(settings.use_clipped_model_output);
+        sched.set_timesteps(settings.steps)?;
         let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
         let cfg = &files.config;
         let vae = stepwise::latent::load_vae(b, &DirSource(a.model.clone()), cfg)?;
@@ -255,14 +275,14 @@ mod cli {
                 }
                 let step_noise = t.get("step_noise").map(|s| s.to_f32());
                 if let Some(s) = &step_noise {
-                    if s.len() < a.steps * len {
+                    if s.len() < settings.steps * len {
                         return Err(Error::input(
                             "step_noise",
                             format!(
                                 "{} values, {} steps need {}",
                                 s.len(),
-                                a.steps,
-                                a.steps * len
+                                settings.steps,
+                                settings.steps * len
                             ),
                         ));
                     }
@@ -276,7 +296,7 @@ mod cli {
         let cond = match (cfg.num_class_embeds, a.class) {
             (Some(k), Some(c)) => Some(Conditioning {
                 labels: vec![c; a.batch],
-                guidance: a.guidance,
+                guidance: settings.guidance,
                 null_class: k as i64 - 1,
             }),
             (Some(_), None) => {

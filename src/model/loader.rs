@@ -77,6 +77,8 @@ pub struct UNetFiles {
     pub scheduler_config: Option<String>,
     /// Whether the folder also has a `vae/` (a latent model).
     pub has_vae: bool,
+    /// The run defaults of the folder's `stepwise.json` (none without one).
+    pub defaults: crate::defaults::ModelDefaults,
 }
 
 const WEIGHT_NAMES: [&str; 2] = [
@@ -178,6 +180,13 @@ pub fn load_unet_files(src: &dyn FileSource) -> Result<UNetFiles> {
         weights,
         scheduler_config: text(src, sched_path)?,
         has_vae: pipeline && src.read("vae/config.json")?.is_some(),
+        defaults: match text(src, "stepwise.json")? {
+            Some(t) => crate::defaults::ModelDefaults::from_stepwise_json(
+                &t,
+                &format!("{root}/stepwise.json"),
+            )?,
+            None => Default::default(),
+        },
     })
 }
 
@@ -262,7 +271,8 @@ pub fn is_model_file(rel: &str) -> bool {
         && (matches!(
             name,
             "model_index.json" | "config.json" | "scheduler_config.json"
-        ) || WEIGHT_NAMES.contains(&name))
+        ) || rel == "stepwise.json"
+            || WEIGHT_NAMES.contains(&name))
 }
 
 #[cfg(test)]

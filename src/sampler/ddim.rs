@@ -153,6 +153,10 @@ impl Scheduler for DDIMScheduler {
         self.num_images = Some(images);
     }
 
+    fn set_use_clipped_model_output(&mut self, on: bool) {
+        self.use_clipped_model_output = on;
+    }
+
     fn needs_step_noise(&self) -> bool {
         self.eta > 0.0
     }

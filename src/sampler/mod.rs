@@ -151,6 +151,11 @@ pub trait Scheduler: Send {
     /// except dynamic thresholding (`"thresholding": true`), whose quantile is per image: a
     /// sampler with it refuses to step until this is set. The others ignore it.
     fn set_num_images(&mut self, _images: usize) {}
+    /// diffusers' `step(..., use_clipped_model_output=True)`: where the sampler clips x̂0
+    /// (`clip_sample`, thresholding), rebuild ε from the clipped x̂0 so the next sample is made
+    /// of one consistent pair. Only DDIM has the option (DDPM's posterior mean mixes x̂0 with
+    /// x_t and never reuses ε; DPM-Solver++ and Euler-a do not clip), so the others ignore it.
+    fn set_use_clipped_model_output(&mut self, _on: bool) {}
     /// Whether `step` draws on fresh noise (then pass noise to every step; a step that does not
     /// need it, like DDPM at t = 0, ignores it, as diffusers does not draw there).
     fn needs_step_noise(&self) -> bool;

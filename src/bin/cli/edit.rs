@@ -277,6 +277,8 @@ fn scheduler(files: &UNetFiles, a: &EditCommon) -> Result<Box<dyn Scheduler>> {
         None => SchedulerConfig::default(),
     };
     let mut sched = sampler::build(a.sampler, &cfg, a.eta)?;
+    // The model's choice (its stepwise.json), as `diffuse sample` and the page make it.
+    sched.set_use_clipped_model_output(files.defaults.use_clipped_model_output.unwrap_or(false));
     sched.set_timesteps(a.steps)?;
     Ok(sched)
 }
