@@ -25,6 +25,13 @@ CARGO_ENCODED_RUSTFLAGS=-Ctarget-feature=+simd128,+relaxed-simd cargo clippy --l
 step "Rust tests (CPU reference, lavapipe GPU, golden parity, hostile inputs, samplers)"
 cargo test --all-targets
 
+step "sample quality: the shipped fashion model at the page's defaults (issue 34)"
+# The evaluation classifier must recognise >= 95 % of 200 samples (20 a class) drawn as the page
+# draws them, and DDIM (eta 0) at 50 steps must not be worse than at 10 (training/sampler_table.py).
+cargo build --release --quiet --bin diffuse
+STEPWISE_THREADS=2 "${STEPWISE_VENV:-$HOME/.cache/stepwise/venv}/bin/python" training/sampler_table.py \
+  --model fashion --quick --check
+
 step "browser build"
 trunk build --release
 
