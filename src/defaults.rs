@@ -219,6 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_model_has_defaults() {
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+        let mut n = 0;
+        for dir in std::fs::read_dir(&models).unwrap() {
+            let path = dir.unwrap().path().join("stepwise.json");
+            if !path.exists() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let d = ModelDefaults::from_stepwise_json(&text, &path.display().to_string()).unwrap();
+            assert!(
+                d.sampler.is_some() && d.steps.is_some(),
+                "{}: {d:?}",
+                path.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 4, "{n} shipped models with a stepwise.json");
+    }
+
+    #[test]
     fn bad_defaults_are_named() {
         for (text, what) in [
             (r#"{"defaults": {"sampler": "plms"}}"#, "defaults.sampler"),

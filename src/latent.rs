@@ -4,9 +4,9 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::image::to_u8;
 use crate::model::loader::{load_vae_files, FileSource};
 use crate::model::{AutoencoderKL, UNet2DConfig};
-use crate::pipeline::to_u8;
 
 /// The `AutoencoderKL` of a latent model folder (`vae/`), checked against its UNet; `None` for a
 /// pixel model.

@@ -3,10 +3,11 @@
 //! for class-conditional models; batches of N samples; seeded or injected noise.
 
 use crate::backend::Backend;
+use crate::device::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::model::UNet2DModel;
 use crate::noise;
-use crate::sampler::forward::guide_x0;
+use crate::sampler::noising::guide_x0;
 use crate::sampler::Scheduler;
 
 /// Where the noise comes from.
@@ -63,14 +64,6 @@ pub struct RunOutput {
     pub shape: [usize; 4],
     pub completed_steps: usize,
     pub cancelled: bool,
-}
-
-/// Milliseconds from a monotonic clock, natively and in the browser.
-pub fn now_ms() -> f64 {
-    thread_local! {
-        static START: web_time::Instant = web_time::Instant::now();
-    }
-    START.with(|s| s.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// The initial noise x_T (before scaling by `init_noise_sigma`).
@@ -201,7 +194,7 @@ pub struct RunPlan<'a> {
     /// Called after every sampler step.
     pub hook: Option<&'a mut dyn StepHook>,
     /// Rewrites the model's x₀ prediction before every sampler step
-    /// ([`crate::sampler::forward::guide_x0`]); super-resolution's consistency with its input.
+    /// ([`crate::sampler::noising::guide_x0`]); super-resolution's consistency with its input.
     pub x0_guide: Option<&'a X0Guide<'a>>,
 }
 
@@ -416,52 +409,4 @@ where
         completed_steps: completed,
         cancelled: false,
     })
-}
-
-/// Model-space values in [-1, 1] to 8-bit, as diffusers' `(x / 2 + 0.5).clamp(0, 1)` then
-/// `round(x · 255)`.
-pub fn to_u8(v: f32) -> u8 {
-    ((v / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
-}
-
-/// RGBA pixels of sample `index` of an N×C×H×W batch (1 channel: grey; 3: RGB; other counts:
-/// the first channel as grey).
-pub fn sample_rgba(data: &[f32], shape: [usize; 4], index: usize) -> Vec<u8> {
-    let [_, c, h, w] = shape;
-    let plane = h * w;
-    let base = index * c * plane;
-    let mut out = Vec::with_capacity(plane * 4);
-    for p in 0..plane {
-        let (r, g, bl) = if c == 3 {
-            (
-                data[base + p],
-                data[base + plane + p],
-                data[base + 2 * plane + p],
-            )
-        } else {
-            let v = data[base + p];
-            (v, v, v)
-        };
-        out.extend_from_slice(&[to_u8(r), to_u8(g), to_u8(bl), 255]);
-    }
-    out
-}
-
-/// A grid of all samples of a batch (as square as possible, 2-pixel gaps): (width, height, RGBA).
-pub fn grid_rgba(data: &[f32], shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
-    let [n, _, h, w] = shape;
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let gap = if n > 1 { 2 } else { 0 };
-    let (gw, gh) = (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap);
-    let mut out = vec![0u8; gw * gh * 4];
-    for i in 0..n {
-        let img = sample_rgba(data, shape, i);
-        let (ox, oy) = ((i % cols) * (w + gap), (i / cols) * (h + gap));
-        for y in 0..h {
-            let dst = ((oy + y) * gw + ox) * 4;
-            out[dst..dst + w * 4].copy_from_slice(&img[y * w * 4..(y + 1) * w * 4]);
-        }
-    }
-    (gw, gh, out)
 }

@@ -6,10 +6,10 @@ use leptos::task::spawn_local;
 
 use super::canvas::draw_rgba;
 use super::engine::{self, Frame, RunParams};
-use super::generate::{ModelState, RunState};
 use super::settings::{CompareSide, Inputs};
+use super::state::{ModelState, RunState};
+use crate::device::clock::now_ms;
 use crate::history::push_thinned;
-use crate::pipeline::now_ms;
 use crate::sampler::SamplerKind;
 
 /// One side of the comparison: its sampler, step count, frames and timing.

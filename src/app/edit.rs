@@ -11,7 +11,7 @@ use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
 
 use super::canvas::decode_image;
 use super::engine::{EditJob, EditMode, Image};
-use super::generate::{ModelState, RunState};
+use super::state::{ModelState, RunState};
 use std::sync::Arc;
 
 /// The super-resolution model the Upscale mode runs (trained by `training/`, 32→64 RGB).

@@ -6,8 +6,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::engine::{self, SpeedReport};
-use super::generate::ModelState;
 use super::settings::Inputs;
+use super::state::ModelState;
 
 #[component]
 pub fn LatentSpeed() -> impl IntoView {

@@ -7,13 +7,14 @@ mod edit;
 mod engine;
 mod export;
 mod fetch;
-mod forward;
 mod generate;
 mod latent_speed;
+mod noising;
 mod open_model;
 mod plot;
 mod selftest_page;
 mod settings;
+mod state;
 
 use leptos::prelude::*;
 
@@ -77,11 +78,11 @@ fn expose_lose_device() {
     f.forget();
     let stats = Closure::<dyn Fn() -> JsValue>::new(|| {
         let o = js_sys::Object::new();
-        let (split, by_workers) = crate::cpu::workers::splits();
+        let (split, by_workers) = crate::model::workers::splits();
         let _ = js_sys::Reflect::set(
             &o,
             &"cpuThreads".into(),
-            &(crate::cpu::workers::threads() as f64).into(),
+            &(crate::model::workers::threads() as f64).into(),
         );
         let _ = js_sys::Reflect::set(&o, &"cpuSplitForwards".into(), &(split as f64).into());
         let _ = js_sys::Reflect::set(&o, &"cpuSimd".into(), &crate::cpu::WASM_SIMD.into());
@@ -183,7 +184,7 @@ fn App() -> impl IntoView {
     // `?threads=N`: the CPU backend's threads, the page's included (default: the cores, at most
     // four); 1 starts no worker.
     if let Some(n) = settings::param("threads").and_then(|v| v.parse::<usize>().ok()) {
-        crate::cpu::workers::init(n);
+        crate::model::workers::init(n);
     }
     match settings::param("debug").as_deref() {
         Some("gpu") => expose_lose_device(),

@@ -11,8 +11,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::engine::{self, ModelEntry, FILES_PREFIX};
-use super::generate::{LocalModel, ModelState};
 use super::settings::{Inputs, LOCAL_MODEL};
+use super::state::{LocalModel, ModelState};
 
 #[wasm_bindgen(module = "/src/app/files.js")]
 extern "C" {

@@ -19,9 +19,11 @@ mod cli {
     use stepwise::defaults::Requested;
     use stepwise::gpu::GpuBackend;
     use stepwise::io::{read_tensors, write_tensors};
+    use stepwise::job::{self, Decode, Event, Job, Labels, Mode, Model};
     use stepwise::model::loader::{load_unet_files, DirSource};
+    use stepwise::model::UNet2DConfig;
     use stepwise::model::UNet2DModel;
-    use stepwise::pipeline::{self, Conditioning, Control, NoiseSource};
+    use stepwise::pipeline::{Control, NoiseSource};
     use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
     use stepwise::{Backend, Error, Result, Tensor};
 
@@ -229,6 +231,70 @@ mod cli {
             .map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))
     }
 
+    /// The noise of a run of `steps` steps on `shape`: seeded, or `init` and `step_noise` read
+    /// from a .safetensors file (checked against the run).
+    pub(crate) fn noise_source(
+        path: Option<&Path>,
+        seed: u64,
+        shape: [usize; 4],
+        steps: usize,
+    ) -> Result<NoiseSource> {
+        let Some(p) = path else {
+            return Ok(NoiseSource::Seeded(seed));
+        };
+        let t = read_tensors(&read(p)?, &p.display().to_string())?;
+        let init = t
+            .get("init")
+            .ok_or_else(|| Error::input("init", format!("missing from {}", p.display())))?;
+        if init.shape != shape {
+            return Err(Error::input(
+                "init",
+                format!("shape {:?}, the run samples {shape:?}", init.shape),
+            ));
+        }
+        let len: usize = shape.iter().product();
+        let step_noise = t.get("step_noise").map(|s| s.to_f32());
+        if let Some(s) = &step_noise {
+            if s.len() < steps * len {
+                return Err(Error::input(
+                    "step_noise",
+                    format!("{} values, {steps} steps need {}", s.len(), steps * len),
+                ));
+            }
+        }
+        Ok(NoiseSource::Injected {
+            init: init.to_f32(),
+            step_noise,
+        })
+    }
+
+    /// `--class` against the model: required by class-conditional models, refused by others.
+    pub(crate) fn labels(cfg: &UNet2DConfig, class: Option<i64>) -> Result<Option<Labels>> {
+        match (cfg.num_class_embeds, class) {
+            (Some(_), Some(c)) => Ok(Some(Labels::Same(c))),
+            (Some(_), None) => Err(Error::input(
+                "--class",
+                "required: the model is class-conditional",
+            )),
+            (None, Some(_)) => Err(Error::input(
+                "--class",
+                "the model is not class-conditional",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Creates the `--frames` folder.
+    pub(crate) fn frames_dir(dir: Option<&Path>) -> Result<()> {
+        match dir {
+            Some(dir) => std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn sample<B: Backend>(b: &B, a: &SampleArgs) -> Result<()> {
         let files = load_unet_files(&DirSource(a.model.clone()))?;
         let sched_cfg = match &files.scheduler_config {
@@ -246,108 +312,63 @@ mod cli {
             || Ok(sched_cfg.default_kind()?),
         )?;
         log::info!("run settings: {settings:?}");
-        let mut sched = sampler::build(settings.sampler, &sched_cfg, settings.eta)?;
-        sched.set_use_clipped_model_output(settings.use_clipped_model_output);
-        sched.set_timesteps(settings.steps)?;
-        let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
+        // Checked before any weight is loaded.
+        sampler::build(settings.sampler, &sched_cfg, settings.eta)?
+            .set_timesteps(settings.steps)?;
         let cfg = &files.config;
         let vae = stepwise::latent::load_vae(b, &DirSource(a.model.clone()), cfg)?;
-        let (h, w) = cfg.sample_size.map(|s| s.hw()).ok_or_else(|| {
-            Error::config(
-                "sample_size",
-                "the UNet config has no sample_size, so the image size is unknown",
-            )
-        })?;
+        let (h, w) = stepwise::edit::sample_hw(cfg)?;
         let shape = [a.batch, cfg.in_channels, h, w];
-        let len: usize = shape.iter().product();
-        let noise = match &a.noise {
-            None => NoiseSource::Seeded(a.seed),
-            Some(p) => {
-                let t = read_tensors(&read(p)?, &p.display().to_string())?;
-                let init = t
-                    .get("init")
-                    .ok_or_else(|| Error::input("init", format!("missing from {}", p.display())))?;
-                if init.shape != shape {
-                    return Err(Error::input(
-                        "init",
-                        format!("shape {:?}, the model samples {shape:?}", init.shape),
-                    ));
-                }
-                let step_noise = t.get("step_noise").map(|s| s.to_f32());
-                if let Some(s) = &step_noise {
-                    if s.len() < settings.steps * len {
-                        return Err(Error::input(
-                            "step_noise",
-                            format!(
-                                "{} values, {} steps need {}",
-                                s.len(),
-                                settings.steps,
-                                settings.steps * len
-                            ),
-                        ));
-                    }
-                }
-                NoiseSource::Injected {
-                    init: init.to_f32(),
-                    step_noise,
-                }
-            }
+        let job = Job {
+            sampler: settings.sampler,
+            steps: settings.steps,
+            eta: settings.eta,
+            use_clipped_model_output: settings.use_clipped_model_output,
+            noise: noise_source(a.noise.as_deref(), a.seed, shape, settings.steps)?,
+            seed: a.seed,
+            labels: labels(cfg, a.class)?,
+            guidance: settings.guidance,
+            mode: Mode::Generate { batch: a.batch },
+            decode: if a.frames.is_some() {
+                Decode::Every
+            } else {
+                Decode::Never
+            },
         };
-        let cond = match (cfg.num_class_embeds, a.class) {
-            (Some(k), Some(c)) => Some(Conditioning {
-                labels: vec![c; a.batch],
-                guidance: settings.guidance,
-                null_class: k as i64 - 1,
-            }),
-            (Some(_), None) => {
-                return Err(Error::input(
-                    "--class",
-                    "required: the model is class-conditional",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::input(
-                    "--class",
-                    "the model is not class-conditional",
-                ))
-            }
-            (None, None) => None,
+        frames_dir(a.frames.as_deref())?;
+        let model = Model {
+            unet: UNet2DModel::load(b, files.config.clone(), &files.weights)?,
+            vae,
+            scheduler: sched_cfg,
         };
-        if let Some(dir) = &a.frames {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-                path: dir.display().to_string(),
-                source: e,
-            })?;
-        }
         let frames = a.frames.clone();
         let mut frame_error = None;
-        let out = pollster::block_on(pipeline::run(
-            b,
-            &unet,
-            sched.as_mut(),
-            shape,
-            &noise,
-            cond.as_ref(),
-            |ev| {
-                if let Some(dir) = &frames {
-                    let frame = match &vae {
-                        Some(v) => latent_frame(b, v, &ev.pred_original, &ev.sample, shape),
-                        None => Ok(pixel_frame(&ev.sample, &ev.pred_original, shape)),
-                    };
-                    if let Err(e) = frame.and_then(|(fw, gh, rgba)| {
-                        save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, gh, rgba)
-                    }) {
-                        frame_error = Some(e);
-                    }
-                }
-                let stop = if frame_error.is_some() {
-                    Control::Stop
-                } else {
-                    Control::Continue
+        let out = pollster::block_on(job::run(b, &model, &job, |ev| {
+            if let (Some(dir), Event::Step(st)) = (&frames, ev) {
+                let ev = &st.event;
+                let frame = match &st.decoded {
+                    // A latent model's step: the latent channels of x_t (sample 0) beside the
+                    // decoded x̂0 grid.
+                    Some(d) => side_by_side(&[
+                        stepwise::latent::channel_panels_rgba(&ev.sample, shape, 0),
+                        stepwise::image::grid_rgba(&d.picture.data, d.picture.shape),
+                    ]),
+                    None => pixel_frame(&ev.sample, &ev.pred_original, shape),
                 };
-                async move { stop }
-            },
-        ))?;
+                let (fw, fh, rgba) = frame;
+                if let Err(e) =
+                    save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, fh, rgba)
+                {
+                    frame_error = Some(e);
+                }
+            }
+            let stop = if frame_error.is_some() {
+                Control::Stop
+            } else {
+                Control::Continue
+            };
+            async move { stop }
+        }))?;
         if let Some(e) = frame_error {
             return Err(e);
         }
@@ -357,65 +378,42 @@ mod cli {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if let Some(v) = &vae {
-            let (image, image_shape) =
-                pollster::block_on(stepwise::latent::decode(b, v, &out.sample, shape))?;
-            return match ext.as_str() {
-                "safetensors" => write(
-                    &a.output,
-                    &write_tensors(&[
-                        ("latents", &shape, &out.sample),
-                        ("sample", &shape, &out.sample),
-                        ("image", &image_shape, &image),
-                    ])?,
-                ),
-                "png" => {
-                    let (gw, gh, rgba) = pipeline::grid_rgba(&image, image_shape);
-                    save_png(&a.output, gw, gh, rgba)
-                }
-                _ => Err(Error::input(
-                    "--output",
-                    format!("{} must end in .png or .safetensors", a.output.display()),
-                )),
-            };
-        }
-        match ext.as_str() {
-            "safetensors" => write(
+        let bad_ext = || {
+            Err(Error::input(
+                "--output",
+                format!("{} must end in .png or .safetensors", a.output.display()),
+            ))
+        };
+        match (&out.image, ext.as_str()) {
+            (Some(img), "safetensors") => write(
+                &a.output,
+                &write_tensors(&[
+                    ("latents", &shape, &out.sample),
+                    ("sample", &shape, &out.sample),
+                    ("image", &img.shape, &img.data),
+                ])?,
+            ),
+            (Some(img), "png") => {
+                let (gw, gh, rgba) = stepwise::image::grid_rgba(&img.data, img.shape);
+                save_png(&a.output, gw, gh, rgba)
+            }
+            (None, "safetensors") => write(
                 &a.output,
                 &write_tensors(&[("sample", &shape, &out.sample)])?,
             ),
-            "png" => {
-                let (gw, gh, rgba) = pipeline::grid_rgba(&out.sample, shape);
+            (None, "png") => {
+                let (gw, gh, rgba) = stepwise::image::grid_rgba(&out.sample, shape);
                 save_png(&a.output, gw, gh, rgba)
             }
-            _ => Err(Error::input(
-                "--output",
-                format!("{} must end in .png or .safetensors", a.output.display()),
-            )),
+            _ => bad_ext(),
         }
     }
 
     /// x_t beside x̂0 (every sample of the batch), 4 pixels apart.
     fn pixel_frame(xt: &[f32], x0: &[f32], shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
-        let (gw, gh, xt) = pipeline::grid_rgba(xt, shape);
-        let (_, _, x0) = pipeline::grid_rgba(x0, shape);
+        let (gw, gh, xt) = stepwise::image::grid_rgba(xt, shape);
+        let (_, _, x0) = stepwise::image::grid_rgba(x0, shape);
         side_by_side(&[(gw, gh, xt), (gw, gh, x0)])
-    }
-
-    /// A latent model's step: the latent channels of x_t (sample 0) beside the decoded x̂0 grid.
-    fn latent_frame<B: Backend>(
-        b: &B,
-        vae: &stepwise::model::AutoencoderKL<B>,
-        x0: &[f32],
-        xt: &[f32],
-        shape: [usize; 4],
-    ) -> Result<(usize, usize, Vec<u8>)> {
-        let (img, img_shape) = pollster::block_on(stepwise::latent::decode(b, vae, x0, shape))?;
-        let panels = stepwise::latent::channel_panels_rgba(xt, shape, 0);
-        Ok(side_by_side(&[
-            panels,
-            pipeline::grid_rgba(&img, img_shape),
-        ]))
     }
 
     /// Images placed left to right, 4 pixels apart, top-aligned on black.

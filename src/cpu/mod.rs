@@ -1,11 +1,9 @@
 //! The CPU backend: plain Rust implementations of every op. It is the reference the GPU kernels
 //! are tested against, and the fallback where WebGPU is missing.
 
-pub mod pool;
-pub mod threads;
-pub mod transpose;
-#[cfg(target_arch = "wasm32")]
-pub mod workers;
+// The low-level parts live below the ops (`crate::device::cpu`); re-exported for the backend's
+// users.
+pub use crate::device::cpu::{pool, threads, transpose};
 
 use std::sync::{Arc, OnceLock};
 

@@ -22,7 +22,7 @@ use crate::pipeline::{
     initial_noise, run_with, AfterStep, Conditioning, Control, HookAt, NoiseSource, RunOutput,
     RunPlan, Start, StepEvent, StepHook,
 };
-use crate::sampler::forward::{add_noise, renoise};
+use crate::sampler::noising::{add_noise, renoise};
 use crate::sampler::{NoiseLevel, Scheduler};
 
 pub use bicubic::resize_bicubic;
@@ -441,7 +441,7 @@ where
     run_with(b, unet, sched, shape, noise_source, cond, plan, on_step).await
 }
 
-/// An 8-bit value to model space, the inverse of [`crate::pipeline::to_u8`]: v/127.5 − 1.
+/// An 8-bit value to model space, the inverse of [`crate::image::to_u8`]: v/127.5 − 1.
 pub fn from_u8(v: u8) -> f32 {
     f32::from(v) / 127.5 - 1.0
 }
@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn pixels_round_trip_through_model_space() {
         for v in 0..=255u8 {
-            assert_eq!(crate::pipeline::to_u8(from_u8(v)), v);
+            assert_eq!(crate::image::to_u8(from_u8(v)), v);
         }
         let rgba = [10, 20, 30, 255, 7, 7, 7, 0];
         let rgb = rgba_to_image(&rgba, 2, 1, 3).unwrap();

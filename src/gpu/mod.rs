@@ -16,9 +16,12 @@
 //!   wgpu's default panic.
 
 pub mod backend;
-pub mod context;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod profile;
 
-pub use backend::{grid_1d, weight_variant, DType, GpuBackend, GpuTensor};
-pub use context::GpuContext;
+pub use backend::GpuBackend;
+// The low-level parts live below the ops (`crate::device::gpu`); re-exported for the backend's
+// users.
+#[cfg(not(target_arch = "wasm32"))]
+pub use crate::device::gpu::profile;
+pub use crate::device::gpu::{
+    context, grid_1d, tensor, weight_variant, DType, GpuContext, GpuTensor,
+};

@@ -13,6 +13,9 @@ pub mod resnet;
 pub mod unet_2d;
 pub mod vae;
 pub mod weights;
+/// The CPU backend's Web Workers in the browser: batch shares of a UNet forward.
+#[cfg(target_arch = "wasm32")]
+pub mod workers;
 
 pub use autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
 pub use config::UNet2DConfig;

@@ -33,9 +33,9 @@ pub struct UNet2DModel<B: Backend> {
     pub conv_norm_out: GroupNorm<B>,
     pub conv_out: Conv2d<B>,
     /// In the browser, the model's copies in the CPU backend's Web Workers, if it was shared
-    /// with them ([`crate::cpu::workers::share`]); [`Self::forward_host`] splits batches among them.
+    /// with them ([`crate::model::workers::share`]); [`Self::forward_host`] splits batches among them.
     #[cfg(target_arch = "wasm32")]
-    pub workers: Option<crate::cpu::workers::Share>,
+    pub workers: Option<crate::model::workers::Share>,
 }
 
 /// A batch forward's split into `parts` forwards of consecutive images ([`UNet2DModel::batch_split`]).
@@ -402,7 +402,7 @@ impl<B: Backend> UNet2DModel<B> {
 
     /// [`Self::forward`], read back to the host: what a sampler step needs. In the browser, a CPU
     /// forward of several images of a model shared with the CPU workers splits among them
-    /// ([`crate::cpu::workers::forward`]), as natively [`Self::forward`] splits among threads.
+    /// ([`crate::model::workers::forward`]), as natively [`Self::forward`] splits among threads.
     pub async fn forward_host(
         &self,
         b: &B,
@@ -411,7 +411,8 @@ impl<B: Backend> UNet2DModel<B> {
         class_labels: Option<&[i64]>,
     ) -> Result<Vec<f32>> {
         #[cfg(target_arch = "wasm32")]
-        if let Some(y) = crate::cpu::workers::forward(self, sample, timesteps, class_labels).await {
+        if let Some(y) = crate::model::workers::forward(self, sample, timesteps, class_labels).await
+        {
             return y;
         }
         b.download(&self.forward(b, sample, timesteps, class_labels)?)

@@ -4,10 +4,10 @@
 //! around it (group norm, weights) is `model/attention.rs`.
 
 use crate::backend::{AttentionWeights, Backend, BiasMode, MatmulSpec, Strides, Tensor};
-use crate::cpu::{pool, threads};
+use crate::device::cpu::{pool, threads};
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
 
 /// Scores of one attention call are kept under WebGPU's default 128 MiB storage binding.
 const MAX_SCORE_ELEMENTS: usize = (128 << 20) / 4;
@@ -505,7 +505,7 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn cpu_attention_matches_the_definition_on_any_thread_count() {
-        use crate::cpu::threads;
+        use crate::device::cpu::threads;
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
         let b = CpuBackend;

@@ -2,9 +2,9 @@
 //! `shaders/elementwise.wgsl` and their CPU references.
 
 use crate::backend::Tensor;
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
 
 /// `x · sigmoid(x)`, written as PyTorch does so that large |x| neither overflows nor loses digits.
 #[inline(always)]

@@ -2,9 +2,9 @@
 //! and their CPU references.
 
 use crate::backend::Tensor;
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
 
 /// The frequencies of diffusers' `get_timestep_embedding`, computed in f32 exactly as PyTorch
 /// does: `exp(-ln(10000) · i / (half_dim - shift))`.

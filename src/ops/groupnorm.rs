@@ -2,10 +2,10 @@
 //! and its CPU reference.
 
 use crate::backend::Tensor;
-use crate::cpu::pool;
+use crate::device::cpu::pool;
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::GpuTensor;
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::GpuTensor;
 
 pub fn check(x: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Result<()> {
     let op = "group_norm";

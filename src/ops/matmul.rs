@@ -4,9 +4,9 @@
 
 use crate::backend::Tensor;
 use crate::backend::{BiasMode, MatmulSpec, Strides};
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, weight_variant, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, weight_variant, GpuTensor};
 
 fn max_index(s: &Strides, rows: usize, cols: usize, spec: &MatmulSpec) -> usize {
     let outer = (spec.batch - 1) / spec.batch_inner.max(1);
@@ -73,7 +73,7 @@ pub fn check(
 /// `c = alpha·a·b` (or `c += alpha·a·b` with `accumulate`) for an m×k `a`, a k×n `b` and an
 /// m×n `c`, each given as (pointer, row stride, column stride) in elements: the one GEMM of the
 /// CPU backend (the `gemm` crate: AVX-512/AVX2 natively, simd128 in the browser). Large ones
-/// split their rows among the CPU backend's threads ([`crate::cpu::threads`]).
+/// split their rows among the CPU backend's threads ([`crate::device::cpu::threads`]).
 ///
 /// # Safety
 /// Every element the strides address must lie inside its allocation, and `c` must not alias
@@ -86,7 +86,7 @@ pub unsafe fn sgemm(
     accumulate: bool,
     c: (*mut f32, isize, isize),
 ) {
-    use crate::cpu::threads::{self, Shared};
+    use crate::device::cpu::threads::{self, Shared};
     if m <= GEMV_ROWS && a.2 == 1 && b.1 == 1 {
         // SAFETY: forwarded from the caller; rows of `a` and columns of `b` are contiguous.
         return unsafe { gemv([m, k, n], alpha, a, b, accumulate, c) };
@@ -321,7 +321,7 @@ pub const SHADER: Shader = Shader {
     inputs: 4,
 };
 
-/// The same kernels reading an f16 B (a linear layer's f16 weights, [`crate::gpu::DType::F16`]).
+/// The same kernels reading an f16 B (a linear layer's f16 weights, [`crate::device::gpu::DType::F16`]).
 pub const SHADER_F16: Shader = Shader {
     name: "matmul_f16",
     source: concat!(
@@ -453,7 +453,7 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn sgemm_splits_rows_among_threads() {
-        use crate::cpu::threads;
+        use crate::device::cpu::threads;
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
         for t in [2, 3, 4] {

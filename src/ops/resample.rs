@@ -4,9 +4,9 @@
 //! `Downsample2D` with a conv is a stride-2 conv (`conv2d`).
 
 use crate::backend::Tensor;
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, GpuTensor};
 
 pub fn out_shape(x: &[usize]) -> Result<[usize; 4]> {
     match *x {

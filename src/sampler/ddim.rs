@@ -4,7 +4,7 @@
 //! Δ = T // n (diffusers uses this Δ for every spacing), σ_t = η·√variance. Scalars are f32, as in
 //! diffusers.
 
-use super::forward::{check_index, NoiseLevel};
+use super::noising::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
 use super::threshold::DynamicThresholding;
 use super::{

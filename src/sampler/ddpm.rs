@@ -5,7 +5,7 @@
 //! than training timesteps the same formulas run on the respaced chain (Nichol & Dhariwal 2021,
 //! section 4). Scalars are f32, as in diffusers, so results agree to rounding.
 
-use super::forward::{check_index, NoiseLevel};
+use super::noising::{check_index, NoiseLevel};
 use super::schedule::{check_steps, ddpm_timesteps, BetaConfig, PredictionType, TimestepSpacing};
 use super::threshold::DynamicThresholding;
 use super::{

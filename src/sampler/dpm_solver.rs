@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use super::forward::{check_index, NoiseLevel};
+use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, dpm_solver_timesteps, np_interp_index, np_linspace, sigma_from_alpha_cumprod,
     BetaConfig, BetaSchedule, PredictionType, TimestepSpacing,

@@ -6,7 +6,7 @@
 //! step moves deterministically to σ_down and adds fresh noise of size σ_up, with
 //! σ_down² + σ_up² = σ_to². Scalars are f32, as in diffusers.
 
-use super::forward::{check_index, NoiseLevel};
+use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, euler_timesteps, np_interp_index, sigma_from_alpha_cumprod, BetaConfig,
     PredictionType, TimestepSpacing,

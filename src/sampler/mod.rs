@@ -14,7 +14,7 @@ pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
 pub mod euler_ancestral;
-pub mod forward;
+pub mod noising;
 pub mod schedule;
 pub mod threshold;
 
@@ -31,7 +31,7 @@ pub use dpm_solver::{
     SolverType,
 };
 pub use euler_ancestral::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
-pub use forward::NoiseLevel;
+pub use noising::NoiseLevel;
 pub use schedule::{BetaConfig, BetaSchedule, PredictionType, TimestepSpacing};
 pub use threshold::DynamicThresholding;
 
@@ -179,7 +179,7 @@ pub trait Scheduler: Send {
         noise: &[f32],
         index: usize,
     ) -> Result<Vec<f32>, SamplerError> {
-        forward::add_noise(self.noise_level(index)?, original, noise)
+        noising::add_noise(self.noise_level(index)?, original, noise)
     }
     /// diffusers' `set_begin_index`: the next `step` is step `index` of `timesteps()`. Multistep
     /// history is dropped, so a run that starts part-way (or redoes a step) starts it fresh.

@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use stepwise::edit::{self, Inpaint, Mask};
+use stepwise::edit;
 use stepwise::io::{read_tensors, write_tensors};
-use stepwise::model::loader::{load_unet_files, DirSource, UNetFiles};
-use stepwise::model::{UNet2DConfig, UNet2DModel};
-use stepwise::pipeline::{self, Conditioning, Control, NoiseSource, RunOutput, StepEvent};
-use stepwise::sampler::{self, SamplerKind, Scheduler, SchedulerConfig};
+use stepwise::job::{self, Decode, Event, Job, MaskValues, Mode, Model, Picture};
+use stepwise::model::loader::{load_unet_files, DirSource};
+use stepwise::model::UNet2DModel;
+use stepwise::pipeline::{Control, NoiseSource};
+use stepwise::sampler::{SamplerKind, SchedulerConfig};
 use stepwise::{Backend, Error, Result};
 
-use super::{read, save_png, write, Device};
+use super::{frames_dir, labels, noise_source, pixel_frame, read, save_png, write, Device};
 
 /// The options every editing command shares with `diffuse sample`.
 #[derive(clap::Args)]
@@ -196,113 +197,12 @@ fn read_mask_values(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     }
 }
 
-/// The mask for a sample of `shape`; a latent model's image-space mask is downsampled by
-/// `factor` first (a latent pixel is regenerated when any of its image pixels is).
-fn read_mask(path: &Path, shape: [usize; 4], factor: usize) -> Result<Mask> {
-    let (values, mshape) = read_mask_values(path)?;
-    if factor == 1 {
-        return Mask::from_values(&values, &mshape, shape);
-    }
-    let &[mn, mc, mh, mw] = mshape.as_slice() else {
-        return Err(Error::input(
-            "mask",
-            format!("expected shape [N,1,H,W], got {mshape:?}"),
-        ));
-    };
-    if values.len() != mn * mc * mh * mw || mh % factor != 0 || mw % factor != 0 {
-        return Err(Error::input(
-            "mask",
-            format!("shape {mshape:?} is not the image's size (a multiple of {factor})"),
-        ));
-    }
-    let small: Vec<f32> = values
-        .chunks_exact(mh * mw)
-        .flat_map(|plane| stepwise::latent::downsample_mask(plane, mh, mw, factor))
-        .collect();
-    Mask::from_values(&small, &[mn, mc, mh / factor, mw / factor], shape)
-}
-
-fn noise_source(a: &EditCommon, shape: [usize; 4], steps: usize) -> Result<NoiseSource> {
-    let Some(p) = &a.noise else {
-        return Ok(NoiseSource::Seeded(a.seed));
-    };
-    let t = read_tensors(&read(p)?, &p.display().to_string())?;
-    let init = t
-        .get("init")
-        .ok_or_else(|| Error::input("init", format!("missing from {}", p.display())))?;
-    if init.shape != shape {
-        return Err(Error::input(
-            "init",
-            format!("shape {:?}, the run samples {shape:?}", init.shape),
-        ));
-    }
-    let len: usize = shape.iter().product();
-    let step_noise = t.get("step_noise").map(|s| s.to_f32());
-    if let Some(s) = &step_noise {
-        if s.len() < steps * len {
-            return Err(Error::input(
-                "step_noise",
-                format!("{} values, {steps} steps need {}", s.len(), steps * len),
-            ));
-        }
-    }
-    Ok(NoiseSource::Injected {
-        init: init.to_f32(),
-        step_noise,
-    })
-}
-
-fn conditioning(cfg: &UNet2DConfig, a: &EditCommon, n: usize) -> Result<Option<Conditioning>> {
-    match (cfg.num_class_embeds, a.class) {
-        (Some(k), Some(c)) => Ok(Some(Conditioning {
-            labels: vec![c; n],
-            guidance: a.guidance,
-            null_class: k as i64 - 1,
-        })),
-        (Some(_), None) => Err(Error::input(
-            "--class",
-            "required: the model is class-conditional",
-        )),
-        (None, Some(_)) => Err(Error::input(
-            "--class",
-            "the model is not class-conditional",
-        )),
-        (None, None) => Ok(None),
-    }
-}
-
-fn scheduler(files: &UNetFiles, a: &EditCommon) -> Result<Box<dyn Scheduler>> {
-    let cfg = match &files.scheduler_config {
-        Some(text) => SchedulerConfig::from_json_str(text)?,
-        None => SchedulerConfig::default(),
-    };
-    let mut sched = sampler::build(a.sampler, &cfg, a.eta)?;
-    // The model's choice (its stepwise.json), as `diffuse sample` and the page make it.
-    sched.set_use_clipped_model_output(files.defaults.use_clipped_model_output.unwrap_or(false));
-    sched.set_timesteps(a.steps)?;
-    Ok(sched)
-}
-
-/// x_t on the left, x̂0 on the right, 4 pixels apart.
-fn frame(ev: &StepEvent, shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
-    let (gw, gh, xt) = pipeline::grid_rgba(&ev.sample, shape);
-    let (_, _, x0) = pipeline::grid_rgba(&ev.pred_original, shape);
-    let fw = 2 * gw + 4;
-    let mut rgba = vec![0u8; fw * gh * 4];
-    for y in 0..gh {
-        rgba[y * fw * 4..(y * fw + gw) * 4].copy_from_slice(&xt[y * gw * 4..(y + 1) * gw * 4]);
-        rgba[(y * fw + gw + 4) * 4..(y * fw + fw) * 4]
-            .copy_from_slice(&x0[y * gw * 4..(y + 1) * gw * 4]);
-    }
-    (fw, gh, rgba)
-}
-
 /// `sample` (model space) to OUT.safetensors or a PNG grid.
 fn write_sample(path: &Path, data: &[f32], shape: [usize; 4], flag: &str) -> Result<()> {
     match extension(path).as_str() {
         "safetensors" => write(path, &write_tensors(&[("sample", &shape, data)])?),
         "png" => {
-            let (gw, gh, rgba) = pipeline::grid_rgba(data, shape);
+            let (gw, gh, rgba) = stepwise::image::grid_rgba(data, shape);
             save_png(path, gw, gh, rgba)
         }
         _ => Err(Error::input(
@@ -388,52 +288,85 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
         }
         _ => {}
     }
-    let (image, shape) = match &vae {
-        Some(v) => pollster::block_on(stepwise::latent::encode(b, v, &image, [n, channels, h, w]))?,
-        None => (image, [n, channels, h, w]),
+    // The run's sample: the latents of the image for a latent model, else its pixels (for
+    // upscale, the model's output size).
+    let shape = match &vae {
+        Some(_) => [n, cfg.in_channels, h / factor, w / factor],
+        None => [n, channels, h, w],
     };
-    let mask = match task {
-        Task::Inpaint(i) => Some(read_mask(&i.mask, shape, factor)?),
-        _ => None,
+    let picture = Picture {
+        data: image,
+        shape: in_shape,
     };
-    let mut sched = scheduler(&files, a)?;
-    let run_steps = match task {
-        Task::Edit(e) => {
-            let steps = sched.timesteps().len();
-            steps - edit::sdedit_begin(steps, e.strength)?
-        }
-        _ => sched.timesteps().len(),
-    };
-    let noise = noise_source(a, shape, run_steps)?;
-    let cond = conditioning(cfg, a, n)?;
-    let unet = UNet2DModel::load(b, files.config.clone(), &files.weights)?;
-
-    if let Some(dir) = &a.frames {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.display().to_string(),
-            source: e,
-        })?;
-    }
-    let mut frame_error = None;
-    let on_step = |ev: StepEvent| {
-        if let Some(dir) = &a.frames {
-            let (fw, fh, rgba) = match &vae {
-                // A latent model's frame: its x̂0, decoded.
-                Some(v) => match pollster::block_on(stepwise::latent::decode(
-                    b,
-                    v,
-                    &ev.pred_original,
-                    shape,
-                )) {
-                    Ok((img, s)) => pipeline::grid_rgba(&img, s),
-                    Err(e) => {
-                        frame_error = Some(e);
-                        return std::future::ready(Control::Stop);
-                    }
-                },
-                None => frame(&ev, shape),
+    let mode = match task {
+        Task::Edit(e) => Mode::SdEdit {
+            image: picture,
+            strength: e.strength,
+        },
+        Task::Inpaint(i) => {
+            let (values, mshape) = read_mask_values(&i.mask)?;
+            let mask = MaskValues {
+                values,
+                shape: mshape,
             };
-            if let Err(e) = save_png(&dir.join(format!("step_{:04}.png", ev.index)), fw, fh, rgba) {
+            // Checked before any weight is loaded.
+            job::sample_mask(&mask, shape, factor)?;
+            Mode::Inpaint {
+                image: picture,
+                mask,
+                resample: i.resample,
+            }
+        }
+        Task::Upscale(u) => Mode::Upscale {
+            image: picture,
+            consistency: !u.no_consistency,
+        },
+    };
+    let sched_cfg = match &files.scheduler_config {
+        Some(text) => SchedulerConfig::from_json_str(text)?,
+        None => SchedulerConfig::default(),
+    };
+    let mut job = Job {
+        sampler: a.sampler,
+        steps: a.steps,
+        eta: a.eta,
+        // The model's choice (its stepwise.json), as `diffuse sample` and the page make it.
+        use_clipped_model_output: files.defaults.use_clipped_model_output.unwrap_or(false),
+        noise: NoiseSource::Seeded(a.seed),
+        seed: a.seed,
+        labels: labels(cfg, a.class)?,
+        guidance: a.guidance,
+        mode,
+        decode: if a.frames.is_some() {
+            Decode::Every
+        } else {
+            Decode::Never
+        },
+    };
+    job.scheduler(&sched_cfg)?;
+    job.noise = noise_source(a.noise.as_deref(), a.seed, shape, job.steps_taken()?)?;
+    if let Task::Upscale(u) = task {
+        if let (Some(path), Mode::Upscale { image, .. }) = (&u.baseline, &job.mode) {
+            let (base, base_shape) = edit::upscale_baseline(cfg, &image.data, image.shape)?;
+            write_sample(path, &base, base_shape, "--baseline")?;
+        }
+    }
+    frames_dir(a.frames.as_deref())?;
+    let model = Model {
+        unet: UNet2DModel::load(b, files.config.clone(), &files.weights)?,
+        vae,
+        scheduler: sched_cfg,
+    };
+    let mut frame_error = None;
+    let out = pollster::block_on(job::run(b, &model, &job, |ev| {
+        if let (Some(dir), Event::Step(st)) = (&a.frames, ev) {
+            let (fw, fh, rgba) = match &st.decoded {
+                // A latent model's frame: its x̂0, decoded.
+                Some(d) => stepwise::image::grid_rgba(&d.picture.data, d.picture.shape),
+                None => pixel_frame(&st.event.sample, &st.event.pred_original, shape),
+            };
+            let path = dir.join(format!("step_{:04}.png", st.event.index));
+            if let Err(e) = save_png(&path, fw, fh, rgba) {
                 frame_error = Some(e);
             }
         }
@@ -443,63 +376,20 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
             Control::Continue
         };
         std::future::ready(stop)
-    };
-    let s = sched.as_mut();
-    let c = cond.as_ref();
-    let out: RunOutput = match task {
-        Task::Edit(e) => pollster::block_on(edit::img2img(
-            b, &unet, s, &image, shape, e.strength, &noise, c, on_step,
-        ))?,
-        Task::Inpaint(i) => {
-            let settings = Inpaint {
-                mask: mask
-                    .as_ref()
-                    .ok_or_else(|| Error::input("--mask", "required by inpaint"))?,
-                resample: i.resample,
-                seed: a.seed,
-            };
-            pollster::block_on(edit::inpaint(
-                b, &unet, s, &image, shape, &settings, &noise, c, on_step,
-            ))?
-        }
-        Task::Upscale(u) => {
-            if let Some(path) = &u.baseline {
-                let (base, base_shape) = edit::upscale_baseline(cfg, &image, in_shape)?;
-                write_sample(path, &base, base_shape, "--baseline")?;
-            }
-            pollster::block_on(edit::upscale(
-                b,
-                &unet,
-                s,
-                &image,
-                in_shape,
-                !u.no_consistency,
-                &noise,
-                c,
-                on_step,
-            ))?
-        }
-    };
+    }))?;
     if let Some(e) = frame_error {
         return Err(e);
     }
-    match &vae {
-        Some(v) => {
-            let (img, img_shape) =
-                pollster::block_on(stepwise::latent::decode(b, v, &out.sample, out.shape))?;
-            if extension(&a.output) == "safetensors" {
-                write(
-                    &a.output,
-                    &write_tensors(&[
-                        ("latents", &out.shape, &out.sample),
-                        ("sample", &out.shape, &out.sample),
-                        ("image", &img_shape, &img),
-                    ])?,
-                )
-            } else {
-                write_sample(&a.output, &img, img_shape, "--output")
-            }
-        }
+    match &out.image {
+        Some(img) if extension(&a.output) == "safetensors" => write(
+            &a.output,
+            &write_tensors(&[
+                ("latents", &out.shape, &out.sample),
+                ("sample", &out.shape, &out.sample),
+                ("image", &img.shape, &img.data),
+            ])?,
+        ),
+        Some(img) => write_sample(&a.output, &img.data, img.shape, "--output"),
         None => write_sample(&a.output, &out.sample, out.shape, "--output"),
     }
 }

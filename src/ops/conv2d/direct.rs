@@ -17,11 +17,11 @@
 //! 128-bit SIMD in the browser (4 lanes); where none applies [`width`] is `None` and the GEMM
 //! paths of the parent module run.
 //!
-//! Threads (natively, [`crate::cpu::threads`]): whole images per thread where the batch divides
+//! Threads (natively, [`crate::device::cpu::threads`]): whole images per thread where the batch divides
 //! among them; otherwise, one image at a time, every thread makes a run of the copy's rows and
 //! then computes a range of pixel vectors (or, with few vectors, a run of channel blocks).
 
-use crate::cpu::{pool, threads};
+use crate::device::cpu::{pool, threads};
 use crate::ops::groupnorm;
 
 /// Input channels per pass over the output: a pass's three rows of a 34-pixel-wide image (13 KiB)
@@ -352,10 +352,10 @@ fn pair_rows(q: &[f32], g: &Geometry, out: &mut [f32]) {
     }
 }
 
-/// The most parts a convolution splits into across threads ([`crate::cpu::threads`]).
+/// The most parts a convolution splits into across threads ([`crate::device::cpu::threads`]).
 pub const MAX_PARTS: usize = 16;
 /// Convolutions with fewer multiply-adds run on one thread: a split costs 1–4 µs
-/// ([`crate::cpu::threads`]), and 2^19 multiply-adds take about 13 µs on one core.
+/// ([`crate::device::cpu::threads`]), and 2^19 multiply-adds take about 13 µs on one core.
 pub const PARALLEL_MACS: usize = 1 << 19;
 
 /// Weights of this many bytes and more come from memory rather than a core's L2 (1 MiB here):

@@ -7,11 +7,11 @@ pub mod direct;
 pub mod winograd;
 
 use crate::backend::{Conv2dParams, ConvEpilogue, Tensor};
-use crate::cpu::pool;
-use crate::cpu::transpose::transpose;
+use crate::device::cpu::pool;
+use crate::device::cpu::transpose::transpose;
+use crate::device::gpu::context::{GpuContext, Shader};
+use crate::device::gpu::{grid_1d, weight_variant, GpuTensor};
 use crate::error::{Error, Result};
-use crate::gpu::context::{GpuContext, Shader};
-use crate::gpu::{grid_1d, weight_variant, GpuTensor};
 
 /// Validates operand shapes and returns the output shape `[N, Co, Ho, Wo]`.
 pub fn out_shape(
@@ -421,7 +421,7 @@ pub const SHADER: Shader = Shader {
     inputs: 5,
 };
 
-/// The same kernels reading f16 weights ([`crate::gpu::DType::F16`]); the device needs `shader-f16`.
+/// The same kernels reading f16 weights ([`crate::device::gpu::DType::F16`]); the device needs `shader-f16`.
 pub const SHADER_F16: Shader = Shader {
     name: "conv2d_f16",
     source: concat!(
@@ -432,7 +432,7 @@ pub const SHADER_F16: Shader = Shader {
 };
 
 /// f16 weights and, in `conv2d_tiled`, f16 arithmetic: f16 tiles, each K step's 16 products
-/// multiplied and summed in f16 and added to f32 sums ([`crate::gpu::GpuContext::f16_arith`]).
+/// multiplied and summed in f16 and added to f32 sums ([`crate::device::gpu::GpuContext::f16_arith`]).
 /// The register kernels (CPU adapters) are those of [`SHADER_F16`].
 pub const SHADER_F16_ARITH: Shader = Shader {
     name: "conv2d_f16_arith",
@@ -836,7 +836,7 @@ mod tests {
     fn direct_kernel_is_the_same_on_any_thread_count() {
         let mut r = TestRng::from_env_or_clock();
         let seed = r.seed();
-        use crate::cpu::threads;
+        use crate::device::cpu::threads;
         let cases = (2..=4).flat_map(|t| (1..=4).flat_map(move |n| [(t, n, false), (t, n, true)]));
         for (t, n, small) in cases {
             let (ci, co, ho, wo) = if small {
@@ -1048,7 +1048,7 @@ mod tests {
     /// rows per thread, an image's output channels per thread. Every thread count gives the same bits.
     #[test]
     fn winograd_matches_the_definition() {
-        use crate::cpu::threads;
+        use crate::device::cpu::threads;
         use crate::ops::groupnorm;
         use winograd::Tile;
         let mut r = TestRng::from_env_or_clock();

@@ -33,7 +33,7 @@
 //! the rest.
 
 use super::direct::{self, Epilogue, Geometry, Part, Prologue, Simd, Span};
-use crate::cpu::{pool, threads};
+use crate::device::cpu::{pool, threads};
 use crate::ops::groupnorm;
 
 /// The output block each tile computes.

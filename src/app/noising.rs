@@ -1,4 +1,4 @@
-//! The forward process: q(x_t | x_0) = N(√ᾱ_t · x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4) applied
+//! The noising (forward) process: q(x_t | x_0) = N(√ᾱ_t · x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4) applied
 //! to an image (the one on screen in the generate view, a shipped dataset example, or the user's
 //! own, decoded and resized in the browser) with one fixed noise draw, as t is dragged: the
 //! process the model learned to reverse. Pure CPU arithmetic on a few thousand pixels.
@@ -13,7 +13,7 @@ use wasm_bindgen::JsCast;
 use super::canvas::{decode_image, draw_rgba};
 use super::engine::{self, Image};
 use super::fetch::fetch_bytes;
-use super::generate::{ModelState, RunState};
+use super::state::{ModelState, RunState};
 use crate::noise;
 
 /// One entry of `examples/index.json` (written by `training/make_examples.py`).
@@ -44,7 +44,7 @@ const FORWARD_STREAM: u64 = 0xF0F0;
 
 /// x_t of the chosen image at a chosen t.
 #[component]
-pub fn ForwardView() -> impl IntoView {
+pub fn NoisingView() -> impl IntoView {
     let run = expect_context::<RunState>();
     let models = expect_context::<ModelState>();
     let t = RwSignal::new(500usize);
@@ -152,7 +152,7 @@ pub fn ForwardView() -> impl IntoView {
                 }
                 let e = if grey { eps[i / 4 * 4] } else { eps[i] };
                 let x0 = img.rgba[i] as f32 / 127.5 - 1.0;
-                crate::pipeline::to_u8(sa * x0 + sn * e)
+                crate::image::to_u8(sa * x0 + sn * e)
             })
             .collect();
         let _ = draw_rgba(&c, &px, img.width, img.height);

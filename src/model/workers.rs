@@ -27,8 +27,8 @@ use js_sys::{Array, Float32Array, Float64Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use super::{CpuBackend, CpuTensor};
 use crate::backend::{Backend, Tensor};
+use crate::cpu::{CpuBackend, CpuTensor};
 use crate::error::{Error, Result};
 use crate::model::loader::{load_unet_files, MemorySource};
 use crate::model::UNet2DModel;
@@ -387,12 +387,12 @@ pub async fn forward<B: Backend>(
         out[p.range.start * out_image..p.range.end * out_image].copy_from_slice(y.data());
         Ok(())
     };
-    let t0 = crate::pipeline::now_ms();
+    let t0 = crate::device::clock::now_ms();
     if let Err(e) = local(&part(0), &mut out) {
         return Some(Err(e));
     }
     // A worker runs a share as fast as the page: give it far longer than the page took.
-    let wait = ((crate::pipeline::now_ms() - t0) * 20.0).max(10_000.0);
+    let wait = ((crate::device::clock::now_ms() - t0) * 20.0).max(10_000.0);
     for (_, h, _) in &sent {
         h.deadline(wait);
     }

@@ -1,4 +1,4 @@
-//! The forward (noising) process in each sampler's own sample space: diffusers' `add_noise`, and
+//! The noising (forward) process in each sampler's own sample space: diffusers' `add_noise`, and
 //! RePaint's jump q(x_t | x_s) from a less noisy level s back to a noisier t.
 //!
 //! Every sampler here has marginals of the form x_t = a_t·x₀ + s_t·ε: variance preserving
