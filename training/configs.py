@@ -121,6 +121,46 @@ def make_unet(name: str) -> UNet2DModel:
     return UNet2DModel(**UNETS[name])
 
 
+# What the page and `diffuse sample` start from for each shipped model (stepwise.json's
+# `defaults`, read by both), chosen from the model card's sampler table
+# (training/sampler_table.py): the sampler and step count with the best FID that keeps the page's
+# default run near 3 s on 2 CPU cores. fashion: DDIM eta 0 converges only with eps rebuilt from the
+# clipped x0 (`use_clipped_model_output`); with diffusers' default mix it gets worse with steps.
+# emoji: the deterministic samplers (DDIM eta 0, DPM-Solver++) do not converge on this small
+# model; DDPM does, and reaches the FID floor's neighbourhood at 100 steps. emoji-latent: the
+# same, with DDPM at 50 steps within 1 FID point of 100 (and a VAE decode on top of each step).
+PAGE_DEFAULTS = {
+    "fashion": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 2.0, "use_clipped_model_output": True},
+    "emoji": {"sampler": "ddpm", "steps": 100},
+    "emoji-latent": {"sampler": "ddpm", "steps": 50},
+    "emoji-sr": {"sampler": "ddim", "steps": 50, "eta": 0.0},
+    "tiny": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 2.0},
+}
+
+
+# What a viewer will see at those defaults, in a sentence for the model card (from its table
+# and its samples.png, looked at).
+VIEWER_NOTES = {
+    "fashion": "What you will see: clean, recognisable garments of the class you pick; the evaluation "
+               "classifier recognises about as many of them as of real photos. With diffusers' default "
+               "clipping (ε kept as the model gave it) DDIM at 50 steps drew swollen, smeared shapes: "
+               "the table's `clip` rows.",
+    "emoji": "What you will see: emoji-like faces, hearts and tiles, many of them blobs; the model is small "
+             "and briefly trained. Only the stochastic samplers converge on it: DDIM with η = 0 and "
+             "DPM-Solver++ leave speckle and get worse with more steps (the table), so the default is DDPM.",
+    "emoji-latent": "What you will see: softer emoji than the pixel model's, faces and round shapes more often "
+                    "than anything else; the VAE (25 dB) blurs fine detail. As with `emoji`, the deterministic "
+                    "samplers do not converge on this model (FID rises with steps), so the default is DDPM. "
+                    "DDIM at η = 1, DDPM and Euler ancestral give the same samples here (the same update for "
+                    "this unclipped schedule, from the same noise).",
+}
+
+
+def guidance_of(info: dict) -> float:
+    """The shipped guidance scale of a stepwise.json."""
+    return float(info.get("defaults", {}).get("guidance", 1.0))
+
+
 def make_scheduler(name: str | None = None) -> DDPMScheduler:
     """Latent models get clip_sample=False (as Stable Diffusion): scaled latents are not confined to
     [-1, 1] (here per-channel means reach -1.3), and clipping the predicted x0 there wrecks samples."""

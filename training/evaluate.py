@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from configs import guidance_of
 from data import load, to_model_range
 from sampling import sample
 
@@ -240,7 +241,7 @@ def evaluate(model_dir: Path, n: int, steps: int, seed: int, guidance: float | N
         w, y = None, None
         x = lanczos32(sample_latent_images(model_dir, n, steps=steps, seed=seed, eta=eta))
     elif info["conditional"]:
-        w = info["guidance_scale"] if guidance is None else guidance
+        w = guidance_of(info) if guidance is None else guidance
         y = torch.arange(n) % 10
         x = sample(unet, sched_cfg, n, labels=y, guidance_scale=w, steps=steps, seed=seed, batch=100, eta=eta)
     else:
@@ -323,7 +324,7 @@ def main(argv=None):
                         "busy CPU core; the app's default is 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None,
-                   help="DDIM eta (default: the model's stepwise.json default_eta, 1 for the generators: "
+                   help="DDIM eta (default: the model's stepwise.json defaults.eta, else 1: "
                         "stochastic, DDPM-like, gives clean backgrounds on these small models, 0 leaves speckle "
                         "noise; 0 for emoji-sr)")
     p.add_argument("--guidance", type=float, default=None, help="override the shipped guidance scale")
@@ -348,7 +349,7 @@ def main(argv=None):
                   f"class accuracy {r['class_accuracy']:.1%}", flush=True)
         return
     info = json.loads((model_dir / "stepwise.json").read_text())
-    eta = args.eta if args.eta is not None else info.get("default_eta", 1.0)
+    eta = args.eta if args.eta is not None else info.get("defaults", {}).get("eta", 1.0)
     res = evaluate(model_dir, args.n, args.steps, args.seed, args.guidance, eta)
     print(json.dumps(res, indent=1))
     if not args.dry:

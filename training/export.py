@@ -110,11 +110,7 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
         "conditional": conditional,
         "class_names": FASHION_CLASSES if conditional else [],
         "null_class": NULL_CLASS if conditional else None,
-        "guidance_scale": tcfg["guidance_scale"] if conditional else 1.0,
-        "default_steps": 50,
-        # Stochastic DDIM (eta 1, DDPM-like) gives clean backgrounds; eta 0 leaves speckle
-        # noise on these small, briefly trained models (see training/README.md).
-        "default_eta": 1.0,
+        "defaults": dict(configs.PAGE_DEFAULTS[name], **({"guidance": tcfg["guidance_scale"]} if conditional else {})),
         "train_steps": meta["step"],
         "images_seen": meta["images_seen"],
         "train_hours": round(meta["train_seconds"] / 3600, 2),
@@ -128,7 +124,7 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
         if conditional:
             y = torch.arange(10).repeat(8)
             x = sample(shipped, pipe.scheduler.config, len(y), labels=y,
-                       guidance_scale=info["guidance_scale"], steps=50, seed=0, eta=1.0)
+                       guidance_scale=configs.guidance_of(info), steps=50, seed=0, eta=1.0)
         else:
             x = sample(shipped, pipe.scheduler.config, 80, steps=50, seed=0, eta=1.0)
         grid_png(x, out / "samples.png", nrow=10, scale=3)
@@ -177,7 +173,7 @@ def write_model_card(out: Path) -> None:
     tcfg = configs.TRAIN.get(name, {})
     cond = (f"Class-conditional: `class_labels` 0-9 are {', '.join(info['class_names'])}; label {info['null_class']} "
             f"is the null class for classifier-free guidance (labels dropped to it with probability "
-            f"{tcfg.get('cond_drop')} in training). Shipped guidance scale: **{info['guidance_scale']}** "
+            f"{tcfg.get('cond_drop')} in training). Shipped guidance scale: **{configs.guidance_of(info)}** "
             f"(eps = eps_null + w (eps_class - eps_null)).") if info["conditional"] else "Unconditional."
     status = ""
     if tcfg and info["train_steps"] < tcfg["max_steps"] and not info.get("device"):
@@ -187,7 +183,7 @@ def write_model_card(out: Path) -> None:
 
 ![samples](samples.png)
 
-`samples.png`: 50 DDIM steps (eta 1) from the shipped f16 weights, seed 0{', one column per class at the shipped guidance scale' if info['conditional'] else ''}.
+`samples.png`: {_grid_note(info)}
 
 ## Data
 {DATA_NOTES.get(name, '')}
@@ -201,8 +197,8 @@ diffusers `UNet2DModel`, {nparams/1e6:.2f} M parameters ({size_mb:.1f} MB as f16
 {cond}
 
 Scheduler: `DDPMScheduler`, 1000 training steps, linear betas 1e-4..0.02, epsilon prediction.
-Sample with DDIM (50 steps, eta 1 recommended: eta 0 leaves speckle noise in the background) or DDPM.
-`stepwise.json` holds what the app needs beyond diffusers.
+`stepwise.json` holds what the app needs beyond diffusers, and the run defaults the page and
+`diffuse sample` start from (see "At the page's defaults").
 
 ## Training
 `training/train.py --config {name}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then
@@ -255,7 +251,7 @@ def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, v
     }, indent=2) + "\n")
     info = {
         "name": meta["config"], "kind": "latent", "conditional": False, "class_names": [], "null_class": None,
-        "guidance_scale": 1.0, "default_steps": 50, "default_eta": 1.0,
+        "defaults": configs.PAGE_DEFAULTS[meta["config"]],
         "train_steps": meta["step"], "images_seen": meta["images_seen"], "train_hours": _hours(meta),
         "threads": meta.get("threads"),
         "scaling_factor": float(tcfg["scaling_factor"]),
@@ -315,7 +311,7 @@ def write_latent_card(out: Path) -> None:
 
 ![samples](samples.png)
 
-`samples.png`: 50 DDIM steps (eta 1) in latent space from the shipped f16 weights, seed 0, decoded by the VAE.
+`samples.png`: {_grid_note(info)}
 
 ## Data
 {DATA_NOTES.get(info['name'], '')}
@@ -336,7 +332,7 @@ Two diffusers models, both built only from block types the stepwise engine imple
 - `scheduler/`: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction (on the scaled
   latents), **`clip_sample` false**: the scaled latents are not confined to [-1, 1] (per-channel means
   -1.3..-0.25, stds 0.28..1.31 with one global `scaling_factor`), so clipping the predicted x0 there, right
-  for pixels, turns samples into texture. Sample with DDIM (50 steps, eta 1) or DDPM.
+  for pixels, turns samples into texture. The page's defaults: see "At the page's defaults".
 
 Generation: latents ~ N(0, I) [B, {c}, {h}, {h}] -> denoise -> `image = vae.decode(latents / scaling_factor).sample`
 (in [-1, 1]).
@@ -391,7 +387,7 @@ def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> No
     unet.float()
     info = {
         "name": meta["config"], "kind": "super-resolution", "conditional": False, "class_names": [],
-        "null_class": None, "guidance_scale": 1.0, "default_steps": 50, "default_eta": 0.0,
+        "null_class": None, "defaults": configs.PAGE_DEFAULTS[meta["config"]],
         "scale": 2, "input_size": 32, "output_size": 64,
         "condition": "unet input = cat([x_t, F.interpolate(lowres32, scale_factor=2, mode='bicubic', "
                      "align_corners=False)], dim=1), lowres32 in [-1, 1]",
@@ -500,9 +496,65 @@ the noise, random horizontal flips (of the pair), {_precision(info)}. Exported f
     (out / "MODEL_CARD.md").write_text(card)
 
 
+SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm++2m": "DPM-Solver++ 2M", "euler-a": "Euler ancestral"}
+
+
+def describe_defaults(d: dict) -> str:
+    """`stepwise.json`'s `defaults` in words."""
+    parts = [f"{SAMPLER_NAMES[d['sampler']]}, {d['steps']} steps"]
+    if d["sampler"] == "ddim":
+        parts.append(f"η {d.get('eta', 0.0):g}")
+    if "guidance" in d:
+        parts.append(f"guidance {d['guidance']:g}")
+    if d.get("use_clipped_model_output"):
+        parts.append("ε rebuilt from the clipped x̂0 (`use_clipped_model_output`)")
+    return ", ".join(parts)
+
+
+def _grid_note(info: dict) -> str:
+    d = info.get("defaults")
+    if not d:
+        return "from the shipped f16 weights, seed 0."
+    return (f"at the page's defaults ({describe_defaults(d)}), from the shipped f16 weights through the Rust "
+            f"engine, seed 0{', one column per class' if info['conditional'] else ''} "
+            f"(`training/sampler_table.py --model {info['name']} --grid`).")
+
+
+def defaults_section(out: Path) -> str:
+    """The card's section on the run defaults and the sampler table they were chosen from."""
+    info = json.loads((out / "stepwise.json").read_text())
+    d = info.get("defaults")
+    if not d:
+        return ""
+    lines = ["## At the page's defaults", "",
+             f"The page and `diffuse sample` (without `--sampler/--steps/--eta/--guidance`) start from "
+             f"`stepwise.json`'s `defaults`: **{describe_defaults(d)}**.", ""]
+    note = configs.VIEWER_NOTES.get(info["name"])
+    if note:
+        lines += [note, ""]
+    table = out / "sampler_table.json"
+    if table.exists():
+        from sampler_table import markdown
+        res = json.loads(table.read_text())
+        at = [r for r in res["rows"] if r["sampler"] == d["sampler"] and r["steps"] == d["steps"]
+              and (d["sampler"] != "ddim" or abs(r["eta"] - d.get("eta", 0.0)) < 1e-6)
+              and r["clip"] in ("shipped", "clip+eps" if d.get("use_clipped_model_output") else "clip", "noclip")]
+        if at:
+            r = at[0]
+            acc = f", {r['accuracy']:.1%} recognised as the requested class" if "accuracy" in r else ""
+            lines += [f"At these defaults: FID **{r['fid']:.2f}** (floor {res['floor_fid']:.2f}){acc}.", ""]
+        lines += ["### Samplers, steps and x̂0 clipping", "",
+                  markdown(res, f"training/sampler_table.py --model {info['name']}").rstrip(), ""]
+    return "\n".join(lines)
+
+
 def write_any_card(out: Path) -> None:
     kind = json.loads((out / "stepwise.json").read_text()).get("kind", "pixel")
     {"latent": write_latent_card, "super-resolution": write_sr_card}.get(kind, write_model_card)(out)
+    section = defaults_section(out)
+    if section:
+        card = out / "MODEL_CARD.md"
+        card.write_text(card.read_text().rstrip() + "\n\n" + section)
 
 
 def main(argv=None):
