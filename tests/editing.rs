@@ -404,7 +404,7 @@ fn inpainting_is_reproducible_and_resampling_matters() {
 fn upscale_agrees_between_cpu_and_gpu() {
     let tmp = scratch("upscale");
     let (low, _) = tensor(&fixtures().join("lowres.safetensors"), "image");
-    let grey: Vec<u8> = low.iter().map(|&v| stepwise::pipeline::to_u8(v)).collect();
+    let grey: Vec<u8> = low.iter().map(|&v| stepwise::image::to_u8(v)).collect();
     let png = tmp.join("low.png");
     image::GrayImage::from_raw(8, 8, grey.clone())
         .unwrap()
