@@ -2,7 +2,8 @@
 // here as a user runs it, on a free port (and its own dist folder, so the other browser tests'
 // dist/ is left alone), and every file the page needs first must answer 200: the page itself
 // (with its CSP and no inline script: Trunk's live-reload script is one), its loader, the glue,
-// both wasm modules, and the model list with each listed model's configs.
+// both wasm modules, and the model list with each listed model's configs, each the file itself
+// (trunk serve answers a missing path with index.html and 200).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -58,11 +59,14 @@ test('scripts/serve.sh serves the page, its wasm and the models', { timeout: 1_5
 
     const boot = await get(`${base}/boot.js`);
     assert.equal(boot.status, 200, 'boot.js');
-    const files = [...new Set(boot.text().match(/[\w./-]+\.(?:wasm|js)/g))];
+    // The files the loader imports: quoted paths ending in .wasm or .js (both modules' where
+    // scripts/wasm_relaxed.mjs built a relaxed-SIMD one).
+    const files = [...new Set([...boot.text().matchAll(/['"]([^'"\s]+\.(?:wasm|js))['"]/g)].map((m) => m[1]))];
     assert.ok(files.some((f) => f.endsWith('_bg.wasm')), `boot.js names a wasm module: ${boot.text()}`);
     for (const f of files) {
       const r = await get(new URL(f, `${base}/`).href);
       assert.equal(r.status, 200, f);
+      assert.notEqual(r.headers.get('content-type'), 'text/html', `${f} is not the index.html fallback`);
       if (f.endsWith('.wasm')) {
         assert.equal(r.headers.get('content-type'), 'application/wasm', `${f} content type`);
         assert.deepEqual([...r.body.subarray(0, 4)], [0, 0x61, 0x73, 0x6d], `${f} is wasm`);
@@ -75,7 +79,10 @@ test('scripts/serve.sh serves the page, its wasm and the models', { timeout: 1_5
     assert.ok(models.length >= 3, 'the shipped models are listed');
     for (const m of models) {
       for (const f of ['model_index.json', 'unet/config.json', 'scheduler/scheduler_config.json', 'stepwise.json']) {
-        assert.equal((await get(`${base}/${m.path}/${f}`)).status, 200, `${m.path}/${f}`);
+        const r = await get(`${base}/${m.path}/${f}`);
+        assert.equal(r.status, 200, `${m.path}/${f}`);
+        // trunk serve answers unknown paths with index.html: the file must be the JSON itself.
+        assert.doesNotThrow(() => JSON.parse(r.text()), `${m.path}/${f} is JSON`);
       }
     }
   } finally {
