@@ -346,3 +346,29 @@ test('the CPU backend runs with a visible banner (?backend=cpu, as where WebGPU 
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('a shipped model starts from its stepwise.json defaults, and the page says what they do to x̂0', { timeout: RUN_TIMEOUT }, async () => {
+  const { page, errors } = await openPage(browser, appUrl({ model: 'fashion', backend: 'cpu' }));
+  await page.waitForSelector('#generate:not([disabled])', { timeout: 120_000 });
+  const controls = () => page.evaluate(() => ['sampler', 'steps', 'eta', 'guidance']
+    .map((id) => document.getElementById(id)?.value));
+  // assets/models/fashion/stepwise.json: DDIM, 50 steps, η 0, guidance 2, ε rebuilt from the clipped x̂0.
+  await page.waitForFunction(() => document.getElementById('steps').value === '50', null, { timeout: 30_000 });
+  assert.deepEqual(await controls(), ['ddim', '50', '0', '2']);
+  assert.match(await page.textContent('#x0-clipping'), /clipped to \[−1, 1\], and DDIM rebuilds ε from the clipped x̂0/);
+  // Picking another model takes its defaults: emoji's are DDPM at 100 steps (no guidance control).
+  await page.selectOption('#model', 'emoji');
+  await page.waitForFunction(() => document.getElementById('sampler').value === 'ddpm', null, { timeout: 120_000 });
+  await page.waitForFunction(() => document.getElementById('steps').value === '100', null, { timeout: 30_000 });
+  assert.match(await page.textContent('#x0-clipping'), /clipped to \[−1, 1\] \(the scheduler config's `clip_sample`\)/);
+  // A settings URL still wins over the model's defaults.
+  const { page: p2, errors: e2 } = await openPage(browser, appUrl({ model: 'fashion', backend: 'cpu', sampler: 'ddpm', steps: 7 }));
+  await p2.waitForSelector('#generate:not([disabled])', { timeout: 120_000 });
+  await p2.waitForTimeout(500);
+  const v = await p2.evaluate(() => [document.getElementById('sampler').value, document.getElementById('steps').value]);
+  assert.deepEqual(v, ['ddpm', '7']);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(e2, []);
+  await page.close();
+  await p2.close();
+});
