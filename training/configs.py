@@ -144,7 +144,8 @@ VIEWER_NOTES = {
     "fashion": "What you will see: clean, recognisable garments of the class you pick; the evaluation "
                "classifier recognises about as many of them as of real photos. With diffusers' default "
                "clipping (ε kept as the model gave it) DDIM at 50 steps drew swollen, smeared shapes: "
-               "the table's `clip` rows.",
+               "the table's `clip` rows. Identical rows are one update: DDIM at η = 1 with ε rebuilt is "
+               "DDPM's step, and without clipping Euler ancestral's, from the same noise.",
     "emoji": "What you will see: emoji-like faces, hearts and tiles, many of them blobs; the model is small "
              "and briefly trained. Only the stochastic samplers converge on it: DDIM with η = 0 and "
              "DPM-Solver++ leave speckle and get worse with more steps (the table), so the default is DDPM.",
