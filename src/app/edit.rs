@@ -343,7 +343,7 @@ pub fn EditPanel() -> impl IntoView {
                 _ => "The picture to edit",
             }}</h2>
             <p class="muted">{move || match s.mode.get() {
-                Mode::Img2Img => "SDEdit: the picture is noised to the level the strength picks (forward process), then denoised with the sampler and settings on the left. Paint on it, upload one, or take the result on screen.",
+                Mode::Img2Img => "SDEdit: the picture is noised to the level the strength picks (the noising process), then denoised with the sampler and settings on the left. Paint on it, upload one, or take the result on screen.",
                 Mode::Inpaint => "RePaint: paint the mask (red) over what should be redrawn; at every step the rest is replaced by the picture noised to that step, so the model fills in only the mask.",
                 Mode::Upscale => "The super-resolution model (emoji-sr, trained by this project) draws a 2× larger picture conditioned on this one; its x̂₀ is kept consistent with the input at every step.",
                 Mode::Generate => "",

@@ -158,8 +158,8 @@ pub fn NoisingView() -> impl IntoView {
         let _ = draw_rgba(&c, &px, img.width, img.height);
     });
     view! {
-        <section class="panel forward" aria-label="Forward process">
-            <h2>"Forward process: adding noise to an image"</h2>
+        <section class="panel forward" aria-label="Noising an image">
+            <h2>"Noising: the forward process on an image"</h2>
             <div class="forward-source">
                 <label for="forward-source">"Image"</label>
                 <select id="forward-source" on:change=move |e| {
@@ -182,7 +182,7 @@ pub fn NoisingView() -> impl IntoView {
             </div>
             {move || picked.get().and_then(Result::err).map(|e| view! { <p class="error" role="alert" id="forward-error">{e}</p> })}
             <div class="forward-row">
-                <canvas id="forward" node_ref=canvas width="16" height="16" aria-label="The image on screen after t steps of the forward process"></canvas>
+                <canvas id="forward" node_ref=canvas width="16" height="16" aria-label="The image after t steps of noising"></canvas>
                 <div class="forward-controls">
                     <label for="forward-t">"t = " <output>{move || t.get()}</output>
                         {move || abar.with(|a| a.as_ref().and_then(|a| a.get(t.get()).copied())).map(|ab| format!(" (ᾱ_t = {ab:.4})"))}
