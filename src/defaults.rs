@@ -107,8 +107,8 @@ impl ModelDefaults {
     }
 }
 
-/// What a run does to x̂0 before the sampler uses it, in a sentence the page shows under the
-/// sampler controls: the folder's scheduler config (`clip_sample`, `thresholding`) and its
+/// What a run does to x̂0 before the sampler uses it, in a sentence (plain text) the page shows
+/// under the sampler controls: the folder's scheduler config (`clip_sample`, `thresholding`) and its
 /// `use_clipped_model_output` default, for the sampler picked.
 pub fn x0_clipping_note(
     config: &SchedulerConfig,
@@ -120,26 +120,28 @@ pub fn x0_clipping_note(
         SamplerKind::DpmSolverMultistep | SamplerKind::EulerAncestral
     ) {
         return if config.thresholding == Some(true) && sampler == SamplerKind::DpmSolverMultistep {
-            "x̂0: dynamic thresholding (the scheduler config's `thresholding`).".into()
+            "x̂0: dynamic thresholding (the scheduler config's thresholding).".into()
         } else {
-            "x̂0: not clipped (this sampler ignores `clip_sample`, as in diffusers).".into()
+            "x̂0: not clipped (this sampler ignores clip_sample, as in diffusers).".into()
         };
     }
     if config.thresholding == Some(true) {
-        return "x̂0: dynamic thresholding (the scheduler config's `thresholding`).".into();
+        return "x̂0: dynamic thresholding (the scheduler config's thresholding).".into();
     }
     if config.clip_sample == Some(false) {
-        return "x̂0: not clipped (the scheduler config's `clip_sample: false`).".into();
+        return "x̂0: not clipped (the scheduler config's clip_sample: false).".into();
     }
     let r = config.clip_sample_range.unwrap_or(1.0);
     match (sampler, defaults.use_clipped_model_output == Some(true)) {
         (SamplerKind::Ddim, true) => format!(
-            "x̂0: clipped to [−{r}, {r}], and DDIM rebuilds ε from the clipped x̂0              (this model's `use_clipped_model_output`)."
+            "x̂0: clipped to [−{r}, {r}], and DDIM rebuilds ε from the clipped x̂0 \
+             (this model's use_clipped_model_output)."
         ),
         (SamplerKind::Ddim, false) => format!(
-            "x̂0: clipped to [−{r}, {r}] while DDIM keeps the model's ε, as diffusers does by              default; with guidance and many steps that mismatch can drift."
+            "x̂0: clipped to [−{r}, {r}] while DDIM keeps the model's ε, as diffusers does by \
+             default; with guidance and many steps that mismatch can drift."
         ),
-        _ => format!("x̂0: clipped to [−{r}, {r}] (the scheduler config's `clip_sample`)."),
+        _ => format!("x̂0: clipped to [−{r}, {r}] (the scheduler config's clip_sample)."),
     }
 }
 

@@ -360,7 +360,7 @@ test('a shipped model starts from its stepwise.json defaults, and the page says 
   await page.selectOption('#model', 'emoji');
   await page.waitForFunction(() => document.getElementById('sampler').value === 'ddpm', null, { timeout: 120_000 });
   await page.waitForFunction(() => document.getElementById('steps').value === '100', null, { timeout: 30_000 });
-  assert.match(await page.textContent('#x0-clipping'), /clipped to \[−1, 1\] \(the scheduler config's `clip_sample`\)/);
+  assert.match(await page.textContent('#x0-clipping'), /clipped to \[−1, 1\] \(the scheduler config's clip_sample\)/);
   // A settings URL still wins over the model's defaults.
   const { page: p2, errors: e2 } = await openPage(browser, appUrl({ model: 'fashion', backend: 'cpu', sampler: 'ddpm', steps: 7 }));
   await p2.waitForSelector('#generate:not([disabled])', { timeout: 120_000 });
