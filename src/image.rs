@@ -48,3 +48,55 @@ pub fn grid_rgba(data: &[f32], shape: [usize; 4]) -> (usize, usize, Vec<u8>) {
     }
     (gw, gh, out)
 }
+
+/// A grid (as [`grid_rgba`]) of |a − b| per pixel, the channels' mean in pixel units (0..1),
+/// as a heat map: black where the two agree, through red and yellow to white at `full` apart.
+/// What the sampler lab draws under each run.
+pub fn difference_grid_rgba(
+    a: &[f32],
+    b: &[f32],
+    shape: [usize; 4],
+    full: f32,
+) -> (usize, usize, Vec<u8>) {
+    let [n, c, h, w] = shape;
+    let plane = h * w;
+    // Encode the heat value as a one-channel "image" in [-1, 1] and reuse the grid layout.
+    let mut heat = vec![-1.0f32; n * plane];
+    for i in 0..n {
+        for p in 0..plane {
+            let mut d = 0.0;
+            for ch in 0..c {
+                let k = (i * c + ch) * plane + p;
+                d += (a[k].clamp(-1.0, 1.0) - b[k].clamp(-1.0, 1.0)).abs() / 2.0;
+            }
+            heat[i * plane + p] = (d / c as f32 / full.max(1e-6)).clamp(0.0, 1.0) * 2.0 - 1.0;
+        }
+    }
+    let (gw, gh, mut rgba) = grid_rgba(&heat, [n, 1, h, w]);
+    for px in rgba.chunks_exact_mut(4) {
+        let v = px[0] as f32 / 255.0;
+        // black → red → yellow → white
+        let r = (v * 3.0).min(1.0);
+        let g = (v * 3.0 - 1.0).clamp(0.0, 1.0);
+        let bl = (v * 3.0 - 2.0).clamp(0.0, 1.0);
+        px[0] = (r * 255.0).round() as u8;
+        px[1] = (g * 255.0).round() as u8;
+        px[2] = (bl * 255.0).round() as u8;
+    }
+    (gw, gh, rgba)
+}
+
+/// Root-mean-square distance of two images in pixel units (0..1: model space clamped to [−1, 1]
+/// and halved), i.e. as a viewer sees them.
+pub fn pixel_rmse(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len()).max(1);
+    let sum: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            let d = (x.clamp(-1.0, 1.0) - y.clamp(-1.0, 1.0)) as f64 / 2.0;
+            d * d
+        })
+        .sum();
+    (sum / n as f64).sqrt()
+}

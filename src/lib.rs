@@ -16,6 +16,7 @@ pub mod history;
 pub mod image;
 pub mod io;
 pub mod job;
+pub mod lab;
 pub mod latent;
 pub mod model;
 pub mod noise;

@@ -16,6 +16,10 @@ pub enum NoiseSource {
     /// Philox streams of this seed: stream 0 is x_T, stream i+1 is step i's noise. Element `j`
     /// of a stream does not depend on the batch size, so sample 0 of a batch equals a batch of one.
     Seeded(u64),
+    /// x_T from `init`'s stream 0 and the step noise from `steps`' step streams: the same start
+    /// with another noise path (the sampler lab's spread of a stochastic sampler). With
+    /// `init == steps` it is `Seeded(init)`.
+    Split { init: u64, steps: u64 },
     /// Exact tensors, as diffusers drew them: `init` (N×C×H×W) and, for stochastic samplers,
     /// `step_noise` (K×N×C×H×W, step i at index i).
     Injected {
@@ -69,7 +73,9 @@ pub struct RunOutput {
 /// The initial noise x_T (before scaling by `init_noise_sigma`).
 pub fn initial_noise(source: &NoiseSource, len: usize) -> Result<Vec<f32>> {
     match source {
-        NoiseSource::Seeded(seed) => Ok(noise::randn(*seed, noise::INIT_STREAM, len)),
+        NoiseSource::Seeded(seed) | NoiseSource::Split { init: seed, .. } => {
+            Ok(noise::randn(*seed, noise::INIT_STREAM, len))
+        }
         NoiseSource::Injected { init, .. } => {
             if init.len() != len {
                 return Err(Error::input(
@@ -84,7 +90,9 @@ pub fn initial_noise(source: &NoiseSource, len: usize) -> Result<Vec<f32>> {
 
 fn step_noise(source: &NoiseSource, step: usize, len: usize) -> Result<Vec<f32>> {
     match source {
-        NoiseSource::Seeded(seed) => Ok(noise::randn(*seed, noise::step_stream(step), len)),
+        NoiseSource::Seeded(seed) | NoiseSource::Split { steps: seed, .. } => {
+            Ok(noise::randn(*seed, noise::step_stream(step), len))
+        }
         NoiseSource::Injected {
             step_noise: Some(all),
             ..

@@ -29,6 +29,8 @@ mod cli {
 
     // edit, inpaint, upscale: src/bin/cli/edit.rs
     mod edit;
+    // sweep, eval: src/bin/cli/lab.rs
+    mod lab;
 
     #[derive(Parser)]
     #[command(
@@ -79,6 +81,12 @@ mod cli {
         /// Times UNet forward passes (each read back) and prints the median ms per pass, on the
         /// GPU, the CPU reference, or both and their ratio (the numbers in BENCHMARKS.md).
         Bench(BenchArgs),
+        /// Sampler convergence: from one noise, a fine reference run and each sampler at each
+        /// step count; prints and writes each final image's RMSE to the reference.
+        Sweep(lab::SweepArgs),
+        /// Scores one sampler setting as the model cards do: classifier-space FID against
+        /// held-out data beside the floor, and class accuracy for class-conditional models.
+        Eval(lab::EvalArgs),
     }
 
     #[derive(clap::Args)]
@@ -135,6 +143,8 @@ mod cli {
                 device,
             } => forward(&model, &input, &output, device),
             Command::Bench(args) => bench(&args),
+            Command::Sweep(args) => lab::sweep_main(&args),
+            Command::Eval(args) => lab::eval_main(&args),
             Command::Edit(args) => edit::main(edit::Task::Edit(args)),
             Command::Inpaint(args) => edit::main(edit::Task::Inpaint(args)),
             Command::Upscale(args) => edit::main(edit::Task::Upscale(args)),
