@@ -115,14 +115,20 @@ pub fn x0_clipping_note(
     sampler: SamplerKind,
     defaults: &ModelDefaults,
 ) -> String {
-    if matches!(
-        sampler,
-        SamplerKind::DpmSolverMultistep | SamplerKind::EulerAncestral
-    ) {
-        return if config.thresholding == Some(true) && sampler == SamplerKind::DpmSolverMultistep {
+    if !sampler.has_clip_sample() {
+        return if config.thresholding == Some(true) && sampler.has_thresholding() {
             "x̂0: dynamic thresholding (the scheduler config's thresholding).".into()
         } else {
             "x̂0: not clipped (this sampler ignores clip_sample, as in diffusers).".into()
+        };
+    }
+    if sampler == SamplerKind::Heun {
+        // Heun has clip_sample (off by default) and no thresholding.
+        return if config.clip_sample == Some(true) {
+            let r = config.clip_sample_range.unwrap_or(1.0);
+            format!("x̂0: clipped to [−{r}, {r}] (the scheduler config's clip_sample).")
+        } else {
+            "x̂0: not clipped (Heun clips only with clip_sample: true).".into()
         };
     }
     if config.thresholding == Some(true) {

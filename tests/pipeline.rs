@@ -21,7 +21,7 @@ fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("case.json").exists())
         .collect();
     v.sort();
-    assert!(v.len() >= 8, "expected 8 golden loops, found {}", v.len());
+    assert!(v.len() >= 16, "expected 16 golden loops, found {}", v.len());
     v
 }
 
@@ -288,5 +288,96 @@ fn a_run_takes_repeated_timesteps_in_order() {
         8,
         "one frame per step"
     );
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn sampler_options_and_longer_timestep_lists() {
+    let tmp = std::env::temp_dir().join(format!("stepwise-options-{}", std::process::id()));
+    let frames = tmp.join("frames");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let base = |sampler: &str, steps: &str| -> Vec<String> {
+        [
+            "--model",
+            "tests/fixtures/unet/attn_multihead",
+            "--sampler",
+            sampler,
+            "--steps",
+            steps,
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // Heun: 3 steps are 5 model calls, 5 step events and 5 frames.
+    let mut a = base("heun", "3");
+    a.extend(["--frames".into(), frames.display().to_string()]);
+    let x = sample_to(&a, &tmp.join("heun.safetensors"), &[]);
+    assert!(x.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        std::fs::read_dir(&frames).unwrap().count(),
+        5,
+        "one frame per call"
+    );
+    // Options change the run.
+    let plain = sample_to(&base("unipc", "6"), &tmp.join("a.safetensors"), &[]);
+    let mut a = base("unipc", "6");
+    a.extend(
+        [
+            "--solver-order",
+            "3",
+            "--solver-type",
+            "bh1",
+            "--karras",
+            "--spacing",
+            "trailing",
+            "--zero-snr",
+        ]
+        .map(String::from),
+    );
+    let tuned = sample_to(&a, &tmp.join("b.safetensors"), &[]);
+    assert!(tuned.iter().all(|v| v.is_finite()));
+    assert!(rel_l2(&plain, &tuned) > 1e-3, "the options changed nothing");
+    // Options a class does not have are refused by name.
+    for (sampler, extra, words) in [
+        ("pndm", vec!["--karras"], ["--karras", "use_karras_sigmas"]),
+        (
+            "heun",
+            vec!["--zero-snr"],
+            ["--zero-snr", "rescale_betas_zero_snr"],
+        ),
+        (
+            "dpm++2s",
+            vec!["--spacing", "leading"],
+            ["--spacing", "timestep_spacing"],
+        ),
+        (
+            "ddim",
+            vec!["--solver-order", "2"],
+            ["--solver-order", "solver_order"],
+        ),
+        (
+            "dpm++2m",
+            vec!["--solver-type", "bh2"],
+            ["bh2", "midpoint, heun"],
+        ),
+    ] {
+        let mut a = vec!["sample".to_string()];
+        a.extend(base(sampler, "4"));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--output".into(), tmp.join("x.png").display().to_string()]);
+        let o = diffuse(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{sampler} {extra:?} ran");
+        for w in words {
+            assert!(
+                err.contains(w) && !err.contains("panicked"),
+                "{sampler}: {err}"
+            );
+        }
+    }
     std::fs::remove_dir_all(&tmp).ok();
 }

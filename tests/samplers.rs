@@ -68,17 +68,46 @@ fn golden_loops_match_diffusers() {
         images > 1,
         "thresholding needs several images to be checked per image"
     );
-    assert!(cases.len() > 100, "only {} cases", cases.len());
+    assert!(cases.len() > 350, "only {} cases", cases.len());
+    // Every sampler kind has loops.
+    for kind in SamplerKind::ALL {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c["sampler"].as_str() == Some(kind.name())),
+            "no golden loop for {kind}"
+        );
+    }
     let mut failures = Vec::new();
     let mut worst = (0.0f64, String::new());
+    let mut worst_per_kind: std::collections::HashMap<String, (f64, String)> =
+        std::collections::HashMap::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let kind: SamplerKind = case["sampler"].as_str().unwrap().parse().unwrap();
         let eta = case["eta"].as_f64().unwrap() as f32;
         let steps = case["steps"].as_u64().unwrap() as usize;
-        let mut s = sampler(case["config"].as_str().unwrap(), kind, eta);
+        let config = case["config"].as_str().unwrap();
+        let mut s = sampler(config, kind, eta);
         s.set_timesteps(steps).unwrap();
         s.set_num_images(images);
+        // Where diffusers' own f32 arithmetic is ill-conditioned, its final sample is reproduced
+        // to STEP_TOL only (every step is still held to STEP_TOL):
+        // - the noise-prediction updates of DEIS and UniPC (`predict_x0: false`),
+        //   x_t = (α_t/α_s)·x − σ_t(e^h − 1)·ε̂ (DEIS: α_t(x/α_s + Σ c_k ε̂_k)), subtract two terms
+        //   of size α_t/α_s (10⁵ at the start of a cosine schedule) whose f32 coefficients torch
+        //   rounds with its own log/exp; worst measured 4.3e-4 (deis, cosine, 5 steps);
+        // - LMS on beta-spaced σ's, which cluster near σ_min: the Lagrange basis there is
+        //   ill-conditioned and diffusers evaluates it in f32 inside scipy's quad, where this
+        //   crate integrates it exactly; worst measured 5.5e-5.
+        let noise_prediction = kind == SamplerKind::Deis
+            || (kind == SamplerKind::UniPc && config.contains(r#""predict_x0": false"#));
+        let lms_beta = kind == SamplerKind::Lms && config.contains(r#""use_beta_sigmas": true"#);
+        let final_tol = if noise_prediction || lms_beta {
+            STEP_TOL
+        } else {
+            FINAL_TOL
+        };
 
         let expected_t: Vec<f32> = case["timesteps"]
             .as_array()
@@ -86,7 +115,14 @@ fn golden_loops_match_diffusers() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        if s.timesteps() != expected_t.as_slice() {
+        // Integer timesteps must be equal; the fractional ones of Heun and LMS with spaced σ's
+        // come out of numpy's SIMD float32 log and may differ in the last bit.
+        let same_timesteps = s.timesteps().len() == expected_t.len()
+            && s.timesteps()
+                .iter()
+                .zip(&expected_t)
+                .all(|(&a, &b)| (a - b).abs() <= 1e-6 * b.abs());
+        if !same_timesteps {
             failures.push(format!(
                 "{name}: timesteps {:?} != diffusers {:?}",
                 s.timesteps(),
@@ -131,9 +167,17 @@ fn golden_loops_match_diffusers() {
         }
 
         let (_, init) = tensor(&st, &format!("{name}.init"));
-        let (noise_shape, step_noise) = tensor(&st, &format!("{name}.step_noise"));
         let len = init.len();
-        assert_eq!(noise_shape[0], expected_t.len());
+        // Deterministic samplers' fixtures store no step noise.
+        let noise_key = format!("{name}.step_noise");
+        let step_noise = if st.names().contains(&noise_key.as_str()) {
+            let (noise_shape, step_noise) = tensor(&st, &format!("{name}.step_noise"));
+            assert_eq!(noise_shape[0], expected_t.len());
+            Some(step_noise)
+        } else {
+            assert!(!s.needs_step_noise(), "{name}: no step noise stored");
+            None
+        };
         let (_, prevs) = tensor(&st, &format!("{name}.prev"));
         let (_, preds) = tensor(&st, &format!("{name}.pred_original"));
         let kept: Vec<usize> = match case.get("kept_steps") {
@@ -151,8 +195,10 @@ fn golden_loops_match_diffusers() {
         for (i, &t) in expected_t.iter().enumerate() {
             let model_in = s.scale_model_input(&x, t).unwrap();
             let out = dummy_model(&model_in, t);
-            let noise = &step_noise[i * len..(i + 1) * len];
-            let noise = s.needs_step_noise().then_some(noise);
+            let noise = step_noise
+                .as_ref()
+                .filter(|_| s.needs_step_noise())
+                .map(|n| &n[i * len..(i + 1) * len]);
             let step = match s.step(&out, t, &x, noise) {
                 Ok(step) => step,
                 Err(e) => {
@@ -166,7 +212,7 @@ fn golden_loops_match_diffusers() {
                 let want_pred = &preds[slot * len..(slot + 1) * len];
                 let e_prev = rel_l2(&x, want_prev);
                 let e_pred = rel_l2(&step.pred_original_sample, want_pred);
-                let tol = if i + 1 == k { FINAL_TOL } else { STEP_TOL };
+                let tol = if i + 1 == k { final_tol } else { STEP_TOL };
                 if e_prev.is_nan() || e_pred.is_nan() || e_prev > tol || e_pred > STEP_TOL {
                     failures.push(format!(
                         "{name}: step {i} (t = {t}) prev_sample rel L2 {e_prev:e}, pred_original_sample rel L2 {e_pred:e}"
@@ -176,10 +222,21 @@ fn golden_loops_match_diffusers() {
                 if e_prev > worst.0 {
                     worst = (e_prev, format!("{name} step {i}"));
                 }
+                let w = worst_per_kind
+                    .entry(kind.name().to_string())
+                    .or_insert((0.0, String::new()));
+                if e_prev > w.0 {
+                    *w = (e_prev, format!("{name} step {i}"));
+                }
             }
         }
     }
     eprintln!("worst prev_sample rel L2: {:e} ({})", worst.0, worst.1);
+    let mut kinds: Vec<_> = worst_per_kind.into_iter().collect();
+    kinds.sort_by(|a, b| a.0.cmp(&b.0));
+    for (kind, (e, at)) in kinds {
+        eprintln!("  {kind}: worst {e:e} ({at})");
+    }
     assert!(
         failures.is_empty(),
         "{} of {} cases differ from diffusers:\n{}",
@@ -206,7 +263,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn every_step_count_visits_diffusers_timesteps() {
     let tables: Value = serde_json::from_slice(&read("timestep_hashes.json")).unwrap();
     let tables = tables.as_object().unwrap();
-    assert_eq!(tables.len(), 35, "tables: {:?}", tables.keys());
+    assert_eq!(tables.len(), 88, "tables: {:?}", tables.keys());
     let mut failures = Vec::new();
     for (key, hashes) in tables {
         // key: sampler/spacing/offsetK/TN[/flag]
@@ -227,6 +284,13 @@ fn every_step_count_visits_diffusers_timesteps() {
         let mut bad = Vec::new();
         for (i, h) in hashes.iter().enumerate() {
             let n = i + 1;
+            if h.as_i64() == Some(-1) {
+                // diffusers refuses this step count (PNDM's warm-up needs 4 steps)
+                if s.set_timesteps(n).is_ok() {
+                    bad.push(n);
+                }
+                continue;
+            }
             s.set_timesteps(n).unwrap();
             let bytes: Vec<u8> = s.timesteps().iter().flat_map(|t| t.to_le_bytes()).collect();
             if u64::from(crc32(&bytes)) != h.as_u64().unwrap() {
@@ -237,8 +301,11 @@ fn every_step_count_visits_diffusers_timesteps() {
         // exp/log and torch's (not correctly rounded) f32 sqrt; libm differs from those in the
         // last bit, which moves 2 of the 1000 step counts across an integer. Karras and Lu round
         // instead and match everywhere.
-        let allowed = if key.ends_with("use_exponential_sigmas") {
-            2
+        // Beta σ's go through scipy's quantile function (here a bisection of the incomplete beta
+        // function), equal to it within ~1e-15, and are truncated the same way.
+        let allowed = if key.ends_with("use_exponential_sigmas") || key.ends_with("use_beta_sigmas")
+        {
+            3
         } else {
             0
         };
@@ -406,8 +473,222 @@ fn model_default_sampler_comes_from_class_name() {
     .unwrap();
     assert_eq!(cfg.default_kind().unwrap(), SamplerKind::Ddim);
     let cfg = SchedulerConfig::from_json_str(r#"{"_class_name": "PNDMScheduler"}"#).unwrap();
+    assert_eq!(cfg.default_kind().unwrap(), SamplerKind::Pndm);
+    let cfg =
+        SchedulerConfig::from_json_str(r#"{"_class_name": "EulerDiscreteScheduler"}"#).unwrap();
     let err = cfg.default_kind().unwrap_err().to_string();
-    assert!(err.contains("PNDMScheduler"), "{err}");
+    assert!(err.contains("EulerDiscreteScheduler"), "{err}");
+}
+
+/// diffusers' `dummy_noise_deter`: the reversed arange, laid out as `dummy_sample_deter`.
+fn dummy_noise_deter() -> Vec<f32> {
+    let n = 4 * 3 * 8 * 8;
+    dummy_sample_deter()
+        .iter()
+        .map(|&v| (n as f32 - 1.0 - v * n as f32) / n as f32)
+        .collect()
+}
+
+const LINEAR: &str = r#""num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear""#;
+
+#[test]
+fn diffusers_unipc_unit_test_values() {
+    // test_scheduler_unipc.py: full_loop means (10 steps, bh2, order 2, final σ_min).
+    let base = format!(
+        r#"{LINEAR}, "solver_order": 2, "solver_type": "bh2", "final_sigmas_type": "sigma_min""#
+    );
+    for (extra, want_mean) in [
+        ("", 0.2464),
+        (r#", "use_karras_sigmas": true"#, 0.2925),
+        (r#", "prediction_type": "v_prediction""#, 0.1014),
+        (
+            r#", "prediction_type": "v_prediction", "use_karras_sigmas": true"#,
+            0.1966,
+        ),
+    ] {
+        let x = full_loop(&format!("{{{base}{extra}}}"), SamplerKind::UniPc);
+        let (_, mean) = abs_sum_mean(&x);
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "UniPC {extra}: mean {mean}, diffusers asserts {want_mean}"
+        );
+    }
+    // test_full_loop_with_noise: add_noise at step 8 of 10, then the last two steps.
+    let (sum, mean) = loop_with_noise(&format!("{{{base}}}"), SamplerKind::UniPc, 8);
+    assert!(
+        (sum - 315.5757).abs() < 1e-2 && (mean - 0.4109).abs() < 1e-3,
+        "UniPC with noise: sum {sum} mean {mean}, diffusers asserts 315.5757 / 0.4109"
+    );
+}
+
+/// diffusers' `test_full_loop_with_noise`: `add_noise(dummy_sample_deter, dummy_noise_deter)` at
+/// `timesteps[t_start]`, then the loop from there (10 steps).
+fn loop_with_noise(config_json: &str, kind: SamplerKind, t_start: usize) -> (f64, f64) {
+    let mut s = sampler(config_json, kind, 0.0);
+    s.set_timesteps(10).unwrap();
+    let begin = t_start * s.order();
+    let mut x = s
+        .add_noise(&dummy_sample_deter(), &dummy_noise_deter(), begin)
+        .unwrap();
+    let ts = s.timesteps()[begin..].to_vec();
+    for t in ts {
+        let out = dummy_model(&x, t);
+        x = s.step(&out, t, &x, None).unwrap().prev_sample;
+    }
+    abs_sum_mean(&x)
+}
+
+#[test]
+fn diffusers_deis_unit_test_values() {
+    // test_scheduler_deis.py: full_loop means and the loop with noise (order 2, linear betas).
+    let base = format!(r#"{LINEAR}, "solver_order": 2"#);
+    for (extra, want_mean) in [
+        ("", 0.23916),
+        (r#", "prediction_type": "v_prediction""#, 0.091),
+    ] {
+        let x = full_loop(&format!("{{{base}{extra}}}"), SamplerKind::Deis);
+        let (_, mean) = abs_sum_mean(&x);
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "DEIS {extra}: mean {mean}, diffusers asserts {want_mean}"
+        );
+    }
+    let (sum, mean) = loop_with_noise(&format!("{{{base}}}"), SamplerKind::Deis, 8);
+    assert!(
+        (sum - 315.3016).abs() < 1e-2 && (mean - 0.41054).abs() < 1e-3,
+        "DEIS with noise: sum {sum} mean {mean}, diffusers asserts 315.3016 / 0.41054"
+    );
+}
+
+#[test]
+fn diffusers_dpm_solver_singlestep_unit_test_values() {
+    // test_scheduler_dpm_single.py asserts means 0.2791 (epsilon), 0.1453 (v_prediction) and
+    // 0.2574 (50 steps entered at timesteps[3]); diffusers 0.42.1 reproduces them with
+    // final_sigmas_type = sigma_min (its default, zero, gives 0.2278, 0.0781 and 0.2527).
+    let base = format!(
+        r#"{LINEAR}, "solver_order": 2, "prediction_type": "epsilon", "thresholding": false, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lambda_min_clipped": -Infinity, "variance_type": null, "final_sigmas_type": "sigma_min""#
+    );
+    for (extra, want_mean) in [
+        ("", 0.2791),
+        (r#", "prediction_type": "v_prediction""#, 0.1453),
+    ] {
+        let x = full_loop(
+            &format!("{{{base}{extra}}}"),
+            SamplerKind::DpmSolverSinglestep,
+        );
+        let (_, mean) = abs_sum_mean(&x);
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "DPM-Solver singlestep {extra}: mean {mean}, diffusers asserts {want_mean}"
+        );
+    }
+    // test_full_uneven_loop: the step index comes from the first timestep given (3 of 50).
+    let mut s = sampler(
+        &format!("{{{base}}}"),
+        SamplerKind::DpmSolverSinglestep,
+        0.0,
+    );
+    s.set_timesteps(50).unwrap();
+    let mut x = dummy_sample_deter();
+    let ts = s.timesteps()[3..].to_vec();
+    for t in ts {
+        let out = dummy_model(&x, t);
+        x = s.step(&out, t, &x, None).unwrap().prev_sample;
+    }
+    let (_, mean) = abs_sum_mean(&x);
+    assert!((mean - 0.2574).abs() < 1e-3, "uneven loop: mean {mean}");
+}
+
+/// The loop of diffusers' Heun, LMS and Euler tests: the *scaled* sample is fed to `step`.
+fn scaled_loop(config_json: &str, kind: SamplerKind) -> (f64, f64) {
+    let mut s = sampler(config_json, kind, 0.0);
+    s.set_timesteps(10).unwrap();
+    let ins = s.init_noise_sigma();
+    let mut x: Vec<f32> = dummy_sample_deter().iter().map(|&v| v * ins).collect();
+    for t in s.timesteps().to_vec() {
+        x = s.scale_model_input(&x, t).unwrap();
+        let out = dummy_model(&x, t);
+        x = s.step(&out, t, &x, None).unwrap().prev_sample;
+    }
+    abs_sum_mean(&x)
+}
+
+#[test]
+fn diffusers_heun_and_lms_unit_test_values() {
+    // test_scheduler_heun.py and test_scheduler_lms.py (T = 1100, linear betas, 10 steps):
+    // (extra keys, sum, mean), each within diffusers' own tolerances 1e-2 / 1e-3.
+    let base = r#""num_train_timesteps": 1100, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear""#;
+    let cases: [(SamplerKind, &str, f64, f64); 6] = [
+        (SamplerKind::Heun, "", 0.1233, 0.0002),
+        (
+            SamplerKind::Heun,
+            r#", "prediction_type": "v_prediction""#,
+            4.6934e-07,
+            6.1112e-10,
+        ),
+        (
+            SamplerKind::Heun,
+            r#", "use_karras_sigmas": true"#,
+            0.00015,
+            1.9869554535034695e-07,
+        ),
+        (SamplerKind::Lms, "", 1006.388, 1.31),
+        (
+            SamplerKind::Lms,
+            r#", "prediction_type": "v_prediction""#,
+            0.0017,
+            2.2676e-06,
+        ),
+        (
+            SamplerKind::Lms,
+            r#", "use_karras_sigmas": true"#,
+            3812.9927,
+            4.9648,
+        ),
+    ];
+    for (kind, extra, want_sum, want_mean) in cases {
+        let (sum, mean) = scaled_loop(&format!("{{{base}{extra}}}"), kind);
+        assert!(
+            (sum - want_sum).abs() < 1e-2 && (mean - want_mean).abs() < 1e-3,
+            "{kind} {extra}: sum {sum} mean {mean}, diffusers asserts {want_sum} / {want_mean}"
+        );
+    }
+}
+
+#[test]
+fn diffusers_pndm_unit_test_values() {
+    // test_scheduler_pndm.py: the PRK then PLMS loop (10 steps), (extra keys, sum, mean).
+    for (extra, want_sum, want_mean) in [
+        ("", 198.1318, 0.2580),
+        (r#", "prediction_type": "v_prediction""#, 67.3986, 0.0878),
+        (
+            r#", "set_alpha_to_one": true, "beta_start": 0.01"#,
+            230.0399,
+            0.2995,
+        ),
+        (
+            r#", "set_alpha_to_one": false, "beta_start": 0.01"#,
+            186.9482,
+            0.2434,
+        ),
+    ] {
+        let mut json = format!("{{{LINEAR}{extra}}}");
+        if extra.contains("beta_start") {
+            json = json.replacen(r#""beta_start": 0.0001, "#, "", 1);
+        }
+        let x = full_loop(&json, SamplerKind::Pndm);
+        let (sum, mean) = abs_sum_mean(&x);
+        assert!(
+            (sum - want_sum).abs() < 1e-2 && (mean - want_mean).abs() < 1e-3,
+            "PNDM {extra}: sum {sum} mean {mean}, diffusers asserts {want_sum} / {want_mean}"
+        );
+    }
+    let mut s = sampler(r#"{"steps_offset": 1}"#, SamplerKind::Pndm, 0.0);
+    s.set_timesteps(10).unwrap();
+    let want = [
+        901, 851, 851, 801, 801, 751, 751, 701, 701, 651, 651, 601, 601, 501, 401, 301, 201, 101, 1,
+    ];
+    assert_eq!(s.timesteps(), want.map(|t| t as f32));
 }
 
 #[test]

@@ -394,12 +394,7 @@ where
 }
 
 fn sampler_title(k: SamplerKind) -> &'static str {
-    match k {
-        SamplerKind::Ddpm => "DDPM",
-        SamplerKind::Ddim => "DDIM",
-        SamplerKind::DpmSolverMultistep => "DPM-Solver++ 2M",
-        SamplerKind::EulerAncestral => "Euler ancestral",
-    }
+    k.title()
 }
 
 /// The canvases, the statistics, the history bar and the schedule plot.

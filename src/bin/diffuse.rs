@@ -24,7 +24,7 @@ mod cli {
     use stepwise::model::UNet2DConfig;
     use stepwise::model::UNet2DModel;
     use stepwise::pipeline::{Control, NoiseSource};
-    use stepwise::sampler::{self, SamplerKind, SchedulerConfig};
+    use stepwise::sampler::{self, SamplerKind, SamplerOptions, SchedulerConfig, TimestepSpacing};
     use stepwise::{Backend, Error, Result, Tensor};
 
     // edit, inpaint, upscale: src/bin/cli/edit.rs
@@ -93,8 +93,9 @@ mod cli {
     struct SampleArgs {
         #[arg(long)]
         model: PathBuf,
-        /// ddpm, ddim, dpm++2m or euler-a (any of them on any model's training schedule).
-        /// Default: the model's (`stepwise.json` `defaults`), else its scheduler config's class.
+        /// ddpm, ddim, dpm++2m, euler-a, dpm++2m-sde, unipc, dpm++2s, deis, heun, lms or pndm
+        /// (any of them on any model's training schedule). Default: the model's (`stepwise.json`
+        /// `defaults`), else its scheduler config's class.
         #[arg(long)]
         sampler: Option<SamplerKind>,
         /// Number of denoising steps (1 to the model's num_train_timesteps). Default: the
@@ -112,6 +113,23 @@ mod cli {
         /// Default: the model's, else off (diffusers' default).
         #[arg(long)]
         clipped_model_output: bool,
+        /// Timestep spacing: leading, linspace or trailing (Lin et al. 2023, table 2), over the
+        /// scheduler config's `timestep_spacing` (every sampler but dpm++2s).
+        #[arg(long)]
+        spacing: Option<TimestepSpacing>,
+        /// Karras σ's (`use_karras_sigmas`): the DPM-Solvers, unipc, deis, heun, lms.
+        #[arg(long)]
+        karras: bool,
+        /// Rescale β to zero terminal SNR (`rescale_betas_zero_snr`, Lin et al. 2023): ddpm,
+        /// ddim, dpm++2m, dpm++2m-sde, euler-a, unipc.
+        #[arg(long)]
+        zero_snr: bool,
+        /// Solver order 1–3 (`solver_order`): the DPM-Solvers, unipc, deis.
+        #[arg(long)]
+        solver_order: Option<usize>,
+        /// `solver_type`: midpoint or heun (the DPM-Solvers), bh1 or bh2 (unipc).
+        #[arg(long)]
+        solver_type: Option<String>,
         /// The class to draw, for class-conditional models.
         #[arg(long)]
         class: Option<i64>,
@@ -322,6 +340,14 @@ mod cli {
             || Ok(sched_cfg.default_kind()?),
         )?;
         log::info!("run settings: {settings:?}");
+        let options = SamplerOptions {
+            spacing: a.spacing,
+            karras: a.karras,
+            zero_snr: a.zero_snr,
+            solver_order: a.solver_order,
+            solver_type: a.solver_type.clone(),
+        };
+        let sched_cfg = options.apply(settings.sampler, &sched_cfg)?;
         // Checked before any weight is loaded.
         sampler::build(settings.sampler, &sched_cfg, settings.eta)?
             .set_timesteps(settings.steps)?;

@@ -138,7 +138,10 @@ where
     Fut: std::future::Future<Output = Control>,
 {
     check_editable(&unet.config, shape, image.len())?;
-    let steps = sched.timesteps().len();
+    // diffusers counts steps, not timesteps: Heun lists 2n − 1 timesteps for n steps
+    // (`scheduler.order` = 2), and a run from step k starts at index k·order.
+    let order = sched.order().max(1);
+    let steps = sched.timesteps().len().div_ceil(order);
     let begin = sdedit_begin(steps, strength)?;
     if begin >= steps {
         return Ok(RunOutput {
@@ -148,6 +151,7 @@ where
             cancelled: false,
         });
     }
+    let begin = begin * order;
     let eps = initial_noise(noise_source, image.len())?;
     let sample = sched.add_noise(image, &eps, begin)?;
     let plan = RunPlan {
@@ -319,6 +323,15 @@ where
     }
     if settings.resample == 0 {
         return Err(Error::input("resample", "must be at least 1"));
+    }
+    if settings.resample > 1 && !sched.kind().supports_resampling() {
+        return Err(Error::input(
+            "resample",
+            format!(
+                "{} cannot redo a step (its state spans several model calls); use resample 1",
+                sched.kind()
+            ),
+        ));
     }
     let mut hook = RePaint {
         original: image,

@@ -619,8 +619,14 @@ impl Scheduler for DPMSolverMultistepScheduler {
         self.config.prediction_type
     }
 
+    /// `dpm++2m-sde` for the `sde-dpmsolver++` algorithm (however it was chosen: that kind, or a
+    /// model config that says so), else `dpm++2m`.
     fn kind(&self) -> SamplerKind {
-        SamplerKind::DpmSolverMultistep
+        if self.config.algorithm_type == AlgorithmType::SdeDpmSolverPlusPlus {
+            SamplerKind::DpmSolverSde
+        } else {
+            SamplerKind::DpmSolverMultistep
+        }
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), SamplerError> {

@@ -12,11 +12,18 @@
 
 pub mod ddim;
 pub mod ddpm;
+pub mod deis;
 pub mod dpm_solver;
+pub mod dpm_solver_singlestep;
 pub mod euler_ancestral;
+pub mod heun;
+pub mod lms;
 pub mod noising;
+pub mod pndm;
 pub mod schedule;
+pub mod sigmas;
 pub mod threshold;
+pub mod unipc;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,14 +33,21 @@ use thiserror::Error;
 
 pub use ddim::{DDIMScheduler, DDIMSchedulerConfig};
 pub use ddpm::{DDPMScheduler, DDPMSchedulerConfig, VarianceType};
+pub use deis::{DEISMultistepScheduler, DEISMultistepSchedulerConfig};
 pub use dpm_solver::{
     AlgorithmType, DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig, FinalSigmasType,
     SolverType,
 };
+pub use dpm_solver_singlestep::{DPMSolverSinglestepScheduler, DPMSolverSinglestepSchedulerConfig};
 pub use euler_ancestral::{EulerAncestralDiscreteScheduler, EulerAncestralDiscreteSchedulerConfig};
+pub use heun::{HeunDiscreteScheduler, HeunDiscreteSchedulerConfig};
+pub use lms::{LMSDiscreteScheduler, LMSDiscreteSchedulerConfig};
 pub use noising::NoiseLevel;
+pub use pndm::{PNDMScheduler, PNDMSchedulerConfig};
 pub use schedule::{BetaConfig, BetaSchedule, PredictionType, TimestepSpacing};
+pub use sigmas::SigmaSpacing;
 pub use threshold::DynamicThresholding;
+pub use unipc::{UniPCMultistepScheduler, UniPCMultistepSchedulerConfig, UniPCSolverType};
 
 /// Everything that can go wrong configuring or stepping a sampler; messages name the values.
 #[derive(Debug, Error)]
@@ -110,10 +124,17 @@ pub enum SamplerError {
          and the samplers here run a β schedule, so they would only draw noise"
     )]
     OtherFamily(String),
-    #[error("unknown sampler `{0}` (known: ddpm, ddim, dpm++2m, euler-a)")]
+    #[error("unknown sampler `{0}` (known: {known})", known = SamplerKind::known_names())]
     UnknownSampler(String),
-    #[error("scheduler class `{0}` has no sampler here (known: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler)")]
+    #[error("scheduler class `{0}` has no sampler here (known: {known})", known = SamplerKind::known_classes())]
     UnknownClass(String),
+    #[error("{sampler} does not take {option}: {class} has no `{key}`")]
+    OptionUnsupported {
+        sampler: &'static str,
+        option: &'static str,
+        class: &'static str,
+        key: &'static str,
+    },
 }
 
 /// What `step()` returns: diffusers' `prev_sample` and `pred_original_sample`.
@@ -184,6 +205,12 @@ pub trait Scheduler: Send {
     /// diffusers' `set_begin_index`: the next `step` is step `index` of `timesteps()`. Multistep
     /// history is dropped, so a run that starts part-way (or redoes a step) starts it fresh.
     fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError>;
+    /// diffusers' `scheduler.order`: how many entries of `timesteps()` make one step (model
+    /// evaluations per step). 2 for Heun, whose timesteps hold each inner timestep twice; 1 for
+    /// the others. An img2img run of `steps` steps that starts at step k starts at index k·order.
+    fn order(&self) -> usize {
+        1
+    }
 }
 
 /// The samplers this crate implements.
@@ -197,40 +224,140 @@ pub enum SamplerKind {
     DpmSolverMultistep,
     /// `EulerAncestralDiscreteScheduler` (Karras et al. 2022 / k-diffusion).
     EulerAncestral,
+    /// `DPMSolverMultistepScheduler` with `algorithm_type = "sde-dpmsolver++"` (Lu et al. 2022b,
+    /// appendix): DPM-Solver++(2M) SDE, fresh noise at every step.
+    DpmSolverSde,
+    /// `UniPCMultistepScheduler`: a predictor plus a corrector that reuses the next model call
+    /// (Zhao et al. 2023).
+    UniPc,
+    /// `HeunDiscreteScheduler`: Heun's second-order method in σ (Karras et al. 2022, algorithm
+    /// 1), two model calls per step.
+    Heun,
+    /// `DEISMultistepScheduler`: exponential integrator with polynomial extrapolation in log ρ
+    /// (Zhang & Chen 2023).
+    Deis,
+    /// `DPMSolverSinglestepScheduler`: DPM-Solver++(2S) by default, singlestep (Lu et al. 2022).
+    DpmSolverSinglestep,
+    /// `LMSDiscreteScheduler`: linear multistep in σ (Karras et al. 2022; k-diffusion).
+    Lms,
+    /// `PNDMScheduler`: pseudo Runge–Kutta warm-up then pseudo linear multistep (Liu et al. 2022).
+    Pndm,
 }
 
 impl SamplerKind {
-    /// All kinds, in CLI order.
-    pub const ALL: [SamplerKind; 4] = [
+    /// All kinds, in CLI (and menu) order: the original four, then the other DPM-Solver forms,
+    /// then the other diffusers classes from newest to oldest.
+    pub const ALL: [SamplerKind; 11] = [
         Self::Ddpm,
         Self::Ddim,
         Self::DpmSolverMultistep,
         Self::EulerAncestral,
+        Self::DpmSolverSde,
+        Self::UniPc,
+        Self::DpmSolverSinglestep,
+        Self::Deis,
+        Self::Heun,
+        Self::Lms,
+        Self::Pndm,
     ];
 
-    /// The CLI name: ddpm, ddim, dpm++2m, euler-a.
+    /// The CLI name: ddpm, ddim, dpm++2m, euler-a, dpm++2m-sde, unipc, dpm++2s, deis, heun, lms,
+    /// pndm.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ddpm => "ddpm",
             Self::Ddim => "ddim",
             Self::DpmSolverMultistep => "dpm++2m",
             Self::EulerAncestral => "euler-a",
+            Self::DpmSolverSde => "dpm++2m-sde",
+            Self::UniPc => "unipc",
+            Self::Heun => "heun",
+            Self::Deis => "deis",
+            Self::DpmSolverSinglestep => "dpm++2s",
+            Self::Lms => "lms",
+            Self::Pndm => "pndm",
         }
     }
 
-    /// diffusers' class name.
+    /// A human title for menus.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Ddpm => "DDPM",
+            Self::Ddim => "DDIM",
+            Self::DpmSolverMultistep => "DPM-Solver++ 2M",
+            Self::EulerAncestral => "Euler ancestral",
+            Self::DpmSolverSde => "DPM-Solver++ 2M SDE",
+            Self::UniPc => "UniPC",
+            Self::Heun => "Heun",
+            Self::Deis => "DEIS",
+            Self::DpmSolverSinglestep => "DPM-Solver++ 2S",
+            Self::Lms => "LMS",
+            Self::Pndm => "PNDM",
+        }
+    }
+
+    /// diffusers' class name (`dpm++2m-sde` is `DPMSolverMultistepScheduler` too).
     pub fn class_name(self) -> &'static str {
         match self {
             Self::Ddpm => "DDPMScheduler",
             Self::Ddim => "DDIMScheduler",
-            Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::DpmSolverMultistep | Self::DpmSolverSde => "DPMSolverMultistepScheduler",
             Self::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            Self::UniPc => "UniPCMultistepScheduler",
+            Self::Heun => "HeunDiscreteScheduler",
+            Self::Deis => "DEISMultistepScheduler",
+            Self::DpmSolverSinglestep => "DPMSolverSinglestepScheduler",
+            Self::Lms => "LMSDiscreteScheduler",
+            Self::Pndm => "PNDMScheduler",
         }
     }
 
-    /// The kind for a diffusers class name, if implemented.
+    /// The kind for a diffusers class name, if implemented (the first kind of that class).
     pub fn from_class_name(class_name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.class_name() == class_name)
+    }
+
+    /// "ddpm, ddim, …": every CLI name, for messages.
+    pub fn known_names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+
+    /// Every implemented diffusers class, once each, for messages.
+    pub fn known_classes() -> String {
+        let mut v: Vec<&str> = Vec::new();
+        for k in Self::ALL {
+            if !v.contains(&k.class_name()) {
+                v.push(k.class_name());
+            }
+        }
+        v.join(", ")
+    }
+
+    /// Whether the class clips x̂₀ with `clip_sample` (DDPM, DDIM and Heun have the key; the
+    /// others ignore it, as diffusers does).
+    pub fn has_clip_sample(self) -> bool {
+        matches!(self, Self::Ddpm | Self::Ddim | Self::Heun)
+    }
+
+    /// Whether a run can take a step again after `set_begin_index` (RePaint's resampling).
+    /// Heun's two halves and PNDM's counter-driven warm-up and redo span several model calls,
+    /// so a restart in the middle of them is not the step it was.
+    pub fn supports_resampling(self) -> bool {
+        !matches!(self, Self::Heun | Self::Pndm)
+    }
+
+    /// Whether the class applies dynamic thresholding when the config says `thresholding`.
+    pub fn has_thresholding(self) -> bool {
+        matches!(
+            self,
+            Self::Ddpm
+                | Self::Ddim
+                | Self::DpmSolverMultistep
+                | Self::DpmSolverSde
+                | Self::UniPc
+                | Self::Deis
+                | Self::DpmSolverSinglestep
+        )
     }
 }
 
@@ -253,6 +380,18 @@ impl std::str::FromStr for SamplerKind {
             "euler-a" | "euler_a" | "euler-ancestral" | "euler_ancestral" => {
                 Ok(Self::EulerAncestral)
             }
+            "dpm++2m-sde" | "dpmpp2m-sde" | "dpm++2m_sde" | "dpmpp_2m_sde" | "dpm++-sde"
+            | "sde-dpmsolver++" => Ok(Self::DpmSolverSde),
+            "unipc" | "uni-pc" | "unipc-multistep" => Ok(Self::UniPc),
+            "heun" | "heun-discrete" => Ok(Self::Heun),
+            "deis" | "deis-multistep" => Ok(Self::Deis),
+            "dpm++2s"
+            | "dpmpp2s"
+            | "dpm++-single"
+            | "dpm-solver++-single"
+            | "dpmsolver++-single" => Ok(Self::DpmSolverSinglestep),
+            "lms" | "lms-discrete" | "k-lms" => Ok(Self::Lms),
+            "pndm" => Ok(Self::Pndm),
             _ => Self::from_class_name(s.trim())
                 .ok_or_else(|| SamplerError::UnknownSampler(s.into())),
         }
@@ -304,6 +443,12 @@ pub struct SchedulerConfig {
     #[serde(deserialize_with = "de_opt_f64")]
     pub lambda_min_clipped: Option<f64>,
     pub use_dynamic_shifting: Option<bool>,
+    /// UniPC: the data-prediction form (`true`, the default) or the noise-prediction form.
+    pub predict_x0: Option<bool>,
+    /// UniPC: the step indices whose corrector is skipped.
+    pub disable_corrector: Option<Vec<i64>>,
+    /// PNDM: start with linear multistep (PLMS) instead of the Runge–Kutta warm-up.
+    pub skip_prk_steps: Option<bool>,
 }
 
 /// Accepts a number, null, or the strings Python's json writes for non-finite floats
@@ -422,17 +567,12 @@ impl SchedulerConfig {
             "AmusedScheduler",
             "DDPMWuerstchenScheduler",
         ];
-        /// diffusers' other DDPM-family schedulers: their defaults are the β schedule here.
+        /// diffusers' other DDPM-family schedulers, without a sampler here: their defaults are
+        /// the β schedule here.
         const DDPM_FAMILY: &[&str] = &[
-            "PNDMScheduler",
-            "LMSDiscreteScheduler",
             "EulerDiscreteScheduler",
-            "HeunDiscreteScheduler",
             "KDPM2DiscreteScheduler",
             "KDPM2AncestralDiscreteScheduler",
-            "DEISMultistepScheduler",
-            "UniPCMultistepScheduler",
-            "DPMSolverSinglestepScheduler",
             "DPMSolverSDEScheduler",
             "LCMScheduler",
             "TCDScheduler",
@@ -467,14 +607,25 @@ impl SchedulerConfig {
         Self::from_json_str(&text)
     }
 
-    /// The sampler named by `_class_name`, the model's own default.
+    /// The sampler named by `_class_name`, the model's own default (a DPM-Solver config whose
+    /// `algorithm_type` is `sde-dpmsolver++` is `dpm++2m-sde`).
     pub fn default_kind(&self) -> Result<SamplerKind, SamplerError> {
         let name = self.class_name.as_deref().unwrap_or("");
-        SamplerKind::from_class_name(name).ok_or_else(|| SamplerError::UnknownClass(name.into()))
+        let kind = SamplerKind::from_class_name(name)
+            .ok_or_else(|| SamplerError::UnknownClass(name.into()))?;
+        Ok(
+            if kind == SamplerKind::DpmSolverMultistep
+                && self.algorithm_type.as_deref() == Some("sde-dpmsolver++")
+            {
+                SamplerKind::DpmSolverSde
+            } else {
+                kind
+            },
+        )
     }
 
-    /// The training schedule (β, ᾱ), with diffusers' defaults for absent keys (identical for the
-    /// four classes here).
+    /// The training schedule (β, ᾱ), with diffusers' defaults for absent keys (the same for
+    /// every class here except Heun's β range, which `heun` sets itself).
     pub fn beta_config(&self) -> Result<BetaConfig, SamplerError> {
         let d = BetaConfig::default();
         Ok(BetaConfig {
@@ -545,7 +696,146 @@ pub fn build(
         SamplerKind::EulerAncestral => Box::new(EulerAncestralDiscreteScheduler::new(
             EulerAncestralDiscreteSchedulerConfig::from_config(config)?,
         )?),
+        SamplerKind::DpmSolverSde => {
+            // The model's DPM-Solver settings, with the algorithm overridden (diffusers:
+            // `DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++")`).
+            let mut c = config.clone();
+            c.algorithm_type = Some("sde-dpmsolver++".into());
+            Box::new(DPMSolverMultistepScheduler::new(
+                DPMSolverMultistepSchedulerConfig::from_config(&c)?,
+            )?)
+        }
+        SamplerKind::UniPc => Box::new(UniPCMultistepScheduler::new(
+            UniPCMultistepSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::Heun => Box::new(HeunDiscreteScheduler::new(
+            HeunDiscreteSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::Deis => Box::new(DEISMultistepScheduler::new(
+            DEISMultistepSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::DpmSolverSinglestep => Box::new(DPMSolverSinglestepScheduler::new(
+            DPMSolverSinglestepSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::Lms => Box::new(LMSDiscreteScheduler::new(
+            LMSDiscreteSchedulerConfig::from_config(config)?,
+        )?),
+        SamplerKind::Pndm => Box::new(PNDMScheduler::new(PNDMSchedulerConfig::from_config(
+            config,
+        )?)?),
     })
+}
+
+/// Settings a user picks for a run on top of the model's scheduler config (the CLI's
+/// `--spacing`, `--karras`, `--zero-snr`, `--solver-order`, `--solver-type`). [`apply`](Self::apply)
+/// writes them into the config before [`build`], and refuses an option the chosen sampler's
+/// diffusers class does not have (where a config key it lacks would be silently ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SamplerOptions {
+    /// `timestep_spacing`.
+    pub spacing: Option<TimestepSpacing>,
+    /// `use_karras_sigmas = true` (the other σ spacings are switched off).
+    pub karras: bool,
+    /// `rescale_betas_zero_snr = true` (Lin et al. 2023).
+    pub zero_snr: bool,
+    /// `solver_order`.
+    pub solver_order: Option<usize>,
+    /// `solver_type`: midpoint/heun (DPM-Solver), bh1/bh2 (UniPC), logrho (DEIS).
+    pub solver_type: Option<String>,
+}
+
+impl SamplerOptions {
+    /// `true` when no option is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `config` with these options written in, for `kind`; an option `kind`'s class lacks is an
+    /// error naming it.
+    pub fn apply(
+        &self,
+        kind: SamplerKind,
+        config: &SchedulerConfig,
+    ) -> Result<SchedulerConfig, SamplerError> {
+        use SamplerKind as K;
+        let refuse = |option: &'static str, key: &'static str| SamplerError::OptionUnsupported {
+            sampler: kind.name(),
+            option,
+            class: kind.class_name(),
+            key,
+        };
+        let mut c = config.clone();
+        if let Some(spacing) = self.spacing {
+            if kind == K::DpmSolverSinglestep {
+                return Err(refuse("--spacing", "timestep_spacing"));
+            }
+            c.timestep_spacing = Some(
+                match spacing {
+                    TimestepSpacing::Linspace => "linspace",
+                    TimestepSpacing::Leading => "leading",
+                    TimestepSpacing::Trailing => "trailing",
+                }
+                .into(),
+            );
+        }
+        if self.karras {
+            if matches!(kind, K::Ddpm | K::Ddim | K::EulerAncestral | K::Pndm) {
+                return Err(refuse("--karras", "use_karras_sigmas"));
+            }
+            c.use_karras_sigmas = Some(true);
+            c.use_exponential_sigmas = None;
+            c.use_beta_sigmas = None;
+            c.use_lu_lambdas = None;
+        }
+        if self.zero_snr {
+            if !matches!(
+                kind,
+                K::Ddpm
+                    | K::Ddim
+                    | K::DpmSolverMultistep
+                    | K::EulerAncestral
+                    | K::DpmSolverSde
+                    | K::UniPc
+            ) {
+                return Err(refuse("--zero-snr", "rescale_betas_zero_snr"));
+            }
+            c.rescale_betas_zero_snr = Some(true);
+        }
+        let multistep = matches!(
+            kind,
+            K::DpmSolverMultistep | K::DpmSolverSde | K::UniPc | K::Deis | K::DpmSolverSinglestep
+        );
+        if let Some(order) = self.solver_order {
+            if !multistep {
+                return Err(refuse("--solver-order", "solver_order"));
+            }
+            c.solver_order = Some(order);
+        }
+        if let Some(t) = &self.solver_type {
+            let supported = match kind {
+                K::DpmSolverMultistep | K::DpmSolverSde | K::DpmSolverSinglestep => {
+                    "midpoint, heun"
+                }
+                K::UniPc => "bh1, bh2",
+                K::Deis => "logrho",
+                _ => return Err(refuse("--solver-type", "solver_type")),
+            };
+            if !supported.split(", ").any(|s| s == t) {
+                return Err(SamplerError::UnsupportedValue {
+                    field: "solver_type",
+                    value: format!("{t} (for {})", kind.name()),
+                    supported,
+                });
+            }
+            c.solver_type = Some(t.clone());
+            if kind == K::UniPc && t == "bh1" && c.final_sigmas_type.is_none() {
+                // diffusers' bh1 update is NaN at a final σ of zero (its default): asking for
+                // bh1 without a config that chooses the final σ means σ_min.
+                c.final_sigmas_type = Some("sigma_min".into());
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// The common arguments check of every `step`.
@@ -628,10 +918,105 @@ mod tests {
     fn sampler_kind_round_trips() {
         for kind in SamplerKind::ALL {
             assert_eq!(kind.name().parse::<SamplerKind>().unwrap(), kind);
-            assert_eq!(kind.class_name().parse::<SamplerKind>().unwrap(), kind);
+            let by_class = kind.class_name().parse::<SamplerKind>().unwrap();
+            assert_eq!(by_class.class_name(), kind.class_name());
+            let built = build(kind, &SchedulerConfig::default(), 0.0).unwrap();
+            assert_eq!(built.kind(), kind, "build({kind}) reports another kind");
         }
+        for alias in ["dpm++-single", "dpm-solver++-single"] {
+            assert_eq!(
+                alias.parse::<SamplerKind>().unwrap(),
+                SamplerKind::DpmSolverSinglestep
+            );
+        }
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.default_kind().unwrap(), SamplerKind::DpmSolverSde);
         let err = "plms".parse::<SamplerKind>().unwrap_err().to_string();
         assert!(err.contains("plms"), "{err}");
+        for kind in SamplerKind::ALL {
+            assert!(err.contains(kind.name()), "{err} does not list {kind}");
+        }
+        let err = SchedulerConfig::from_json_str(r#"{"_class_name": "EulerDiscreteScheduler"}"#)
+            .unwrap()
+            .default_kind()
+            .unwrap_err()
+            .to_string();
+        for kind in SamplerKind::ALL {
+            assert!(err.contains(kind.class_name()), "{err}");
+        }
+    }
+
+    #[test]
+    fn options_are_applied_or_refused_by_name() {
+        let opts = SamplerOptions {
+            spacing: Some(TimestepSpacing::Trailing),
+            karras: true,
+            zero_snr: true,
+            solver_order: Some(3),
+            solver_type: Some("bh1".into()),
+        };
+        let c = opts
+            .apply(SamplerKind::UniPc, &SchedulerConfig::default())
+            .unwrap();
+        assert_eq!(c.timestep_spacing.as_deref(), Some("trailing"));
+        assert_eq!(c.use_karras_sigmas, Some(true));
+        assert_eq!(c.rescale_betas_zero_snr, Some(true));
+        assert_eq!(c.solver_order, Some(3));
+        assert_eq!(c.solver_type.as_deref(), Some("bh1"));
+        let refused = |kind: SamplerKind, o: SamplerOptions| {
+            o.apply(kind, &SchedulerConfig::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(
+            SamplerKind::Heun,
+            SamplerOptions {
+                zero_snr: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            e.contains("--zero-snr") && e.contains("rescale_betas_zero_snr"),
+            "{e}"
+        );
+        let e = refused(
+            SamplerKind::DpmSolverSinglestep,
+            SamplerOptions {
+                spacing: Some(TimestepSpacing::Leading),
+                ..Default::default()
+            },
+        );
+        assert!(
+            e.contains("--spacing") && e.contains("timestep_spacing"),
+            "{e}"
+        );
+        let e = refused(
+            SamplerKind::Pndm,
+            SamplerOptions {
+                karras: true,
+                ..Default::default()
+            },
+        );
+        assert!(e.contains("--karras"), "{e}");
+        let e = refused(
+            SamplerKind::Ddim,
+            SamplerOptions {
+                solver_order: Some(2),
+                ..Default::default()
+            },
+        );
+        assert!(e.contains("--solver-order"), "{e}");
+        let e = refused(
+            SamplerKind::DpmSolverMultistep,
+            SamplerOptions {
+                solver_type: Some("bh2".into()),
+                ..Default::default()
+            },
+        );
+        assert!(e.contains("bh2") && e.contains("midpoint, heun"), "{e}");
     }
 
     #[test]
