@@ -24,6 +24,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod sampler;
 pub mod selftest;
+pub mod toy2d;
 
 pub use backend::{Backend, Tensor};
 pub use error::{Error, Result};

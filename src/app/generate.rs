@@ -232,6 +232,12 @@ pub fn GenerateView(
         });
     };
 
+    provide_context(super::lab::RunTrigger(Callback::new(move |_: ()| {
+        if !run.running.get_untracked() {
+            generate()
+        }
+    })));
+
     // Keyboard: space generates or stops, arrows step through the history (not while typing
     // in a field, where those keys already mean something).
     let handle = window_event_listener(leptos::ev::keydown, move |e| {
@@ -266,7 +272,9 @@ pub fn GenerateView(
             </div>
         </div>
         <super::compare::CompareView />
+        <super::lab::LabView />
         <super::noising::NoisingView />
+        <super::toy2d::Toy2dView />
     }
 }
 
@@ -516,7 +524,7 @@ fn Viewer() -> impl IntoView {
         });
     };
     view! {
-        <section class="viewer" aria-label="Denoising">
+        <section class="viewer" id="viewer" aria-label="Denoising">
             {move || models.info.get().and_then(Result::err).map(|e| view! {
                 <div class="error panel" role="alert" id="model-error">{e}</div>
             })}

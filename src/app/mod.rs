@@ -8,6 +8,7 @@ mod engine;
 mod export;
 mod fetch;
 mod generate;
+mod lab;
 mod latent_speed;
 mod noising;
 mod open_model;
@@ -15,6 +16,7 @@ mod plot;
 mod selftest_page;
 mod settings;
 mod state;
+mod toy2d;
 
 use leptos::prelude::*;
 

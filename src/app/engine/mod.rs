@@ -14,11 +14,13 @@ use crate::job::Model;
 
 mod backend;
 mod bench;
+mod lab;
 mod models;
 mod run;
 
 pub use backend::*;
 pub use bench::*;
+pub use lab::*;
 pub use models::*;
 pub use run::*;
 

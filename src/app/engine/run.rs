@@ -55,7 +55,7 @@ pub struct Image {
 }
 
 impl Image {
-    fn grid(data: &[f32], shape: [usize; 4]) -> Self {
+    pub(super) fn grid(data: &[f32], shape: [usize; 4]) -> Self {
         let (width, height, rgba) = crate::image::grid_rgba(data, shape);
         Self {
             width,
