@@ -14,7 +14,7 @@ use crate::edit::{self, Inpaint, Mask};
 use crate::error::{Error, Result};
 use crate::model::{AutoencoderKL, UNet2DModel};
 use crate::pipeline::{self, Conditioning, Control, NoiseSource, StepEvent};
-use crate::sampler::{self, SamplerKind, Scheduler, SchedulerConfig};
+use crate::sampler::{self, SamplerKind, SamplerOptions, Scheduler, SchedulerConfig};
 
 /// A model ready to run: its UNet, the VAE that decodes its latents (latent models), and the
 /// scheduler config every sampler reads its training schedule from.
@@ -94,13 +94,17 @@ pub struct Job {
     pub guidance: f32,
     pub mode: Mode,
     pub decode: Decode,
+    /// Spacing, Karras σs, zero-SNR rescaling, solver order / type on top of the model's
+    /// scheduler config (refused by name where the sampler's class lacks one).
+    pub options: SamplerOptions,
 }
 
 impl Job {
     /// The sampler, built from the model's scheduler config like diffusers'
     /// `XScheduler.from_config`, with its timesteps set.
     pub fn scheduler(&self, config: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
-        let mut s = sampler::build(self.sampler, config, self.eta)?;
+        let config = self.options.apply(self.sampler, config)?;
+        let mut s = sampler::build(self.sampler, &config, self.eta)?;
         s.set_use_clipped_model_output(self.use_clipped_model_output);
         s.set_timesteps(self.steps)?;
         Ok(s)

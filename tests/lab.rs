@@ -218,6 +218,31 @@ fn sweep_converges_on_the_cpu() {
         ddpm[3].1 > 5.0 * ddim[3].1,
         "ddpm {ddpm:?} vs ddim {ddim:?}"
     );
+    // An option a sampler's class lacks is refused by name before anything runs.
+    let o = Command::new(diffuse())
+        .current_dir(root())
+        .args([
+            "sweep",
+            "--model",
+            "assets/models/fashion",
+            "--samplers",
+            "ddim,dpm++2s",
+            "--spacing",
+            "trailing",
+            "--steps",
+            "5",
+            "--device",
+            "cpu",
+            "--output",
+        ])
+        .arg(tmp.join("refused.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("spacing") && err.contains("dpm++2s"),
+        "{err}"
+    );
     let img = image::open(&png).unwrap();
     // 3 samplers × (image row + difference row), 5 columns of 64-pixel tiles.
     assert_eq!((img.width(), img.height()), (5 * 68 + 4, 6 * 68 + 4));

@@ -110,6 +110,7 @@ pub fn CompareView() -> impl IntoView {
             class: s.class.get_untracked(),
             guidance: s.guidance.get_untracked(),
             edit: None,
+            options: s.options_untracked(),
         };
         for side in [a, b] {
             side.frames.set(Vec::new());

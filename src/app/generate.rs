@@ -163,6 +163,7 @@ pub fn GenerateView(
             class: inputs.class.get_untracked(),
             guidance: inputs.guidance.get_untracked(),
             edit: job,
+            options: inputs.options_untracked(),
         };
         run.playing.set(false);
         run.frames.set(Vec::new());
@@ -354,6 +355,43 @@ where
                 Some(Ok(m)) => crate::defaults::x0_clipping_note(&m.scheduler, s.sampler.get(), &m.defaults),
                 _ => String::new(),
             }}</p>
+            <details class="sampler-options" id="sampler-options">
+                <summary>"Sampler options"</summary>
+                <label for="spacing">"Timestep spacing"</label>
+                <select id="spacing" on:change=move |e| s.spacing.set(event_target_value(&e).parse().ok())>
+                    <option value="" prop:selected=move || s.spacing.get().is_none()>"the model's"</option>
+                    {[crate::sampler::TimestepSpacing::Leading, crate::sampler::TimestepSpacing::Trailing, crate::sampler::TimestepSpacing::Linspace]
+                        .into_iter().map(|sp| {
+                            let name = super::settings::spacing_name(sp);
+                            view! { <option value=name prop:selected=move || s.spacing.get() == Some(sp)>{name}</option> }
+                        }).collect_view()}
+                </select>
+                <label class="check" for="karras">
+                    <input type="checkbox" id="karras" prop:checked=move || s.karras.get()
+                        on:change=move |e| s.karras.set(event_target_checked(&e)) />
+                    "Karras σs"
+                </label>
+                <label class="check" for="zero-snr">
+                    <input type="checkbox" id="zero-snr" prop:checked=move || s.zero_snr.get()
+                        on:change=move |e| s.zero_snr.set(event_target_checked(&e)) />
+                    "Zero terminal SNR (rescaled βs)"
+                </label>
+                <p class="hint" id="options-note">{move || {
+                    let opts = crate::sampler::SamplerOptions {
+                        spacing: s.spacing.get(),
+                        karras: s.karras.get(),
+                        zero_snr: s.zero_snr.get(),
+                        ..Default::default()
+                    };
+                    match models.info.get() {
+                        Some(Ok(m)) => match opts.apply(s.sampler.get(), &m.scheduler) {
+                            Ok(_) => "Karras σs: the σ-space and DPM-Solver, UniPC, DEIS samplers. Zero terminal SNR makes the last step pure noise; it is for models trained that way (v-prediction): an ε-model cannot say what x̂0 is from pure noise.".to_string(),
+                            Err(e) => format!("Not for this sampler: {e}"),
+                        },
+                        _ => String::new(),
+                    }
+                }}</p>
+            </details>
 
             {move || classes().map(|n| {
                 let names = class_names();
@@ -438,6 +476,12 @@ fn Viewer() -> impl IntoView {
             s.sampler.get(),
             s.steps.get(),
             s.eta.get(),
+            &crate::sampler::SamplerOptions {
+                spacing: s.spacing.get(),
+                karras: s.karras.get(),
+                zero_snr: s.zero_snr.get(),
+                ..Default::default()
+            },
         ))
     });
     let current_t = Signal::derive(move || current().and_then(|f| f.timestep));

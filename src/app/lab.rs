@@ -303,6 +303,7 @@ pub fn LabView() -> impl IntoView {
     ]);
     let steps_text = RwSignal::new("5,10,20,50,100".to_string());
     let ref_steps = RwSignal::new(1000usize);
+    let ref_sampler = RwSignal::new(SamplerKind::Ddim);
     let paths_n = RwSignal::new(3usize);
     let eta_steps = RwSignal::new(50usize);
     let running = RwSignal::new(false);
@@ -364,7 +365,7 @@ pub fn LabView() -> impl IntoView {
             LabParams {
                 samplers,
                 steps,
-                reference: SamplerChoice::ddim(0.0),
+                reference: SamplerChoice::new(ref_sampler.get_untracked()),
                 reference_steps: ref_steps.get_untracked().clamp(1, t),
                 paths: paths_n.get_untracked().clamp(1, 8),
                 seed: s.seed.get_untracked(),
@@ -542,7 +543,7 @@ pub fn LabView() -> impl IntoView {
         <section class="panel lab" id="lab" aria-labelledby="lab-title">
             <h2 id="lab-title">"Sampler lab: how fast does each sampler converge?"</h2>
             <p class="muted">
-                "From one noise x_T (the main view's seed), a fine reference run (DDIM η=0, the probability-flow ODE) and each sampler at each step count. "
+                "From one noise x_T (the main view's seed), a fine reference run (by default DDIM η=0 at 1000 steps: the probability-flow ODE, solved finely) and each sampler at each step count. "
                 "The plot shows how far each final image is from the reference. Deterministic samplers approach it as steps grow; "
                 "stochastic ones (DDPM, Euler-a, SDE solvers) add fresh noise at every step, so each noise path lands on another image: their spread is drawn as a bar."
             </p>
@@ -567,6 +568,19 @@ pub fn LabView() -> impl IntoView {
                 <label for="lab-steps">"Step counts"</label>
                 <input id="lab-steps" type="text" inputmode="numeric" prop:value=move || steps_text.get()
                     on:change=move |e| steps_text.set(event_target_value(&e)) />
+                <label for="lab-ref-sampler">"Reference sampler"</label>
+                <select id="lab-ref-sampler" on:change=move |e| {
+                    if let Ok(k) = event_target_value(&e).parse() { ref_sampler.set(k) }
+                }>
+                    // Deterministic solvers only: a stochastic reference is one sample, not a limit.
+                    {SamplerKind::ALL.into_iter()
+                        .filter(|k| SamplerChoice::new(*k).is_stochastic(&crate::sampler::SchedulerConfig::default()).ok() == Some(false))
+                        .map(|k| view! {
+                            <option value=k.name() prop:selected=move || ref_sampler.get() == k>
+                                {if k == SamplerKind::Ddim { "ddim (η=0)".to_string() } else { k.name().to_string() }}
+                            </option>
+                        }).collect_view()}
+                </select>
                 <label for="lab-ref-steps">"Reference steps"</label>
                 <input id="lab-ref-steps" type="number" min="10" max="1000" prop:value=move || ref_steps.get().to_string()
                     on:change=move |e| { if let Ok(v) = event_target_value(&e).trim().parse() { ref_steps.set(v) } } />

@@ -117,7 +117,7 @@ pub fn NoisingView() -> impl IntoView {
     };
     let abar = Memo::new(move |_| {
         let m = models.info.get()?.ok()?;
-        engine::schedule(&m.scheduler, m.default_sampler, 1, 0.0)
+        engine::schedule(&m.scheduler, m.default_sampler, 1, 0.0, &Default::default())
             .ok()
             .map(|d| d.alphas_cumprod)
     });

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use crate::sampler::SamplerKind;
+use crate::sampler::{SamplerKind, SamplerOptions, TimestepSpacing};
 
 /// The controls' values, shared through context (every control reads and writes one field).
 #[derive(Clone, Copy)]
@@ -21,6 +21,11 @@ pub struct Inputs {
     pub class: RwSignal<i64>,
     pub guidance: RwSignal<f32>,
     pub batch: RwSignal<usize>,
+    /// Sampler options on top of the model's scheduler config (`?spacing=`, `?karras=1`,
+    /// `?zero_snr=1`); `None`/false keep the config's.
+    pub spacing: RwSignal<Option<TimestepSpacing>>,
+    pub karras: RwSignal<bool>,
+    pub zero_snr: RwSignal<bool>,
     /// The compare view's two runs: sampler and step count each.
     pub cmp_a: CompareSide,
     pub cmp_b: CompareSide,
@@ -138,6 +143,9 @@ impl Inputs {
                     .map(|b: usize| b.clamp(1, 16))
                     .unwrap_or(1),
             ),
+            spacing: RwSignal::new(get("spacing").and_then(|s| s.parse().ok())),
+            karras: RwSignal::new(get("karras").is_some_and(|v| v == "1" || v == "true")),
+            zero_snr: RwSignal::new(get("zero_snr").is_some_and(|v| v == "1" || v == "true")),
             // Two solvers of the same probability-flow ODE from the same x_T, both converged
             // (MODEL_CARD.md tables): DDIM (at the page's η, 0 by default) at 50 steps and
             // DPM-Solver++ 2M at 20 land on nearly the same image, so the difference panel shows
@@ -145,6 +153,16 @@ impl Inputs {
             // fresh noise at every step takes it elsewhere from the same x_T.)
             cmp_a: CompareSide::from_url("a", SamplerKind::Ddim, 50),
             cmp_b: CompareSide::from_url("b", SamplerKind::DpmSolverMultistep, 20),
+        }
+    }
+
+    /// The sampler options as set now (untracked).
+    pub fn options_untracked(&self) -> SamplerOptions {
+        SamplerOptions {
+            spacing: self.spacing.get_untracked(),
+            karras: self.karras.get_untracked(),
+            zero_snr: self.zero_snr.get_untracked(),
+            ..SamplerOptions::default()
         }
     }
 
@@ -165,6 +183,15 @@ impl Inputs {
         q.append("class", &self.class.get().to_string());
         q.append("guidance", &self.guidance.get().to_string());
         q.append("batch", &self.batch.get().to_string());
+        if let Some(sp) = self.spacing.get() {
+            q.append("spacing", spacing_name(sp));
+        }
+        if self.karras.get() {
+            q.append("karras", "1");
+        }
+        if self.zero_snr.get() {
+            q.append("zero_snr", "1");
+        }
         self.cmp_a.append(&q, "a");
         self.cmp_b.append(&q, "b");
         // The backend and weight precision asked for stay with the page (a reload, a shared
@@ -191,5 +218,14 @@ impl Inputs {
                 );
             }
         });
+    }
+}
+
+/// diffusers' name of a timestep spacing.
+pub fn spacing_name(s: TimestepSpacing) -> &'static str {
+    match s {
+        TimestepSpacing::Leading => "leading",
+        TimestepSpacing::Trailing => "trailing",
+        TimestepSpacing::Linspace => "linspace",
     }
 }

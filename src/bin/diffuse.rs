@@ -370,6 +370,8 @@ mod cli {
             } else {
                 Decode::Never
             },
+            // Already written into `sched_cfg` (checked above, before the weights load).
+            options: SamplerOptions::default(),
         };
         frames_dir(a.frames.as_deref())?;
         let model = Model {

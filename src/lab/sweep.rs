@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::image::pixel_rmse;
 use crate::job::{self, Decode, Event, Job, Labels, Mode, Model, Picture};
 use crate::pipeline::{Control, NoiseSource};
-use crate::sampler::{self, SamplerKind, SchedulerConfig};
+use crate::sampler::{self, SamplerKind, SamplerOptions, SchedulerConfig};
 
 /// A sampler and, for DDIM, its η: `ddim`, `ddim:0.5`, `euler-a`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -120,6 +120,9 @@ pub struct Sweep {
     /// Keep the x_t and x̂0 path of sample 0 for the runs at this step count and the reference
     /// (for [`super::paths`]); `None` keeps none.
     pub record_paths: Option<usize>,
+    /// Spacing, Karras σs, zero-SNR for every run, the reference's included (a sampler whose
+    /// class lacks an option set here is refused by name before anything runs).
+    pub options: SamplerOptions,
 }
 
 /// One run of a sweep, before it runs.
@@ -220,7 +223,8 @@ impl Sweep {
             return Err(Error::input("batch", "must be at least 1"));
         }
         let spec = |sampler: SamplerChoice, steps: usize, path: usize| -> Result<RunSpec> {
-            let mut s = sampler::build(sampler.kind, config, sampler.eta)?;
+            let config = self.options.apply(sampler.kind, config)?;
+            let mut s = sampler::build(sampler.kind, &config, sampler.eta)?;
             s.set_timesteps(steps)?;
             Ok(RunSpec {
                 sampler,
@@ -260,6 +264,7 @@ impl Sweep {
             guidance: self.guidance,
             mode: Mode::Generate { batch: self.batch },
             decode: Decode::Never,
+            options: self.options.clone(),
         }
     }
 }

@@ -158,13 +158,7 @@ pub async fn bench_forward(
     }
     // Cached after the first call, like any model the page loads.
     load_model(model_url, false).await?;
-    let key = model_url.trim_end_matches('/');
-    let compute = COMPUTE
-        .with(|c| c.borrow().clone())
-        .ok_or("the backend is not ready yet")?;
-    let net = MODELS
-        .with(|m| m.borrow().get(key).cloned())
-        .ok_or_else(|| format!("model {model_url} is not loaded"))?;
+    let (compute, net) = loaded(model_url)?;
     let labels = labels.as_deref();
     let ((output, ms, record_ms), threads) = match (&*compute, &*net) {
         (Compute::Gpu(b), Net::Gpu(l)) => (

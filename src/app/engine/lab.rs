@@ -89,12 +89,7 @@ pub async fn lab_sweep(
     p: &LabParams,
     on_event: impl FnMut(LabEvent) -> bool,
 ) -> Result<LabSummary, String> {
-    let compute = COMPUTE
-        .with(|c| c.borrow().clone())
-        .ok_or("the backend is not ready yet")?;
-    let net = MODELS
-        .with(|m| m.borrow().get(url.trim_end_matches('/')).cloned())
-        .ok_or_else(|| format!("model {url} is not loaded"))?;
+    let (compute, net) = loaded(url)?;
     match (&*compute, &*net) {
         (Compute::Gpu(b), Net::Gpu(l)) => sweep_on(b, l, info, p, on_event).await,
         (Compute::Cpu(b), Net::Cpu(l)) => sweep_on(b, l, info, p, on_event).await,
@@ -129,6 +124,7 @@ async fn sweep_on<B: Backend, F: FnMut(LabEvent) -> bool>(
         guidance: p.guidance,
         use_clipped_model_output: info.defaults.use_clipped_model_output.unwrap_or(false),
         record_paths: p.record_paths,
+        options: Default::default(),
     };
     let on_event = RefCell::new(on_event);
     let reference = RefCell::new(None::<Vec<f32>>);

@@ -48,3 +48,14 @@ thread_local! {
     // What `init_backend` reported (the adapter or why the CPU runs), for `bench_forward`.
     static DESCRIPTION: RefCell<String> = const { RefCell::new(String::new()) };
 }
+
+/// The backend and the model loaded from `url` on it, for a run.
+fn loaded(url: &str) -> Result<(Rc<Compute>, Rc<Net>), String> {
+    let compute = COMPUTE
+        .with(|c| c.borrow().clone())
+        .ok_or("the backend is not ready yet")?;
+    let net = MODELS
+        .with(|m| m.borrow().get(url.trim_end_matches('/')).cloned())
+        .ok_or_else(|| format!("model {url} is not loaded"))?;
+    Ok((compute, net))
+}

@@ -24,6 +24,8 @@ pub struct RunParams {
     pub guidance: f32,
     /// Edit a picture instead of generating from noise.
     pub edit: Option<EditJob>,
+    /// Spacing, Karras σs, zero-SNR on top of the model's scheduler config.
+    pub options: crate::sampler::SamplerOptions,
 }
 
 /// Which edit a run does (`crate::edit`).
@@ -153,12 +155,7 @@ pub async fn run(
     p: &RunParams,
     on_frame: impl FnMut(Frame) -> bool,
 ) -> Result<RunSummary, String> {
-    let compute = COMPUTE
-        .with(|c| c.borrow().clone())
-        .ok_or("the backend is not ready yet")?;
-    let net = MODELS
-        .with(|m| m.borrow().get(url.trim_end_matches('/')).cloned())
-        .ok_or_else(|| format!("model {url} is not loaded"))?;
+    let (compute, net) = loaded(url)?;
     match (&*compute, &*net) {
         (Compute::Gpu(b), Net::Gpu(l)) => run_on(b, l, info, p, on_frame).await,
         (Compute::Cpu(b), Net::Cpu(l)) => run_on(b, l, info, p, on_frame).await,
@@ -190,6 +187,7 @@ fn job_of(info: &ModelInfo, p: &RunParams) -> Result<Job, String> {
         guidance: p.guidance,
         mode,
         decode: Decode::Adaptive,
+        options: p.options.clone(),
     })
 }
 
@@ -410,8 +408,10 @@ pub fn schedule(
     kind: SamplerKind,
     steps: usize,
     eta: f32,
+    options: &crate::sampler::SamplerOptions,
 ) -> Result<ScheduleData, String> {
-    let mut s = sampler::build(kind, config, eta).map_err(|e| e.to_string())?;
+    let config = options.apply(kind, config).map_err(|e| e.to_string())?;
+    let mut s = sampler::build(kind, &config, eta).map_err(|e| e.to_string())?;
     s.set_timesteps(steps).map_err(|e| e.to_string())?;
     Ok(ScheduleData {
         alphas_cumprod: s.alphas_cumprod().to_vec(),

@@ -342,6 +342,7 @@ fn run<B: Backend>(b: &B, task: &Task) -> Result<()> {
         } else {
             Decode::Never
         },
+        options: Default::default(),
     };
     job.scheduler(&sched_cfg)?;
     job.noise = noise_source(a.noise.as_deref(), a.seed, shape, job.steps_taken()?)?;

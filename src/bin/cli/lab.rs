@@ -14,7 +14,7 @@ use stepwise::lab::SamplerChoice;
 use stepwise::model::loader::{load_unet_files, DirSource};
 use stepwise::model::UNet2DModel;
 use stepwise::pipeline::{Control, NoiseSource};
-use stepwise::sampler::SchedulerConfig;
+use stepwise::sampler::{SamplerOptions, SchedulerConfig, TimestepSpacing};
 use stepwise::{Backend, Error, Result};
 
 use super::{save_png, write, Device};
@@ -51,6 +51,15 @@ pub struct SweepArgs {
     /// Classifier-free guidance scale. Default: the model's, else 1.
     #[arg(long)]
     guidance: Option<f32>,
+    /// timestep_spacing for every run (leading, trailing, linspace). Default: the config's.
+    #[arg(long)]
+    spacing: Option<TimestepSpacing>,
+    /// Karras σs for every run (σ-space and DPM-Solver/UniPC/DEIS samplers only).
+    #[arg(long)]
+    karras: bool,
+    /// Zero-terminal-SNR rescaled βs for every run.
+    #[arg(long)]
+    zero_snr: bool,
     /// sweep.json: every run's distance to the reference, and per sampler the median and range
     /// per step count with the log–log slope.
     #[arg(long)]
@@ -173,6 +182,12 @@ fn run_sweep<B: Backend>(b: &B, a: &SweepArgs) -> Result<()> {
         guidance: settings.guidance,
         use_clipped_model_output: settings.use_clipped_model_output,
         record_paths: None,
+        options: SamplerOptions {
+            spacing: a.spacing,
+            karras: a.karras,
+            zero_snr: a.zero_snr,
+            ..SamplerOptions::default()
+        },
     };
     let plan = spec.plan(&model.scheduler)?;
     let total: usize = plan.iter().map(|r| r.evaluations).sum();
@@ -228,6 +243,9 @@ fn run_sweep<B: Backend>(b: &B, a: &SweepArgs) -> Result<()> {
         "batch": a.batch,
         "guidance": spec.guidance,
         "use_clipped_model_output": spec.use_clipped_model_output,
+        "spacing": a.spacing.map(|s| format!("{s:?}").to_lowercase()),
+        "karras": a.karras,
+        "zero_snr": a.zero_snr,
         "distance": "RMSE of the final images in pixel units (model space clamped to [-1, 1], halved: 0..1)",
         "reference": {
             "sampler": result.reference.sampler.name(),
@@ -408,6 +426,7 @@ fn run_eval<B: Backend>(b: &B, a: &EvalArgs) -> Result<()> {
             guidance: settings.guidance,
             mode: Mode::Generate { batch: *batch },
             decode: Decode::Never,
+            options: Default::default(),
         };
         evaluations = job.scheduler(&model.scheduler)?.timesteps().len();
         let out = pollster::block_on(job::run(b, model, &job, |_| async { Control::Continue }))?;
