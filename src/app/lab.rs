@@ -12,7 +12,7 @@ use super::engine::{self, Image, LabCell, LabEvent, LabParams, LabPaths};
 use super::settings::Inputs;
 use super::state::ModelState;
 use crate::lab::SamplerChoice;
-use crate::sampler::SamplerKind;
+use crate::sampler::{SamplerKind, TimestepSpacing};
 
 /// Starts a run in the main view with the current inputs (provided by the generate view).
 #[derive(Clone, Copy)]
@@ -304,6 +304,10 @@ pub fn LabView() -> impl IntoView {
     let steps_text = RwSignal::new("5,10,20,50,100".to_string());
     let ref_steps = RwSignal::new(1000usize);
     let ref_sampler = RwSignal::new(SamplerKind::Ddim);
+    // Trailing spacing starts every sampler at every step count from t = T − 1. The configs'
+    // usual "leading" does not: DPM-Solver's starts at t = 800 for 200 steps (diffusers' integer
+    // step ratio), so its runs drift away from the reference as steps grow.
+    let spacing = RwSignal::new(Some(TimestepSpacing::Trailing));
     let paths_n = RwSignal::new(3usize);
     let eta_steps = RwSignal::new(50usize);
     let running = RwSignal::new(false);
@@ -342,6 +346,7 @@ pub fn LabView() -> impl IntoView {
                 class: s.class.get_untracked(),
                 guidance: s.guidance.get_untracked(),
                 record_paths: None,
+                spacing: None,
             }
         } else {
             let steps = match parse_steps(&steps_text.get_untracked(), t) {
@@ -372,6 +377,7 @@ pub fn LabView() -> impl IntoView {
                 class: s.class.get_untracked(),
                 guidance: s.guidance.get_untracked(),
                 record_paths: record,
+                spacing: spacing.get_untracked(),
             }
         };
         error.set(None);
@@ -431,6 +437,8 @@ pub fn LabView() -> impl IntoView {
     let replay = move |c: &LabCell| {
         s.sampler.set(c.sampler.kind);
         s.steps.set(c.steps);
+        // The same schedule as the cell.
+        s.spacing.set(spacing.get_untracked());
         if c.sampler.kind == SamplerKind::Ddim {
             s.eta.set(c.sampler.eta);
         }
@@ -580,6 +588,14 @@ pub fn LabView() -> impl IntoView {
                                 {if k == SamplerKind::Ddim { "ddim (η=0)".to_string() } else { k.name().to_string() }}
                             </option>
                         }).collect_view()}
+                </select>
+                <label for="lab-spacing">"Timestep spacing"</label>
+                <select id="lab-spacing" title="Trailing starts every run at t = T−1; the model's own spacing (often leading) starts some samplers later as steps grow"
+                    on:change=move |e| spacing.set(event_target_value(&e).parse().ok())>
+                    <option value="trailing" prop:selected=move || spacing.get() == Some(TimestepSpacing::Trailing)>"trailing (every run starts at T)"</option>
+                    <option value="" prop:selected=move || spacing.get().is_none()>"the model's"</option>
+                    <option value="leading" prop:selected=move || spacing.get() == Some(TimestepSpacing::Leading)>"leading"</option>
+                    <option value="linspace" prop:selected=move || spacing.get() == Some(TimestepSpacing::Linspace)>"linspace"</option>
                 </select>
                 <label for="lab-ref-steps">"Reference steps"</label>
                 <input id="lab-ref-steps" type="number" min="10" max="1000" prop:value=move || ref_steps.get().to_string()

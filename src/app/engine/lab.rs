@@ -27,6 +27,8 @@ pub struct LabParams {
     pub guidance: f32,
     /// Keep the x_t / x̂0 path of the runs at this step count (for the PCA plot).
     pub record_paths: Option<usize>,
+    /// The timestep spacing of every run (`None`: the model's).
+    pub spacing: Option<crate::sampler::TimestepSpacing>,
 }
 
 /// One finished run, drawable.
@@ -124,7 +126,10 @@ async fn sweep_on<B: Backend, F: FnMut(LabEvent) -> bool>(
         guidance: p.guidance,
         use_clipped_model_output: info.defaults.use_clipped_model_output.unwrap_or(false),
         record_paths: p.record_paths,
-        options: Default::default(),
+        options: crate::sampler::SamplerOptions {
+            spacing: p.spacing,
+            ..Default::default()
+        },
     };
     let on_event = RefCell::new(on_event);
     let reference = RefCell::new(None::<Vec<f32>>);
