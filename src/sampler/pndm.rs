@@ -438,6 +438,17 @@ impl Scheduler for PNDMScheduler {
     /// its counter, not the timestep, so a late start runs the warm-up logic from there).
     fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {
         check_index(NAME, index, self.timesteps.len())?;
+        // The Runge–Kutta warm-up is four entries a step, chosen by the counter: a run that
+        // starts part-way would take PRK steps on the PLMS timesteps and land far off (diffusers'
+        // img2img does exactly that). Refused, by name.
+        if index > 0 && !self.config.skip_prk_steps {
+            return Err(SamplerError::Unsupported {
+                scheduler: NAME,
+                feature: "starting part-way with the Runge–Kutta warm-up (skip_prk_steps = \
+                          false; for img2img and inpainting pick DDIM, DPM-Solver++ or UniPC)"
+                    .into(),
+            });
+        }
         self.counter = 0;
         self.ets.clear();
         self.cur_model_output = None;
@@ -465,5 +476,24 @@ mod tests {
         ];
         assert_eq!(s.timesteps(), want.map(|t| t as f32));
         assert!(s.set_timesteps(3).is_err());
+    }
+
+    #[test]
+    fn a_late_start_with_the_runge_kutta_warm_up_is_refused() {
+        let mut s = PNDMScheduler::new(PNDMSchedulerConfig::default()).unwrap();
+        s.set_timesteps(20).unwrap();
+        assert!(s.set_begin_index(0).is_ok());
+        let e = s.set_begin_index(8).unwrap_err().to_string();
+        assert!(
+            e.contains("part-way") && e.contains("skip_prk_steps"),
+            "{e}"
+        );
+        let mut s = PNDMScheduler::new(PNDMSchedulerConfig {
+            skip_prk_steps: true,
+            ..Default::default()
+        })
+        .unwrap();
+        s.set_timesteps(20).unwrap();
+        assert!(s.set_begin_index(8).is_ok());
     }
 }
