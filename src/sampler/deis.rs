@@ -11,12 +11,9 @@ use std::collections::VecDeque;
 
 use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
-    check_steps, dpm_solver_timesteps, np_interp_index, BetaConfig, PredictionType, TimestepSpacing,
+    check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
-use super::sigmas::{
-    alpha_sigma, log_sigmas, multistep_index_for_timestep, sigma_to_t, training_sigmas,
-    SigmaSpacing,
-};
+use super::sigmas::{alpha_sigma, multistep_index_for_timestep, spaced_schedule, SigmaSpacing};
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -251,45 +248,22 @@ impl Scheduler for DEISMultistepScheduler {
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), SamplerError> {
         let big_t = self.config.beta.num_train_timesteps;
         check_steps(NAME, num_inference_steps, big_t)?;
-        let full = training_sigmas(&self.alphas_cumprod);
-        let (timesteps, mut sigmas, last): (Vec<i64>, Vec<f32>, f32) =
-            match self.config.sigma_spacing {
-                SigmaSpacing::Discrete => {
-                    let ts = dpm_solver_timesteps(
-                        self.config.timestep_spacing,
-                        big_t,
-                        big_t,
-                        num_inference_steps,
-                        self.config.steps_offset,
-                    );
-                    let sig = ts
-                        .iter()
-                        .map(|&t| np_interp_index(t as f64, &full) as f32)
-                        .collect();
-                    // the final σ is σ_min of the training schedule
-                    (ts, sig, full[0])
-                }
-                spacing => {
-                    let logs = log_sigmas(&full);
-                    let new = spacing.spaced(
-                        f64::from(full[0]),
-                        f64::from(full[full.len() - 1]),
-                        num_inference_steps,
-                    );
-                    let round = spacing == SigmaSpacing::Karras;
-                    let ts = new
-                        .iter()
-                        .map(|&s| {
-                            let t = sigma_to_t(s, &logs);
-                            (if round { t.round_ties_even() } else { t }) as i64
-                        })
-                        .collect();
-                    let sig: Vec<f32> = new.iter().map(|&s| s as f32).collect();
-                    // diffusers repeats the last σ (so the last step stays where it is)
-                    let last = sig[sig.len() - 1];
-                    (ts, sig, last)
-                }
-            };
+        // The final σ is σ_min of the training schedule for discrete timesteps; with the other
+        // spacings diffusers repeats the last σ (so the last step stays where it is).
+        let (timesteps, mut sigmas, last) = spaced_schedule(
+            self.config.sigma_spacing,
+            &self.alphas_cumprod,
+            num_inference_steps,
+            || {
+                dpm_solver_timesteps(
+                    self.config.timestep_spacing,
+                    big_t,
+                    big_t,
+                    num_inference_steps,
+                    self.config.steps_offset,
+                )
+            },
+        );
         sigmas.push(last);
         self.sigmas = sigmas;
         self.timesteps = timesteps.iter().map(|&t| t as f32).collect();

@@ -13,11 +13,11 @@
 use super::dpm_solver::{AlgorithmType, FinalSigmasType, SolverType};
 use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
-    check_steps, dpm_solver_timesteps, np_interp_index, BetaConfig, PredictionType, TimestepSpacing,
+    check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
 use super::sigmas::{
-    alpha_sigma, combine, lambda, log_sigmas, multistep_index_for_timestep, sigma_to_t,
-    training_sigmas, SigmaSpacing,
+    alpha_sigma, combine, lambda, multistep_index_for_timestep, spaced_schedule, training_sigmas,
+    SigmaSpacing,
 };
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
@@ -414,36 +414,11 @@ impl Scheduler for DPMSolverSinglestepScheduler {
             .map(|&a| lambda(a.sqrt(), (1.0 - a).sqrt()))
             .take_while(|&l| l < self.config.lambda_min_clipped)
             .count();
+        let (timesteps, mut sigmas, _) =
+            spaced_schedule(self.config.sigma_spacing, &self.alphas_cumprod, n, || {
+                dpm_solver_timesteps(TimestepSpacing::Linspace, big_t, big_t - clipped_idx, n, 0)
+            });
         let full = training_sigmas(&self.alphas_cumprod);
-        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = match self.config.sigma_spacing {
-            SigmaSpacing::Discrete => {
-                let ts = dpm_solver_timesteps(
-                    TimestepSpacing::Linspace,
-                    big_t,
-                    big_t - clipped_idx,
-                    n,
-                    0,
-                );
-                let sig = ts
-                    .iter()
-                    .map(|&t| np_interp_index(t as f64, &full) as f32)
-                    .collect();
-                (ts, sig)
-            }
-            spacing => {
-                let logs = log_sigmas(&full);
-                let new = spacing.spaced(f64::from(full[0]), f64::from(full[full.len() - 1]), n);
-                let round = spacing == SigmaSpacing::Karras;
-                let ts = new
-                    .iter()
-                    .map(|&s| {
-                        let t = sigma_to_t(s, &logs);
-                        (if round { t.round_ties_even() } else { t }) as i64
-                    })
-                    .collect();
-                (ts, new.iter().map(|&s| s as f32).collect())
-            }
-        };
         sigmas.push(match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
             FinalSigmasType::SigmaMin => full[0],

@@ -64,6 +64,42 @@ impl SigmaSpacing {
     }
 }
 
+/// The timesteps and σ's of a σ-spaced scheduler's `set_timesteps` (DEIS, UniPC, single-step
+/// DPM-Solver++), before the final σ: with `Discrete`, the `discrete` timesteps with σ read off
+/// the training table; otherwise `n` σ's spaced between the table's ends, each mapped back to a
+/// timestep (Karras rounds; the others are truncated, as torch's int64 cast). The third value is
+/// the σ diffusers appends for `final_sigmas_type = "sigma_min"`: the table's σ_min with discrete
+/// timesteps, the spaced list's last σ otherwise.
+pub fn spaced_schedule(
+    spacing: SigmaSpacing,
+    alphas_cumprod: &[f32],
+    n: usize,
+    discrete: impl FnOnce() -> Vec<i64>,
+) -> (Vec<i64>, Vec<f32>, f32) {
+    let full = training_sigmas(alphas_cumprod);
+    if spacing == SigmaSpacing::Discrete {
+        let ts = discrete();
+        let sig = ts
+            .iter()
+            .map(|&t| super::schedule::np_interp_index(t as f64, &full) as f32)
+            .collect();
+        return (ts, sig, full[0]);
+    }
+    let logs = log_sigmas(&full);
+    let new = spacing.spaced(f64::from(full[0]), f64::from(full[full.len() - 1]), n);
+    let round = spacing == SigmaSpacing::Karras;
+    let ts = new
+        .iter()
+        .map(|&s| {
+            let t = sigma_to_t(s, &logs);
+            (if round { t.round_ties_even() } else { t }) as i64
+        })
+        .collect();
+    let sig: Vec<f32> = new.iter().map(|&s| s as f32).collect();
+    let last = sig[sig.len() - 1];
+    (ts, sig, last)
+}
+
 /// σ_t = √((1 − ᾱ_t)/ᾱ_t) for every training timestep (f32, as diffusers' tensor).
 pub fn training_sigmas(alphas_cumprod: &[f32]) -> Vec<f32> {
     alphas_cumprod

@@ -17,11 +17,10 @@ use std::collections::VecDeque;
 use super::dpm_solver::FinalSigmasType;
 use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
-    check_steps, dpm_solver_timesteps, np_interp_index, BetaConfig, PredictionType, TimestepSpacing,
+    check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
 use super::sigmas::{
-    alpha_sigma, lambda, log_sigmas, multistep_index_for_timestep, sigma_to_t, training_sigmas,
-    SigmaSpacing,
+    alpha_sigma, lambda, multistep_index_for_timestep, spaced_schedule, SigmaSpacing,
 };
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
@@ -427,44 +426,20 @@ impl Scheduler for UniPCMultistepScheduler {
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), SamplerError> {
         let big_t = self.config.beta.num_train_timesteps;
         check_steps(NAME, num_inference_steps, big_t)?;
-        let full = training_sigmas(&self.alphas_cumprod);
-        let (timesteps, mut sigmas, sigma_last): (Vec<i64>, Vec<f32>, f32) =
-            match self.config.sigma_spacing {
-                SigmaSpacing::Discrete => {
-                    let ts = dpm_solver_timesteps(
-                        self.config.timestep_spacing,
-                        big_t,
-                        big_t,
-                        num_inference_steps,
-                        self.config.steps_offset,
-                    );
-                    let sig = ts
-                        .iter()
-                        .map(|&t| np_interp_index(t as f64, &full) as f32)
-                        .collect();
-                    (ts, sig, full[0])
-                }
-                spacing => {
-                    let logs = log_sigmas(&full);
-                    let new = spacing.spaced(
-                        f64::from(full[0]),
-                        f64::from(full[full.len() - 1]),
-                        num_inference_steps,
-                    );
-                    // Karras rounds the fractional timesteps; the others are truncated by
-                    // the int64 cast.
-                    let round = spacing == SigmaSpacing::Karras;
-                    let ts = new
-                        .iter()
-                        .map(|&s| {
-                            let t = sigma_to_t(s, &logs);
-                            (if round { t.round_ties_even() } else { t }) as i64
-                        })
-                        .collect();
-                    let last = new[new.len() - 1] as f32;
-                    (ts, new.iter().map(|&s| s as f32).collect(), last)
-                }
-            };
+        let (timesteps, mut sigmas, sigma_last) = spaced_schedule(
+            self.config.sigma_spacing,
+            &self.alphas_cumprod,
+            num_inference_steps,
+            || {
+                dpm_solver_timesteps(
+                    self.config.timestep_spacing,
+                    big_t,
+                    big_t,
+                    num_inference_steps,
+                    self.config.steps_offset,
+                )
+            },
+        );
         sigmas.push(match self.config.final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
             FinalSigmasType::SigmaMin => sigma_last,
