@@ -15,7 +15,8 @@ use super::schedule::{
     check_steps, euler_timesteps, np_interp_index, BetaConfig, PredictionType, TimestepSpacing,
 };
 use super::sigmas::{
-    discrete_index_for_timestep, log_sigmas, sigma_to_t, training_sigmas, SigmaSpacing,
+    discrete_index_for_timestep, k_init_noise_sigma, k_scale_model_input, log_sigmas, sigma_to_t,
+    training_sigmas, SigmaSpacing,
 };
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -181,24 +182,17 @@ impl Scheduler for LMSDiscreteScheduler {
 
     /// σ_max for linspace/trailing spacing, else √(σ_max² + 1) (diffusers' rule).
     fn init_noise_sigma(&self) -> f32 {
-        let max = if self.sigmas.is_empty() {
-            training_sigmas(&self.alphas_cumprod)
-                .into_iter()
-                .fold(0.0f32, f32::max)
-        } else {
-            self.sigmas.iter().copied().fold(0.0f32, f32::max)
-        };
-        match self.config.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
-            TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
-        }
+        k_init_noise_sigma(
+            &self.sigmas,
+            &self.alphas_cumprod,
+            self.config.timestep_spacing,
+        )
     }
 
     /// x / √(σ² + 1) (Karras et al. 2022, table 1, c_in).
     fn scale_model_input(&self, sample: &[f32], timestep: f32) -> Result<Vec<f32>, SamplerError> {
         let sigma = self.sigmas[self.current_index(timestep)?];
-        let denom = (sigma * sigma + 1.0).sqrt();
-        Ok(sample.iter().map(|&x| x / denom).collect())
+        Ok(k_scale_model_input(sample, sigma))
     }
 
     fn needs_step_noise(&self) -> bool {

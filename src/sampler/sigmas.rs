@@ -100,6 +100,34 @@ pub fn spaced_schedule(
     (ts, sig, last)
 }
 
+/// `init_noise_sigma` of the σ-space (k-diffusion) schedulers, diffusers' rule: σ_max for
+/// linspace or trailing spacing, √(σ_max² + 1) for leading; before `set_timesteps` (`sigmas`
+/// empty) σ_max of the training table.
+pub fn k_init_noise_sigma(
+    sigmas: &[f32],
+    alphas_cumprod: &[f32],
+    spacing: super::TimestepSpacing,
+) -> f32 {
+    let max = if sigmas.is_empty() {
+        training_sigmas(alphas_cumprod)
+            .into_iter()
+            .fold(0.0f32, f32::max)
+    } else {
+        sigmas.iter().copied().fold(0.0f32, f32::max)
+    };
+    match spacing {
+        super::TimestepSpacing::Linspace | super::TimestepSpacing::Trailing => max,
+        super::TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
+    }
+}
+
+/// c_in = 1/√(σ² + 1): the σ-space sample back on the model's VP scale (Karras et al. 2022,
+/// table 1), the `scale_model_input` of the σ-space schedulers.
+pub fn k_scale_model_input(sample: &[f32], sigma: f32) -> Vec<f32> {
+    let denom = (sigma * sigma + 1.0).sqrt();
+    sample.iter().map(|&x| x / denom).collect()
+}
+
 /// σ_t = √((1 − ᾱ_t)/ᾱ_t) for every training timestep (f32, as diffusers' tensor).
 pub fn training_sigmas(alphas_cumprod: &[f32]) -> Vec<f32> {
     alphas_cumprod
