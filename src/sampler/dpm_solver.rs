@@ -47,6 +47,39 @@ pub enum FinalSigmasType {
     SigmaMin,
 }
 
+impl SolverType {
+    /// A config's `solver_type` (`None`: `default`); diffusers maps UniPC's and DEIS's solver
+    /// types to midpoint.
+    pub fn from_config(value: Option<&str>, default: Self) -> Result<Self, SamplerError> {
+        match value {
+            None => Ok(default),
+            Some("midpoint" | "logrho" | "bh1" | "bh2") => Ok(Self::Midpoint),
+            Some("heun") => Ok(Self::Heun),
+            Some(other) => Err(SamplerError::UnsupportedValue {
+                field: "solver_type",
+                value: other.into(),
+                supported: "midpoint, heun",
+            }),
+        }
+    }
+}
+
+impl FinalSigmasType {
+    /// A config's `final_sigmas_type` (`None`: `default`).
+    pub fn from_config(value: Option<&str>, default: Self) -> Result<Self, SamplerError> {
+        match value {
+            None => Ok(default),
+            Some("zero") => Ok(Self::Zero),
+            Some("sigma_min") => Ok(Self::SigmaMin),
+            Some(other) => Err(SamplerError::UnsupportedValue {
+                field: "final_sigmas_type",
+                value: other.into(),
+                supported: "zero, sigma_min",
+            }),
+        }
+    }
+}
+
 /// How the σ's of a run are chosen (diffusers' `use_*_sigmas` / `use_lu_lambdas` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigmaSchedule {
@@ -162,31 +195,9 @@ impl DPMSolverMultistepSchedulerConfig {
                 })
             }
         };
-        let solver_type = match c.solver_type.as_deref() {
-            None => d.solver_type,
-            // diffusers maps UniPC/DEIS solver types to midpoint.
-            Some("midpoint" | "logrho" | "bh1" | "bh2") => SolverType::Midpoint,
-            Some("heun") => SolverType::Heun,
-            Some(other) => {
-                return Err(SamplerError::UnsupportedValue {
-                    field: "solver_type",
-                    value: other.into(),
-                    supported: "midpoint, heun",
-                })
-            }
-        };
-        let final_sigmas_type = match c.final_sigmas_type.as_deref() {
-            None => d.final_sigmas_type,
-            Some("zero") => FinalSigmasType::Zero,
-            Some("sigma_min") => FinalSigmasType::SigmaMin,
-            Some(other) => {
-                return Err(SamplerError::UnsupportedValue {
-                    field: "final_sigmas_type",
-                    value: other.into(),
-                    supported: "zero, sigma_min",
-                })
-            }
-        };
+        let solver_type = SolverType::from_config(c.solver_type.as_deref(), d.solver_type)?;
+        let final_sigmas_type =
+            FinalSigmasType::from_config(c.final_sigmas_type.as_deref(), d.final_sigmas_type)?;
         if matches!(
             algorithm_type,
             AlgorithmType::DpmSolver | AlgorithmType::SdeDpmSolver

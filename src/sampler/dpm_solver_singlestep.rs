@@ -80,30 +80,9 @@ impl DPMSolverSinglestepSchedulerConfig {
                 })
             }
         };
-        let solver_type = match c.solver_type.as_deref() {
-            None => d.solver_type,
-            Some("midpoint" | "logrho" | "bh1" | "bh2") => SolverType::Midpoint,
-            Some("heun") => SolverType::Heun,
-            Some(other) => {
-                return Err(SamplerError::UnsupportedValue {
-                    field: "solver_type",
-                    value: other.into(),
-                    supported: "midpoint, heun",
-                })
-            }
-        };
-        let final_sigmas_type = match c.final_sigmas_type.as_deref() {
-            None => d.final_sigmas_type,
-            Some("zero") => FinalSigmasType::Zero,
-            Some("sigma_min") => FinalSigmasType::SigmaMin,
-            Some(other) => {
-                return Err(SamplerError::UnsupportedValue {
-                    field: "final_sigmas_type",
-                    value: other.into(),
-                    supported: "zero, sigma_min",
-                })
-            }
-        };
+        let solver_type = SolverType::from_config(c.solver_type.as_deref(), d.solver_type)?;
+        let final_sigmas_type =
+            FinalSigmasType::from_config(c.final_sigmas_type.as_deref(), d.final_sigmas_type)?;
         if algorithm_type == AlgorithmType::DpmSolver && final_sigmas_type == FinalSigmasType::Zero
         {
             return Err(SamplerError::UnsupportedValue {

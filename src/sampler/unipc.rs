@@ -104,18 +104,8 @@ impl UniPCMultistepSchedulerConfig {
                 supported: "1, 2, 3",
             });
         }
-        let final_sigmas_type = match c.final_sigmas_type.as_deref() {
-            None => d.final_sigmas_type,
-            Some("zero") => FinalSigmasType::Zero,
-            Some("sigma_min") => FinalSigmasType::SigmaMin,
-            Some(other) => {
-                return Err(SamplerError::UnsupportedValue {
-                    field: "final_sigmas_type",
-                    value: other.into(),
-                    supported: "zero, sigma_min",
-                })
-            }
-        };
+        let final_sigmas_type =
+            FinalSigmasType::from_config(c.final_sigmas_type.as_deref(), d.final_sigmas_type)?;
         let predict_x0 = c.predict_x0.unwrap_or(d.predict_x0);
         let lower_order_final = c.lower_order_final.unwrap_or(d.lower_order_final);
         if final_sigmas_type == FinalSigmasType::Zero {
