@@ -54,8 +54,9 @@ setup_app() {
 setup_node() {
     # onnxruntime-web is bench/'s in-browser peer (bench/browser.mjs); pinned in tools/package.json.
     if [ ! -x tools/node_modules/.bin/wasm-opt ] || [ ! -d tools/node_modules/playwright-core ] \
+        || [ ! -d tools/node_modules/axe-core ] \
         || ! grep -q "\"version\": \"$ORT_WEB_VERSION\"" tools/node_modules/onnxruntime-web/package.json 2>/dev/null; then
-        log "npm install (binaryen $BINARYEN_VERSION, playwright-core, onnxruntime-web $ORT_WEB_VERSION)"
+        log "npm install (binaryen $BINARYEN_VERSION, playwright-core, axe-core, onnxruntime-web $ORT_WEB_VERSION)"
         (cd tools && npm install --no-audit --no-fund --silent)
     fi
 }
