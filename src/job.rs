@@ -61,8 +61,25 @@ pub enum Mode {
 pub enum Labels {
     /// Every sample of the batch.
     Same(i64),
-    /// One class per sample, cycling through the real classes over the batch (sample i: i mod K).
+    /// One class per sample, cycling through the real classes over the batch (sample i: i mod K);
+    /// a batch of one draws the seed's class (seed mod K), so "one of each" shows every class as
+    /// the seed changes instead of always the first.
     Spread,
+}
+
+impl Labels {
+    /// The class of each of `n` samples for a model with `num_class_embeds` embeddings (the last
+    /// one the null class, so `num_class_embeds - 1` real ones) and the run's `seed`.
+    pub fn resolve(self, num_class_embeds: usize, n: usize, seed: u64) -> Vec<i64> {
+        let real = (num_class_embeds.max(2) - 1) as i64;
+        (0..n as i64)
+            .map(|i| match self {
+                Labels::Same(c) => c,
+                Labels::Spread if n == 1 => (seed % real as u64) as i64,
+                Labels::Spread => i % real,
+            })
+            .collect()
+    }
 }
 
 /// How often a latent model's x̂0 preview is decoded (the final image always is).
@@ -208,21 +225,14 @@ fn conditioning<B: Backend>(
     labels: Option<Labels>,
     guidance: f32,
     n: usize,
+    seed: u64,
 ) -> Result<Option<Conditioning>> {
     match (model.unet.config.num_class_embeds, labels) {
-        (Some(k), Some(l)) => {
-            let real = (k.max(2) - 1) as i64;
-            Ok(Some(Conditioning {
-                labels: (0..n as i64)
-                    .map(|i| match l {
-                        Labels::Same(c) => c,
-                        Labels::Spread => i % real,
-                    })
-                    .collect(),
-                guidance,
-                null_class: k as i64 - 1,
-            }))
-        }
+        (Some(k), Some(l)) => Ok(Some(Conditioning {
+            labels: l.resolve(k, n, seed),
+            guidance,
+            null_class: k as i64 - 1,
+        })),
         (Some(_), None) => Err(Error::input(
             "class_labels",
             "required: the model is class-conditional",
@@ -278,7 +288,7 @@ where
             None => (Some(image.data.clone()), image.shape),
         },
     };
-    let cond = conditioning(model, job.labels, job.guidance, shape[0])?;
+    let cond = conditioning(model, job.labels, job.guidance, shape[0], job.seed)?;
     let first_event = Start {
         shape,
         sample: match (&job.mode, &start) {
@@ -419,4 +429,21 @@ where
         completed_steps: out.completed_steps,
         cancelled: out.cancelled,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Labels;
+
+    #[test]
+    fn one_of_each_at_batch_one_is_the_seeds_class() {
+        // 11 embeddings: 10 real classes and the null class.
+        assert_eq!(Labels::Spread.resolve(11, 1, 0), vec![0]);
+        assert_eq!(Labels::Spread.resolve(11, 1, 7), vec![7]);
+        assert_eq!(Labels::Spread.resolve(11, 1, 23), vec![3]);
+        // A batch still cycles from class 0, whatever the seed.
+        assert_eq!(Labels::Spread.resolve(11, 4, 23), vec![0, 1, 2, 3]);
+        assert_eq!(Labels::Spread.resolve(3, 5, 9), vec![0, 1, 0, 1, 0]);
+        assert_eq!(Labels::Same(5).resolve(11, 2, 9), vec![5, 5]);
+    }
 }
