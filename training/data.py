@@ -33,6 +33,12 @@ FASHION_CLASSES = [
 # Label used for "no class" in classifier-free guidance (num_class_embeds = 11).
 NULL_CLASS = 10
 EMOJI_SETS = ("google", "twitter")
+# The emoji.json `category` values, sorted: the emoji labels (and the class labels of the
+# category-conditional emoji models, issue 36, with NULL_CLASS = 10 as "any category").
+EMOJI_CATEGORIES = [
+    "Activities", "Animals & Nature", "Component", "Flags", "Food & Drink",
+    "Objects", "People & Body", "Smileys & Emotion", "Symbols", "Travel & Places",
+]
 EMOJI_HELDOUT_FRACTION = 0.1
 
 
@@ -138,16 +144,17 @@ def load_emoji(split: str, size: int = 32) -> Split:
     """`split` is "train" or "heldout" (~10%, chosen by a hash of the base emoji's code).
 
     Both the Google (Noto) and Twitter (Twemoji) sets, 64x64 RGBA composited on white and
-    downsampled with Lanczos. Labels are the emoji.json category indices (used only by the
-    evaluation classifier; the emoji model is unconditional). Cached as .npz after the
-    first decode.
+    downsampled with Lanczos. Labels are the emoji.json category indices (EMOJI_CATEGORIES: the
+    evaluation classifiers' classes and, for the issue-36 `emoji-<size>` configs, the class
+    labels). Cached as .npz after the first decode.
     """
     assert split in ("train", "heldout")
     cache = CACHE_DIR / f"emoji_{split}_{size}.npz"
-    categories = sorted({c for _, c, _ in _emoji_entries()})
     if cache.exists():
         z = np.load(cache)
-        return Split(torch.from_numpy(z["x"]), torch.from_numpy(z["y"]), categories)
+        return Split(torch.from_numpy(z["x"]), torch.from_numpy(z["y"]), list(EMOJI_CATEGORIES))
+    categories = sorted({c for _, c, _ in _emoji_entries()})
+    assert categories == EMOJI_CATEGORIES, categories
     xs, ys = [], []
     for name, cat, key in _emoji_entries():
         if _is_heldout(key) != (split == "heldout"):

@@ -28,7 +28,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 
 import configs
-from data import FASHION_CLASSES, NULL_CLASS
+from data import EMOJI_CATEGORIES, FASHION_CLASSES, NULL_CLASS
 from sampling import grid_png, sample
 
 HERE = Path(__file__).resolve().parent
@@ -97,20 +97,40 @@ def _compute(info: dict) -> str:
             "see training/README.md, \"Training on a lent GPU\".")
 
 
-def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
+GRID_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where samples.png is sampled
+
+
+def class_names_of(tcfg: dict) -> list[str]:
+    """A conditional model's class names: Fashion-MNIST's, or the emoji.json categories."""
+    return FASHION_CLASSES if tcfg["dataset"] == "fashion" else list(EMOJI_CATEGORIES)
+
+
+def _config_facts(meta: dict) -> dict:
+    """stepwise.json keys naming the training config when it is not the shipped name (issue 36's
+    `<model>-<size>` configs), and its recipe."""
+    name, tcfg = meta["config"], meta["train"]
+    if configs.base_name(name) == name:
+        return {}
+    return {"config": name, "prediction_type": tcfg.get("prediction", "epsilon"),
+            "lr_schedule": tcfg.get("lr_schedule", "constant")}
+
+
+def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, grid_steps: int = 50) -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = meta["config"]
+    base = configs.base_name(name)
     tcfg = meta["train"]
-    pipe = DDPMPipeline(unet=unet.half(), scheduler=configs.make_scheduler())
+    pipe = DDPMPipeline(unet=unet.half(), scheduler=configs.make_scheduler(name))
     pipe.save_pretrained(out, safe_serialization=True)
     unet.float()
     conditional = configs.is_conditional(unet)
     info = {
-        "name": name,
+        "name": base,
+        **_config_facts(meta),
         "conditional": conditional,
-        "class_names": FASHION_CLASSES if conditional else [],
+        "class_names": class_names_of(tcfg) if conditional else [],
         "null_class": NULL_CLASS if conditional else None,
-        "defaults": dict(configs.PAGE_DEFAULTS[name], **({"guidance": tcfg["guidance_scale"]} if conditional else {})),
+        "defaults": dict(configs.PAGE_DEFAULTS[base], **({"guidance": tcfg["guidance_scale"]} if conditional else {})),
         "train_steps": meta["step"],
         "images_seen": meta["images_seen"],
         "train_hours": round(meta["train_seconds"] / 3600, 2),
@@ -120,13 +140,13 @@ def export(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
         # Sample from the exported f16 weights (upcast), i.e. exactly what ships.
-        shipped = UNet2DModel.from_pretrained(out / "unet").float().eval()
+        shipped = UNet2DModel.from_pretrained(out / "unet").float().eval().to(GRID_DEVICE)
         if conditional:
             y = torch.arange(10).repeat(8)
             x = sample(shipped, pipe.scheduler.config, len(y), labels=y,
-                       guidance_scale=configs.guidance_of(info), steps=50, seed=0, eta=1.0)
+                       guidance_scale=configs.guidance_of(info), steps=grid_steps, seed=0, eta=1.0)
         else:
-            x = sample(shipped, pipe.scheduler.config, 80, steps=50, seed=0, eta=1.0)
+            x = sample(shipped, pipe.scheduler.config, 80, steps=grid_steps, seed=0, eta=1.0)
         grid_png(x, out / "samples.png", nrow=10, scale=3)
     write_model_card(out)
 
@@ -170,7 +190,7 @@ def write_model_card(out: Path) -> None:
     name = info["name"]
     nparams = sum(t.numel() for t in UNet2DModel.from_pretrained(out / "unet").parameters())
     size_mb = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6
-    tcfg = configs.TRAIN.get(name, {})
+    tcfg = configs.TRAIN.get(info.get("config", name), {})
     cond = (f"Class-conditional: `class_labels` 0-9 are {', '.join(info['class_names'])}; label {info['null_class']} "
             f"is the null class for classifier-free guidance (labels dropped to it with probability "
             f"{tcfg.get('cond_drop')} in training). Shipped guidance scale: **{configs.guidance_of(info)}** "
@@ -196,13 +216,13 @@ diffusers `UNet2DModel`, {nparams/1e6:.2f} M parameters ({size_mb:.1f} MB as f16
 `norm_num_groups` {ucfg['norm_num_groups']}, `attention_head_dim` {ucfg['attention_head_dim']}.
 {cond}
 
-Scheduler: `DDPMScheduler`, 1000 training steps, linear betas 1e-4..0.02, epsilon prediction.
+Scheduler: `DDPMScheduler`, 1000 training steps, linear betas 1e-4..0.02, {_prediction(out)}.
 `stepwise.json` holds what the app needs beyond diffusers, and the run defaults the page and
 `diffuse sample` start from (see "At the page's defaults").
 
 ## Training
-`training/train.py --config {name}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then
-constant), batch {info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA of the weights (decay
+`training/train.py --config {info.get('config', name)}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then
+{_schedule(tcfg)}), batch {info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA of the weights (decay
 min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on the noise, {_precision(info)}{', random horizontal flips' if tcfg.get('hflip') else ''}.
 Exported from the EMA weights at step **{info['train_steps']}** ({info['images_seen']:,} images seen).
 {status}
@@ -217,11 +237,25 @@ Exported from the EMA weights at step **{info['train_steps']}** ({info['images_s
 
 # ---------------------------------------------------------------- latent model (issue 6)
 
+def _prediction(out: Path) -> str:
+    cfg = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    return {"v_prediction": "v-prediction (`prediction_type` \"v_prediction\")"}.get(
+        cfg.get("prediction_type", "epsilon"), "epsilon prediction")
+
+
+def _schedule(tcfg: dict) -> str:
+    if tcfg.get("lr_schedule") == "cosine":
+        return (f"cosine decay to {tcfg.get('lr_min', 0)} over the run (its steps, or the wall-clock budget "
+                f"of a time-bounded GPU run)")
+    return "constant"
+
+
 def _hours(meta) -> float:
     return round(meta["train_seconds"] / 3600, 2)
 
 
-def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, vae_run: Path | None = None) -> None:
+def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, vae_run: Path | None = None,
+                  grid_steps: int = 50) -> None:
     """`unet` trained on the latents of `vae_run` (default runs/<train.vae>) -> a pipeline folder with
     vae/, unet/, scheduler/ and the custom pipeline file."""
     from train_vae import load_vae
@@ -249,9 +283,13 @@ def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, v
         "unet": ["diffusers", "UNet2DModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }, indent=2) + "\n")
+    conditional = configs.is_conditional(unet)
+    base = configs.base_name(meta["config"])
     info = {
-        "name": meta["config"], "kind": "latent", "conditional": False, "class_names": [], "null_class": None,
-        "defaults": configs.PAGE_DEFAULTS[meta["config"]],
+        "name": base, **_config_facts(meta), "kind": "latent", "conditional": conditional,
+        "class_names": class_names_of(tcfg) if conditional else [],
+        "null_class": NULL_CLASS if conditional else None,
+        "defaults": dict(configs.PAGE_DEFAULTS[base], **({"guidance": tcfg["guidance_scale"]} if conditional else {})),
         "train_steps": meta["step"], "images_seen": meta["images_seen"], "train_hours": _hours(meta),
         "threads": meta.get("threads"),
         "scaling_factor": float(tcfg["scaling_factor"]),
@@ -260,22 +298,31 @@ def export_latent(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, v
                                              "bicubic_from_32_psnr_db", "decode_images_per_s", "threads")},
     }
     info["vae"]["train"] = vck["train"]
+    if "centred_from" in vae_metrics:
+        # Issue 36: the per-channel standardisation folded into vae/ (train_vae.centre_vae).
+        info["vae"]["centred_from"] = vae_metrics["centred_from"]
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
-        x = sample_latent_images(out, 80, steps=50, seed=0, eta=1.0)
+        y = torch.arange(10).repeat(8) if conditional else None
+        x = sample_latent_images(out, 80, steps=grid_steps, seed=0, eta=1.0, labels=y,
+                                 guidance_scale=configs.guidance_of(info))
         grid_png(x, out / "samples.png", nrow=10, scale=1)
     write_latent_card(out)
 
 
 @torch.no_grad()
-def sample_latent_images(folder: Path, n: int, steps: int, seed: int, eta: float, batch: int = 100) -> torch.Tensor:
-    """n images [-1, 1] from an exported latent folder's f16 weights (upcast): DDIM in latent space,
-    then vae.decode(latents / scaling_factor)."""
-    unet = UNet2DModel.from_pretrained(folder / "unet").float().eval()
-    vae = AutoencoderKL.from_pretrained(folder / "vae").float().eval()
+def sample_latent_images(folder: Path, n: int, steps: int, seed: int, eta: float, batch: int = 100,
+                         labels: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                         device: str | None = None) -> torch.Tensor:
+    """n images [-1, 1] from an exported latent folder's f16 weights (upcast): DDIM in latent space
+    (class-conditional with guidance when `labels` are given), then vae.decode(latents / scaling_factor)."""
+    dev = device or GRID_DEVICE
+    unet = UNet2DModel.from_pretrained(folder / "unet").float().eval().to(dev)
+    vae = AutoencoderKL.from_pretrained(folder / "vae").float().eval().to(dev)
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    z = sample(unet, sched_cfg, n, steps=steps, seed=seed, eta=eta, batch=batch)
-    return torch.cat([vae.decode(z[i:i + batch] / vae.config.scaling_factor).sample
+    z = sample(unet, sched_cfg, n, labels=labels, guidance_scale=guidance_scale, steps=steps, seed=seed, eta=eta,
+               batch=batch)
+    return torch.cat([vae.decode(z[i:i + batch].to(dev) / vae.config.scaling_factor).sample.cpu()
                       for i in range(0, n, batch)]).clamp(-1, 1)
 
 
@@ -284,9 +331,35 @@ def check_loads_latent(out: Path) -> None:
     UNet2DModel.from_pretrained(out, subfolder="unet")
     pipe = DiffusionPipeline.from_pretrained(out, trust_remote_code=True, dtype=torch.float32)
     assert type(pipe).__name__ == "LatentDDPMPipeline", type(pipe)
+    if pipe.unet.config.num_class_embeds is not None:
+        img = pipe(batch_size=2, num_inference_steps=2, output_type="np", class_labels=torch.tensor([0, 5]),
+                   guidance_scale=2.0).images
+        assert img.shape == (2, 64, 64, 3), img.shape
     img = pipe(batch_size=1, num_inference_steps=2, output_type="np").images
     assert img.shape == (1, 64, 64, 3), img.shape
     print(f"{out}: vae/ and unet/ load in diffusers; DiffusionPipeline.from_pretrained(trust_remote_code=True) samples")
+
+
+def _latent_cond(info: dict, tcfg: dict) -> str:
+    if not info["conditional"]:
+        return "Unconditional."
+    return (f"Class-conditional on the emoji.json category: `class_labels` 0-9 are {', '.join(info['class_names'])}; "
+            f"label {info['null_class']} is the null class (labels dropped to it with probability "
+            f"{tcfg.get('cond_drop')} in training); guidance **{configs.guidance_of(info)}**.")
+
+
+def _latent_centring(info: dict) -> str:
+    c = info["vae"].get("centred_from")
+    if not c:
+        return ("the scaled latents are not confined to [-1, 1] (per-channel means -1.3..-0.25, stds 0.28..1.31 with "
+                "one global `scaling_factor`), so clipping the predicted x0 there, right for pixels, turns samples "
+                "into texture.")
+    fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    return ("latents are not confined to [-1, 1]. They are **centred per channel**: the VAE's raw latents (means "
+            f"{fmt(c['channel_mean'])}, stds {fmt(c['channel_std'])}) are standardised by a per-channel affine map "
+            "folded into `quant_conv` and `post_quant_conv` (`training/train_vae.py`, `centre_vae`), so `vae/` is a "
+            "stock `AutoencoderKL` whose latents have zero mean and unit std per channel (`scaling_factor` ~1, no "
+            "`shift_factor`), and decoding is unchanged.")
 
 
 def write_latent_card(out: Path) -> None:
@@ -300,7 +373,7 @@ def write_latent_card(out: Path) -> None:
     n_unet = sum(t.numel() for t in UNet2DModel.from_pretrained(out / "unet").parameters())
     n_vae = sum(t.numel() for t in AutoencoderKL.from_pretrained(out / "vae").parameters())
     mb = lambda sub: (out / sub / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6  # noqa: E731
-    tcfg = configs.TRAIN.get(info["name"], {})
+    tcfg = configs.TRAIN.get(info.get("config", info["name"]), {})
     c, h = v["latent_shape"][0], v["latent_shape"][1]
     f = 64 // h
     status = ""
@@ -328,11 +401,9 @@ Two diffusers models, both built only from block types the stepwise engine imple
   out at {ucfg['sample_size']}x{ucfg['sample_size']}, `block_out_channels` {tuple(ucfg['block_out_channels'])},
   `layers_per_block` {ucfg['layers_per_block']}, `down_block_types` {tuple(ucfg['down_block_types'])},
   `up_block_types` {tuple(ucfg['up_block_types'])}, `norm_num_groups` {ucfg['norm_num_groups']},
-  `attention_head_dim` {ucfg['attention_head_dim']}. Unconditional.
+  `attention_head_dim` {ucfg['attention_head_dim']}. {_latent_cond(info, tcfg)}
 - `scheduler/`: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction (on the scaled
-  latents), **`clip_sample` false**: the scaled latents are not confined to [-1, 1] (per-channel means
-  -1.3..-0.25, stds 0.28..1.31 with one global `scaling_factor`), so clipping the predicted x0 there, right
-  for pixels, turns samples into texture. The page's defaults: see "At the page's defaults".
+  latents), **`clip_sample` false**: {_latent_centring(info)} The page's defaults: see "At the page's defaults".
 
 Generation: latents ~ N(0, I) [B, {c}, {h}, {h}] -> denoise -> `image = vae.decode(latents / scaling_factor).sample`
 (in [-1, 1]).
@@ -379,15 +450,16 @@ EPYC (AVX2) shared with other training lanes and a Rust compile, no GPU.
 
 # ---------------------------------------------------------------- super-resolution (issue 7)
 
-def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> None:
+def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True, grid_steps: int = 50) -> None:
     from data import load, sr_condition, sr_lowres, to_model_range
     out.mkdir(parents=True, exist_ok=True)
-    pipe = DDPMPipeline(unet=unet.half(), scheduler=configs.make_scheduler())
+    pipe = DDPMPipeline(unet=unet.half(), scheduler=configs.make_scheduler(meta["config"]))
     pipe.save_pretrained(out, safe_serialization=True)
     unet.float()
     info = {
-        "name": meta["config"], "kind": "super-resolution", "conditional": False, "class_names": [],
-        "null_class": None, "defaults": configs.PAGE_DEFAULTS[meta["config"]],
+        "name": configs.base_name(meta["config"]), **_config_facts(meta), "kind": "super-resolution",
+        "conditional": False, "class_names": [], "null_class": None,
+        "defaults": configs.PAGE_DEFAULTS[configs.base_name(meta["config"])],
         "scale": 2, "input_size": 32, "output_size": 64,
         "condition": "unet input = cat([x_t, F.interpolate(lowres32, scale_factor=2, mode='bicubic', "
                      "align_corners=False)], dim=1), lowres32 in [-1, 1]",
@@ -397,11 +469,12 @@ def export_sr(unet: UNet2DModel, meta: dict, out: Path, grid: bool = True) -> No
     }
     (out / "stepwise.json").write_text(json.dumps(info, indent=1) + "\n")
     if grid:
-        shipped = UNet2DModel.from_pretrained(out / "unet").float().eval()
+        shipped = UNet2DModel.from_pretrained(out / "unet").float().eval().to(GRID_DEVICE)
         truth = to_model_range(load("emoji64", "heldout").images[:20])
         low = sr_lowres(truth)
         cond = sr_condition(low)
-        x = sample(shipped, pipe.scheduler.config, 20, steps=50, seed=0, eta=0.0, cond=cond, consistent_with=low)
+        x = sample(shipped, pipe.scheduler.config, 20, steps=grid_steps, seed=0, eta=0.0, cond=cond,
+                   consistent_with=low)
         rows = [torch.cat([a[i:i + 10] for a in (cond, x, truth)]) for i in (0, 10)]
         grid_png(torch.cat(rows), out / "samples.png", nrow=10, scale=1)
     write_sr_card(out)
@@ -427,7 +500,7 @@ def write_sr_card(out: Path) -> None:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     nparams = sum(t.numel() for t in UNet2DModel.from_pretrained(out / "unet").parameters())
     size_mb = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6
-    tcfg = configs.TRAIN.get(info["name"], {})
+    tcfg = configs.TRAIN.get(info.get("config", info["name"]), {})
     status = ""
     if tcfg and info["train_steps"] < tcfg["max_steps"] and not info.get("device"):
         status = (f"\n**Early checkpoint**: step {info['train_steps']} of the config's {tcfg['max_steps']}; the loss is "
@@ -472,7 +545,7 @@ does it in Python; `diffuse upscale --no-consistency` turns it off.
 `up_block_types` {tuple(ucfg['up_block_types'])}, `norm_num_groups` {ucfg['norm_num_groups']},
 `attention_head_dim` {ucfg['attention_head_dim']}. Thin at 64x64 because a 64x64 level costs 4x a 32x32 one.
 
-Scheduler: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, epsilon prediction. Sample with DDIM;
+Scheduler: `DDPMScheduler`, 1000 steps, linear betas 1e-4..0.02, {_prediction(out)}. Sample with DDIM;
 eta 0 (deterministic) is what the metrics use and what `stepwise.json` recommends.
 
 ## Loading in diffusers
@@ -482,9 +555,10 @@ DDPMPipeline; diffusers has no pixel-space super-resolution pipeline: `LDMSuperR
 concatenation above (`training/sampling.py`: `sample(unet, scheduler.config, n, cond=lowres_up)`).
 
 ## Training
-`training/train.py --config {info['name']}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps), batch
+`training/train.py --config {info.get('config', info['name'])}`: AdamW lr {tcfg.get('lr')} ({tcfg.get('warmup')} warm-up steps, then
+{_schedule(tcfg)}), batch
 {info.get('batch_size', tcfg.get('batch_size'))}, gradient clipping 1.0, EMA (decay min({tcfg.get('ema_decay')}, (1+step)/(10+step))), MSE on
-the noise, random horizontal flips (of the pair), {_precision(info)}. Exported from the EMA weights at step
+{'v' if tcfg.get('prediction') == 'v_prediction' else 'the noise'}, random horizontal flips (of the pair), {_precision(info)}. Exported from the EMA weights at step
 **{info['train_steps']}** ({info['images_seen']:,} images seen).
 {status}
 
@@ -565,6 +639,7 @@ def main(argv=None):
     p.add_argument("--ckpt", type=Path, default=None, help="default training/runs/<config>/checkpoint.pt")
     p.add_argument("--out", type=Path, default=None, help="default assets/models/<config>/")
     p.add_argument("--no-grid", action="store_true")
+    p.add_argument("--grid-steps", type=int, default=50, help="DDIM steps of samples.png (the smoke run uses 2)")
     p.add_argument("--vae-run", type=Path, default=None, help="latent configs: default training/runs/<config's vae>")
     args = p.parse_args(argv)
     if args.check is not None:
@@ -582,13 +657,13 @@ def main(argv=None):
     out = args.out or REPO / "assets" / "models" / args.config
     unet, meta = load_ema_unet(ckpt)
     if meta["train"]["dataset"] == "emoji-latent":
-        export_latent(unet, meta, out, grid=not args.no_grid, vae_run=args.vae_run)
+        export_latent(unet, meta, out, grid=not args.no_grid, vae_run=args.vae_run, grid_steps=args.grid_steps)
         check_loads_latent(out)
     elif meta["train"].get("sr"):
-        export_sr(unet, meta, out, grid=not args.no_grid)
+        export_sr(unet, meta, out, grid=not args.no_grid, grid_steps=args.grid_steps)
         check_loads_sr(out)
     else:
-        export(unet, meta, out, grid=not args.no_grid)
+        export(unet, meta, out, grid=not args.no_grid, grid_steps=args.grid_steps)
         check_loads(out)
 
 

@@ -25,13 +25,15 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
 
     `consistent_with` [n, C, h, w], if given, is the low-resolution image the x0 implied by each
     model output is made to average down to before the step (`data.box_consistency`; the
-    super-resolution sampling the app and `diffuse upscale` do by default). Epsilon models only.
+    super-resolution sampling the app and `diffuse upscale` do by default). Epsilon and
+    v_prediction models.
 
     Guidance (Ho & Salimans 2022): eps = eps(x, null) + w * (eps(x, y) - eps(x, null)).
     w = 1 is plain conditional sampling; labels=None samples an unconditional UNet.
     """
     sched = DDIMScheduler.from_config(scheduler_config)
     sched.set_timesteps(steps)
+    v_pred = sched.config.prediction_type == "v_prediction"
     dev = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
     cfg = unet.config
@@ -58,9 +60,15 @@ def sample(unet: UNet2DModel, scheduler_config, n: int, labels: torch.Tensor | N
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             if low is not None:
+                # eps is the model output: the noise, or v for a v_prediction model (issue 36's SR).
                 abar = sched.alphas_cumprod[int(t)].to(dev)
-                x0 = box_consistency((x - (1 - abar).sqrt() * eps) / abar.sqrt(), low)
-                eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+                a, s = abar.sqrt(), (1 - abar).sqrt()
+                if v_pred:
+                    x0 = box_consistency(a * x - s * eps, low)
+                    eps = (a * x - x0) / s
+                else:
+                    x0 = box_consistency((x - s * eps) / a, low)
+                    eps = (x - a * x0) / s
             x = sched.step(eps, t, x, eta=eta, generator=g).prev_sample
         out.append(x.float().cpu())
     return torch.cat(out)

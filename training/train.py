@@ -114,7 +114,11 @@ def main(argv=None):
         tcfg.update(scaling_factor=cache["scaling_factor"], vae_step=cache["vae_step"])
         if args.subset:
             lat_mean, lat_std = lat_mean[:args.subset], lat_std[:args.subset]
-        images, labels = lat_mean, None
+        labels = None
+        if configs.is_conditional(args.config):
+            # The cache holds the training split in data.load's order: its labels line up.
+            labels = load("emoji64", "train").labels[:lat_mean.shape[0]]
+        images = lat_mean
     else:
         data = load(tcfg["dataset"], "train")
         if args.subset:
@@ -132,9 +136,21 @@ def main(argv=None):
     ema = Ema(unet, tcfg["ema_decay"])
     opt = torch.optim.AdamW(unet.parameters(), lr=tcfg["lr"], weight_decay=0.0)
     warmup = tcfg["warmup"]
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    # progress["time"]: the fraction of --max-minutes used so far (0 without it); the cosine follows
+    # whichever of steps and time is further along (see configs._scaled).
+    progress = {"time": 0.0}
 
-    step, train_seconds, images_seen = 0, 0.0, 0
+    def lr_factor(s: int) -> float:
+        w = min(1.0, (s + 1) / warmup) if warmup else 1.0
+        if tcfg.get("lr_schedule", "constant") != "cosine":
+            return w
+        frac = min(1.0, max(s / tcfg["max_steps"], progress["time"]))
+        lo = tcfg.get("lr_min", 0.0) / tcfg["lr"]
+        return w * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    prediction = tcfg.get("prediction", "epsilon")
+
+    step, train_seconds, images_seen, wall_before = 0, 0.0, 0, 0.0
     gen = torch.Generator().manual_seed(args.seed * 1000 + acc.process_index)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
@@ -144,6 +160,7 @@ def main(argv=None):
         opt.load_state_dict(ck["opt"])
         lr_sched.load_state_dict(ck["lr_sched"])
         step, train_seconds, images_seen = ck["step"], ck["train_seconds"], ck["images_seen"]
+        wall_before = ck.get("wall_seconds", 0.0)
         if latent and ck["train"].get("vae_step") != tcfg["vae_step"]:
             raise SystemExit(f"{ckpt_path} trained on latents of VAE step {ck['train'].get('vae_step')}, "
                              f"but {vae_run}/latents.pt is from step {tcfg['vae_step']}: move one of them away")
@@ -168,7 +185,8 @@ def main(argv=None):
             "model": acc.unwrap_model(unet).state_dict(), "ema": ema.model.state_dict(),
             "opt": opt.state_dict(), "lr_sched": lr_sched.state_dict(),
             "step": step, "train_seconds": train_seconds, "images_seen": images_seen,
-            "gen": [gen.get_state()], "threads": args.threads, "world_size": acc.num_processes,
+            "gen": [gen.get_state()], "threads": args.threads,
+            "wall_seconds": wall_before + time.time() - t_start, "world_size": acc.num_processes,
             "device": device_name, "mixed_precision": args.mixed_precision,
             "init_from": str(args.init_from) if args.init_from else None,
         }, ckpt_path)
@@ -184,9 +202,11 @@ def main(argv=None):
         n_cls = 10
         if latent:
             from train_vae import load_vae
-            z = sample(ema.model, sched.config, 40, steps=20, seed=0, eta=1.0)
+            y = torch.arange(n_cls).repeat(4) if conditional else None
+            z = sample(ema.model, sched.config, 40, labels=y, guidance_scale=tcfg["guidance_scale"],
+                       steps=20, seed=0, eta=1.0)
             with torch.no_grad():
-                x = load_vae(vae_run).decode(z / tcfg["scaling_factor"]).sample
+                x = load_vae(vae_run).to(z.device).decode(z / tcfg["scaling_factor"]).sample
         elif sr:
             truth = to_model_range(load(tcfg["dataset"], "heldout").images[:10])
             cond = sr_condition(sr_lowres(truth))
@@ -210,8 +230,15 @@ def main(argv=None):
     unet.train()
     acc.print(f"{args.config}: {sum(p.numel() for p in unet.parameters())/1e6:.2f} M params, "
               f"{n_train} images, batch {b} x {acc.num_processes}, steps {step}->{tcfg['max_steps']}")
+    # On a GPU the noise and timesteps are drawn there (a host randn of a 512-image batch and its copy
+    # cost more than the step of a small UNet); on the CPU they come from `gen` as before, so CPU runs
+    # are unchanged and reproducible.
+    gen_dev = torch.Generator(device=dev).manual_seed(args.seed * 1000 + 7 + acc.process_index) \
+        if dev.type == "cuda" else None
     while step < tcfg["max_steps"] and not stop["flag"]:
         t0 = time.time()
+        if args.max_minutes is not None:
+            progress["time"] = (wall_before + time.time() - t_start) / (args.max_minutes * 60)
         idx = torch.randint(n_train, (b,), generator=gen)
         if latent:
             k = (torch.rand(b, generator=gen) < 0.5).long() if tcfg["hflip"] else torch.zeros(b, dtype=torch.long)
@@ -222,21 +249,29 @@ def main(argv=None):
             if tcfg["hflip"]:
                 flip = torch.rand(b, generator=gen) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-        cond = sr_condition(sr_lowres(x0)).to(dev) if sr else None
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
+        x0 = x0.to(dev, non_blocking=True)
+        cond = sr_condition(sr_lowres(x0)) if sr else None
+        if gen_dev is None:
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
+            noise, t = noise.to(dev), t.to(dev)
+        else:
+            noise = torch.randn(x0.shape, generator=gen_dev, device=dev)
+            t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen_dev, device=dev)
         y = None
         if conditional:
             y = labels[idx].clone()
             y[torch.rand(b, generator=gen) < tcfg["cond_drop"]] = NULL_CLASS
             y = y.to(dev)
-        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         xt = sched.add_noise(x0, noise, t)
+        # epsilon: the model predicts the noise; v_prediction: v = sqrt(abar) noise - sqrt(1 - abar) x0
+        # (Salimans & Ho 2022; diffusers' get_velocity), what the scheduler's prediction_type expects.
+        target = noise if prediction == "epsilon" else sched.get_velocity(x0, noise, t)
         if cond is not None:
             xt = torch.cat([xt, cond], 1)
         with acc.autocast():
             pred = unet(xt, t, class_labels=y).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = F.mse_loss(pred.float(), target)
         acc.backward(loss)
         acc.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
@@ -246,11 +281,12 @@ def main(argv=None):
         step += 1
         images_seen += b * acc.num_processes
         train_seconds += time.time() - t0
-        loss_acc += loss.item()
+        loss_acc = loss_acc + loss.detach()  # no .item() per step: on a GPU it would wait for the step
         n_acc += 1
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss is {loss.item()} at step {step}")
         if step % args.log_every == 0 and main_proc:
+            loss_acc = float(loss_acc)
+            if not math.isfinite(loss_acc):
+                raise RuntimeError(f"loss is {loss_acc / n_acc} at step {step}")
             dt = time.time() - t_log
             with log_path.open("a") as f:
                 f.write(f"{step},{loss_acc / n_acc:.5f},{lr_sched.get_last_lr()[0]:.2e},"
@@ -264,8 +300,10 @@ def main(argv=None):
             t_log = time.time()
         if args.max_minutes is not None and time.time() - t_start > args.max_minutes * 60:
             break
+        if step == 20 and dev.type == "cuda" and main_proc:
+            print(f"cuda memory after 20 steps: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB", flush=True)
     checkpoint()
-    if step >= tcfg["max_steps"]:
+    if step >= tcfg["max_steps"] and args.sample_every <= tcfg["max_steps"]:  # (not in the smoke run)
         sample_grid()
     acc.print(f"stopped at step {step} ({train_seconds / 3600:.2f} h of training)")
     return step
