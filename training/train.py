@@ -104,6 +104,9 @@ def main(argv=None):
         (out / "samples").mkdir(parents=True, exist_ok=True)
     dev = acc.device
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    if dev.type == "cuda":  # fixed shapes: let cuDNN pick its kernels; TF32 for what autocast leaves in f32
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     latent = tcfg["dataset"] == "emoji-latent"
     sr = tcfg.get("sr", False)
