@@ -14,6 +14,30 @@ use crate::device::clock::now_ms;
 use crate::history::push_thinned;
 use crate::sampler::SamplerKind;
 
+/// Fits the inputs to a loaded model: more steps than it was trained with, or a class it does not
+/// have, become what runs, with a note naming the parameter when the URL asked for it.
+fn check_against_model(inputs: Inputs, m: &ModelInfo) {
+    let steps = inputs.steps.get_untracked();
+    if steps > m.num_train_timesteps {
+        if inputs.is_touched("steps") {
+            inputs.note(format!(
+                "steps={steps}: this model has {} training steps: using {}",
+                m.num_train_timesteps, m.num_train_timesteps
+            ));
+        }
+        inputs.steps.set(m.num_train_timesteps);
+    }
+    let class = inputs.class.get_untracked();
+    if let Some(k) = m.num_class_embeds.filter(|&k| class >= k as i64) {
+        let real = k.max(2) - 1;
+        inputs.note(format!(
+            "class={class}: this model has {real} classes (0–{}): using one of each",
+            real - 1
+        ));
+        inputs.class.set(-1);
+    }
+}
+
 /// The whole generate view; owns the run and model state and provides them as context.
 #[component]
 pub fn GenerateView(
@@ -57,12 +81,8 @@ pub fn GenerateView(
             .cloned()
     });
     let info = RwSignal::new(None::<Result<ModelInfo, String>>);
-    // The first model keeps what the URL says; picking another model takes its defaults.
-    let explicit: Vec<&'static str> = ["sampler", "steps", "eta", "guidance"]
-        .into_iter()
-        .filter(|k| super::settings::param(k).is_some())
-        .collect();
-    let first_load = StoredValue::new(true);
+    // A model's defaults fill in what the user has not set: the URL's values and what the user
+    // changed since the page loaded or the model was picked (`inputs.touched`) are kept.
     // Bumped after the backend is rebuilt (a lost GPU device): loads the model again.
     let reload = RwSignal::new(0u32);
     let last_loaded = StoredValue::new(None::<String>);
@@ -79,16 +99,13 @@ pub fn GenerateView(
             // Loaded from the user's files by OpenModel; only mirror its state.
             let r = local.with(|l| l.as_ref().and_then(|l| l.info.clone()));
             if let Some(Ok(m)) = &r {
-                if inputs.steps.get_untracked() > m.num_train_timesteps {
-                    inputs.steps.set(m.num_train_timesteps);
-                }
+                check_against_model(inputs, m);
             }
             info.set(r);
             return;
         }
         info.set(None);
         let path = e.path.clone();
-        let explicit = explicit.clone();
         spawn_local(async move {
             let r = engine::load_model(&path, e.name != URL_MODEL).await.map_err(|err| {
                 format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
@@ -98,7 +115,7 @@ pub fn GenerateView(
                 let same_model = last_loaded.get_value().as_deref() == Some(path.as_str());
                 last_loaded.set_value(Some(path));
                 if let Some(m) = r.as_ref().ok().filter(|_| !same_model) {
-                    let keep = |k: &str| first_load.get_value() && explicit.contains(&k);
+                    let keep = |k: &str| inputs.is_touched(k);
                     let d = &m.defaults;
                     if let Some(k) = d
                         .sampler
@@ -117,10 +134,7 @@ pub fn GenerateView(
                     if let Some(v) = d.guidance.filter(|_| !keep("guidance")) {
                         inputs.guidance.set(v);
                     }
-                    first_load.set_value(false);
-                    if inputs.steps.get_untracked() > m.num_train_timesteps {
-                        inputs.steps.set(m.num_train_timesteps);
-                    }
+                    check_against_model(inputs, m);
                 }
                 info.set(Some(r));
             }
@@ -133,6 +147,43 @@ pub fn GenerateView(
         info,
     };
     let edit = super::edit::EditState::new(models);
+    // `?model=` naming no model of the manifest: say which one runs instead.
+    Effect::new(move |_| {
+        let Some(Ok(list)) = manifest.get() else {
+            return;
+        };
+        let want = inputs.model.get_untracked();
+        if want.is_empty() || want == URL_MODEL || want == LOCAL_MODEL {
+            return;
+        }
+        if !list.iter().any(|e| e.name == want) {
+            if let Some(e) = entry.get_untracked() {
+                inputs.note(format!(
+                    "model={want} is not a shipped model: using {}",
+                    e.title
+                ));
+            }
+        }
+    });
+    // Another model: the run on screen belongs to the old one (its frames, captions, summary,
+    // error), so it goes.
+    Effect::new(move |prev: Option<Option<String>>| {
+        let now = entry.with(|e| e.as_ref().map(|e| e.path.clone()));
+        if prev.is_some_and(|p| p != now) {
+            run.clear();
+        }
+        now
+    });
+    // Another mode: the old mode's complaint goes; the frames stay (they are what "Use the
+    // result" takes into the edit).
+    Effect::new(move |prev: Option<super::edit::Mode>| {
+        let now = edit.mode.get();
+        if prev.is_some_and(|p| p != now) {
+            run.error.set(None);
+            edit.error.set(None);
+        }
+        now
+    });
     provide_context(inputs);
     provide_context(run);
     provide_context(models);
@@ -165,15 +216,12 @@ pub fn GenerateView(
             edit: job,
             options: inputs.options_untracked(),
         };
-        run.playing.set(false);
-        run.frames.set(Vec::new());
-        run.stride.set(1);
-        run.view.set(0);
-        run.summary.set(None);
-        run.error.set(None);
+        run.clear();
         run.stop.set(false);
         run.running.set(true);
-        run.elapsed_ms.set(0.0);
+        // A run whose epoch has passed (the model was switched) stops and leaves no trace.
+        let epoch = run.epoch.get_untracked();
+        let current = move || run.epoch.get_untracked() == epoch;
         spawn_local(async move {
             // Upscaling runs the super-resolution model on the picture, not the picked model.
             let (m, params) = if upscale {
@@ -183,10 +231,12 @@ pub fn GenerateView(
                         (sr, RunParams { steps, ..params })
                     }
                     Err(e) => {
-                        run.error.set(Some(format!(
-                            "Could not load the upscaler from {}: {e}",
-                            super::edit::UPSCALER_PATH
-                        )));
+                        if current() {
+                            run.error.set(Some(format!(
+                                "Could not load the upscaler from {}: {e}",
+                                super::edit::UPSCALER_PATH
+                            )));
+                        }
                         run.running.set(false);
                         return;
                     }
@@ -197,6 +247,9 @@ pub fn GenerateView(
             let start = now_ms();
             let mut stride = 1;
             let r = engine::run(&m.url, &m, &params, |f| {
+                if !current() {
+                    return false;
+                }
                 run.frames.update(|v| {
                     push_thinned(v, f, &mut stride, run.budget, |f| f.index, Frame::bytes)
                 });
@@ -206,8 +259,11 @@ pub fn GenerateView(
                 !run.stop.get_untracked()
             })
             .await;
-            run.elapsed_ms.set(now_ms() - start);
+            if current() {
+                run.elapsed_ms.set(now_ms() - start);
+            }
             match r {
+                Ok(_) if !current() => {}
                 Ok(s) => run.summary.set(Some(s)),
                 Err(e) => match engine::device_lost() {
                     // The GPU went away (driver reset, unplugged, destroyed): set up a new device
@@ -226,7 +282,8 @@ pub fn GenerateView(
                         reload.update(|n| *n += 1);
                         run.error.set(Some(msg));
                     }
-                    None => run.error.set(Some(e)),
+                    None if current() => run.error.set(Some(e)),
+                    None => {}
                 },
             }
             run.running.set(false);
@@ -239,8 +296,28 @@ pub fn GenerateView(
         }
     })));
 
-    // Keyboard: space generates or stops, arrows step through the history (not while typing
-    // in a field, where those keys already mean something).
+    // A bare first visit runs the model's default settings once it is ready, so the page shows
+    // what it is for before anything is read (`?autorun=` and reduced motion decide otherwise).
+    let pending = StoredValue::new(inputs.autorun);
+    Effect::new(move |_| {
+        if !pending.get_value() {
+            return;
+        }
+        match info.get() {
+            Some(Ok(_)) => {
+                pending.set_value(false);
+                if !run.running.get_untracked() && run.frames.with_untracked(Vec::is_empty) {
+                    generate();
+                }
+            }
+            Some(Err(_)) => pending.set_value(false),
+            None => {}
+        }
+    });
+
+    // Keyboard: arrows, Home and End step through the history (not while typing in a field,
+    // where those keys already mean something). Space is left to the browser: it scrolls the
+    // page, and a run started by a stray Space on a long page surprised more than it helped.
     let handle = window_event_listener(leptos::ev::keydown, move |e| {
         let tag = e
             .target()
@@ -250,11 +327,10 @@ pub fn GenerateView(
         if matches!(tag.as_str(), "input" | "select" | "textarea" | "button") {
             return;
         }
+        if e.alt_key() || e.ctrl_key() || e.meta_key() {
+            return;
+        }
         match e.key().as_str() {
-            " " => {
-                e.prevent_default();
-                generate();
-            }
             "ArrowLeft" => run.step_view(-1),
             "ArrowRight" => run.step_view(1),
             "Home" => run.step_view(i64::MIN / 2),
@@ -266,8 +342,9 @@ pub fn GenerateView(
 
     view! {
         <div class="layout">
-            <Controls generate=generate />
+            <Controls />
             <div class="stack">
+                <RunBar generate=generate />
                 <super::edit::EditPanel />
                 <Viewer />
             </div>
@@ -283,28 +360,61 @@ fn range_value<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
     event_target_value(ev).trim().parse().ok()
 }
 
-/// The form on the left: model, sampler, steps, η, class, guidance, seed, batch, Generate.
+/// A "?" button next to a term that explains it on hover and on keyboard focus (the text is
+/// also the button's description for screen readers).
 #[component]
-fn Controls<G>(
-    /// Starts a run, or stops the one in progress.
-    generate: G,
-) -> impl IntoView
-where
-    G: Fn() + Copy + 'static,
-{
+pub fn Tip(
+    /// The id of the explanation (referenced by `aria-describedby`).
+    id: &'static str,
+    /// The term explained, for the button's name ("What is η?").
+    term: &'static str,
+    /// The explanation, one or two sentences.
+    text: &'static str,
+) -> impl IntoView {
+    view! {
+        <span class="tip-wrap">
+            <button type="button" class="tip" aria-label=format!("What is {term}?") aria-describedby=id>"?"</button>
+            <span role="tooltip" class="tip-text" id=id>{text}</span>
+        </span>
+    }
+}
+
+pub const TIP_XT: &str = "x_t is the sample at step t: it starts as pure noise x_T, and every step of the sampler makes it a little less noisy, until it is the image.";
+pub const TIP_X0: &str = "x̂₀ is the model's guess of the clean image from x_t at this step (x_t minus the noise the model sees in it, rescaled): a blur early on, sharp near the end.";
+pub const TIP_ETA: &str = "η sets how much fresh noise DDIM adds at every step: 0 follows the deterministic ODE (same seed, same image at any step count), 1 adds as much as DDPM.";
+pub const TIP_GUIDANCE: &str = "Classifier-free guidance pushes the model's prediction away from its unconditional one, towards the chosen class: 1 is no push, more follows the class more closely and varies less.";
+pub const TIP_TIMESTEP: &str = "The timestep t places the step in the training schedule (0 to 999 here): large t is nearly pure noise, t = 0 is the clean image. A sampler with fewer steps visits fewer, spaced timesteps.";
+
+/// The form on the left: the notes about the URL, model, sampler, steps, η, class, guidance,
+/// seed, batch and the edit mode (the run button is in the run bar above the frames).
+#[component]
+fn Controls() -> impl IntoView {
     let s = expect_context::<Inputs>();
-    let run = expect_context::<RunState>();
     let models = expect_context::<ModelState>();
-    let edit = expect_context::<super::edit::EditState>();
     let info = move || models.info.get().and_then(Result::ok);
     let max_steps = move || info().map(|m| m.num_train_timesteps).unwrap_or(1000);
     let classes = move || info().and_then(|m| m.num_class_embeds);
     let class_names = move || models.entry.get().map(|e| e.classes).unwrap_or_default();
     let ready = move || info().is_some();
+    // Set when a typed seed was refused: the field goes back to the seed that will run.
+    let seed_note = RwSignal::new(None::<String>);
     view! {
         <form class="panel controls" on:submit=|e| e.prevent_default() aria-label="Generation settings">
+            {move || {
+                let notes = s.notes.get();
+                (!notes.is_empty()).then(|| view! {
+                    <div class="note" id="url-note" role="status">
+                        <p class="note-title">"From the link:"</p>
+                        <ul>{notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
+                    </div>
+                })
+            }}
             <label for="model">"Model"</label>
-            <select id="model" on:change=move |e| s.model.set(event_target_value(&e))>
+            <select id="model" on:change=move |e| {
+                // A model picked by hand starts from its own defaults.
+                s.touched.set(Vec::new());
+                s.model.set(event_target_value(&e))
+            }>
                 // Keyed rows: a re-rendered closure here kept its first list (the `?model_url=`
                 // folder alone) when the manifest arrived after it.
                 <For
@@ -334,7 +444,10 @@ where
 
             <label for="sampler">"Sampler"</label>
             <select id="sampler" on:change=move |e| {
-                if let Ok(k) = event_target_value(&e).parse() { s.sampler.set(k) }
+                if let Ok(k) = event_target_value(&e).parse() {
+                    s.touch("sampler");
+                    s.sampler.set(k)
+                }
             }>
                 {SamplerKind::ALL.into_iter().map(|k| view! {
                     <option value=k.name() prop:selected=move || s.sampler.get() == k>{sampler_title(k)}</option>
@@ -344,13 +457,26 @@ where
             <label for="steps">"Steps: " <output>{move || s.steps.get()}</output></label>
             <input id="steps" type="range" min="1" max=max_steps
                 prop:value=move || s.steps.get().to_string()
-                on:input=move |e| if let Some(v) = range_value(&e) { s.steps.set(v) } />
+                on:input=move |e| if let Some(v) = range_value(&e) {
+                    s.touch("steps");
+                    s.steps.set(v)
+                } />
 
-            <label for="eta">"η (DDIM noise): " <output>{move || format!("{:.2}", s.eta.get())}</output></label>
+            <div class="label-row">
+                // Until the model is known its default η is not: say so rather than show a value
+                // that is about to change.
+                <label for="eta">"η (DDIM noise): " <output>{move || {
+                    if ready() || s.is_touched("eta") { format!("{:.2}", s.eta.get()) } else { "…".to_string() }
+                }}</output></label>
+                <Tip id="tip-eta" term="η" text=TIP_ETA />
+            </div>
             <input id="eta" type="range" min="0" max="1" step="0.05"
-                disabled=move || s.sampler.get() != SamplerKind::Ddim
+                disabled=move || s.sampler.get() != SamplerKind::Ddim || !ready()
                 prop:value=move || s.eta.get().to_string()
-                on:input=move |e| if let Some(v) = range_value(&e) { s.eta.set(v) } />
+                on:input=move |e| if let Some(v) = range_value(&e) {
+                    s.touch("eta");
+                    s.eta.set(v)
+                } />
             <p class="hint" id="x0-clipping">{move || match models.info.get() {
                 Some(Ok(m)) => crate::defaults::x0_clipping_note(&m.scheduler, s.sampler.get(), &m.defaults),
                 _ => String::new(),
@@ -397,8 +523,11 @@ where
                 let names = class_names();
                 view! {
                     <label for="class">"Class"</label>
-                    <select id="class" on:change=move |e| if let Some(v) = range_value(&e) { s.class.set(v) }>
-                        <option value="-1" prop:selected=move || s.class.get() < 0>"one of each (across the batch)"</option>
+                    <select id="class" on:change=move |e| if let Some(v) = range_value(&e) {
+                        s.touch("class");
+                        s.class.set(v)
+                    }>
+                        <option value="-1" prop:selected=move || s.class.get() < 0>"one of each (by seed at batch 1)"</option>
                         {(0..n as i64).map(|c| {
                             let name = if c as usize + 1 == n {
                                 "null class (unconditional)".to_string()
@@ -408,39 +537,154 @@ where
                             view! { <option value=c.to_string() prop:selected=move || s.class.get() == c>{format!("{c}: {name}")}</option> }
                         }).collect_view()}
                     </select>
-                    <label for="guidance">"Guidance: " <output>{move || format!("{:.1}", s.guidance.get())}</output></label>
-                    <input id="guidance" type="range" min="0" max="8" step="0.5"
+                    <div class="label-row">
+                        <label for="guidance">"Guidance: " <output>{move || format!("{:.1}", s.guidance.get())}</output></label>
+                        <Tip id="tip-guidance" term="guidance" text=TIP_GUIDANCE />
+                    </div>
+                    <input id="guidance" type="range" min="0" max=super::settings::GUIDANCE_MAX step="0.5"
                         prop:value=move || s.guidance.get().to_string()
-                        on:input=move |e| if let Some(v) = range_value(&e) { s.guidance.set(v) } />
+                        on:input=move |e| if let Some(v) = range_value(&e) {
+                            s.touch("guidance");
+                            s.guidance.set(v)
+                        } />
                 }
             })}
 
             <label for="seed">"Seed"</label>
             <div class="row">
-                <input id="seed" type="number" min="0" inputmode="numeric"
+                <input id="seed" type="number" min="0" step="1" inputmode="numeric"
+                    aria-describedby="seed-note"
                     prop:value=move || s.seed.get().to_string()
-                    on:change=move |e| if let Some(v) = range_value(&e) { s.seed.set(v) } />
-                <button type="button" id="new-seed" class="secondary" on:click=move |_| s.seed.set(random_seed())
-                    aria-label="New random seed">"New seed"</button>
+                    on:change=move |e| {
+                        let raw = event_target_value(&e);
+                        match raw.trim().parse::<u64>() {
+                            Ok(v) => {
+                                seed_note.set(None);
+                                s.touch("seed");
+                                s.seed.set(v)
+                            }
+                            Err(_) => {
+                                // The field shows the seed that runs, never a refused one.
+                                let keep = s.seed.get_untracked();
+                                event_target::<web_sys::HtmlInputElement>(&e).set_value(&keep.to_string());
+                                let shown = if raw.trim().is_empty() { "an empty seed".to_string() } else { format!("“{}”", raw.trim()) };
+                                seed_note.set(Some(format!("{shown} is not a seed (a whole number from 0): keeping {keep}")));
+                            }
+                        }
+                    } />
+                <button type="button" id="new-seed" class="secondary" on:click=move |_| {
+                    seed_note.set(None);
+                    s.touch("seed");
+                    s.seed.set(random_seed())
+                }>"New seed"</button>
             </div>
+            <p class="hint" id="seed-note" role="status">{move || seed_note.get()}</p>
 
             <label for="batch">"Batch: " <output>{move || s.batch.get()}</output></label>
-            <input id="batch" type="range" min="1" max="16"
+            <input id="batch" type="range" min="1" max=super::settings::BATCH_MAX
                 prop:value=move || s.batch.get().to_string()
-                on:input=move |e| if let Some(v) = range_value(&e) { s.batch.set(v) } />
+                on:input=move |e| if let Some(v) = range_value(&e) {
+                    s.touch("batch");
+                    s.batch.set(v)
+                } />
 
             <super::edit::EditControls />
-            <button type="button" id="generate" class="primary" disabled=move || !ready()
-                on:click=move |_| generate()>
-                {move || if run.running.get() { "Stop" } else { edit.mode.get().verb() }}
-            </button>
-            <p class="hint">"Space: generate / stop · ← →: step through the history"</p>
+            <p class="hint kbd-hint">"← → step through the history, Home and End jump to x_T and the end (when no field has focus)."</p>
         </form>
     }
 }
 
 fn sampler_title(k: SamplerKind) -> &'static str {
     k.title()
+}
+
+/// The run's state as the page reports it (`#run-status`'s `data-state`; tracked).
+fn run_state(run: RunState) -> &'static str {
+    if run.running.get() {
+        "running"
+    } else if run.error.with(Option::is_some) {
+        "error"
+    } else {
+        match run.summary.get() {
+            Some(x) if x.cancelled => "stopped",
+            Some(_) => "done",
+            None => "idle",
+        }
+    }
+}
+
+/// The run button with a one-line state, above the frames (sticky on a laptop, fixed at the
+/// bottom of a phone's screen), and the polite live region that announces the run.
+#[component]
+fn RunBar<G>(
+    /// Starts a run, or stops the one in progress.
+    generate: G,
+) -> impl IntoView
+where
+    G: Fn() + Copy + 'static,
+{
+    let s = expect_context::<Inputs>();
+    let run = expect_context::<RunState>();
+    let models = expect_context::<ModelState>();
+    let edit = expect_context::<super::edit::EditState>();
+    let ready = move || models.info.with(|m| matches!(m, Some(Ok(_))));
+    let total = move || run.frames.with(|v| v.last().map(|f| f.total)).unwrap_or(0);
+    let done = move || run.frames.with(|v| v.last().map(|f| f.index)).unwrap_or(0);
+    let line = move || {
+        let secs = run.elapsed_ms.get() / 1000.0;
+        match (
+            models.info.with(|m| m.as_ref().map(Result::is_ok)),
+            run_state(run),
+        ) {
+            (_, "running") if done() == 0 => "starting…".to_string(),
+            (_, "running") => format!("step {} / {} · {secs:.1} s", done(), total()),
+            (_, "done") => format!("done: {} steps in {secs:.2} s", total()),
+            (_, "stopped") => format!("stopped at step {} / {}", done(), total()),
+            (_, "error") => "the run failed: see the message below".to_string(),
+            (None, _) => "loading the model…".to_string(),
+            (Some(false), _) => "the model could not be loaded".to_string(),
+            (Some(true), _) => match edit.mode.get() {
+                super::edit::Mode::Generate => {
+                    "Press Generate to watch noise become an image".to_string()
+                }
+                m => format!("Press {} to run it on the picture", m.verb()),
+            },
+        }
+    };
+    // Announced politely: the start, every quarter, and how the run ended (a memo, so the live
+    // region changes only when the sentence does).
+    let live = Memo::new(move |_| {
+        let (i, n) = (done(), total());
+        match run_state(run) {
+            "running" if n == 0 || i == 0 => format!(
+                "Started: {} steps of {}.",
+                s.steps.get_untracked(),
+                s.sampler.get_untracked().title()
+            ),
+            "running" => format!("{} % done.", i * 4 / n * 25),
+            "done" => format!(
+                "Done: {n} steps in {:.1} s.",
+                run.elapsed_ms.get_untracked() / 1000.0
+            ),
+            "stopped" => format!("Stopped at step {i} of {n}."),
+            "error" => format!("The run failed: {}", run.error.get().unwrap_or_default()),
+            _ => String::new(),
+        }
+    });
+    view! {
+        <div class="runbar panel" id="run-bar" role="group" aria-label="Run">
+            <button type="button" id="generate" class="primary" disabled=move || !ready()
+                on:click=move |_| generate()>
+                {move || if run.running.get() { "Stop" } else { edit.mode.get().verb() }}
+            </button>
+            <div class="run-now">
+                <span class="run-line" id="run-line">{line}</span>
+                <progress class="mini" aria-hidden="true" max=move || total().max(1) value=done
+                    hidden=move || run.frames.with(Vec::is_empty)></progress>
+            </div>
+            <div class="sr" id="run-live" aria-live="polite" aria-atomic="true">{move || live.get()}</div>
+        </div>
+    }
 }
 
 /// The canvases, the statistics, the history bar and the schedule plot.
@@ -460,7 +704,16 @@ fn Viewer() -> impl IntoView {
             .is_some_and(|m| m.latent.is_some())
     };
     Effect::new(move |_| {
-        let Some(f) = current() else { return };
+        let Some(f) = current() else {
+            // No run (or it was cleared for another model): blank canvases under the placeholder.
+            for r in [xt_ref, x0_ref] {
+                if let Some(c) = r.get() {
+                    c.set_width(16);
+                    c.set_height(16);
+                }
+            }
+            return;
+        };
         for (r, img) in [(xt_ref, &f.xt), (x0_ref, &f.x0)] {
             if let Some(c) = r.get() {
                 if let Err(e) = draw_rgba(&c, &img.rgba, img.width, img.height) {
@@ -485,18 +738,16 @@ fn Viewer() -> impl IntoView {
         ))
     });
     let current_t = Signal::derive(move || current().and_then(|f| f.timestep));
-    let state = move || {
-        if run.running.get() {
-            "running"
-        } else if run.error.with(Option::is_some) {
-            "error"
-        } else {
-            match run.summary.get() {
-                Some(x) if x.cancelled => "stopped",
-                Some(_) => "done",
-                None => "idle",
-            }
-        }
+    let state = move || run_state(run);
+    let idle = move || run.frames.with(Vec::is_empty) && !run.running.get();
+    // What the canvases show now, for screen readers: the step and timestep, or that they wait.
+    let describe = move |what: &str| match current() {
+        None => format!("{what}: empty until a run starts"),
+        Some(f) if f.index == 0 => format!("{what}: the starting noise x_T"),
+        Some(f) => match f.timestep {
+            Some(t) => format!("{what} at step {} of {}, t = {t:.0}", f.index, f.total),
+            None => format!("{what} at step {} of {}", f.index, f.total),
+        },
     };
     let total_steps = move || run.frames.with(|v| v.last().map(|f| f.total)).unwrap_or(0);
     let done_steps = move || run.frames.with(|v| v.last().map(|f| f.index)).unwrap_or(0);
@@ -575,20 +826,28 @@ fn Viewer() -> impl IntoView {
             {move || run.error.get().map(|e| view! { <div class="error panel" role="alert" id="run-error">{e}</div> })}
             <div class="frames">
                 <figure class:latent=is_latent>
-                    <canvas id="xt" node_ref=xt_ref width="16" height="16" aria-label="The sample x_t at this step"></canvas>
+                    <div class="canvas-box">
+                        <canvas id="xt" node_ref=xt_ref width="16" height="16" role="img"
+                            aria-label=move || describe(if is_latent() { "x_t, the latent channels," } else { "x_t, the sample," })></canvas>
+                        <span class="placeholder" aria-hidden="true" hidden=move || !idle()>"x_T, pure noise, appears here"</span>
+                    </div>
                     <figcaption>{move || if is_latent() {
                         "x_t: the latent channels now (sample 1)"
                     } else {
                         "x_t: the sample now"
-                    }}</figcaption>
+                    }}<Tip id="tip-xt" term="x_t" text=TIP_XT /></figcaption>
                 </figure>
                 <figure>
-                    <canvas id="x0" node_ref=x0_ref width="16" height="16" aria-label="The predicted clean image x̂0 at this step"></canvas>
+                    <div class="canvas-box">
+                        <canvas id="x0" node_ref=x0_ref width="16" height="16" role="img"
+                            aria-label=move || describe("x̂0, the model's guess of the final image,")></canvas>
+                        <span class="placeholder" aria-hidden="true" hidden=move || !idle()>"the model's guess of the image appears here"</span>
+                    </div>
                     <figcaption>{move || if is_latent() {
                         "x̂₀ decoded by the VAE: the model's guess of the final image"
                     } else {
                         "x̂₀: the model's guess of the final image"
-                    }}</figcaption>
+                    }}<Tip id="tip-x0" term="x̂₀" text=TIP_X0 /></figcaption>
                 </figure>
             </div>
             {move || is_latent().then(|| view! {
@@ -609,17 +868,23 @@ fn Viewer() -> impl IntoView {
                 data-hash=move || run.summary.get().map(|x| x.hash).unwrap_or_default()
                 data-frames=move || run.frames.with(Vec::len).to_string()
                 aria-live="off">
-                <progress id="progress" max=move || total_steps().max(1) value=done_steps aria-label="Progress"></progress>
-                <dl>
+                <p class="muted invite" id="run-invite" hidden=move || !idle()>
+                    {move || match expect_context::<super::edit::EditState>().mode.get() {
+                        super::edit::Mode::Generate => "Press Generate to watch noise become an image.".to_string(),
+                        m => format!("Press {} to run it on the picture.", m.verb()),
+                    }}
+                </p>
+                <progress id="progress" max=move || total_steps().max(1) value=done_steps aria-label="Progress" hidden=idle></progress>
+                <dl hidden=idle>
                     <div><dt>"step"</dt><dd id="step">{move || current().map(|f| if f.index == 0 { "x_T".to_string() } else { format!("{} / {}", f.index, f.total) }).unwrap_or_else(|| "–".into())}</dd></div>
-                    <div><dt>"timestep t"</dt><dd id="timestep">{move || current_t.get().map(|t| format!("{t:.0}")).unwrap_or_else(|| "–".into())}</dd></div>
+                    <div><dt>"timestep t"<Tip id="tip-timestep" term="the timestep t" text=TIP_TIMESTEP /></dt><dd id="timestep">{move || current_t.get().map(|t| format!("{t:.0}")).unwrap_or_else(|| "–".into())}</dd></div>
                     <div><dt>"ms / step"</dt><dd>{move || current().filter(|f| f.index > 0).map(|f| format!("{:.1}", f.ms)).unwrap_or_else(|| "–".into())}</dd></div>
                     <div><dt>"steps / s"</dt><dd>{move || { let ms = model_ms(); if ms > 0.0 { format!("{:.1}", done_steps() as f64 / ms * 1000.0) } else { "–".into() } }}</dd></div>
                     <div><dt>"total"</dt><dd id="total-time">{move || format!("{:.2} s", run.elapsed_ms.get() / 1000.0)}</dd></div>
                     <div><dt>"state"</dt><dd>{state}</dd></div>
                 </dl>
             </div>
-            <div class="history panel" aria-label="History">
+            <div class="history panel" role="group" aria-label="History">
                 <button type="button" class="secondary" aria-label="Previous frame" on:click=move |_| run.step_view(-1)>"◀"</button>
                 <button type="button" class="secondary" id="play" on:click=play disabled=move || run.running.get()
                     aria-label="Play the history">{move || if run.playing.get() { "❚❚" } else { "▶" }}</button>

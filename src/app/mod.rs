@@ -13,6 +13,7 @@ mod latent_speed;
 mod noising;
 mod open_model;
 mod plot;
+mod problem;
 mod selftest_page;
 mod settings;
 mod state;
@@ -21,7 +22,14 @@ mod toy2d;
 use leptos::prelude::*;
 
 /// Mounts the app on `<body>`: the self-test page with `?selftest`, the main view otherwise.
+/// The page's "Loading the app…" placeholder (`#boot` in index.html) goes first.
 pub fn mount() {
+    if let Some(boot) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("boot"))
+    {
+        boot.remove();
+    }
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
@@ -200,24 +208,54 @@ fn App() -> impl IntoView {
         <header>
             <h1>"stepwise"</h1>
             <span class="tagline">"watch a diffusion model turn noise into an image, step by step"</span>
-            <span class="adapter" id="adapter">
-                {move || backend.get().map(|b| b.description).unwrap_or_else(|| "detecting GPU…".into())}
+            <span class="adapter" id="adapter"
+                title=move || backend.get().map(|b| b.description)>
+                {move || backend.get().map(|b| b.summary).unwrap_or_else(|| "detecting GPU…".into())}
             </span>
         </header>
         <main>
-            {move || backend.get().filter(|b| !b.gpu).map(|b| view! {
-                <div class="banner" role="status" id="cpu-banner">
-                    {match b.software_gpu {
-                        true => format!("This browser's WebGPU runs on the CPU, so the CPU backend runs instead (much faster there): {}.", b.description),
-                        false => format!("WebGPU is not available here, so the CPU backend runs instead (much slower): {}.", b.description),
-                    }}
-                </div>
-            })}
+            <CpuNote backend=backend />
             <generate::GenerateView backend=backend />
             <footer>
                 <a href="?selftest">"Kernel self-test"</a>
                 " checks this GPU against the CPU reference."
             </footer>
         </main>
+    }
+}
+
+/// The note shown when the CPU computes although the user did not ask for it: one sentence on
+/// why and what it means, the technical line behind "Details", and a button that hides it.
+#[component]
+fn CpuNote(
+    /// The backend once chosen (None while detecting).
+    backend: RwSignal<Option<engine::BackendInfo>>,
+) -> impl IntoView {
+    use engine::CpuReason;
+    let dismissed = RwSignal::new(false);
+    move || {
+        let b = backend.get()?;
+        let text = match b.cpu_reason? {
+            CpuReason::Requested => return None,
+            CpuReason::NoWebGpu => {
+                "Your browser has no WebGPU, so stepwise runs on the CPU: slower, but everything works."
+            }
+            CpuReason::SoftwareGpu => {
+                "Your browser's WebGPU has no GPU behind it, so stepwise runs on the CPU directly, which is faster there."
+            }
+            CpuReason::Failed => {
+                "WebGPU did not start in your browser, so stepwise runs on the CPU: slower, but everything works."
+            }
+        };
+        (!dismissed.get()).then(|| {
+            view! {
+                <div class="banner note" role="status" id="cpu-note">
+                    <span>{text}</span>
+                    <button type="button" class="close" aria-label="Dismiss this note"
+                        on:click=move |_| dismissed.set(true)>"×"</button>
+                    <problem::Details text=b.description />
+                </div>
+            }
+        })
     }
 }

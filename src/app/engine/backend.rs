@@ -7,14 +7,32 @@ use super::*;
 use crate::cpu::CpuBackend;
 use crate::gpu::GpuBackend;
 
-/// Which backend runs, for the header and the CPU banner.
+/// Which backend runs, for the header and the CPU note.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendInfo {
     pub gpu: bool,
-    /// "GPU: adapter (api, type)" or "CPU backend on N threads, SIMD (why)".
+    /// The header's short line: "GPU: adapter" or "CPU (N threads, SIMD)".
+    pub summary: String,
+    /// The technical line behind it: "GPU: adapter (api, type)" or "CPU backend on N threads,
+    /// SIMD (why, with WebGPU's own error where it failed)".
     pub description: String,
     /// The CPU runs although WebGPU opened: its adapter is itself a CPU implementation.
     pub software_gpu: bool,
+    /// Why the CPU runs instead of WebGPU (None on the GPU).
+    pub cpu_reason: Option<CpuReason>,
+}
+
+/// Why the page computes on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuReason {
+    /// `?backend=cpu`.
+    Requested,
+    /// The browser has no `navigator.gpu`.
+    NoWebGpu,
+    /// WebGPU's adapter is a software one (SwiftShader), slower than our CPU kernels.
+    SoftwareGpu,
+    /// WebGPU is there but no adapter or device opened.
+    Failed,
 }
 
 /// Which backend the page asked for (`?backend=`).
@@ -48,12 +66,12 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
     let (compute, info) = if choice == Choice::Cpu {
         (
             Compute::Cpu(CpuBackend),
-            cpu_info("requested with ?backend=cpu".into(), false),
+            cpu_info("requested with ?backend=cpu".into(), CpuReason::Requested),
         )
     } else if !crate::app::has_webgpu() {
         (
             Compute::Cpu(CpuBackend),
-            cpu_info("this browser has no WebGPU".into(), false),
+            cpu_info("this browser has no WebGPU".into(), CpuReason::NoWebGpu),
         )
     } else {
         match GpuBackend::new().await {
@@ -61,14 +79,24 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
                 // wgpu passes on only GPUAdapterInfo's description (empty on SwiftShader); ask
                 // the browser for the vendor and architecture too.
                 let wgpu = g.ctx.describe();
-                let adapter = match crate::app::browser_adapter_info().await {
+                let browser = crate::app::browser_adapter_info().await;
+                let adapter = match &browser {
                     // SwiftShader: "google swiftshader (BrowserWebGpu, Cpu)".
                     Some(b) => match wgpu.strip_prefix("unnamed adapter ") {
                         Some(api) => format!("{b} {api}"),
                         None => format!("{b} · {wgpu}"),
                     },
-                    None => wgpu,
+                    None => wgpu.clone(),
                 };
+                // The header names the GPU only: the browser's words, else wgpu's without its
+                // "(BrowserWebGpu, Gpu)" tail.
+                let short = browser.unwrap_or_else(|| {
+                    let name = wgpu.rsplit_once(" (").map_or(wgpu.as_str(), |(n, _)| n);
+                    match name {
+                        "unnamed adapter" | "" => "WebGPU".to_string(),
+                        n => n.to_string(),
+                    }
+                });
                 let software = g.ctx.adapter_info.device_type == wgpu::DeviceType::Cpu;
                 if software && choice == Choice::Auto {
                     drop(g);
@@ -78,7 +106,7 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
                             format!(
                                 "WebGPU's adapter, {adapter}, runs on the CPU; ?backend=gpu uses it"
                             ),
-                            true,
+                            CpuReason::SoftwareGpu,
                         ),
                     )
                 } else {
@@ -87,15 +115,17 @@ pub async fn init_backend(choice: Choice) -> BackendInfo {
                         Compute::Gpu(g),
                         BackendInfo {
                             gpu: true,
+                            summary: format!("GPU: {short}{precision}"),
                             description: format!("GPU: {adapter}{precision}"),
                             software_gpu: false,
+                            cpu_reason: None,
                         },
                     )
                 }
             }
             Err(e) => (
                 Compute::Cpu(CpuBackend),
-                cpu_info(format!("WebGPU failed: {e}"), false),
+                cpu_info(format!("WebGPU failed: {e}"), CpuReason::Failed),
             ),
         }
     };
@@ -175,16 +205,19 @@ pub fn lose_device() -> bool {
 }
 
 /// Starts the CPU backend's workers and says how many threads it has.
-fn cpu_info(why: String, software_gpu: bool) -> BackendInfo {
+fn cpu_info(why: String, reason: CpuReason) -> BackendInfo {
     let threads = crate::model::workers::start();
     let on = if threads == 1 {
         "1 thread".to_string()
     } else {
         format!("{threads} threads")
     };
+    let simd = crate::cpu::WASM_SIMD;
     BackendInfo {
         gpu: false,
-        description: format!("CPU backend on {on}, {} ({why})", crate::cpu::WASM_SIMD),
-        software_gpu,
+        summary: format!("CPU ({on}, {simd})"),
+        description: format!("CPU backend on {on}, {simd} ({why})"),
+        software_gpu: reason == CpuReason::SoftwareGpu,
+        cpu_reason: Some(reason),
     }
 }

@@ -23,6 +23,8 @@ pub use bench::*;
 pub use lab::*;
 pub use models::*;
 pub use run::*;
+// Models download through `fetch`; the status line shows how far.
+pub use super::fetch::download_progress;
 
 enum Compute {
     Gpu(GpuBackend),

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use super::*;
-use crate::app::fetch::fetch_bytes;
+use crate::app::fetch::{fetch_bytes, track_progress, FetchError};
 use crate::backend::Backend;
 pub use crate::model::loader::{is_model_file, model_relative_paths};
 use crate::model::loader::{load_unet_files, load_vae_files, MemorySource};
@@ -92,18 +92,81 @@ const BARE_FILES: [&str; 3] = [
     "scheduler_config.json",
 ];
 
+/// Why a served model did not load: the network, the server, or the files themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadError {
+    /// A file could not be downloaded.
+    Fetch(FetchError),
+    /// Neither `unet/config.json` nor `config.json` is there (the server answered 404).
+    Missing { base: String },
+    /// The files are there but are not a model this page can run (the loader's message).
+    Invalid(String),
+    /// The backend is not chosen yet.
+    NotReady,
+}
+
+impl LoadError {
+    /// What went wrong, for a sentence that starts "Could not load the model …: ".
+    pub fn reason(&self) -> String {
+        match self {
+            LoadError::Fetch(e) => e.reason(),
+            LoadError::Missing { .. } => {
+                "there is no model at that address (the server answered 404)".into()
+            }
+            LoadError::Invalid(why) => {
+                format!("the files are not a diffusers model this page can run ({why})")
+            }
+            LoadError::NotReady => "the page was still starting: try again".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Fetch(e) => write!(f, "{e}"),
+            LoadError::Missing { base } => write!(
+                f,
+                "no model at {base}: neither {base}/unet/config.json nor {base}/config.json exists"
+            ),
+            LoadError::Invalid(why) => f.write_str(why),
+            LoadError::NotReady => f.write_str("the backend is not ready yet"),
+        }
+    }
+}
+
+impl From<FetchError> for LoadError {
+    fn from(e: FetchError) -> Self {
+        LoadError::Fetch(e)
+    }
+}
+
+impl From<String> for LoadError {
+    fn from(e: String) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+impl From<LoadError> for String {
+    fn from(e: LoadError) -> String {
+        e.to_string()
+    }
+}
+
 /// Fetches a diffusers folder served at `url` (pipeline layout first, then a bare UNet folder)
 /// and builds the UNet on the page's backend. Cached: a second call is free. `shipped` folders
 /// (listed in `models/index.json`) also have a `stepwise.json` with their run defaults; others
-/// are not asked for one (each miss is a 404 the browser logs).
-pub async fn load_model(url: &str, shipped: bool) -> Result<ModelInfo, String> {
+/// are not asked for one (each miss is a 404 the browser logs). The download counts into
+/// [`crate::app::fetch::download_progress`].
+pub async fn load_model(url: &str, shipped: bool) -> Result<ModelInfo, LoadError> {
     let base = url.trim_end_matches('/').to_string();
     if COMPUTE.with(|c| c.borrow().is_none()) {
-        return Err("the backend is not ready yet".into());
+        return Err(LoadError::NotReady);
     }
     if let Some(info) = INFOS.with(|m| m.borrow().get(&base).cloned()) {
         return Ok(info);
     }
+    let _progress = track_progress();
     let mut files = HashMap::new();
     // A pipeline folder has unet/config.json; only if it is absent try the bare layout (each
     // miss is a 404 the browser logs, so ask for as little as possible).
@@ -128,11 +191,9 @@ pub async fn load_model(url: &str, shipped: bool) -> Result<ModelInfo, String> {
         }
     }
     if !files.contains_key("config.json") && !files.contains_key("unet/config.json") {
-        return Err(format!(
-            "no model at {base}: neither {base}/unet/config.json nor {base}/config.json exists"
-        ));
+        return Err(LoadError::Missing { base });
     }
-    build_model(base.clone(), &base, files)
+    Ok(build_model(base.clone(), &base, files)?)
 }
 
 /// Whether `model_index.json` names a `vae` (a latent model).
