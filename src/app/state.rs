@@ -31,6 +31,9 @@ pub struct RunState {
     pub playing: RwSignal<bool>,
     /// Replay speed, frames per second.
     pub fps: RwSignal<u32>,
+    /// Bumped by [`RunState::clear`]: a run started in an older epoch drops its frames and
+    /// results and stops at its next step.
+    pub epoch: RwSignal<u32>,
 }
 
 impl RunState {
@@ -48,7 +51,24 @@ impl RunState {
             play_gen: RwSignal::new(0),
             playing: RwSignal::new(false),
             fps: RwSignal::new(30),
+            epoch: RwSignal::new(0),
         }
+    }
+
+    /// Forgets the run on screen (a new run, another model): frames, summary, error and timing.
+    /// A run in progress is told to stop, and what it still sends is dropped.
+    pub fn clear(&self) {
+        if self.running.get_untracked() {
+            self.stop.set(true);
+        }
+        self.epoch.update(|e| *e += 1);
+        self.playing.set(false);
+        self.frames.set(Vec::new());
+        self.stride.set(1);
+        self.view.set(0);
+        self.summary.set(None);
+        self.error.set(None);
+        self.elapsed_ms.set(0.0);
     }
 
     pub fn step_view(&self, delta: i64) {
