@@ -119,7 +119,7 @@ start_ready_lanes() {  # every lane whose data is here and that has not started
     [ -e "$WORK/lanes/$name.started" ] && continue
     case $name in
     fashion-*) [ -f "$WORK/data/fashion/train-images-idx3-ubyte.gz" ] || continue ;;
-    *) [ -f "$WORK/data/cache/emoji_train_64.npz" ] || continue ;;
+    *) [ -f "$WORK/data/cache/emoji_train_32.npz" ] || continue ;;
     esac
     touch "$WORK/lanes/$name.started"
     log "starting lane $name"

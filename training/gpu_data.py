@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -60,16 +61,21 @@ def unpack(src: Path, dest: Path):
     if (src / "fashion").exists():
         (dest / "fashion").mkdir(parents=True, exist_ok=True)
         for p in (src / "fashion").glob("*.xz"):
+            if (dest / "fashion" / f"{p.stem}.gz").exists():
+                continue  # a second call of the same device run: lanes may be reading it
             raw = lzma.decompress(p.read_bytes())
             (dest / "fashion" / f"{p.stem}.gz").write_bytes(gzip.compress(raw, compresslevel=1))
     if (src / "emoji").exists():
         (dest / "cache").mkdir(parents=True, exist_ok=True)
         for p in (src / "emoji").glob("*_64_*.xz"):
             split, _, n = p.stem.split("_")
+            if (dest / "cache" / f"emoji_{split}_32.npz").exists():
+                continue
             x64 = _unxz_array(p, (int(n), 64, 64, 3)).transpose(0, 3, 1, 2).copy()
             y = np.load(src / "emoji" / f"{split}_labels.npy")
             np.savez(dest / "cache" / f"emoji_{split}_64.npz", x=x64, y=y)
-            np.savez(dest / "cache" / f"emoji_{split}_32.npz", x=down32(x64), y=y)
+            np.savez(dest / "cache" / f"emoji_{split}_32.tmp.npz", x=down32(x64), y=y)
+            os.replace(dest / "cache" / f"emoji_{split}_32.tmp.npz", dest / "cache" / f"emoji_{split}_32.npz")
     shutil.os.sync()
     print("unpacked", sorted(str(p) for p in dest.rglob("*") if p.is_file()))
 
