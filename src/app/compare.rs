@@ -73,6 +73,25 @@ pub fn CompareView() -> impl IntoView {
     let done = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let refs = [(); 5].map(|_| NodeRef::<leptos::html::Canvas>::new());
+    // The largest |A − B| on screen (None before both sides have a frame).
+    let max_diff = RwSignal::new(None::<u8>);
+    // Another model: the comparison on screen was of the old one.
+    Effect::new(move |prev: Option<Option<String>>| {
+        let now = models.entry.with(|e| e.as_ref().map(|e| e.path.clone()));
+        if prev.is_some_and(|p| p != now) {
+            if running.get_untracked() {
+                stop.set(true);
+            }
+            for side in [a, b] {
+                side.frames.set(Vec::new());
+                side.ms.set(0.0);
+            }
+            error.set(None);
+            done.set(false);
+            progress.set(1.0);
+        }
+        now
+    });
     Effect::new(move |_| {
         let p = progress.get();
         let (fa, fb) = (a.at(p), b.at(p));
@@ -86,11 +105,35 @@ pub fn CompareView() -> impl IntoView {
                 let _ = draw_rgba(&c, &f.x0.rgba, f.x0.width, f.x0.height);
             }
         }
-        if let (Some(c), Some(fa), Some(fb)) = (refs[4].get(), fa, fb) {
-            let (pa, pb) = (fa.picture(), fb.picture());
-            if pa.rgba.len() == pb.rgba.len() {
-                let _ = draw_rgba(&c, &diff_rgba(&pa.rgba, &pb.rgba), pa.width, pa.height);
+        let diff = match (fa, fb) {
+            (Some(fa), Some(fb)) => {
+                let (pa, pb) = (fa.picture(), fb.picture());
+                (pa.rgba.len() == pb.rgba.len())
+                    .then(|| (diff_rgba(&pa.rgba, &pb.rgba), pa.width, pa.height))
             }
+            _ => None,
+        };
+        max_diff.set(diff.as_ref().map(|(d, _, _)| {
+            d.chunks_exact(4)
+                .map(|p| p[0].max(p[1]).max(p[2]))
+                .max()
+                .unwrap_or(0)
+        }));
+        for (i, r) in refs.iter().enumerate() {
+            let Some(c) = r.get() else { continue };
+            let empty = match i {
+                0 | 1 => a.frames.with(Vec::is_empty),
+                2 | 3 => b.frames.with(Vec::is_empty),
+                _ => diff.is_none(),
+            };
+            if empty {
+                // Nothing to show: a blank canvas (the panel's dark background), never a stale one.
+                c.set_width(16);
+                c.set_height(16);
+            }
+        }
+        if let (Some(c), Some((d, w, h))) = (refs[4].get(), diff) {
+            let _ = draw_rgba(&c, &d, w, h);
         }
     });
     let start = move |_| {
@@ -193,6 +236,7 @@ pub fn CompareView() -> impl IntoView {
     view! {
         <section class="panel compare" aria-label="Compare two samplers">
             <h2>"Compare two samplers from the same noise"</h2>
+            <p class="muted" id="compare-what">"Same starting noise, two solvers of the same ODE: the difference map shows what fewer steps cost. Black is where the two agree; bright is where the cheaper run went elsewhere."</p>
             <div class="sides">
                 {side_controls(a, "a")}
                 {side_controls(b, "b")}
@@ -201,11 +245,16 @@ pub fn CompareView() -> impl IntoView {
                 on:click=start>{move || if running.get() { "Stop" } else { "Compare" }}</button>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <div class="cmp-frames" id="compare-status" data-state=state>
-                <figure><canvas id="cmp-a-xt" node_ref=refs[0] width="16" height="16" aria-label="Run A: x_t"></canvas><figcaption>"A: x_t"</figcaption></figure>
-                <figure><canvas id="cmp-a-x0" node_ref=refs[1] width="16" height="16" aria-label="Run A: predicted x̂0"></canvas><figcaption>"A: x̂₀"</figcaption></figure>
-                <figure><canvas id="cmp-b-xt" node_ref=refs[2] width="16" height="16" aria-label="Run B: x_t"></canvas><figcaption>"B: x_t"</figcaption></figure>
-                <figure><canvas id="cmp-b-x0" node_ref=refs[3] width="16" height="16" aria-label="Run B: predicted x̂0"></canvas><figcaption>"B: x̂₀"</figcaption></figure>
-                <figure><canvas id="cmp-diff" node_ref=refs[4] width="16" height="16" aria-label="Per-pixel difference of the two x_t, times 4"></canvas><figcaption>"|A − B| ×4"</figcaption></figure>
+                <figure><canvas id="cmp-a-xt" node_ref=refs[0] width="16" height="16" role="img" aria-label="Run A: x_t"></canvas><figcaption>"A: x_t"</figcaption></figure>
+                <figure><canvas id="cmp-a-x0" node_ref=refs[1] width="16" height="16" role="img" aria-label="Run A: predicted x̂0"></canvas><figcaption>"A: x̂₀"</figcaption></figure>
+                <figure><canvas id="cmp-b-xt" node_ref=refs[2] width="16" height="16" role="img" aria-label="Run B: x_t"></canvas><figcaption>"B: x_t"</figcaption></figure>
+                <figure><canvas id="cmp-b-x0" node_ref=refs[3] width="16" height="16" role="img" aria-label="Run B: predicted x̂0"></canvas><figcaption>"B: x̂₀"</figcaption></figure>
+                <figure><canvas id="cmp-diff" node_ref=refs[4] width="16" height="16" role="img" aria-label="Per-pixel difference of the two x_t, times 4"></canvas>
+                    <figcaption id="cmp-diff-caption">{move || match max_diff.get() {
+                        None => "|A − B| ×4: press Compare".to_string(),
+                        Some(0) => "|A − B| ×4: identical (all black)".to_string(),
+                        Some(_) => "|A − B| ×4".to_string(),
+                    }}</figcaption></figure>
             </div>
             <label for="cmp-progress">"Progress: " <output>{move || format!("{:.0}%", progress.get() * 100.0)}</output></label>
             <input id="cmp-progress" type="range" min="0" max="1" step="0.001" disabled=move || running.get()

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 /// The super-resolution model the Upscale mode runs (trained by `training/`, 32→64 RGB).
 pub const UPSCALER_PATH: &str = "models/emoji-sr";
+/// The pictures the upscaler takes: (channels, height, width) of its low-resolution input, the
+/// images of its pair, the pixel emoji model.
+pub const UPSCALER_INPUT: (usize, usize, usize) = (3, 32, 32);
 
 /// What the Generate button does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +123,20 @@ impl EditState {
             Mode::Upscale => EditMode::Upscale,
         };
         let picture = read(self.picture.get_untracked().as_ref())?;
+        if mode == EditMode::Upscale {
+            // The upscaler was trained on the emoji model's 32×32 RGB pictures: anything else
+            // (Fashion-MNIST's grey garments, the latent model's 64×64) would come out as noise.
+            let (c, h, w) = self.dims.get_untracked();
+            if (c, h, w) != UPSCALER_INPUT {
+                return Err(format!(
+                    "Upscale runs the emoji super-resolution model (emoji-sr), which turns 32×32 RGB pictures into 64×64; this model makes {c}×{h}×{w} pictures. Pick the model “Emoji (RGB, 32×32)”, generate, then upscale the result."
+                ));
+            }
+            let first = picture.rgba.get(..4).unwrap_or_default();
+            if picture.rgba.chunks_exact(4).all(|p| p == first) {
+                return Err("The picture to upscale is blank: press “Use the result” after a run, upload a picture, or paint on it first.".into());
+            }
+        }
         let mask = match mode {
             EditMode::Inpaint { .. } => {
                 let mut m = read(self.mask.get_untracked().as_ref())?;
@@ -186,6 +203,78 @@ fn reset(s: &EditState, c: usize, h: usize, w: usize) -> Result<(), String> {
         ctx.fill_rect(0.0, 0.0, w as f64, h as f64);
     }
     clear_mask(s)
+}
+
+/// A region the mask can be set to from the keyboard (the brush needs a pointer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Region {
+    Left,
+    Right,
+    Top,
+    Bottom,
+    Centre,
+    Invert,
+}
+
+impl Region {
+    const ALL: [Region; 6] = [
+        Region::Left,
+        Region::Right,
+        Region::Top,
+        Region::Bottom,
+        Region::Centre,
+        Region::Invert,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Region::Left => "Left half",
+            Region::Right => "Right half",
+            Region::Top => "Top half",
+            Region::Bottom => "Bottom half",
+            Region::Centre => "Centre",
+            Region::Invert => "Invert",
+        }
+    }
+
+    fn id(self) -> &'static str {
+        match self {
+            Region::Left => "mask-left",
+            Region::Right => "mask-right",
+            Region::Top => "mask-top",
+            Region::Bottom => "mask-bottom",
+            Region::Centre => "mask-centre",
+            Region::Invert => "mask-invert",
+        }
+    }
+}
+
+/// The mask's paint colour (any alpha above 0 counts as masked).
+const MASK_COLOR: &str = "#ff2d55";
+
+/// Adds a region to the mask, or inverts it.
+fn mask_region(s: &EditState, region: Region) -> Result<(), String> {
+    let cv = s.mask.get_untracked().ok_or("no mask canvas")?;
+    let (w, h) = (cv.width() as f64, cv.height() as f64);
+    let ctx = ctx2d(&cv)?;
+    ctx.set_fill_style_str(MASK_COLOR);
+    match region {
+        Region::Left => ctx.fill_rect(0.0, 0.0, (w / 2.0).ceil(), h),
+        Region::Right => ctx.fill_rect((w / 2.0).floor(), 0.0, w, h),
+        Region::Top => ctx.fill_rect(0.0, 0.0, w, (h / 2.0).ceil()),
+        Region::Bottom => ctx.fill_rect(0.0, (h / 2.0).floor(), w, h),
+        Region::Centre => ctx.fill_rect(w / 4.0, h / 4.0, w / 2.0, h / 2.0),
+        Region::Invert => {
+            let m = read(Some(&cv))?;
+            let rgba: Vec<u8> = m
+                .rgba
+                .chunks_exact(4)
+                .flat_map(|p| if p[3] > 0 { [0; 4] } else { [255, 45, 85, 255] })
+                .collect();
+            return super::canvas::draw_rgba(&cv, &rgba, m.width, m.height);
+        }
+    }
+    Ok(())
 }
 
 fn clear_mask(s: &EditState) -> Result<(), String> {
@@ -264,7 +353,7 @@ pub fn EditPanel() -> impl IntoView {
         let Ok(ctx) = ctx2d(&cv) else { return };
         let color = match s.target.get_untracked() {
             Target::Picture => s.color.get_untracked(),
-            Target::Mask => "#ff2d55".to_string(),
+            Target::Mask => MASK_COLOR.to_string(),
         };
         ctx.set_fill_style_str(&color);
         let r = s.radius.get_untracked();
@@ -362,10 +451,10 @@ pub fn EditPanel() -> impl IntoView {
                 }
                 on:pointerup=move |_| last.set_value(None)
                 on:pointercancel=move |_| last.set_value(None)>
-                <canvas id="edit-picture" node_ref=s.picture width="32" height="32"
+                <canvas id="edit-picture" node_ref=s.picture width="32" height="32" role="img"
                     aria-label="The picture (paint on it with the brush)"></canvas>
-                <canvas id="edit-mask" node_ref=s.mask width="32" height="32"
-                    aria-label="The inpainting mask"></canvas>
+                <canvas id="edit-mask" node_ref=s.mask width="32" height="32" role="img"
+                    aria-label="The inpainting mask, over the picture"></canvas>
             </div>
             <div class="row tools">
                 {target_button(Target::Picture, "Brush: picture", "brush-picture")}
@@ -381,14 +470,23 @@ pub fn EditPanel() -> impl IntoView {
             <div class="row tools">
                 <button type="button" id="edit-use-result" class="secondary" on:click=use_result
                     disabled=move || run.frames.with(Vec::is_empty)>"Use the result"</button>
-                <label for="edit-upload" class="file-button">"Upload…"</label>
+                // The input first: its keyboard focus shows as the ring of the label after it.
                 <input type="file" id="edit-upload" class="sr" accept="image/*" on:change=on_upload />
+                <label for="edit-upload" class="file-button">"Upload…"</label>
                 <button type="button" id="edit-clear" class="secondary" on:click=move |_| {
                     let (c, h, w) = s.dims.get_untracked();
                     s.error.set(reset(&s, c, h, w).err());
                 }>"Clear"</button>
                 <button type="button" id="edit-clear-mask" class="secondary"
                     on:click=move |_| s.error.set(clear_mask(&s).err())>"Clear mask"</button>
+            </div>
+            <div class="row tools" role="group" aria-labelledby="mask-regions-title"
+                hidden=move || s.mode.get() != Mode::Inpaint>
+                <span id="mask-regions-title" class="muted">"Mask:"</span>
+                {Region::ALL.into_iter().map(|r| view! {
+                    <button type="button" id=r.id() class="secondary"
+                        on:click=move |_| s.error.set(mask_region(&s, r).err())>{r.label()}</button>
+                }).collect_view()}
             </div>
             {move || s.error.get().map(|e| view! { <p class="error" role="alert" id="edit-error">{e}</p> })}
         </section>

@@ -177,12 +177,14 @@ pub fn NoisingView() -> impl IntoView {
                         <option value="upload" selected>"Your image"</option>
                     })}
                 </select>
-                <label for="forward-upload" class="file-button">"Upload your own…"</label>
+                // The input first: its keyboard focus shows as the ring of the label after it.
                 <input type="file" id="forward-upload" class="sr" accept="image/*" on:change=on_upload />
+                <label for="forward-upload" class="file-button">"Upload your own…"</label>
             </div>
             {move || picked.get().and_then(Result::err).map(|e| view! { <p class="error" role="alert" id="forward-error">{e}</p> })}
             <div class="forward-row">
-                <canvas id="forward" node_ref=canvas width="16" height="16" aria-label="The image after t steps of noising"></canvas>
+                <canvas id="forward" node_ref=canvas width="16" height="16" role="img"
+                    aria-label=move || format!("The image after noising to t = {}", t.get())></canvas>
                 <div class="forward-controls">
                     <label for="forward-t">"t = " <output>{move || t.get()}</output>
                         {move || abar.with(|a| a.as_ref().and_then(|a| a.get(t.get()).copied())).map(|ab| format!(" (ᾱ_t = {ab:.4})"))}
@@ -190,6 +192,9 @@ pub fn NoisingView() -> impl IntoView {
                     <input id="forward-t" type="range" min="0" max=t_max
                         prop:value=move || t.get().to_string()
                         on:input=move |e| { if let Ok(v) = event_target_value(&e).parse() { t.set(v) } } />
+                    {move || (source.get() == Source::Screen && run.frames.with(Vec::is_empty)).then(|| view! {
+                        <p class="muted" id="forward-empty">"No image on screen yet: generate one, or pick an example above."</p>
+                    })}
                     <p class="muted">"x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε with one fixed ε. Pick an example, upload an image (it stays in this browser, resized to the model's size), or generate one and pick a frame in the history."</p>
                 </div>
             </div>

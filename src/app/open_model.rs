@@ -114,6 +114,8 @@ pub fn OpenModel() -> impl IntoView {
             entry: entry(READING),
             info: None,
         }));
+        // A model picked by hand starts from its own defaults.
+        inputs.touched.set(Vec::new());
         inputs.model.set(LOCAL_MODEL.into());
         spawn_local(async move {
             let (name, r) = match read_model_files(list).await {
@@ -150,7 +152,7 @@ pub fn OpenModel() -> impl IntoView {
             on:dragover=move |e: web_sys::DragEvent| { e.prevent_default(); over.set(true) }
             on:dragleave=move |_| over.set(false)
             on:drop=on_drop>
-            <label for="model-files" class="file-button">"Open your own model…"</label>
+            // The input first: its keyboard focus shows as the ring of the label after it.
             <input type="file" id="model-files" class="sr" multiple node_ref=input_ref
                 on:change=move |_| {
                     if let Some(i) = input_ref.get() {
@@ -158,6 +160,7 @@ pub fn OpenModel() -> impl IntoView {
                         i.set_value("");
                     }
                 } />
+            <label for="model-files" class="file-button">"Open your own model…"</label>
             <span class="muted">"or drop a diffusers folder here (model_index.json, unet/, scheduler/, or a bare UNet folder). Its files stay in this browser."</span>
         </div>
     }
