@@ -70,25 +70,28 @@ pub fn js_error(e: &JsValue) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Download {
     pub received: u64,
-    /// The sum of the `Content-Length`s of the files started so far (a file without one counts
-    /// what it has received).
-    pub total: u64,
+    /// The sum of the `Content-Length`s of the files started so far; None once one came
+    /// without (a compressed or chunked answer).
+    pub total: Option<u64>,
 }
 
 impl Download {
-    /// "1.2 of 4.4 MB" (kB below a megabyte).
+    /// "1.2 of 4.4 MB", or "1.2 MB" without a total (kB below a megabyte).
     pub fn describe(&self) -> String {
-        let total = self.total.max(self.received);
-        let (unit, div) = if total >= 1_000_000 {
+        let top = self.total.unwrap_or(0).max(self.received);
+        let (unit, div) = if top >= 1_000_000 {
             ("MB", 1e6)
         } else {
             ("kB", 1e3)
         };
-        format!(
-            "{:.1} of {:.1} {unit}",
-            self.received as f64 / div,
-            total as f64 / div
-        )
+        let got = self.received as f64 / div;
+        match self.total {
+            Some(t) => format!(
+                "{got:.1} of {:.1} {unit}",
+                t.max(self.received) as f64 / div
+            ),
+            None => format!("{got:.1} {unit}"),
+        }
     }
 }
 
@@ -110,7 +113,12 @@ pub fn download_progress() -> ArcRwSignal<Option<Download>> {
 /// Counts the bytes every fetch receives into [`download_progress`] until the guard drops.
 pub fn track_progress() -> ProgressGuard {
     if TRACKING.with(|t| t.replace(t.get() + 1)) == 0 {
-        PROGRESS.with(|p| p.set(Some(Download::default())));
+        PROGRESS.with(|p| {
+            p.set(Some(Download {
+                received: 0,
+                total: Some(0),
+            }))
+        });
     }
     ProgressGuard(())
 }
@@ -126,15 +134,19 @@ impl Drop for ProgressGuard {
     }
 }
 
-fn progress(add_received: u64, add_total: u64) {
+/// Counts `received` bytes, and a file's announced `length` when it starts (`Some(None)`: it
+/// announced none).
+fn progress(received: u64, length: Option<Option<u64>>) {
     if TRACKING.with(Cell::get) == 0 {
         return;
     }
     PROGRESS.with(|p| {
         p.update(|d| {
             if let Some(d) = d {
-                d.received += add_received;
-                d.total += add_total;
+                d.received += received;
+                if let Some(length) = length {
+                    d.total = d.total.zip(length).map(|(a, b)| a + b);
+                }
             }
         })
     });
@@ -300,7 +312,7 @@ async fn read_body(url: &str, resp: &web_sys::Response) -> Result<Vec<u8>, Fetch
         .ok()
         .flatten()
         .and_then(|v| v.trim().parse::<u64>().ok());
-    progress(0, length.unwrap_or(0));
+    progress(0, Some(length));
     let Some(body) = resp.body() else {
         return Ok(Vec::new());
     };
@@ -322,7 +334,7 @@ async fn read_body(url: &str, resp: &web_sys::Response) -> Result<Vec<u8>, Fetch
         let start = out.len();
         out.resize(start + n, 0);
         value.copy_to(&mut out[start..]);
-        progress(n as u64, if length.is_some() { 0 } else { n as u64 });
+        progress(n as u64, None);
     }
     Ok(out)
 }

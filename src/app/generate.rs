@@ -108,7 +108,14 @@ pub fn GenerateView(
         let path = e.path.clone();
         spawn_local(async move {
             let r = engine::load_model(&path, e.name != URL_MODEL).await.map_err(|err| {
-                format!("Could not load the model “{}” from {}: {err}. The shipped models are built by the training pipeline; if this one is not there yet, pick another, or point ?model_url= at a served diffusers folder.", e.title, e.path)
+                let others = match manifest.with_untracked(|m| matches!(m, Some(Ok(l)) if !l.is_empty())) {
+                    true => " The other models still work: pick one in the Model list.",
+                    false => "",
+                };
+                super::problem::with_details(
+                    &format!("Could not load the model “{}”: {}.{others}", e.title, err.reason()),
+                    &format!("{}: {err}\nThe shipped models are built by the training pipeline (training/); a folder of your own can be served and named with ?model_url=, or opened with “Open your own model”.", e.path),
+                )
             });
             if entry.get_untracked().map(|x| x.path) == Some(path.clone()) {
                 // Reloading the same model (a new device after a loss) keeps the user's settings.
@@ -430,7 +437,10 @@ fn Controls() -> impl IntoView {
             <super::open_model::OpenModel />
             <p class="status" id="model-status" aria-live="polite">
                 {move || match models.info.get() {
-                    None => "loading…".to_string(),
+                    None => match engine::download_progress().get() {
+                        Some(d) if d.received > 0 => format!("loading… {}", d.describe()),
+                        _ => "loading…".to_string(),
+                    },
                     Some(Err(_)) => "not available".to_string(),
                     Some(Ok(m)) => format!(
                         "{}{}×{}×{}{}, {} training steps, {:.1} MB of weights",
@@ -821,7 +831,7 @@ fn Viewer() -> impl IntoView {
     view! {
         <section class="viewer" id="viewer" aria-label="Denoising">
             {move || models.info.get().and_then(Result::err).map(|e| view! {
-                <div class="error panel" role="alert" id="model-error">{e}</div>
+                <div class="error panel" role="alert" id="model-error"><super::problem::Message text=e /></div>
             })}
             {move || run.error.get().map(|e| view! { <div class="error panel" role="alert" id="run-error">{e}</div> })}
             <div class="frames">

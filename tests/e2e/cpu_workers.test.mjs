@@ -107,7 +107,8 @@ test('a guided CPU run splits its pair of forwards and draws the one-thread imag
     await page.waitForSelector('#run-status[data-state="done"], #run-status[data-state="error"]', { timeout: 240_000 });
     assert.equal(await page.getAttribute('#run-status', 'data-state'), 'done', await page.textContent('#run-status'));
     const frames = Number(await page.getAttribute('#run-status', 'data-frames'));
-    const adapter = await page.textContent('#adapter');
+    // The header's short line; the technical one is its title.
+    const adapter = `${await page.textContent('#adapter')} | ${await page.getAttribute('#adapter', 'title')}`;
     const image = await pixels(page, 'xt');
     const stats = await page.evaluate(() => window.stepwiseStats());
     assert.deepEqual(errors, []);
@@ -119,8 +120,8 @@ test('a guided CPU run splits its pair of forwards and draws the one-thread imag
   assert.equal(a.frames, 5);
   assert.equal(b.frames, 5);
   // Chromium has relaxed SIMD, so the page loads that module (tests/e2e/wasm_simd.test.mjs).
-  assert.match(a.adapter, /^CPU backend on 2 threads, relaxed SIMD \(requested with \?backend=cpu\)$/);
-  assert.match(b.adapter, /^CPU backend on 1 thread, relaxed SIMD \(/);
+  assert.match(a.adapter, /^CPU \(2 threads, relaxed SIMD\) \| CPU backend on 2 threads, relaxed SIMD \(requested with \?backend=cpu\)$/);
+  assert.match(b.adapter, /^CPU \(1 thread, relaxed SIMD\) \| CPU backend on 1 thread, relaxed SIMD \(/);
   assert.equal(a.stats.cpuSimd, 'relaxed SIMD');
   // Four steps, each one forward of the conditional and unconditional pair: split, the second
   // image on the worker.

@@ -38,6 +38,9 @@ export async function startServer(extraMounts = []) {
       const body = await readFile(file);
       res.writeHead(200, {
         'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+        // As any static server sends it: the page's download progress and its cache's
+        // revalidation (a HEAD answer's length against the cached one) read it.
+        'content-length': body.length,
         'cross-origin-opener-policy': 'same-origin',
         'cross-origin-embedder-policy': 'require-corp',
       });

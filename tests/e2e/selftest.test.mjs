@@ -14,10 +14,18 @@ const FIXTURES = ['attn_multihead', 'class_scale_shift', 'legacy_cifar_like', 'n
 
 test('kernels and golden UNets match on the browser GPU', { timeout: 600_000 }, async () => {
   const { page, errors } = await openPage(browser, `${srv.base}/?selftest&fixtures=${FIXTURES}`);
-  await page.waitForSelector('#selftest-result', { timeout: 540_000 });
+  // The JSON sits in a collapsed Details disclosure: attached, not visible.
+  await page.waitForSelector('#selftest-result', { state: 'attached', timeout: 540_000 });
   await page.screenshot({ path: join(ARTIFACTS, 'selftest.png'), fullPage: true });
   const result = JSON.parse(await page.textContent('#selftest-result'));
   assert.equal(result.error, undefined, `self-test error: ${result.error}`);
+  // For people: the verdict first, then a row per check; the JSON above is under Details.
+  const verdict = await page.textContent('#selftest-verdict');
+  assert.ok(verdict.startsWith(result.failed === 0 ? `All ${result.checks.length} checks pass on ${result.adapter}.` : `${result.failed} of ${result.checks.length} checks fail`), verdict);
+  assert.ok(await page.evaluate(() => Boolean(document.querySelector('#selftest-verdict')
+    .compareDocumentPosition(document.querySelector('#selftest-table')) & Node.DOCUMENT_POSITION_FOLLOWING)), 'the verdict comes before the table');
+  assert.equal(await page.locator('#selftest-table tbody tr').count(), result.checks.length);
+  assert.equal(await page.isVisible('#selftest-result'), false, 'the JSON is collapsed');
   const failed = result.checks.filter((c) => !(c.rel_l2 <= c.tol));
   console.log(`adapter ${result.adapter}, seed ${result.seed}: ${result.passed} passed, ${result.failed} failed`);
   assert.deepEqual(failed, [], `failing checks (seed ${result.seed})`);
