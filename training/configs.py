@@ -194,7 +194,8 @@ VAES = {
 VAE_TRAIN = {
     "vae-f4": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=1200, kl_weight=1e-6, hflip=True),
     "vae-f8": dict(dataset="emoji64", batch_size=16, lr=5e-4, warmup=100, max_steps=4000, kl_weight=1e-6, hflip=True),
-    "vae-tiny": dict(dataset="emoji64", batch_size=8, lr=1e-3, warmup=0, max_steps=10, kl_weight=1e-6, hflip=True),
+    "vae-tiny": dict(dataset="emoji64", batch_size=8, lr=1e-3, warmup=0, max_steps=10, kl_weight=1e-6, hflip=True,
+                     centre_latents=True),
     "vae-f4-long": dict(dataset="emoji64", batch_size=64, lr=1e-3, warmup=200, max_steps=100000, kl_weight=1e-6,
                         hflip=True, lr_schedule="cosine", lr_min=1e-5, centre_latents=True),
 }
@@ -227,6 +228,11 @@ PAGE_DEFAULTS = {
     "emoji-latent": {"sampler": "ddpm", "steps": 50},
     "emoji-sr": {"sampler": "ddim", "steps": 50, "eta": 0.0},
     "tiny": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 2.0},
+    # quick_test_latent.py's stand-ins
+    "latent-tiny": {"sampler": "ddpm", "steps": 50},
+    "latent-c-tiny": {"sampler": "ddpm", "steps": 50},
+    "sr-tiny": {"sampler": "ddim", "steps": 50, "eta": 0.0},
+    "sr-v-tiny": {"sampler": "ddim", "steps": 50, "eta": 0.0},
 }
 
 

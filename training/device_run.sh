@@ -25,6 +25,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
+GPU_DIR=${STEPWISE_GPU_DIR:-../.gpu}  # the carried wheels and data
 SMOKE=${STEPWISE_SMOKE:-0}
 LANES=${STEPWISE_LANES:-"emoji-s emoji-m emoji-l emoji-latent-m emoji-sr-m fashion-m"}
 if [ "$SMOKE" = 1 ]; then
@@ -102,10 +103,10 @@ run_lane() {  # name: the detached process of one lane
 
 setup() {  # wheels, data, deadline
   if ! "$PY" -c "import diffusers" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ../.gpu/whl/*.whl
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$GPU_DIR"/whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  [ -d ../.gpu/data ] && "$PY" gpu_data.py unpack ../.gpu/data "$WORK/data" | tail -c 300
+  [ -d "$GPU_DIR/data" ] && "$PY" gpu_data.py unpack "$GPU_DIR/data" "$WORK/data" | tail -c 300
   [ -f "$WORK/deadline" ] || echo $(( $(now) + ${STEPWISE_TRAIN_MIN:-6} * 60 )) > "$WORK/deadline"
   if [ "$SMOKE" != 1 ] && [ ! -f "$LOGS/gpu.csv" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu_info.csv"

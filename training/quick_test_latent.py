@@ -7,7 +7,8 @@
 2. trains `latent-tiny` on those latents for 5 steps, exports DIR/latent/ exactly like
    assets/models/emoji-latent/ and loads it (AutoencoderKL/UNet2DModel subfolders and
    DiffusionPipeline with trust_remote_code, 2 sampling steps);
-3. trains `sr-tiny` for 5 steps, exports DIR/sr/ like assets/models/emoji-sr/, loads it in
+   then `latent-c-tiny` (class-conditional, issue 36) the same way; `vae-tiny` centres its latents;
+3. trains `sr-tiny` (and `sr-v-tiny`, v-prediction) for 5 steps, exports DIR/sr/ like assets/models/emoji-sr/, loads it in
    DDPMPipeline/DDIMPipeline and runs the UNet with the condition.
 
 Exit status 0 means all of that worked. Takes ~30 s on an idle 2-core machine.
@@ -50,10 +51,19 @@ def main(argv=None):
     export.export_latent(unet, meta, args.out / "latent", grid=False, vae_run=vae_run)
     export.check_loads_latent(args.out / "latent")
 
-    train.main(["--config", "sr-tiny", "--out", str(args.out / "sr-run")] + common)
-    unet, meta = export.load_ema_unet(args.out / "sr-run" / "checkpoint.pt")
-    export.export_sr(unet, meta, args.out / "sr", grid=False)
-    export.check_loads_sr(args.out / "sr")
+    # Issue 36: centred latents (vae-tiny folds its per-channel stats into the VAE) under a
+    # category-conditional latent UNet, and v-prediction super-resolution.
+    assert abs(res["latent_mean"]) < 0.1 and abs(res["latent_std"] - 1) < 0.1, res
+    train.main(["--config", "latent-c-tiny", "--out", str(args.out / "latent-c-run"), "--vae-run", str(vae_run)]
+               + common)
+    unet, meta = export.load_ema_unet(args.out / "latent-c-run" / "checkpoint.pt")
+    export.export_latent(unet, meta, args.out / "latent-c", grid=False, vae_run=vae_run)
+    export.check_loads_latent(args.out / "latent-c")
+    for cfg, sub in (("sr-tiny", "sr"), ("sr-v-tiny", "sr-v")):
+        train.main(["--config", cfg, "--out", str(args.out / f"{sub}-run")] + common)
+        unet, meta = export.load_ema_unet(args.out / f"{sub}-run" / "checkpoint.pt")
+        export.export_sr(unet, meta, args.out / sub, grid=False)
+        export.check_loads_sr(args.out / sub)
     print(f"quick latent/SR test OK in {time.time() - t0:.0f} s: {args.out / 'latent'}, {args.out / 'sr'}")
 
 
