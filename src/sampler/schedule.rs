@@ -138,7 +138,10 @@ impl BetaConfig {
                 supported: "1 to 100000",
             });
         }
-        let betas = if let Some(trained) = &self.trained_betas {
+        // β_t is a variance: a number in [0, 1]. NaN, ±∞, negative values or values above 1 (a
+        // hostile or broken config) would turn every sample into NaN a few steps in.
+        const RANGE: &str = "a number between 0 and 1 (β is a variance)";
+        let betas: Vec<f32> = if let Some(trained) = &self.trained_betas {
             if trained.len() != n {
                 return Err(SamplerError::LengthMismatch {
                     what: "trained_betas",
@@ -146,8 +149,30 @@ impl BetaConfig {
                     expected: n,
                 });
             }
+            if let Some((i, b)) = trained
+                .iter()
+                .enumerate()
+                .find(|(_, b)| !(0.0..=1.0).contains(*b))
+            {
+                return Err(SamplerError::UnsupportedValue {
+                    field: "trained_betas",
+                    value: format!("{b} (at index {i})"),
+                    supported: RANGE,
+                });
+            }
             trained.iter().map(|&b| b as f32).collect()
         } else {
+            if self.beta_schedule != BetaSchedule::SquaredcosCapV2 {
+                for (field, v) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(SamplerError::UnsupportedValue {
+                            field,
+                            value: v.to_string(),
+                            supported: RANGE,
+                        });
+                    }
+                }
+            }
             match self.beta_schedule {
                 BetaSchedule::Linear => torch_linspace_f32(self.beta_start, self.beta_end, n),
                 BetaSchedule::ScaledLinear => {
@@ -159,6 +184,19 @@ impl BetaConfig {
                 BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar(n, 0.999),
             }
         };
+        // The first training step must add noise: with ᾱ_0 = 1 in f32 (β_0 below about 6e-8)
+        // every sampler divides 0 by 0 at t = 0 (diffusers too).
+        if 1.0 - betas[0] == 1.0 {
+            return Err(SamplerError::UnsupportedValue {
+                field: if self.trained_betas.is_some() {
+                    "trained_betas"
+                } else {
+                    "beta_start"
+                },
+                value: betas[0].to_string(),
+                supported: "a β_0 that adds noise at t = 0 in f32 (at least 6e-8)",
+            });
+        }
         Ok(if self.rescale_betas_zero_snr {
             rescale_zero_terminal_snr(&betas)
         } else {
@@ -168,7 +206,22 @@ impl BetaConfig {
 
     /// ᾱ_t = ∏_{s≤t} (1 − β_s) (Ho et al. 2020, notation above eq. 4).
     pub fn alphas_cumprod(&self) -> Result<Vec<f32>, SamplerError> {
-        Ok(alphas_cumprod(&self.betas()?))
+        let a = alphas_cumprod(&self.betas()?);
+        // Only the last ᾱ may be 0 (a zero terminal SNR, `rescale_betas_zero_snr`), and not
+        // when it is also the first: a β of 1 earlier leaves no signal from there on, and every
+        // sampler divides by ᾱ.
+        if let Some(t) = a[..(a.len() - 1).max(1)].iter().position(|&x| !(x > 0.0)) {
+            return Err(SamplerError::UnsupportedValue {
+                field: if self.trained_betas.is_some() {
+                    "trained_betas"
+                } else {
+                    "beta_end"
+                },
+                value: format!("a schedule whose ᾱ reaches 0 at t = {t}"),
+                supported: "a schedule with ᾱ_t > 0 before the last training timestep",
+            });
+        }
+        Ok(a)
     }
 }
 
