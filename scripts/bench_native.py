@@ -12,8 +12,13 @@ output against PyTorch float32 before timing:
   diffuse bench --device gpu|cpu --check ... --json     our backends
   training/bench_peers.py                               PyTorch and onnxruntime (CPU)
 
-and prints a table of median ms per forward with the ratios ours/peer (below 1 means we are
-faster), and writes every figure to target/bench/native-<date>.json. Models: the shipped ones
+alternating: --rounds (default 3) rounds per model and batch, each row (ours per device, PyTorch,
+onnxruntime; one process each) in turn, in an order rotated by one per round, each with exactly
+one untimed forward (the checked one) before its --runs timed ones. It prints a table of median
+ms per forward (the median of the rounds' medians; min-max over all runs in the JSON) with the
+ratios ours/peer (below 1 means we are faster), and writes every figure, the order the rows ran
+in, the load average at each round's start and what each row's timing `includes` to
+target/bench/native-<date>.json. Models: the shipped ones
 (assets/models/*) and `cifar10`, google/ddpm-cifar10-32's architecture with random weights
 (target/fixtures/cifar10_like, made by tests/fixtures/unet/make_cifar10_like.py).
 """
@@ -73,9 +78,10 @@ def main() -> None:
                     help="CPU threads for every backend: ours, onnxruntime's intra-op, PyTorch's")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (PyTorch only)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch (onnxruntime only)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="measure each model and batch this many times, ours and the peers in "
-                         "turn, and report the median of the rounds' medians (a noisy machine)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="measure each model and batch this many times, every row (ours per "
+                         "device, PyTorch, onnxruntime) in turn in an order rotated by one per "
+                         "round, and report the median of the rounds' medians")
     ap.add_argument("--diffuse", default=str(ROOT / "target/release/diffuse"))
     ap.add_argument("--out", type=Path, default=ROOT / "target/bench")
     a = ap.parse_args()
@@ -83,7 +89,25 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("XDG_RUNTIME_DIR", "/tmp/stepwise-runtime")
     Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+    # The rows, each one process per round: ours per device, then PyTorch (with its bf16 row on
+    # CUDA) and onnxruntime. Every process runs one untimed forward whose output it checks, then
+    # --runs timed ones: `diffuse bench` has no other warm-up, so the peers get none either
+    # (bench_peers.py --warmup 0).
+    kinds = [f"ours-{d}" for d in (["gpu", "cpu"] if a.device == "both" else [a.device])]
+    if not a.no_torch:
+        kinds.append("torch")
+    if not a.no_onnx:
+        kinds.append("onnxruntime")
+    includes_ours = {
+        "gpu": "forward + readback to host: the UNet forward (commands recorded, submitted, run) "
+               "and the output downloaded into a host Vec (map + copy); the input uploaded once "
+               "before the runs; timed by `diffuse bench` (Instant::now)",
+        "cpu": "forward (output already on the host): the UNet forward on the CPU backend, the "
+               "output a host Vec; the input made once before the runs; timed by `diffuse bench`",
+    }
     rows = []
+    order = []
+    round_load = []
     for name in a.models.split(","):
         model = MODELS[name]
         if name == "cifar10" and not (model / "config.json").exists():
@@ -96,29 +120,47 @@ def main() -> None:
         for b in a.batch:
             check = onnx / f"bench_input_b{b}.json"
             rounds: dict[str, list[dict]] = {}
-            devices = ["gpu", "cpu"] if a.device == "both" else [a.device]
-            for _ in range(a.rounds):
-                got = []
-                for d in devices:
-                    got += results(run([a.diffuse, "bench", "--model", str(model), "--batch",
-                                        str(b), "--runs", str(a.runs), "--device", d, "--check",
-                                        str(check), "--threads", str(a.threads), "--json"],
-                                       env=env))
-                got += results(run([PY, "bench_peers.py", str(model), str(onnx), "--batch",
-                                    str(b), "--runs", str(a.runs), "--threads", str(a.threads),
-                                    "--device", a.torch_device]
-                                   + (["--skip-onnx"] if a.no_onnx else [])
-                                   + (["--skip-torch"] if a.no_torch else []),
+
+            def row(kind: str) -> list[dict]:
+                if kind.startswith("ours-"):
+                    d = kind[5:]
+                    got = results(run([a.diffuse, "bench", "--model", str(model), "--batch",
+                                       str(b), "--runs", str(a.runs), "--device", d, "--check",
+                                       str(check), "--threads", str(a.threads), "--json"],
+                                      env=env))
+                    for r in got:
+                        r["includes"] = includes_ours[d]
+                    return got
+                return results(run([PY, "bench_peers.py", str(model), str(onnx), "--batch",
+                                    str(b), "--runs", str(a.runs), "--warmup", "0",
+                                    "--threads", str(a.threads), "--device", a.torch_device]
+                                   + (["--skip-onnx"] if kind == "torch" else ["--skip-torch"]),
                                    cwd=ROOT / "training", env=env))
-                for r in got:
-                    rounds.setdefault(r["backend"], []).append(r)
+
+            for k in range(a.rounds):
+                # Rotated by one each round: A B C, B C A, C A B, …
+                turn = kinds[k % len(kinds):] + kinds[:k % len(kinds)]
+                load = os.getloadavg()
+                round_load.append({"model": name, "batch": b, "round": k + 1, "order": turn,
+                                   "loadavg": load})
+                print(f"{name} b{b} round {k + 1}/{a.rounds}: {' -> '.join(turn)}; load average "
+                      + "/".join(f"{x:.2f}" for x in load), flush=True)
+                for kind in turn:
+                    order.append({"model": name, "batch": b, "round": k + 1, "row": kind})
+                    for r in row(kind):
+                        rounds.setdefault(r["backend"], []).append(r)
             got = []
             for backend, rs in rounds.items():
                 r = dict(rs[0])
+                r.pop("times_ms", None)
                 r["round_medians_ms"] = [x["median_ms"] for x in rs]
+                # `diffuse bench --json` gives each process's median, min and max, not its runs:
+                # every row's figure is the median of its rounds' medians (equal runs per round).
                 r["median_ms"] = statistics.median(r["round_medians_ms"])
                 r["min_ms"] = min(x["min_ms"] for x in rs)
                 r["max_ms"] = max(x["max_ms"] for x in rs)
+                if all("times_ms" in x for x in rs):
+                    r["times_ms"] = [t for x in rs for t in x["times_ms"]]
                 got.append(r)
             flops = json.loads(check.read_text()).get("flops")
             for r in got:
@@ -128,7 +170,9 @@ def main() -> None:
             rows += got
             by = {r["backend"]: r for r in got}
             line = f"{name:<13} b{b}  " + "  ".join(
-                f"{k} {v['median_ms']:.2f}" for k, v in by.items())
+                f"{k} {v['median_ms']:.2f} ({v['min_ms']:.2f}-{v['max_ms']:.2f}; rounds "
+                + "/".join(f"{x:.2f}" for x in v["round_medians_ms"]) + ")"
+                for k, v in by.items())
             print(line, flush=True)
 
     # The table: one line per model and batch, ratios ours / peer.
@@ -140,7 +184,7 @@ def main() -> None:
             keys.append(r["backend"])
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; date {dt.date.today()}; "
-          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds" if a.rounds > 1 else "") + f"; every CPU backend at {a.threads} thread(s)")
+          f"median of {a.runs} runs" + (f", median of {a.rounds} alternating rounds (order rotated per round)" if a.rounds > 1 else "") + f"; one untimed checked forward per row and round; every CPU backend at {a.threads} thread(s)")
     for r in rows:
         if r["backend"] in ("gpu",):
             print(f"GPU adapter: {r['adapter']}")
@@ -162,8 +206,14 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"native-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps({"machine": cpu_name(), "cpus": os.cpu_count(),
-                                "date": str(dt.date.today()), "runs": a.runs, "rounds": a.rounds,
-                                "threads": a.threads, "rows": rows}, indent=1))
+                                "date": str(dt.date.today()), "command": " ".join(sys.argv),
+                                "runs": a.runs, "rounds": a.rounds, "warmup": 1,
+                                "warmup_note": "one untimed forward per row and round, whose "
+                                               "output is checked against PyTorch's",
+                                "statistic": "median of the rounds' medians; min and max over "
+                                             "every timed run",
+                                "threads": a.threads, "order": order, "round_load": round_load,
+                                "rows": rows}, indent=1))
     print(f"\nwritten to {path}")
 
 
