@@ -665,13 +665,14 @@ where
     // region changes only when the sentence does).
     let live = Memo::new(move |_| {
         let (i, n) = (done(), total());
+        let quarter = (i * 4).checked_div(n).unwrap_or(0);
         match run_state(run) {
-            "running" if n == 0 || i == 0 => format!(
+            "running" if quarter == 0 => format!(
                 "Started: {} steps of {}.",
                 s.steps.get_untracked(),
                 s.sampler.get_untracked().title()
             ),
-            "running" => format!("{} % done.", i * 4 / n * 25),
+            "running" => format!("{} % done.", quarter * 25),
             "done" => format!(
                 "Done: {n} steps in {:.1} s.",
                 run.elapsed_ms.get_untracked() / 1000.0
@@ -701,6 +702,7 @@ where
 #[component]
 fn Viewer() -> impl IntoView {
     let s = expect_context::<Inputs>();
+    let edit = expect_context::<super::edit::EditState>();
     let run = expect_context::<RunState>();
     let models = expect_context::<ModelState>();
     let xt_ref = NodeRef::<leptos::html::Canvas>::new();
@@ -879,7 +881,7 @@ fn Viewer() -> impl IntoView {
                 data-frames=move || run.frames.with(Vec::len).to_string()
                 aria-live="off">
                 <p class="muted invite" id="run-invite" hidden=move || !idle()>
-                    {move || match expect_context::<super::edit::EditState>().mode.get() {
+                    {move || match edit.mode.get() {
                         super::edit::Mode::Generate => "Press Generate to watch noise become an image.".to_string(),
                         m => format!("Press {} to run it on the picture.", m.verb()),
                     }}
