@@ -18,12 +18,22 @@
 // against PyTorch's (relative L2 <= 1e-3) before anything is timed. Then the page figures: time to
 // the first drawn step, ms per step of a 50-step DDIM run with drawing, and the wasm's size.
 //
-//   node bench/browser.mjs [--runs N] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
+//   node bench/browser.mjs [--rounds R] [--runs N] [--warmup W] [--models fashion,emoji,emoji-latent,emoji-sr[,cifar10]] [--batches 1,4]
 //                          [--rows ours-webgpu,ours-cpu,ours-cpu-1t,ours-cpu-1t-simd128,ours-webgpu-f16,ort-webgpu,ort-wasm-2t,ort-wasm-1t,ort-webgpu-jsep]
-//                          [--row-budget-s S] [--no-page] [--out FILE]
+//                          [--row-budget-s S] [--no-page] [--require-gpu] [--out FILE]
 //
-// --runs (default 5) timed runs per row after one warm-up, fewer (at least 3) where they would
-// take over --row-budget-s (default 60) at the warm-up's pace. Needs the release build in dist/
+// --require-gpu (scripts/bench_gpu_browser.sh) stops with an error where WebGPU's adapter is a
+// CPU implementation (SwiftShader, llvmpipe, a fallback adapter) instead of timing it.
+//
+// Alternating, so that a machine whose load drifts weighs on every row alike: every row's page is
+// opened once; then for each (model, batch) every row is checked, then --rounds (default 3)
+// rounds run, each row in turn in an order rotated by one per round (A B C, B C A, C A B): --warmup
+// (default 1, at least 1, the same for every row) untimed forwards, then --runs (default 3) timed
+// ones, fewer (at least 1) where they would take over --row-budget-s (default 60) / rounds at the
+// check's pace. Reported per row: the median of all its timed runs with min–max, and each
+// round's median; the JSON has every run, the `order` the rows actually ran in, the load
+// average at each round's start (`roundLoad`), and what each row's timing `includes`. Needs the
+// release build in dist/
 // (trunk build --release) and tools/node_modules (scripts/setup.sh test); creates the ONNX exports
 // in target/onnx/<model>/ with training/export_onnx.py when missing. Writes everything it prints
 // as JSON to target/bench/browser-<date>.json. `cifar10` (google/ddpm-cifar10-32's architecture
@@ -51,18 +61,23 @@ const ALL_ROWS = ['ours-webgpu', 'ours-cpu', 'ours-cpu-1t', 'ort-webgpu', 'ort-w
 // batch 4 (and its emoji-sr output is right where the C++ EP's is not); it adds ~7 minutes.
 const DEFAULT_ROWS = ALL_ROWS.slice(0, 5);
 const TOLERANCE = 1e-3;
+/// Adapter names of CPU implementations of WebGPU (--require-gpu refuses them).
+const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software|basic render/i;
 
 function parseArgs(argv) {
-  const a = { runs: 5, rowBudgetS: 60, models: SHIPPED_MODELS, batches: [1, 4], rows: DEFAULT_ROWS, page: true, out: null };
+  const a = { runs: 3, rounds: 3, warmup: 1, rowBudgetS: 60, models: SHIPPED_MODELS, batches: [1, 4], rows: DEFAULT_ROWS, page: true, out: null };
   for (let i = 0; i < argv.length; i++) {
     const next = () => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[++i]; };
     switch (argv[i]) {
       case '--runs': a.runs = Number(next()); break;
+      case '--rounds': a.rounds = Number(next()); break;
+      case '--warmup': a.warmup = Number(next()); break;
       case '--row-budget-s': a.rowBudgetS = Number(next()); break;
       case '--models': a.models = next().split(','); break;
       case '--batches': a.batches = next().split(',').map(Number); break;
       case '--rows': a.rows = next().split(','); break;
       case '--no-page': a.page = false; break;
+      case '--require-gpu': a.requireGpu = true; break;
       case '--out': a.out = next(); break;
       case '-h': case '--help':
         console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n'));
@@ -71,6 +86,10 @@ function parseArgs(argv) {
     }
   }
   if (!(a.runs >= 1)) throw new Error('--runs must be at least 1');
+  if (!(a.rounds >= 1)) throw new Error('--rounds must be at least 1');
+  // window.stepwiseBench runs one untimed forward before its timed ones: at least 1 for ours, so
+  // at least 1 for everyone.
+  if (!(a.warmup >= 1 && Number.isInteger(a.warmup))) throw new Error('--warmup must be a whole number, at least 1');
   for (const m of a.models) if (!ALL_MODELS.includes(m)) throw new Error(`unknown model ${m} (${ALL_MODELS.join(', ')})`);
   for (const r of a.rows) if (!ALL_ROWS.includes(r)) throw new Error(`unknown row ${r} (${ALL_ROWS.join(', ')})`);
   return a;
@@ -120,20 +139,19 @@ async function adapterLine(page) {
   return page.textContent('#adapter');
 }
 
-/// Our row: the app page's window.stepwiseBench, first a check (one forward, compared with
-/// PyTorch's output), then, only if it passes, a warm-up and `runs` timed forwards.
-async function oursRow(page, model, batch, runs, budgetMs) {
-  return page.evaluate(async ({ model, batch, runs, budgetMs, tolerance }) => {
-    const ref = await (await fetch(`/onnx/${model}/bench_input_b${batch}.json`)).json();
-    const sample = Float32Array.from(ref.inputs.sample.data);
-    const t = Float32Array.from(ref.inputs.timestep.data);
-    const labels = ref.inputs.class_labels ? ref.inputs.class_labels.data : null;
-    const url = `models/${model}`;
-    const r = { };
+/// Our row's check: one forward through the app page's window.stepwiseBench (loading the model
+/// on first use: fetch + upload), compared with PyTorch's output. Untimed.
+async function oursCheck(page, model, batch) {
+  return page.evaluate(async ({ model, batch, tolerance }) => {
+    window.__benchRefs ??= {};
+    const key = `${model}/${batch}`;
+    const r = {};
     try {
+      const ref = window.__benchRefs[key] ??= await (await fetch(`/onnx/${model}/bench_input_b${batch}.json`)).json();
       const t0 = performance.now();
-      const check = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, 0);
-      r.checkMs = performance.now() - t0; // includes loading the model (fetch + upload)
+      const check = await window.stepwiseBench(`models/${model}`, Float32Array.from(ref.inputs.sample.data), ref.inputs.sample.shape,
+        Float32Array.from(ref.inputs.timestep.data), ref.inputs.class_labels ? ref.inputs.class_labels.data : null, 0);
+      r.checkMs = performance.now() - t0; // includes loading the model (fetch + upload) the first time
       r.backend = check.backend;
       const want = ref.expected.data, got = check.output;
       if (got.length !== want.length) throw new Error(`output has ${got.length} values, PyTorch's ${want.length}`);
@@ -141,23 +159,26 @@ async function oursRow(page, model, batch, runs, budgetMs) {
       for (let i = 0; i < want.length; i++) { num += (got[i] - want[i]) ** 2; den += want[i] ** 2; }
       r.relL2 = Math.sqrt(num / den);
       if (!(r.relL2 <= tolerance)) throw new Error(`output differs from PyTorch's: relative L2 ${r.relL2.toExponential(2)} > ${tolerance}`);
-      // Fewer runs (at least 3) where `runs` would take longer than the budget.
-      r.runs = Math.min(runs, Math.max(3, Math.floor(budgetMs / r.checkMs)));
-      const timed = await window.stepwiseBench(url, sample, ref.inputs.sample.shape, t, labels, r.runs);
-      r.ms = timed.ms;
-      r.recordMs = timed.recordMs; // each run's part before the download (recording + submit)
-      r.threads = timed.threads; // the CPU backend's: the page's thread and its workers'
     } catch (e) {
       r.error = String(e?.message ?? e).split('\n')[0].slice(0, 300);
     }
     return r;
-  }, { model, batch, runs, budgetMs, tolerance: TOLERANCE });
+  }, { model, batch, tolerance: TOLERANCE });
 }
 
-async function ortRow(page, model, batch, ep, numThreads, runs, budgetMs) {
-  return page.evaluate((o) => window.ortBench(o), {
-    onnx: `/onnx/${model}/unet_b${batch}.onnx`, input: `/onnx/${model}/bench_input_b${batch}.json`, ep, numThreads, runs, budgetMs, tolerance: TOLERANCE,
-  });
+/// One round of our row: `warmup` untimed forwards, then `runs` timed ones. window.stepwiseBench
+/// always runs one untimed forward before its timed ones, so `warmup - 1` calls with no timed run
+/// come first. Each forward is timed inside the page (performance.now() around upload +
+/// forward + download, src/app/engine/bench.rs).
+async function oursTime(page, model, batch, warmup, runs) {
+  return page.evaluate(async ({ model, batch, warmup, runs }) => {
+    const ref = window.__benchRefs[`${model}/${batch}`];
+    const args = () => [`models/${model}`, Float32Array.from(ref.inputs.sample.data), ref.inputs.sample.shape,
+      Float32Array.from(ref.inputs.timestep.data), ref.inputs.class_labels ? ref.inputs.class_labels.data : null];
+    for (let w = 1; w < warmup; w++) await window.stepwiseBench(...args(), 0);
+    const timed = await window.stepwiseBench(...args(), runs);
+    return { ms: timed.ms, recordMs: timed.recordMs, threads: timed.threads };
+  }, { model, batch, warmup, runs });
 }
 
 const ROW_LABEL = {
@@ -172,14 +193,25 @@ const ROW_LABEL = {
   'ort-wasm-1t': 'ort-web wasm, numThreads 1',
 };
 
-/// Runs one row kind over every (model, batch), in one page (a fresh one per kind: ort reads
-/// numThreads once per page, and the app page picks its backend once).
-async function runRows(browser, base, kind, models, batches, runs, budgetMs, results) {
-  let page, errors;
-  const t0 = Date.now();
+/// What each row's timing includes, exactly (also in the JSON, per row).
+const INCLUDES_OURS_GPU = 'forward + readback to JS: the input uploaded from the wasm heap, the UNet forward (commands recorded, submitted, run), the output mapped back into the wasm heap; timed in the page (performance.now(), src/app/engine/bench.rs); model fetch and weight upload excluded';
+const INCLUDES_OURS_CPU = 'forward + readback to JS: the input copied into a CPU tensor, the UNet forward on the CPU backend (a batch of 2 or more split between the page\'s thread and Web Workers, their postMessage round trips included), the output in the wasm heap; timed in the page (performance.now(), src/app/engine/bench.rs); model fetch excluded';
+const INCLUDES_ORT_GPU = 'forward + readback to JS: session.run with CPU input tensors (uploaded by ort), the forward, the output downloaded to a CPU tensor (ort\'s default output location) and its getData(); timed in the page (performance.now(), bench/ort.mjs); session creation excluded';
+const INCLUDES_ORT_WASM = 'forward + readback to JS: session.run with CPU input tensors (copied into ort\'s wasm heap), the forward, the output copied out to a CPU tensor and its getData(); timed in the page (performance.now(), bench/ort.mjs); session creation excluded';
+const INCLUDES = {
+  'ours-webgpu': INCLUDES_OURS_GPU, 'ours-webgpu-f16': INCLUDES_OURS_GPU,
+  'ours-cpu': INCLUDES_OURS_CPU, 'ours-cpu-1t': INCLUDES_OURS_CPU, 'ours-cpu-1t-simd128': INCLUDES_OURS_CPU,
+  'ort-webgpu': INCLUDES_ORT_GPU, 'ort-webgpu-jsep': INCLUDES_ORT_GPU,
+  'ort-wasm-2t': INCLUDES_ORT_WASM, 'ort-wasm-1t': INCLUDES_ORT_WASM,
+};
+
+/// The page of one row kind, opened once and kept for the whole run (a page per kind: ort reads
+/// numThreads once per page, and the app page picks its backend once): { page, errors } or
+/// { error }.
+async function openRow(browser, base, kind) {
   try {
     if (kind.startsWith('ours')) {
-      const cpu = {
+      const params = {
         'ours-cpu': '&backend=cpu&threads=2',
         'ours-cpu-1t': '&backend=cpu&threads=1',
         'ours-cpu-1t-simd128': '&backend=cpu&threads=1&simd=128',
@@ -187,36 +219,107 @@ async function runRows(browser, base, kind, models, batches, runs, budgetMs, res
         'ours-webgpu': '&backend=gpu',
         'ours-webgpu-f16': '&backend=gpu&precision=f16',
       }[kind] ?? '';
-      ({ page, errors } = await open(browser, `${base}/?debug=bench${cpu}`, () => typeof window.stepwiseBench === 'function'));
-    } else {
-      ({ page, errors } = await open(browser, `${base}/bench/ort.html${kind === 'ort-webgpu' ? '?bundle=webgpu' : ''}`, () => window.ortReady === true));
+      return await open(browser, `${base}/?debug=bench${params}`, () => typeof window.stepwiseBench === 'function');
     }
+    return await open(browser, `${base}/bench/ort.html${kind.startsWith('ort-webgpu') && kind !== 'ort-webgpu-jsep' ? '?bundle=webgpu' : ''}`, () => window.ortReady === true);
   } catch (e) {
-    for (const m of models) for (const b of batches) results[m][b][kind] = { error: `page did not open: ${String(e.message).split('\n')[0]}` };
-    return;
+    return { error: `page did not open: ${String(e.message).split('\n')[0]}` };
   }
-  for (const m of models) {
-    for (const b of batches) {
-      log(`${kind}: ${m} batch ${b}`);
-      let r;
-      try {
-        const adapter = kind === 'ours-webgpu-f16' ? await adapterLine(page) : '';
-        if (kind === 'ours-webgpu-f16' && !/, f16 weights/.test(adapter)) {
-          r = { error: `no f16 weights: ${adapter}` };
-        } else if (kind.startsWith('ours')) r = await oursRow(page, m, b, runs, budgetMs);
-        else if (kind === 'ort-webgpu' || kind === 'ort-webgpu-jsep') r = await ortRow(page, m, b, 'webgpu', null, runs, budgetMs);
-        else r = await ortRow(page, m, b, 'wasm', kind === 'ort-wasm-2t' ? 2 : 1, runs, budgetMs);
-      } catch (e) {
-        r = { error: String(e.message).split('\n')[0].slice(0, 300) };
+}
+
+/// Checks a row on one (model, batch) before anything is timed: our forward, or ort's session
+/// creation and first run, compared with PyTorch's output.
+async function checkRow(kind, page, model, batch) {
+  if (kind === 'ours-webgpu-f16') {
+    const adapter = await adapterLine(page);
+    if (!/, f16 weights/.test(adapter)) return { error: `no f16 weights: ${adapter}` };
+  }
+  if (kind.startsWith('ours')) return oursCheck(page, model, batch);
+  const ep = kind.startsWith('ort-webgpu') ? 'webgpu' : 'wasm';
+  const numThreads = kind === 'ort-wasm-2t' ? 2 : kind === 'ort-wasm-1t' ? 1 : null;
+  return page.evaluate((o) => window.ortOpen(o), {
+    onnx: `/onnx/${model}/unet_b${batch}.onnx`, input: `/onnx/${model}/bench_input_b${batch}.json`, ep, numThreads, tolerance: TOLERANCE,
+  });
+}
+
+async function timeRow(kind, page, model, batch, warmup, runs) {
+  if (kind.startsWith('ours')) return oursTime(page, model, batch, warmup, runs);
+  return page.evaluate((o) => window.ortTime(o), { warmup, runs });
+}
+
+/// `rows` rotated left by `k`: round 0 runs A B C, round 1 B C A, round 2 C A B, …
+const rotate = (rows, k) => rows.map((_, i) => rows[(i + k) % rows.length]);
+
+/// Every (model, batch): each row checked, then `rounds` rounds; in each, every row that passed
+/// its check runs `warmup` untimed and its timed forwards, in an order rotated by one per round.
+/// The rows' pages stay open for the whole run; only one forward runs at any time.
+async function runAlternating(browser, base, args, res) {
+  const budgetMs = args.rowBudgetS * 1000;
+  const pages = {};
+  for (const kind of args.rows) {
+    pages[kind] = await openRow(browser, base, kind);
+    if (pages[kind].error) log(`${kind}: ${pages[kind].error}`);
+  }
+  res.order = [];
+  res.roundLoad = [];
+  for (const m of args.models) {
+    for (const b of args.batches) {
+      const t0 = Date.now();
+      const ok = [];
+      for (const kind of args.rows) {
+        const r = { includes: INCLUDES[kind] };
+        res.results[m][b][kind] = r;
+        if (pages[kind].error) { r.error = pages[kind].error; continue; }
+        let c;
+        try { c = await checkRow(kind, pages[kind].page, m, b); } catch (e) { c = { error: String(e.message).split('\n')[0].slice(0, 300) }; }
+        Object.assign(r, c);
+        if (args.requireGpu && kind.startsWith('ours-webgpu') && r.backend && (/\bCpu\b/.test(r.backend) || !r.backend.startsWith('GPU'))) {
+          throw new Error(`--require-gpu: the app page's WebGPU backend runs on a CPU adapter: ${r.backend}`);
+        }
+        log(`${kind}: ${m} batch ${b} check: ${r.error ? `error: ${r.error}` : `rel L2 ${r.relL2.toExponential(2)}, ${r.checkMs.toFixed(0)} ms`}`);
+        if (r.error) continue;
+        // Fewer timed runs per round (at least 1) where `runs` would take over the row's budget
+        // at the check's pace (ours' check includes loading the model the first time).
+        r.runsPerRound = Math.min(args.runs, Math.max(1, Math.floor(budgetMs / args.rounds / Math.max(r.checkMs, 1e-3))));
+        r.rounds = [];
+        ok.push(kind);
       }
-      if (r.ms?.length) r.stats = stats(r.ms);
-      results[m][b][kind] = r;
-      log(`  ${r.error ? `error: ${r.error}` : `median ${r.stats.median.toFixed(1)} ms, rel L2 ${r.relL2.toExponential(2)}`}`);
+      for (let round = 0; round < args.rounds && ok.length; round++) {
+        const order = rotate(ok, round);
+        const load = loadavg();
+        res.roundLoad.push({ model: m, batch: b, round: round + 1, order, loadavg: load });
+        log(`${m} batch ${b}, round ${round + 1}/${args.rounds}: ${order.join(' → ')}; load average ${load.map((x) => x.toFixed(2)).join('/')}`);
+        for (const kind of order) {
+          const r = res.results[m][b][kind];
+          if (r.error) continue;
+          res.order.push({ model: m, batch: b, round: round + 1, row: kind });
+          try {
+            const t = await timeRow(kind, pages[kind].page, m, b, args.warmup, r.runsPerRound);
+            r.rounds.push({ round: round + 1, ms: t.ms, median: stats(t.ms).median, ...(t.recordMs ? { recordMs: t.recordMs } : {}) });
+            if (t.threads !== undefined) r.threads = t.threads;
+          } catch (e) {
+            r.error = `round ${round + 1}: ${String(e.message).split('\n')[0].slice(0, 300)}`;
+          }
+          log(`  ${kind}: ${r.error ? `error: ${r.error}` : `median ${fmt(r.rounds[r.rounds.length - 1].median)} ms`}`);
+        }
+      }
+      for (const kind of ok) {
+        const r = res.results[m][b][kind];
+        if (!kind.startsWith('ours')) await pages[kind].page.evaluate(() => window.ortClose()).catch(() => {});
+        if (r.error) continue;
+        r.ms = r.rounds.flatMap((x) => x.ms);
+        r.recordMs = r.rounds.flatMap((x) => x.recordMs ?? []);
+        r.roundMedians = r.rounds.map((x) => x.median);
+        r.stats = stats(r.ms);
+      }
+      log(`${m} batch ${b}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     }
   }
-  if (errors.length) log(`${kind}: console errors: ${errors.slice(0, 5).join(' | ')}`);
-  await page.close();
-  log(`${kind}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  for (const kind of args.rows) {
+    const p = pages[kind];
+    if (p.errors?.length) log(`${kind}: console errors: ${p.errors.slice(0, 5).join(' | ')}`);
+    await p.page?.close();
+  }
 }
 
 /// (a) navigation → ready (Generate enabled, model loaded), click → first step drawn and
@@ -302,13 +405,14 @@ function table(res, models, batches, rows) {
       const r = res.results[m][b];
       const shape = res.shapes[m]?.[b];
       out.push('', `${m}, batch ${b}${shape ? ` (sample ${shape.join('×')}, ${(res.params[m] / 1e6).toFixed(2)} M params)` : ''}`);
-      out.push(`  ${'row'.padEnd(28)} ${'median ms'.padStart(10)}  ${'(min–max)'.padEnd(20)} ${'runs'.padStart(4)}  rel L2 vs PyTorch`);
+      out.push(`  ${'row'.padEnd(28)} ${'median ms'.padStart(10)}  ${'(min–max)'.padEnd(20)} ${'runs'.padStart(4)}  rel L2 vs PyTorch, each round's median`);
       for (const k of rows) {
         const x = r[k];
         if (!x) continue;
         if (x.error) { out.push(`  ${ROW_LABEL[k].padEnd(28)} ${'FAILED'.padStart(10)}  ${x.error}`); continue; }
         const rec = x.recordMs?.length ? `  (host part before the download: median ${fmt(stats(x.recordMs).median)} ms)` : '';
-        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}${x.threads > 1 ? `  (on ${x.threads} threads)` : ''}${rec}`);
+        const per = x.roundMedians?.length > 1 ? `  rounds ${x.roundMedians.map(fmt).join(' / ')}` : '';
+        out.push(`  ${ROW_LABEL[k].padEnd(28)} ${fmt(x.stats.median).padStart(10)}  ${`(${fmt(x.stats.min)}–${fmt(x.stats.max)})`.padEnd(20)} ${String(x.ms.length).padStart(4)}  ${x.relL2.toExponential(1)}${per}${x.threads > 1 ? `  (on ${x.threads} threads)` : ''}${rec}`);
       }
       const ratio = (a, c) => (r[a]?.stats && r[c]?.stats ? `${(r[a].stats.median / r[c].stats.median).toFixed(2)}×` : 'n/a');
       const parts = [];
@@ -333,13 +437,18 @@ async function main() {
   const started = new Date();
   const srv = await startServer([...BENCH_MOUNTS, ['/models/cifar10/', CIFAR10_DIR]]);
   const browser = await launch();
-  const res = { loadavgStart: loadavg(), cpus: cpus().length, date: started.toISOString(), command: `node bench/browser.mjs ${process.argv.slice(2).join(' ')}`.trim(), runs: args.runs, tolerance: TOLERANCE, results: {}, shapes: {}, params: {} };
+  const res = { loadavgStart: loadavg(), cpus: cpus().length, date: started.toISOString(), command: `node bench/browser.mjs ${process.argv.slice(2).join(' ')}`.trim(), runs: args.runs, rounds: args.rounds, warmup: args.warmup, rowBudgetS: args.rowBudgetS, tolerance: TOLERANCE, results: {}, shapes: {}, params: {} };
   try {
     res.browser = `Chromium ${browser.version()}`;
     const { page } = await open(browser, `${srv.base}/bench/ort.html`, () => window.ortReady === true);
     res.env = await page.evaluate(() => window.ortInfo());
     await page.close();
     log(`${res.browser}; crossOriginIsolated ${res.env.crossOriginIsolated}; adapter ${JSON.stringify(res.env.adapter)}`);
+    if (args.requireGpu) {
+      const a = res.env.adapter;
+      if (!a) throw new Error('--require-gpu: navigator.gpu.requestAdapter() gave no adapter');
+      if (a.isFallbackAdapter || CPU_ADAPTER.test(JSON.stringify(a))) throw new Error(`--require-gpu: the WebGPU adapter is a CPU implementation: ${JSON.stringify(a)}`);
+    }
     for (const m of args.models) {
       res.results[m] = {};
       res.shapes[m] = {};
@@ -354,7 +463,7 @@ async function main() {
       log('page figures: fashion, 50 DDIM steps, the backend the page picks');
       try { res.page = await pageFigures(browser, srv.base); } catch (e) { res.page = { error: String(e.message).split('\n')[0] }; }
     }
-    for (const kind of args.rows) await runRows(browser, srv.base, kind, args.models, args.batches, args.runs, args.rowBudgetS * 1000, res.results);
+    await runAlternating(browser, srv.base, args, res);
   } finally {
     await browser.close();
     srv.server.close();
@@ -373,7 +482,8 @@ async function main() {
     `WebGPU adapter (navigator.gpu.requestAdapter().info): vendor "${a.vendor ?? ''}", architecture "${a.architecture ?? ''}", device "${a.device ?? ''}", description "${a.description ?? ''}"`,
     `ours webgpu backend: ${ours('ours-webgpu') ?? 'n/a'}; ours cpu backend: ${ours('ours-cpu') ?? 'n/a'}`,
     `onnxruntime-web ${res.env?.ortVersion}: webgpu rows import onnxruntime-web/webgpu (dist/ort.webgpu.min.mjs, the C++ WebGPU EP), wasm${args.rows.includes('ort-webgpu-jsep') ? ' and JSEP' : ''} rows import onnxruntime-web (dist/ort.min.mjs); crossOriginIsolated ${res.env?.crossOriginIsolated}; hardwareConcurrency ${res.env?.hardwareConcurrency}`,
-    `each row: median ms per UNet forward (host input in, output read back to the host) over ${args.runs} timed runs after one warm-up (fewer, at least 3, where ${args.runs} would take over ${args.rowBudgetS} s; 'runs' says how many), output checked against PyTorch's (relative L2 <= ${TOLERANCE}) before timing`,
+    `each row: output checked against PyTorch's (relative L2 <= ${TOLERANCE}) before timing; then ${args.rounds} round(s), the rows alternating in an order rotated by one each round (A B C, B C A, …); in each round every row runs ${args.warmup} untimed warm-up forward(s) then ${args.runs} timed ones (fewer, at least 1, where they would take over ${args.rowBudgetS} s / ${args.rounds} at the check's pace; 'runs' says how many in all); median ms over all timed runs (min–max), then each round's median`,
+    `every timing is forward + readback to JS: ours, upload + UNet forward + output read back into the wasm heap, timed inside the page; ort-web, session.run with CPU tensors + output getData(), timed inside the page (the JSON's 'includes' per row says exactly)`,
     table(res, args.models, args.batches, args.rows),
   ];
   if (res.page) {

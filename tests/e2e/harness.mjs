@@ -59,7 +59,10 @@ export async function launch() {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     args: [
-      '--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader',
+      '--no-sandbox',
+      // WebGPU on SwiftShader; STEPWISE_CHROMIUM_GPU_ARGS replaces these flags (e.g. with
+      // '--use-angle=vulkan' for a real GPU: scripts/bench_gpu_browser.sh).
+      ...(process.env.STEPWISE_CHROMIUM_GPU_ARGS ?? '--enable-unsafe-webgpu --enable-features=Vulkan --use-angle=swiftshader').split(' ').filter(Boolean),
       '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // Extra flags, e.g. STEPWISE_CHROMIUM_ARGS='--js-flags=--perf-basic-prof' for `perf` profiles.
       ...(process.env.STEPWISE_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
