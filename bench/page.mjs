@@ -38,7 +38,7 @@ import { join, resolve, dirname, relative } from 'node:path';
 import { loadavg, cpus } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch } from '../tests/e2e/harness.mjs';
+import { startServer, launch, trackWasmMemory, wasmMemory } from '../tests/e2e/harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS = ['fashion', 'emoji', 'emoji-latent', 'emoji-sr'];
@@ -69,24 +69,8 @@ function parseArgs(argv) {
   return a;
 }
 
-/// Runs in the page before its scripts, and at the top of the CPU workers' script: keeps every
-/// wasm instance's memory, and (in the page) the time and count of every change of
-/// #run-status's data-frames / data-state.
-const WASM_TRACK = `(() => {
-  const mems = [];
-  const keep = (r) => {
-    const inst = r instanceof WebAssembly.Instance ? r : r && r.instance;
-    const m = inst && inst.exports && inst.exports.memory;
-    if (m instanceof WebAssembly.Memory && !mems.includes(m)) mems.push(m);
-    return r;
-  };
-  for (const k of ['instantiate', 'instantiateStreaming']) {
-    const f = WebAssembly[k];
-    if (f) WebAssembly[k] = function (...a) { return f.apply(this, a).then(keep); };
-  }
-  self.__stepwiseWasmBytes = () => mems.map((m) => m.buffer.byteLength);
-})();
-`;
+/// Runs in the page before its scripts: the time and count of every change of #run-status's
+/// data-frames / data-state.
 const FRAME_TRACK = `(() => {
   window.__frameEvents = [];
   let last = null;
@@ -112,13 +96,8 @@ const stats = (xs) => {
 /// One fresh page load and run; every figure of one cell.
 async function measure(browser, base, { model, batch, backend, steps, sampler }) {
   const context = await browser.newContext();
-  await context.addInitScript(WASM_TRACK + FRAME_TRACK);
-  let workerRouted = 0;
-  await context.route(/\/cpu-worker[^/]*\.js(\?.*)?$/, async (route) => {
-    const response = await route.fetch();
-    workerRouted++;
-    await route.fulfill({ response, body: WASM_TRACK + (await response.text()) });
-  });
+  const tracked = await trackWasmMemory(context);
+  await context.addInitScript(FRAME_TRACK);
   const bytes = { wasm: 0, js: 0, model: 0, other: 0, requests: 0, modelFiles: {} };
   const pending = [];
   context.on('requestfinished', (req) => pending.push((async () => {
@@ -179,15 +158,12 @@ async function measure(browser, base, { model, batch, backend, steps, sampler })
     r.adapter = await page.textContent('#adapter').catch(() => null);
     r.adapterDetail = await page.getAttribute('#adapter', 'title').catch(() => null);
     r.settings = await page.evaluate(() => Object.fromEntries(['sampler', 'steps', 'guidance', 'batch', 'eta', 'seed'].map((k) => [k, document.getElementById(k)?.value ?? null])));
-    r.wasmPageBytes = await page.evaluate(() => (self.__stepwiseWasmBytes ? self.__stepwiseWasmBytes() : null));
-    r.wasmWorkerBytes = [];
-    for (const w of page.workers()) {
-      const b = await w.evaluate(() => (self.__stepwiseWasmBytes ? self.__stepwiseWasmBytes() : null)).catch(() => null);
-      if (b) r.wasmWorkerBytes.push(...b);
-    }
+    const mem = await wasmMemory(page);
+    r.wasmPageBytes = mem.page;
+    r.wasmWorkerBytes = mem.workers;
     r.workers = page.workers().length;
-    r.workerScriptsRouted = workerRouted;
-    r.wasmPeakBytes = [...(r.wasmPageBytes ?? []), ...r.wasmWorkerBytes].reduce((a, b) => a + b, 0);
+    r.workerScriptsRouted = tracked.workerScripts();
+    r.wasmPeakBytes = mem.total;
   } catch (e) {
     r.error = String(e.message).split('\n')[0].slice(0, 300);
   }

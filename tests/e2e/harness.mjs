@@ -88,6 +88,47 @@ export async function openPage(browser, url) {
   return { page, errors };
 }
 
+/// Keeps every wasm instance's memory in `context`'s pages (an init script) and in the CPU
+/// backend's workers (cpu-worker*.js, served with the same lines prepended: workers get no init
+/// scripts), by wrapping WebAssembly.instantiate and instantiateStreaming; `wasmMemory(page)`
+/// then reads their sizes. Used by the soak test and bench/page.mjs.
+export const WASM_TRACK = `(() => {
+  const mems = [];
+  const keep = (r) => {
+    const inst = r instanceof WebAssembly.Instance ? r : r && r.instance;
+    const m = inst && inst.exports && inst.exports.memory;
+    if (m instanceof WebAssembly.Memory && !mems.includes(m)) mems.push(m);
+    return r;
+  };
+  for (const k of ['instantiate', 'instantiateStreaming']) {
+    const f = WebAssembly[k];
+    if (f) WebAssembly[k] = function (...a) { return f.apply(this, a).then(keep); };
+  }
+  self.__stepwiseWasmBytes = () => mems.map((m) => m.buffer.byteLength);
+})();
+`;
+
+export async function trackWasmMemory(context) {
+  await context.addInitScript(WASM_TRACK);
+  let routed = 0;
+  await context.route(/\/cpu-worker[^/]*\.js(\?.*)?$/, async (route) => {
+    const response = await route.fetch();
+    routed++;
+    await route.fulfill({ response, body: WASM_TRACK + (await response.text()) });
+  });
+  return { workerScripts: () => routed };
+}
+
+/// The wasm memories' sizes in bytes: { page: [..], workers: [..], total } (wasm memory only
+/// grows, so these are also the peaks so far).
+export async function wasmMemory(page) {
+  const read = () => (self.__stepwiseWasmBytes ? self.__stepwiseWasmBytes() : []);
+  const pageBytes = await page.evaluate(read);
+  const workers = [];
+  for (const w of page.workers()) workers.push(...((await w.evaluate(read).catch(() => null)) ?? []));
+  return { page: pageBytes, workers, total: [...pageBytes, ...workers].reduce((a, b) => a + b, 0) };
+}
+
 /// A canvas's size and RGBA pixels: { w, h, data }.
 export async function pixels(page, id) {
   return page.evaluate((sel) => {
