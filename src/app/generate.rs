@@ -108,12 +108,8 @@ pub fn GenerateView(
         let path = e.path.clone();
         spawn_local(async move {
             let r = engine::load_model(&path, e.name != URL_MODEL).await.map_err(|err| {
-                let others = match manifest.with_untracked(|m| matches!(m, Some(Ok(l)) if !l.is_empty())) {
-                    true => " The other models still work: pick one in the Model list.",
-                    false => "",
-                };
                 super::problem::with_details(
-                    &format!("Could not load the model “{}”: {}.{others}", e.title, err.reason()),
+                    &format!("Could not load the model “{}”: {}.", e.title, err.reason()),
                     &format!("{}: {err}\nThe shipped models are built by the training pipeline (training/); a folder of your own can be served and named with ?model_url=, or opened with “Open your own model”.", e.path),
                 )
             });
@@ -832,8 +828,15 @@ fn Viewer() -> impl IntoView {
     };
     view! {
         <section class="viewer" id="viewer" aria-label="Denoising">
-            {move || models.info.get().and_then(Result::err).map(|e| view! {
-                <div class="error panel" role="alert" id="model-error"><super::problem::Message text=e /></div>
+            {move || models.info.get().and_then(Result::err).map(|e| {
+                // Said once there are others to pick (the list may arrive after the error).
+                let others = move || models.entries.with(|l| l.len() > 1)
+                    .then_some(" The other models still work: pick one in the Model list.");
+                view! {
+                    <div class="error panel" role="alert" id="model-error">
+                        <super::problem::Message text=e tail=Signal::derive(move || others().unwrap_or_default().to_string()) />
+                    </div>
+                }
             })}
             {move || run.error.get().map(|e| view! { <div class="error panel" role="alert" id="run-error">{e}</div> })}
             <div class="frames">

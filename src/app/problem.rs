@@ -28,11 +28,15 @@ pub fn split(message: &str) -> (&str, Option<&str>) {
 pub fn Message(
     /// The message, plain or made by [`with_details`].
     text: String,
+    /// Said after the sentence (what still works, where that can change while it shows).
+    #[prop(optional, into)]
+    tail: Signal<String>,
 ) -> impl IntoView {
     let (sentence, detail) = split(&text);
+    let sentence = sentence.to_string();
     let detail = detail.map(|d| view! { <Details text=d.to_string() /> });
     view! {
-        <span class="message">{sentence.to_string()}</span>
+        <span class="message">{sentence}{move || tail.get()}</span>
         {detail}
     }
 }
