@@ -12,15 +12,30 @@ fn panic_hook(info: &std::panic::PanicHookInfo) {
     if doc.get_element_by_id("panic").is_some() {
         return;
     }
-    if let Ok(div) = doc.create_element("div") {
-        div.set_id("panic");
-        let _ = div.set_attribute("role", "alert");
-        let _ = div.set_attribute("class", "banner error");
-        div.set_text_content(Some(&format!(
-            "stepwise stopped after an internal error and must be reloaded (your settings are in the address bar): {info}"
-        )));
-        let _ = body.prepend_with_node_1(&div);
-    }
+    // The sentence for the user; the panic's message and source location behind "Details".
+    let el = |tag: &str, text: &str| {
+        let e = doc.create_element(tag).ok()?;
+        e.set_text_content(Some(text));
+        Some(e)
+    };
+    let (Ok(div), Some(details), Some(summary), Some(pre)) = (
+        doc.create_element("div"),
+        el("details", ""),
+        el("summary", "Details"),
+        el("pre", &info.to_string()),
+    ) else {
+        return;
+    };
+    div.set_id("panic");
+    let _ = div.set_attribute("role", "alert");
+    let _ = div.set_attribute("class", "banner error");
+    div.set_text_content(Some(
+        "stepwise stopped after an internal error. Reload the page to go on: your settings are in the address bar. ",
+    ));
+    let _ = details.set_attribute("class", "more");
+    let _ = details.append_with_node_2(&summary, &pre);
+    let _ = div.append_with_node_1(&details);
+    let _ = body.prepend_with_node_1(&div);
 }
 
 #[cfg(target_arch = "wasm32")]
