@@ -293,4 +293,3 @@ fn schedulers_of_other_noise_processes_are_named() {
         run(&config, SamplerKind::Ddim, 7).unwrap();
     }
 }
-
