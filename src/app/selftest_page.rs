@@ -150,8 +150,12 @@ async fn run_on(g: &GpuBackend) -> Result<Report, String> {
         }
     }
     let wgpu = g.ctx.describe();
+    // As the main page's header names it: the browser's words, and wgpu's where they add any.
     let adapter = match super::browser_adapter_info().await {
-        Some(b) => format!("{b} ({wgpu})"),
+        Some(b) => match wgpu.strip_prefix("unnamed adapter ") {
+            Some(api) => format!("{b} {api}"),
+            None => format!("{b} · {wgpu}"),
+        },
         None => wgpu,
     };
     Ok(Report {
