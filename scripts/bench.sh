@@ -2,6 +2,8 @@
 # The benchmarks of BENCHMARKS.md, set-up included. Usage:
 #   scripts/bench.sh native [bench_native.py options]   # diffuse bench vs onnxruntime + PyTorch
 #   scripts/bench.sh browser [browser.mjs options]      # headless Chromium: ours vs onnxruntime-web
+#   scripts/bench.sh page [page.mjs options]            # the page: first step, ms/step, memory, bytes
+# (scripts/bench_gpu_browser.sh runs both in Chromium on a real GPU.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PWD/tools/node_modules/.bin:$PATH"
@@ -20,5 +22,10 @@ case "$what" in
         trunk build --release
         exec node bench/browser.mjs "$@"
         ;;
-    *) echo "usage: scripts/bench.sh native|browser [options]" >&2; exit 2 ;;
+    page)
+        scripts/setup.sh app test
+        trunk build --release
+        exec node bench/page.mjs "$@"
+        ;;
+    *) echo "usage: scripts/bench.sh native|browser|page [options]" >&2; exit 2 ;;
 esac
