@@ -34,7 +34,7 @@ async function runToEnd(page) {
 /// axe-core's violations of impact serious or critical on the page as it is now. The source goes
 /// in through the DevTools protocol (page.evaluate): the app's CSP forbids injected <script>s.
 async function axe(page, what) {
-  if (!(await page.evaluate('typeof window.axe'))) {
+  if (await page.evaluate('typeof window.axe') === 'undefined') {
     await page.evaluate(axeSource);
   }
   const violations = await page.evaluate(async () => {
@@ -42,6 +42,7 @@ async function axe(page, what) {
     return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 6).map((n) => n.target.join(' ')) }));
   });
   const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of violations) if (!bad.includes(v)) console.log(`axe (${what}, ${v.impact}): ${v.id}: ${v.help} at ${v.nodes.join(', ')}`);
   assert.deepEqual(bad, [], `${what}: ${JSON.stringify(bad, null, 1)}`);
   return violations;
 }
