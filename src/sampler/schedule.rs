@@ -210,7 +210,10 @@ impl BetaConfig {
         // Only the last ᾱ may be 0 (a zero terminal SNR, `rescale_betas_zero_snr`), and not
         // when it is also the first: a β of 1 earlier leaves no signal from there on, and every
         // sampler divides by ᾱ.
-        if let Some(t) = a[..(a.len() - 1).max(1)].iter().position(|&x| !(x > 0.0)) {
+        if let Some(t) = a[..(a.len() - 1).max(1)]
+            .iter()
+            .position(|&x| x <= 0.0 || x.is_nan())
+        {
             return Err(SamplerError::UnsupportedValue {
                 field: if self.trained_betas.is_some() {
                     "trained_betas"
