@@ -62,6 +62,7 @@ test('without WebGPU: one short note, dismissible, no internals on screen, and a
   await page.goto(appUrl({ backend: 'auto', model_url: CLASS_MODEL, sampler: 'ddim', steps: 2, seed: 3, class: 1 }));
   await page.waitForSelector('#generate:not([disabled])', { timeout: 60_000 });
   assert.equal(await page.evaluate(() => 'gpu' in navigator), false);
+  assert.equal(await page.locator('#boot').count(), 0, 'the "Loading the app…" placeholder is gone');
   assert.equal(await page.textContent('#cpu-note > span'), 'Your browser has no WebGPU, so stepwise runs on the CPU: slower, but everything works.');
   assert.match(await page.textContent('#adapter'), /^CPU \(\d+ threads?, .*SIMD.*\)$/);
   // The technical line is one click away.
