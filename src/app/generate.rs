@@ -268,7 +268,7 @@ pub fn GenerateView(
             match r {
                 Ok(_) if !current() => {}
                 Ok(s) => run.summary.set(Some(s)),
-                Err(e) => match engine::device_lost() {
+                Err(e) => match engine::device_lost_after_error().await {
                     // The GPU went away (driver reset, unplugged, destroyed): set up a new device
                     // (or the CPU backend), reload the model, keep the settings and the frames.
                     Some(why) => {

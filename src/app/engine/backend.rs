@@ -169,6 +169,24 @@ pub fn device_lost() -> Option<String> {
     })
 }
 
+/// Why the device was lost, for a run that just failed on the GPU backend. The browser reports a
+/// loss through a promise that may settle after the failed call it caused (a readback's
+/// `map_async` fails first), so a failed GPU run waits up to a second for that report before its
+/// error is taken as something else.
+pub async fn device_lost_after_error() -> Option<String> {
+    let on_gpu = COMPUTE.with(|c| matches!(c.borrow().as_deref(), Some(Compute::Gpu(_))));
+    for _ in 0..20 {
+        if let Some(why) = device_lost() {
+            return Some(why);
+        }
+        if !on_gpu {
+            return None;
+        }
+        super::yield_to_browser(50).await;
+    }
+    device_lost()
+}
+
 /// Buffers created, buffers pooled, and the pool's (size in bytes, count) pairs.
 pub struct GpuStats {
     pub created: u64,
