@@ -77,6 +77,36 @@ const init = bindings.default;`;
     .replace(at[0], `module_or_path: relaxedSimd ? '${at[1].replace(/_bg\.wasm$/, `-relaxed_bg.wasm`)}' : '${at[1]}'`);
 }
 
+// The app's wasm through the Cache API (issue 35), so that a second visit starts without the
+// network. The file's name carries a hash of its content, so a cached copy is never stale; the
+// copies of older builds are dropped once a new one is stored. Where there is no Cache API (an
+// insecure page) or it fails, the module comes from the network as before.
+const CACHED_WASM = `// Written by scripts/csp.mjs: the wasm module kept in the Cache API.
+async function cachedWasm(url) {
+  const want = new URL(url, location.href).href;
+  let cache;
+  try {
+    cache = await caches.open('wasm:stepwise');
+    const hit = await cache.match(want);
+    if (hit) return hit;
+  } catch { return fetch(url); }
+  const res = await fetch(url);
+  if (res.ok) {
+    cache.put(want, res.clone())
+      .then(() => cache.keys())
+      .then((keys) => Promise.all(keys.filter((r) => r.url !== want).map((r) => cache.delete(r))))
+      .catch((e) => console.warn('wasm not kept in the Cache API:', e));
+  }
+  return res;
+}
+`;
+
+function withCachedWasm(loader) {
+  const at = loader.match(/module_or_path:\s*([^}]+?)\s*\}/);
+  if (!at) throw new Error("csp.mjs: Trunk's loader passes no module_or_path: did Trunk change its loader?");
+  return `${CACHED_WASM}${loader.replace(at[0], `module_or_path: cachedWasm(${at[1]}) }`)}`;
+}
+
 const dir = process.env.TRUNK_STAGING_DIR ?? process.argv[2] ?? 'dist';
 const path = join(dir, 'index.html');
 let html = await readFile(path, 'utf8');
@@ -84,7 +114,7 @@ const inline = /<script type="module"(?![^>]*\bsrc=)[^>]*>([\s\S]*?)<\/script>/;
 const m = html.match(inline);
 const relaxed = (await readdir(dir)).find((f) => f.endsWith('-relaxed_bg.wasm'));
 if (m) {
-  const loader = relaxed ? chooseModule(m[1], relaxed) : m[1].trim();
+  const loader = withCachedWasm(relaxed ? chooseModule(m[1], relaxed) : m[1].trim());
   await writeFile(join(dir, 'boot.js'), loader + '\n');
   const glue = glueOf(m[1]);
   await writeFile(join(dir, 'cpu-worker.js'), workerScript(glue));

@@ -108,7 +108,7 @@ test('a model that does not load says why in a sentence, the raw error under Det
   await blocked.page.close();
 });
 
-test('a second visit loads the shipped model from the Cache API with the network gone', { timeout: 180_000 }, async () => {
+test('a second visit loads the app and the shipped model from the Cache API with the network gone', { timeout: 180_000 }, async () => {
   // One context: the Cache API is per origin and profile (a new page would get a fresh one).
   const context = await browser.newContext();
   const first = await context.newPage();
@@ -122,6 +122,13 @@ test('a second visit loads the shipped model from the Cache API with the network
   });
   assert.ok(cached.includes('/models/index.json'), cached.join(', '));
   assert.ok(cached.some((p) => p.endsWith('/unet/diffusion_pytorch_model.safetensors')), cached.join(', '));
+  // The app's own wasm too (boot.js, scripts/csp.mjs): the one module this browser loaded.
+  const wasm = await first.evaluate(async () => {
+    const c = await caches.open('wasm:stepwise');
+    return (await c.keys()).map((r) => new URL(r.url).pathname);
+  });
+  assert.equal(wasm.length, 1, wasm.join(', '));
+  assert.match(wasm[0], /^\/stepwise-app-[0-9a-f]+(-relaxed)?_bg\.wasm$/);
   await first.close();
 
   const second = await context.newPage();
@@ -129,6 +136,7 @@ test('a second visit loads the shipped model from the Cache API with the network
   second.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   let aborted = 0;
   await second.route('**/models/**', (r) => { aborted++; return r.abort(); });
+  await second.route('**/*_bg.wasm', (r) => { aborted++; return r.abort(); });
   await second.goto(appUrl({ backend: 'cpu' }));
   await second.waitForSelector('#generate:not([disabled])', { timeout: 60_000 });
   assert.equal(await second.textContent('#model-status'), status);
