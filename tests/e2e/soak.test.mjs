@@ -132,8 +132,8 @@ test(`soak: ${RUNS} generations with switches and stops`, { timeout: 3_600_000 }
 });
 
 // Every setting of a 12-run cycle (both models, the four samplers, 1–3 steps, batch 1 and 2) by
-// run 12, so the default 24 runs repeat each once; every 7th run has 40 steps, so that its Stop
-// lands mid-run (a 3-step run on the CPU ends before the click).
+// run 12, so the default 24 runs repeat most of them; every 7th run has 40 steps instead, so that
+// its Stop lands mid-run (a 3-step run on the CPU ends before the click).
 const CPU_STOP_STEPS = 40;
 test(`soak, CPU backend with a worker: ${CPU_RUNS} generations with switches and stops`, { timeout: 3_600_000 }, async () => {
   await soak({

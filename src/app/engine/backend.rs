@@ -174,13 +174,12 @@ pub fn device_lost() -> Option<String> {
 /// `map_async` fails first), so a failed GPU run waits up to a second for that report before its
 /// error is taken as something else.
 pub async fn device_lost_after_error() -> Option<String> {
-    let on_gpu = COMPUTE.with(|c| matches!(c.borrow().as_deref(), Some(Compute::Gpu(_))));
+    if !COMPUTE.with(|c| matches!(c.borrow().as_deref(), Some(Compute::Gpu(_)))) {
+        return None;
+    }
     for _ in 0..20 {
         if let Some(why) = device_lost() {
             return Some(why);
-        }
-        if !on_gpu {
-            return None;
         }
         super::yield_to_browser(50).await;
     }
