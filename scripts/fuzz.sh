@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes everything the loader reads from untrusted files (issue #9) with cargo fuzz (libFuzzer):
 #   scripts/fuzz.sh [SECONDS_FOR_model_folder] [SECONDS_FOR_EACH_OTHER_TARGET]
-# Installs the nightly toolchain and cargo-fuzz when missing, seeds each corpus from the real and
-# broken model folders in tests/fixtures, runs the targets, and prints the executions of each run
-# (also appended to fuzz/RESULTS.md). A crash, hang (> 10 s per input) or out-of-memory (> 2 GiB)
-# stops the run and leaves the input under fuzz/artifacts/.
+# Installs the nightly toolchain and cargo-fuzz when missing, seeds each corpus (fuzz/corpus/,
+# committed) from the real and broken model folders in tests/fixtures and assets, runs the
+# targets, minimises each grown corpus (cargo fuzz cmin), and prints the executions of each run
+# with the commit it ran on (also appended to fuzz/RESULTS.md). Targets are built optimised with
+# overflow checks and debug assertions on. A crash, hang (> 10 s per input) or out-of-memory
+# (> 2 GiB) stops the run and leaves the input under fuzz/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,17 +39,38 @@ for f in assets/models/*/scheduler/scheduler_config.json tests/fixtures/*/*/sche
   { printf '\x32\x00'; cat "$f"; } > "$tmp/sched$i"
   seed scheduler_config "$i" "$tmp/sched$i"
 done
+for f in assets/models/*/stepwise.json tests/fixtures/*/*/stepwise.json; do
+  [ -f "$f" ] || continue
+  seed stepwise_json "$(basename "$(dirname "$f")")" "$f"
+done
+for d in assets/toy2d/*/; do
+  name=$(basename "$d")
+  python3 - "$d" "$tmp/toy-$name" <<'PY'
+import struct, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+cfg = (d / "config.json").read_bytes()[:65535]
+pathlib.Path(sys.argv[2]).write_bytes(struct.pack("<H", len(cfg)) + cfg + (d / "model.safetensors").read_bytes())
+PY
+  seed toy2d_folder "$name" "$tmp/toy-$name"
+done
 rm -rf "$tmp"
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src fuzz/fuzz_targets || echo -dirty)
 
 run() {  # run <target> <seconds>
   local log="fuzz/$1.log"
-  (cd fuzz && cargo +nightly fuzz run "$1" --release -- \
+  (cd fuzz && cargo +nightly fuzz run "$1" --release --debug-assertions -- \
       -max_total_time="$2" -timeout=10 -rss_limit_mb=2048 -max_len=131072 -print_final_stats=1) \
       > "$log" 2>&1 || { tail -40 "$log"; echo "fuzz target $1 FAILED (see $log, fuzz/artifacts/$1)"; exit 1; }
-  local execs
+  local execs files
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  printf '%s  %-20s %6ss  %12s executions, no crash, hang or OOM\n' "$(date -u +%F)" "$1" "$2" "$execs" | tee -a fuzz/RESULTS.md
+  # Keep only the inputs that add coverage, so the committed corpus stays small.
+  (cd fuzz && cargo +nightly fuzz cmin "$1" --release --debug-assertions -- -max_len=131072 -rss_limit_mb=2048) \
+      >> "$log" 2>&1 || { tail -20 "$log"; echo "cmin of $1 FAILED"; exit 1; }
+  files=$(find "fuzz/corpus/$1" -type f | wc -l)
+  printf '%s  %-20s %6ss  %12s executions, no crash, hang or OOM  (commit %s, corpus %s inputs)\n' \
+      "$(date -u +%F)" "$1" "$2" "$execs" "$commit" "$files" | tee -a fuzz/RESULTS.md
 }
 run model_folder "$MAIN"
-run safetensors_weights "$OTHER"
-run scheduler_config "$OTHER"
+for t in safetensors_weights scheduler_config stepwise_json toy2d_folder; do
+  run "$t" "$OTHER"
+done

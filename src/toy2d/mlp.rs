@@ -50,11 +50,17 @@ pub struct Toy2dConfig {
 
 impl Toy2dConfig {
     /// Parses `config.json`; `source` names the file in errors.
+    /// A mixture's weights and covariances are checked here, so that sampling its data cannot fail.
     pub fn from_json(text: &str, source: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Json {
+        let json = |message: String| Error::Json {
             path: source.into(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let cfg: Self = serde_json::from_str(text).map_err(|e| json(e.to_string()))?;
+        if let DataConfig::Mixture(m) = &cfg.data {
+            m.check().map_err(|e| json(format!("`data`: {e}")))?;
+        }
+        Ok(cfg)
     }
 }
 
@@ -273,6 +279,30 @@ mod tests {
             activation: "silu".into(),
             out_features: 2,
         }
+    }
+
+    #[test]
+    fn a_config_with_an_empty_or_singular_mixture_is_refused() {
+        let model = r#""model": {"kind": "mlp", "in_features": 2, "time_embedding_dim": 4,
+            "flip_sin_to_cos": true, "freq_shift": 0.0, "max_period": 10000.0, "hidden": [3],
+            "activation": "silu", "out_features": 2}"#;
+        for (data, why) in [
+            (r#"{"kind": "mixture", "components": []}"#, "at least one"),
+            (
+                r#"{"kind": "mixture", "components": [{"weight": 1.0, "mean": [0, 0],
+                    "cov": [[1.0, 2.0], [2.0, 1.0]]}]}"#,
+                "positive definite",
+            ),
+        ] {
+            let text = format!("{{{model}, \"data\": {data}}}");
+            let err = Toy2dConfig::from_json(&text, "config.json").unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(err.to_string().contains("config.json"), "{err}");
+        }
+        let ok = r#"{"kind": "mixture", "components": [{"weight": 1.0, "mean": [0, 0],
+            "cov": [[1.0, 0.0], [0.0, 1.0]]}]}"#;
+        let cfg = Toy2dConfig::from_json(&format!("{{{model}, \"data\": {ok}}}"), "c").unwrap();
+        assert_eq!(cfg.data.sample(5, 1).len(), 10);
     }
 
     #[test]
