@@ -141,14 +141,6 @@ impl Scheduler for DDIMScheduler {
         &self.alphas_cumprod
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
-        Ok(sample.to_vec())
-    }
-
     fn set_num_images(&mut self, images: usize) {
         self.num_images = Some(images);
     }

@@ -13,7 +13,7 @@ use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
-use super::sigmas::{alpha_sigma, multistep_index_for_timestep, spaced_schedule, SigmaSpacing};
+use super::sigmas::{alpha_sigma, multistep_step_index, spaced_schedule, SigmaSpacing};
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -281,14 +281,6 @@ impl Scheduler for DEISMultistepScheduler {
         &self.alphas_cumprod
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
-        Ok(sample.to_vec())
-    }
-
     fn set_num_images(&mut self, images: usize) {
         self.num_images = Some(images);
     }
@@ -305,20 +297,8 @@ impl Scheduler for DEISMultistepScheduler {
         noise: Option<&[f32]>,
     ) -> Result<StepOutput, SamplerError> {
         check_lengths(model_output, sample, noise)?;
-        if self.timesteps.is_empty() {
-            return Err(SamplerError::TimestepsNotSet { scheduler: NAME });
-        }
+        let idx = multistep_step_index(NAME, &self.timesteps, self.step_index, timestep)?;
         let num_steps = self.timesteps.len();
-        let idx = self
-            .step_index
-            .unwrap_or_else(|| multistep_index_for_timestep(&self.timesteps, timestep));
-        if idx >= num_steps {
-            return Err(SamplerError::StepPastEnd {
-                scheduler: NAME,
-                step_index: idx,
-                num_steps,
-            });
-        }
         // Lower orders over the last two steps of short runs (diffusers' rule).
         let short = self.config.lower_order_final && num_steps < 15;
         let lower_order_final = idx == num_steps - 1 && short;

@@ -16,7 +16,7 @@ use super::schedule::{
     check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
 use super::sigmas::{
-    alpha_sigma, combine, lambda, multistep_index_for_timestep, spaced_schedule, training_sigmas,
+    alpha_sigma, combine, lambda, multistep_step_index, spaced_schedule, training_sigmas,
     SigmaSpacing,
 };
 use super::threshold::DynamicThresholding;
@@ -427,14 +427,6 @@ impl Scheduler for DPMSolverSinglestepScheduler {
         &self.alphas_cumprod
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
-        Ok(sample.to_vec())
-    }
-
     fn set_num_images(&mut self, images: usize) {
         self.num_images = Some(images);
     }
@@ -451,14 +443,9 @@ impl Scheduler for DPMSolverSinglestepScheduler {
         noise: Option<&[f32]>,
     ) -> Result<StepOutput, SamplerError> {
         check_lengths(model_output, sample, noise)?;
-        if self.timesteps.is_empty() {
-            return Err(SamplerError::TimestepsNotSet { scheduler: NAME });
-        }
+        let idx = multistep_step_index(NAME, &self.timesteps, self.step_index, timestep)?;
         let num_steps = self.timesteps.len();
-        let idx = self
-            .step_index
-            .unwrap_or_else(|| multistep_index_for_timestep(&self.timesteps, timestep));
-        if idx >= num_steps || idx >= self.order_list.len() {
+        if idx >= self.order_list.len() {
             return Err(SamplerError::StepPastEnd {
                 scheduler: NAME,
                 step_index: idx,

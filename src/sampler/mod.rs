@@ -163,11 +163,16 @@ pub trait Scheduler: Send {
     fn snr(&self) -> Vec<f32> {
         schedule::snr(self.alphas_cumprod())
     }
-    /// The standard deviation of the initial noise x_T (1 except for σ-space samplers).
-    fn init_noise_sigma(&self) -> f32;
-    /// The model's input at `timestep` (identity except for σ-space samplers, which divide by
-    /// √(σ² + 1)); an error if `timestep` is not in the schedule of such a sampler.
-    fn scale_model_input(&self, sample: &[f32], timestep: f32) -> Result<Vec<f32>, SamplerError>;
+    /// The standard deviation of the initial noise x_T: 1 (diffusers' default) except for the
+    /// σ-space samplers, which override it.
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+    /// The model's input at `timestep`: the sample itself (diffusers' default), except for the
+    /// σ-space samplers, which divide by √(σ² + 1) and refuse a `timestep` not in their schedule.
+    fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
+        Ok(sample.to_vec())
+    }
     /// The number of images N in the N×C×H×W slices `step` gets. Every update is elementwise
     /// except dynamic thresholding (`"thresholding": true`), whose quantile is per image: a
     /// sampler with it refuses to step until this is set. The others ignore it.

@@ -368,14 +368,6 @@ impl Scheduler for PNDMScheduler {
         &self.alphas_cumprod
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &[f32], _timestep: f32) -> Result<Vec<f32>, SamplerError> {
-        Ok(sample.to_vec())
-    }
-
     fn needs_step_noise(&self) -> bool {
         false
     }

@@ -292,6 +292,29 @@ pub fn multistep_index_for_timestep(timesteps: &[f32], timestep: f32) -> usize {
     }
 }
 
+/// The index a multistep solver's `step` is at: its own count once started (`step_index`),
+/// else where `timestep` is in `timesteps` ([`multistep_index_for_timestep`]); an error before
+/// `set_timesteps` or past the last step.
+pub fn multistep_step_index(
+    scheduler: &'static str,
+    timesteps: &[f32],
+    step_index: Option<usize>,
+    timestep: f32,
+) -> Result<usize, SamplerError> {
+    if timesteps.is_empty() {
+        return Err(SamplerError::TimestepsNotSet { scheduler });
+    }
+    let idx = step_index.unwrap_or_else(|| multistep_index_for_timestep(timesteps, timestep));
+    if idx >= timesteps.len() {
+        return Err(SamplerError::StepPastEnd {
+            scheduler,
+            step_index: idx,
+            num_steps: timesteps.len(),
+        });
+    }
+    Ok(idx)
+}
+
 /// diffusers' `index_for_timestep` of the σ-space samplers (Euler, Heun, LMS): the second match
 /// if the timestep repeats; absent is an error (torch's IndexError there).
 pub fn discrete_index_for_timestep(
