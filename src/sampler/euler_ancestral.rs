@@ -11,7 +11,7 @@ use super::schedule::{
     check_steps, euler_timesteps, np_interp_index, sigma_from_alpha_cumprod, BetaConfig,
     PredictionType, TimestepSpacing,
 };
-use super::sigmas::{k_init_noise_sigma, k_scale_model_input};
+use super::sigmas::{k_init_noise_sigma, k_scale_model_input, sigma_index, sigma_step_index};
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
 const NAME: &str = "EulerAncestralDiscreteScheduler";
@@ -91,35 +91,14 @@ impl EulerAncestralDiscreteScheduler {
         &self.sigmas
     }
 
-    /// diffusers' `index_for_timestep`: the second match if the timestep repeats.
-    fn index_for_timestep(&self, timestep: f32) -> Result<usize, SamplerError> {
-        let hits: Vec<usize> = self
-            .timesteps
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| t == timestep)
-            .map(|(i, _)| i)
-            .take(2)
-            .collect();
-        match hits.as_slice() {
-            [] => Err(SamplerError::UnknownTimestep {
-                scheduler: NAME,
-                timestep,
-                timesteps: self.timesteps.clone(),
-            }),
-            [i] => Ok(*i),
-            [_, i, ..] => Ok(*i),
-        }
-    }
-
     fn current_index(&self, timestep: f32) -> Result<usize, SamplerError> {
-        if self.sigmas.is_empty() {
-            return Err(SamplerError::TimestepsNotSet { scheduler: NAME });
-        }
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => self.index_for_timestep(timestep),
-        }
+        sigma_index(
+            NAME,
+            &self.sigmas,
+            &self.timesteps,
+            self.step_index,
+            timestep,
+        )
     }
 }
 
@@ -194,14 +173,13 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         noise: Option<&[f32]>,
     ) -> Result<StepOutput, SamplerError> {
         check_lengths(model_output, sample, noise)?;
-        let idx = self.current_index(timestep)?;
-        if idx + 1 >= self.sigmas.len() {
-            return Err(SamplerError::StepPastEnd {
-                scheduler: NAME,
-                step_index: idx,
-                num_steps: self.timesteps.len(),
-            });
-        }
+        let idx = sigma_step_index(
+            NAME,
+            &self.sigmas,
+            &self.timesteps,
+            self.step_index,
+            timestep,
+        )?;
         // diffusers draws noise at every step, the last (σ_up = 0) included.
         let noise = noise.ok_or(SamplerError::MissingNoise {
             scheduler: NAME,

@@ -15,7 +15,7 @@ use super::schedule::{
     check_steps, euler_timesteps, np_interp_index, BetaConfig, PredictionType, TimestepSpacing,
 };
 use super::sigmas::{
-    discrete_index_for_timestep, k_init_noise_sigma, k_scale_model_input, log_sigmas, sigma_to_t,
+    k_init_noise_sigma, k_scale_model_input, log_sigmas, sigma_index, sigma_step_index, sigma_to_t,
     training_sigmas, SigmaSpacing,
 };
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
@@ -96,13 +96,13 @@ impl LMSDiscreteScheduler {
     }
 
     fn current_index(&self, timestep: f32) -> Result<usize, SamplerError> {
-        if self.sigmas.is_empty() {
-            return Err(SamplerError::TimestepsNotSet { scheduler: NAME });
-        }
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => discrete_index_for_timestep(NAME, &self.timesteps, timestep),
-        }
+        sigma_index(
+            NAME,
+            &self.sigmas,
+            &self.timesteps,
+            self.step_index,
+            timestep,
+        )
     }
 
     /// diffusers' `get_lms_coefficient(order, t, current_order)`: ∫_{σ_t}^{σ_{t+1}} of the
@@ -207,14 +207,13 @@ impl Scheduler for LMSDiscreteScheduler {
         noise: Option<&[f32]>,
     ) -> Result<StepOutput, SamplerError> {
         check_lengths(model_output, sample, noise)?;
-        let idx = self.current_index(timestep)?;
-        if idx + 1 >= self.sigmas.len() {
-            return Err(SamplerError::StepPastEnd {
-                scheduler: NAME,
-                step_index: idx,
-                num_steps: self.timesteps.len(),
-            });
-        }
+        let idx = sigma_step_index(
+            NAME,
+            &self.sigmas,
+            &self.timesteps,
+            self.step_index,
+            timestep,
+        )?;
         let sigma = self.sigmas[idx];
         // 1. x̂₀ from the σ-scaled prediction
         let pred_original_sample: Vec<f32> = match self.config.prediction_type {

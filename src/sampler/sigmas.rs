@@ -338,6 +338,44 @@ pub fn discrete_index_for_timestep(
     }
 }
 
+/// The entry of `sigmas` a σ-space sampler (Euler-a, Heun, LMS) is at: its own count once
+/// started (`step_index`), else where `timestep` is ([`discrete_index_for_timestep`]); an error
+/// before `set_timesteps`.
+pub fn sigma_index(
+    scheduler: &'static str,
+    sigmas: &[f32],
+    timesteps: &[f32],
+    step_index: Option<usize>,
+    timestep: f32,
+) -> Result<usize, SamplerError> {
+    if sigmas.is_empty() {
+        return Err(SamplerError::TimestepsNotSet { scheduler });
+    }
+    match step_index {
+        Some(i) => Ok(i),
+        None => discrete_index_for_timestep(scheduler, timesteps, timestep),
+    }
+}
+
+/// [`sigma_index`] for `step`, which also needs σ_{i+1}: an error past the last step.
+pub fn sigma_step_index(
+    scheduler: &'static str,
+    sigmas: &[f32],
+    timesteps: &[f32],
+    step_index: Option<usize>,
+    timestep: f32,
+) -> Result<usize, SamplerError> {
+    let idx = sigma_index(scheduler, sigmas, timesteps, step_index, timestep)?;
+    if idx + 1 >= sigmas.len() {
+        return Err(SamplerError::StepPastEnd {
+            scheduler,
+            step_index: idx,
+            num_steps: timesteps.len(),
+        });
+    }
+    Ok(idx)
+}
+
 /// A·x elementwise plus Σ c_k·v_k, in f32, left to right (diffusers' tensor expressions with
 /// scalar coefficients computed once).
 pub fn combine(sample: &[f32], c_x: f64, terms: &[(f64, &[f32])]) -> Vec<f32> {
