@@ -13,7 +13,9 @@ use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
-use super::sigmas::{alpha_sigma, multistep_step_index, spaced_schedule, SigmaSpacing};
+use super::sigmas::{
+    alpha_sigma, multistep_step_index, spaced_schedule, x0_from_output, SigmaSpacing,
+};
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -168,12 +170,7 @@ impl DEISMultistepScheduler {
         sigma: f32,
     ) -> Result<(Vec<f32>, Vec<f32>), SamplerError> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        let zip = model_output.iter().zip(sample);
-        let mut x0: Vec<f32> = match self.config.prediction_type {
-            PredictionType::Epsilon => zip.map(|(&m, &x)| (x - sigma_t * m) / alpha_t).collect(),
-            PredictionType::Sample => model_output.to_vec(),
-            PredictionType::VPrediction => zip.map(|(&m, &x)| alpha_t * x - sigma_t * m).collect(),
-        };
+        let mut x0 = x0_from_output(self.config.prediction_type, model_output, sample, sigma);
         if let Some(th) = self.config.thresholding {
             th.apply(NAME, &mut x0, self.num_images)?;
         }

@@ -13,6 +13,7 @@ use super::schedule::{
     check_steps, dpm_solver_timesteps, np_interp_index, np_linspace, sigma_from_alpha_cumprod,
     BetaConfig, BetaSchedule, PredictionType, TimestepSpacing,
 };
+use super::sigmas::{alpha_sigma, eps_from_output, lambda, sigma_to_t, x0_from_output};
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -255,36 +256,6 @@ impl DPMSolverMultistepSchedulerConfig {
     }
 }
 
-/// diffusers' `_sigma_to_t`: the fractional training timestep whose log σ matches, by linear
-/// interpolation in log σ (numpy mixed precision: f32 table, f64 query).
-fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
-    if log_sigmas.len() < 2 {
-        return 0.0; // one training timestep: every σ is at t = 0
-    }
-    let log_sigma = libm::log(sigma.max(1e-10));
-    let last_at_or_below = log_sigmas
-        .iter()
-        .rposition(|&l| log_sigma - f64::from(l) >= 0.0)
-        .unwrap_or(0);
-    let low_idx = last_at_or_below.min(log_sigmas.len() - 2);
-    let high_idx = low_idx + 1;
-    let low = log_sigmas[low_idx];
-    let high = log_sigmas[high_idx];
-    let w = ((f64::from(low) - log_sigma) / f64::from(low - high)).clamp(0.0, 1.0);
-    (1.0 - w) * low_idx as f64 + w * high_idx as f64
-}
-
-/// (α_t, σ_t) from the VE σ: α_t = 1/√(σ²+1), σ_t = σ α_t (f32, as diffusers).
-fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha_t = 1.0 / (sigma * sigma + 1.0).sqrt();
-    (alpha_t, sigma * alpha_t)
-}
-
-/// λ = log α − log σ in f64 (+∞ at σ = 0).
-fn lambda(alpha: f32, sigma: f32) -> f64 {
-    libm::log(f64::from(alpha)) - libm::log(f64::from(sigma))
-}
-
 /// DPM-Solver multistep sampler.
 #[derive(Debug, Clone)]
 pub struct DPMSolverMultistepScheduler {
@@ -355,29 +326,15 @@ impl DPMSolverMultistepScheduler {
         sigma: f32,
     ) -> Result<Vec<f32>, SamplerError> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        let zip = model_output.iter().zip(sample);
         if self.config.data_prediction() {
-            let mut x0: Vec<f32> = match self.config.prediction_type {
-                PredictionType::Epsilon => {
-                    zip.map(|(&m, &x)| (x - sigma_t * m) / alpha_t).collect()
-                }
-                PredictionType::Sample => model_output.to_vec(),
-                PredictionType::VPrediction => {
-                    zip.map(|(&m, &x)| alpha_t * x - sigma_t * m).collect()
-                }
-            };
+            let mut x0 = x0_from_output(self.config.prediction_type, model_output, sample, sigma);
             if let Some(th) = self.config.thresholding {
                 th.apply(NAME, &mut x0, self.num_images)?;
             }
             Ok(x0)
         } else {
-            let epsilon: Vec<f32> = match self.config.prediction_type {
-                PredictionType::Epsilon => model_output.to_vec(),
-                PredictionType::Sample => zip.map(|(&m, &x)| (x - alpha_t * m) / sigma_t).collect(),
-                PredictionType::VPrediction => {
-                    zip.map(|(&m, &x)| alpha_t * m + sigma_t * x).collect()
-                }
-            };
+            let epsilon: Vec<f32> =
+                eps_from_output(self.config.prediction_type, model_output, sample, sigma);
             let Some(th) = self.config.thresholding else {
                 return Ok(epsilon);
             };

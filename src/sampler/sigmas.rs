@@ -6,6 +6,7 @@
 //! Notation (diffusers): σ = √((1−ᾱ)/ᾱ) is the variance-exploding noise level; α_t = 1/√(σ²+1)
 //! and σ_t = σ·α_t are the variance-preserving coefficients; λ = log α_t − log σ_t.
 
+use super::schedule::PredictionType;
 use super::{SamplerError, SchedulerConfig};
 
 /// Which σ spacing a run uses (diffusers' `use_*_sigmas` flags; at most one may be set).
@@ -270,6 +271,40 @@ fn beta_ppf(q: f64, a: f64, b: f64) -> f64 {
 pub fn alpha_sigma(sigma: f32) -> (f32, f32) {
     let alpha_t = 1.0 / (sigma * sigma + 1.0).sqrt();
     (alpha_t, sigma * alpha_t)
+}
+
+/// x̂₀ from the model's output at the VE σ (the data-prediction form of the DPM-Solver family,
+/// Lu et al. 2022b, eq. 9): (x − σ_t ε̂)/α_t for ε, the output for `sample`, α_t x − σ_t v for v.
+pub fn x0_from_output(
+    prediction_type: PredictionType,
+    model_output: &[f32],
+    sample: &[f32],
+    sigma: f32,
+) -> Vec<f32> {
+    let (alpha_t, sigma_t) = alpha_sigma(sigma);
+    let zip = model_output.iter().zip(sample);
+    match prediction_type {
+        PredictionType::Epsilon => zip.map(|(&m, &x)| (x - sigma_t * m) / alpha_t).collect(),
+        PredictionType::Sample => model_output.to_vec(),
+        PredictionType::VPrediction => zip.map(|(&m, &x)| alpha_t * x - sigma_t * m).collect(),
+    }
+}
+
+/// ε̂ from the model's output at the VE σ (the noise-prediction form): the output for ε,
+/// (x − α_t x̂₀)/σ_t for `sample`, α_t v + σ_t x for v.
+pub fn eps_from_output(
+    prediction_type: PredictionType,
+    model_output: &[f32],
+    sample: &[f32],
+    sigma: f32,
+) -> Vec<f32> {
+    let (alpha_t, sigma_t) = alpha_sigma(sigma);
+    let zip = model_output.iter().zip(sample);
+    match prediction_type {
+        PredictionType::Epsilon => model_output.to_vec(),
+        PredictionType::Sample => zip.map(|(&m, &x)| (x - alpha_t * m) / sigma_t).collect(),
+        PredictionType::VPrediction => zip.map(|(&m, &x)| alpha_t * m + sigma_t * x).collect(),
+    }
 }
 
 /// λ = log α − log σ in f64 (+∞ at σ = 0).

@@ -19,7 +19,10 @@ use super::noising::{check_index, NoiseLevel};
 use super::schedule::{
     check_steps, dpm_solver_timesteps, BetaConfig, PredictionType, TimestepSpacing,
 };
-use super::sigmas::{alpha_sigma, lambda, multistep_step_index, spaced_schedule, SigmaSpacing};
+use super::sigmas::{
+    alpha_sigma, eps_from_output, lambda, multistep_step_index, spaced_schedule, x0_from_output,
+    SigmaSpacing,
+};
 use super::threshold::DynamicThresholding;
 use super::{check_lengths, SamplerError, SamplerKind, Scheduler, SchedulerConfig, StepOutput};
 
@@ -229,30 +232,19 @@ impl UniPCMultistepScheduler {
         sample: &[f32],
         sigma: f32,
     ) -> Result<Vec<f32>, SamplerError> {
-        let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        let zip = model_output.iter().zip(sample);
         if self.config.predict_x0 {
-            let mut x0: Vec<f32> = match self.config.prediction_type {
-                PredictionType::Epsilon => {
-                    zip.map(|(&m, &x)| (x - sigma_t * m) / alpha_t).collect()
-                }
-                PredictionType::Sample => model_output.to_vec(),
-                PredictionType::VPrediction => {
-                    zip.map(|(&m, &x)| alpha_t * x - sigma_t * m).collect()
-                }
-            };
+            let mut x0 = x0_from_output(self.config.prediction_type, model_output, sample, sigma);
             if let Some(th) = self.config.thresholding {
                 th.apply(NAME, &mut x0, self.num_images)?;
             }
             Ok(x0)
         } else {
-            Ok(match self.config.prediction_type {
-                PredictionType::Epsilon => model_output.to_vec(),
-                PredictionType::Sample => zip.map(|(&m, &x)| (x - alpha_t * m) / sigma_t).collect(),
-                PredictionType::VPrediction => {
-                    zip.map(|(&m, &x)| alpha_t * m + sigma_t * x).collect()
-                }
-            })
+            Ok(eps_from_output(
+                self.config.prediction_type,
+                model_output,
+                sample,
+                sigma,
+            ))
         }
     }
 
