@@ -332,12 +332,7 @@ impl Scheduler for DEISMultistepScheduler {
     /// (α_t, σ_t) of `sigmas[index]`, as `add_noise` after `set_begin_index`; the end of the run
     /// is the clean sample.
     fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
-        check_index(NAME, index, self.timesteps.len())?;
-        if index == self.timesteps.len() {
-            return Ok(NoiseLevel::CLEAN);
-        }
-        let (signal, noise) = alpha_sigma(self.sigmas[index]);
-        Ok(NoiseLevel { signal, noise })
+        NoiseLevel::vp_at(NAME, &self.sigmas, self.timesteps.len(), index)
     }
 
     /// Starts the history afresh (first order at `index`).

@@ -794,12 +794,7 @@ impl Scheduler for DPMSolverMultistepScheduler {
     /// set a begin index. The end of the run is clean whatever `final_sigmas_type` says, since
     /// the last step returns x̂₀ there.
     fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
-        check_index(NAME, index, self.timesteps.len())?;
-        if index == self.timesteps.len() {
-            return Ok(NoiseLevel::CLEAN);
-        }
-        let (signal, noise) = alpha_sigma(self.sigmas[index]);
-        Ok(NoiseLevel { signal, noise })
+        NoiseLevel::vp_at(NAME, &self.sigmas, self.timesteps.len(), index)
     }
 
     /// Starts the history afresh (diffusers' `set_timesteps` state, then `set_begin_index`): the

@@ -242,11 +242,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
     /// pipeline set a begin index (the σ of that index, not a search for the timestep); the
     /// final σ is 0, the clean end.
     fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
-        check_index(NAME, index, self.timesteps.len())?;
-        Ok(NoiseLevel {
-            signal: 1.0,
-            noise: self.sigmas[index],
-        })
+        NoiseLevel::ve_at(NAME, &self.sigmas, self.timesteps.len(), index)
     }
 
     fn set_begin_index(&mut self, index: usize) -> Result<(), SamplerError> {

@@ -311,11 +311,7 @@ impl Scheduler for HeunDiscreteScheduler {
     /// x₀ + σ·ε with σ = `sigmas[index]` (`add_noise` after `set_begin_index`); the σ after the
     /// last entry is 0, the clean end.
     fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
-        check_index(NAME, index, self.timesteps.len())?;
-        Ok(NoiseLevel {
-            signal: 1.0,
-            noise: self.sigmas[index],
-        })
+        NoiseLevel::ve_at(NAME, &self.sigmas, self.timesteps.len(), index)
     }
 
     /// The next entry is `index`, taken as a first half (diffusers' state is fresh after

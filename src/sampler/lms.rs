@@ -267,11 +267,7 @@ impl Scheduler for LMSDiscreteScheduler {
 
     /// x₀ + σ·ε with σ = `sigmas[index]`; the σ after the last step is 0, the clean end.
     fn noise_level(&self, index: usize) -> Result<NoiseLevel, SamplerError> {
-        check_index(NAME, index, self.timesteps.len())?;
-        Ok(NoiseLevel {
-            signal: 1.0,
-            noise: self.sigmas[index],
-        })
+        NoiseLevel::ve_at(NAME, &self.sigmas, self.timesteps.len(), index)
     }
 
     /// The next step is `index`, with no stored slopes.

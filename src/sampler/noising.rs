@@ -29,6 +29,39 @@ impl NoiseLevel {
             noise: (1.0 - alpha_cumprod).sqrt(),
         }
     }
+
+    /// The level at step `index` of a run over the VE table `sigmas` (one entry per step, then
+    /// the final σ) for a sampler whose samples are variance preserving (the DPM-Solver family):
+    /// α_t = 1/√(σ²+1), σ_t = σ·α_t; the end of the run (`index == num_steps`) is clean, since
+    /// the last step returns x̂₀ whatever the final σ says.
+    pub(crate) fn vp_at(
+        scheduler: &'static str,
+        sigmas: &[f32],
+        num_steps: usize,
+        index: usize,
+    ) -> Result<Self, SamplerError> {
+        check_index(scheduler, index, num_steps)?;
+        if index == num_steps {
+            return Ok(Self::CLEAN);
+        }
+        let (signal, noise) = super::sigmas::alpha_sigma(sigmas[index]);
+        Ok(Self { signal, noise })
+    }
+
+    /// The level at step `index` of a run over `sigmas` for a σ-space sampler (Euler-a, Heun,
+    /// LMS), whose samples are x₀ + σ·ε.
+    pub(crate) fn ve_at(
+        scheduler: &'static str,
+        sigmas: &[f32],
+        num_steps: usize,
+        index: usize,
+    ) -> Result<Self, SamplerError> {
+        check_index(scheduler, index, num_steps)?;
+        Ok(Self {
+            signal: 1.0,
+            noise: sigmas[index],
+        })
+    }
 }
 
 /// `signal · original + noise · ε` (diffusers' `add_noise`, elementwise in f32).
